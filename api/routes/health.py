@@ -1,0 +1,55 @@
+"""Liveness, readiness and the full health report, each dependency probed for real."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from api.deps import ResourcesDep
+from infra import probes
+
+router = APIRouter(tags=["health"])
+
+PROBE_TIMEOUT_S = 3.0
+
+
+async def _bounded(coro: Any) -> dict[str, Any]:
+    return await probes.timed(asyncio.wait_for(coro, PROBE_TIMEOUT_S))
+
+
+async def _report(res: ResourcesDep, names: tuple[str, ...]) -> JSONResponse:
+    checks = {
+        "temporal": lambda: probes.probe_temporal(res.temporal),
+        "postgres": lambda: probes.probe_postgres(res.engine),
+        "redis": lambda: probes.probe_redis(res.redis),
+        "model": lambda: probes.probe_model(res.http, res.endpoints.model_url),
+        "worker": lambda: probes.probe_worker(res.temporal, res.policy.queue("chat")),
+    }
+    results = await asyncio.gather(*(_bounded(checks[n]()) for n in names))
+    components = dict(zip(names, results, strict=True))
+    healthy = all(c["status"] == "ok" for c in components.values())
+    return JSONResponse(
+        {"status": "ok" if healthy else "unavailable", "components": components},
+        status_code=200 if healthy else 503,
+    )
+
+
+@router.get("/livez")
+async def livez() -> dict[str, str]:
+    """The process is up; says nothing about dependencies."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+async def readyz(res: ResourcesDep) -> JSONResponse:
+    """The API's own dependencies answer: it can accept requests."""
+    return await _report(res, ("temporal", "postgres", "redis"))
+
+
+@router.get("/healthz")
+async def healthz(res: ResourcesDep) -> JSONResponse:
+    """Every component of the stack, probed for real; 503 when any is down."""
+    return await _report(res, ("temporal", "postgres", "redis", "model", "worker"))

@@ -1,0 +1,74 @@
+"""turnflow's own processes: the Temporal worker and the API server."""
+
+from __future__ import annotations
+
+import sys
+
+import httpx
+
+from db.migrate import upgrade
+from infra import probes
+from infra.components.base import Component
+from infra.endpoints import Endpoints
+from infra.settings import REPO_ROOT, Settings
+from infra.temporal_client import connect_temporal
+
+
+def _child_env(settings: Settings, endpoints: Endpoints) -> dict[str, str]:
+    return {
+        **endpoints.as_env(),
+        "TURNFLOW_DATA_DIR": str(settings.data_dir.resolve()),
+        "TURNFLOW_POLICY_FILE": str(settings.policy_file.resolve()),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def worker_component(
+    settings: Settings, endpoints: Endpoints, namespace: str, task_queue: str
+) -> Component:
+    async def ready() -> None:
+        client = await connect_temporal(endpoints.temporal_address, namespace)
+        await probes.probe_worker(client, task_queue)
+
+    return Component(
+        name="worker",
+        argv=[sys.executable, "-m", "workers.main"],
+        env=_child_env(settings, endpoints),
+        cwd=REPO_ROOT,
+        ready=ready,
+        # The schema must be current before any activity runs, embedded database or not.
+        prepare=lambda: upgrade(endpoints.database_url),
+        startup_timeout_s=60,
+        # Longer than the worker's graceful shutdown, so in-flight activities can finish.
+        stop_timeout_s=20,
+    )
+
+
+def api_component(settings: Settings, endpoints: Endpoints) -> Component:
+    base = f"http://{settings.api_host}:{settings.api_port}"
+
+    async def ready() -> None:
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(f"{base}/livez")).raise_for_status()
+
+    return Component(
+        name="api",
+        argv=[
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:create_app",
+            "--factory",
+            "--host",
+            settings.api_host,
+            "--port",
+            str(settings.api_port),
+            "--no-access-log",
+        ],
+        env=_child_env(settings, endpoints),
+        cwd=REPO_ROOT,
+        ready=ready,
+        urls={"API": base, "API docs": f"{base}/docs", "Health": f"{base}/healthz"},
+        ports=[settings.api_port],
+        startup_timeout_s=60,
+    )

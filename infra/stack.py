@@ -1,0 +1,62 @@
+"""The stack `turnflow up` runs: embedded servers for every service without a configured URL, then ours."""
+
+from __future__ import annotations
+
+from infra.components.app import api_component, worker_component
+from infra.components.base import Component
+from infra.components.model import model_component
+from infra.components.postgres import postgres_component
+from infra.components.redis import redis_component
+from infra.components.temporal import temporal_component
+from infra.endpoints import (
+    EMBEDDED_DB_NAME,
+    EMBEDDED_DB_USER,
+    Endpoints,
+    embedded_postgres_password,
+)
+from infra.policy import Policy
+from infra.settings import Settings
+
+
+def build_stack(settings: Settings, policy: Policy) -> tuple[Endpoints, list[Component]]:
+    endpoints = Endpoints.resolve(settings)
+    data = settings.data_dir.resolve()
+    timeout = settings.startup_timeout_s
+    components: list[Component] = []
+    if "temporal" in endpoints.embedded:
+        components.append(
+            temporal_component(
+                data / "temporal",
+                settings.temporal_port,
+                settings.temporal_ui_port,
+                policy.namespace,
+                startup_timeout_s=timeout,
+            )
+        )
+    if "postgres" in endpoints.embedded:
+        components.append(
+            postgres_component(
+                data / "postgres",
+                settings.postgres_port,
+                superuser=EMBEDDED_DB_USER,
+                password=embedded_postgres_password(settings),
+                dbname=EMBEDDED_DB_NAME,
+                startup_timeout_s=timeout,
+            )
+        )
+    if "redis" in endpoints.embedded:
+        components.append(redis_component(data / "redis", settings.redis_port))
+    if "model" in endpoints.embedded:
+        components.append(
+            model_component(
+                settings.model_port,
+                model_path=settings.model_path,
+                alias=settings.model_name,
+                context=settings.model_context,
+                threads=settings.model_threads,
+                startup_timeout_s=timeout,
+            )
+        )
+    components.append(worker_component(settings, endpoints, policy.namespace, policy.queue("chat")))
+    components.append(api_component(settings, endpoints))
+    return endpoints, components

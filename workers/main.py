@@ -1,0 +1,41 @@
+"""Run turnflow's workers until SIGTERM/SIGINT: ``python -m workers.main``."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from infra.logging_setup import configure_logging
+from infra.resources import Resources
+from infra.schedules import ensure_schedules
+from infra.settings import Settings, get_settings
+from workers.chat import build_chat_worker
+
+log = logging.getLogger("turnflow.worker")
+
+
+async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
+    res = await Resources.open(settings)
+    try:
+        await ensure_schedules(res.temporal, res.policy)
+        worker = build_chat_worker(res)
+        async with worker:
+            log.info("worker polling %s", res.policy.queue("chat"))
+            await stop.wait()
+            log.info("stopping: finishing in-flight activities")
+    finally:
+        await res.close()
+
+
+async def _main() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await run_workers(get_settings(), stop)
+
+
+if __name__ == "__main__":
+    configure_logging(get_settings().log_level)
+    asyncio.run(_main())

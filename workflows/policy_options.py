@@ -1,0 +1,58 @@
+"""Turn a policy entry from temporal.yaml into Temporal activity options, and run its fallback chain."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from infra.policy import ActivityPolicy, WorkflowOptions
+
+T = TypeVar("T")
+
+
+def activity_kwargs(policy: ActivityPolicy) -> dict[str, Any]:
+    retry = policy.retry
+    return {
+        "start_to_close_timeout": policy.start_to_close,
+        "schedule_to_close_timeout": policy.schedule_to_close,
+        "retry_policy": RetryPolicy(
+            initial_interval=retry.initial_interval,
+            backoff_coefficient=retry.backoff,
+            maximum_interval=retry.maximum_interval,
+            maximum_attempts=retry.maximum_attempts,
+            non_retryable_error_types=list(retry.non_retryable),
+        ),
+    }
+
+
+async def run_with_policy(options: WorkflowOptions, name: str, arg: Any, result_type: type[T]) -> T:
+    """Run activity ``name`` under its policy; once its retries are spent, try each fallback in order."""
+    chain = [name, *options.activity(name).fallback]
+    for position, activity_name in enumerate(chain):
+        policy = options.activity(activity_name)
+        kwargs = activity_kwargs(policy)
+        try:
+            if policy.local:
+                return await workflow.execute_local_activity(
+                    activity_name, arg, result_type=result_type, **kwargs
+                )
+            return await workflow.execute_activity(
+                activity_name,
+                arg,
+                result_type=result_type,
+                heartbeat_timeout=policy.heartbeat,
+                **kwargs,
+            )
+        except ActivityError:
+            if position == len(chain) - 1:
+                raise
+            workflow.logger.warning(
+                "activity %s failed after its retries; falling back to %s",
+                activity_name,
+                chain[position + 1],
+            )
+    raise AssertionError("unreachable: the chain is never empty")
