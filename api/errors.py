@@ -9,9 +9,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 
-def error_body(
-    message: str, type_: str, code: str | None = None, **extra: object
-) -> dict[str, object]:
+def error_body(message: str, type_: str, code: str | None = None, **extra: object) -> dict[str, object]:
     return {"error": {"message": message, "type": type_, "code": code, **extra}}
 
 

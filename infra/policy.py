@@ -122,28 +122,20 @@ class Policy(_Strict):
         for name, act in self.activities.items():
             for target in act.fallback:
                 if target not in self.activities:
-                    raise ValueError(
-                        f"activities.{name}.fallback names unknown activity {target!r}"
-                    )
+                    raise ValueError(f"activities.{name}.fallback names unknown activity {target!r}")
                 if target == name:
                     raise ValueError(f"activities.{name}.fallback names itself")
         for name, wf in self.workflows.items():
             if wf.task_queue not in queues:
-                raise ValueError(
-                    f"workflows.{name}.task_queue {wf.task_queue!r} is not in task_queues"
-                )
+                raise ValueError(f"workflows.{name}.task_queue {wf.task_queue!r} is not in task_queues")
             for act_name in wf.activities:
                 if act_name not in self.activities:
                     raise ValueError(f"workflows.{name} lists unknown activity {act_name!r}")
         for name, sched in self.schedules.items():
             if sched.task_queue not in queues:
-                raise ValueError(
-                    f"schedules.{name}.task_queue {sched.task_queue!r} is not in task_queues"
-                )
+                raise ValueError(f"schedules.{name}.task_queue {sched.task_queue!r} is not in task_queues")
             if sched.workflow not in self.workflows:
-                raise ValueError(
-                    f"schedules.{name}.workflow {sched.workflow!r} is not in workflows"
-                )
+                raise ValueError(f"schedules.{name}.workflow {sched.workflow!r} is not in workflows")
         return self
 
     def queue(self, key: str) -> str:
@@ -182,7 +174,6 @@ def load_policy(path: Path) -> Policy:
         return Policy.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
         )
         raise PolicyError(f"{path}: {problems}") from exc

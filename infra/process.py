@@ -90,7 +90,7 @@ class ManagedProcess:
             await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
-        """Signal (SIGTERM by default) the whole process group, then SIGKILL what is left after the grace period."""
+        """Signal the whole process group (SIGTERM by default), then SIGKILL what is left after the grace."""
         proc = self.proc
         if proc is None or proc.returncode is not None:
             return
@@ -98,9 +98,7 @@ class ManagedProcess:
         try:
             await asyncio.wait_for(proc.wait(), timeout=self.component.stop_timeout_s)
         except TimeoutError:
-            log.warning(
-                "%s did not stop in %.0fs; killing it", self.name, self.component.stop_timeout_s
-            )
+            log.warning("%s did not stop in %.0fs; killing it", self.name, self.component.stop_timeout_s)
             _signal_group(proc.pid, signal.SIGKILL)
             await proc.wait()
         # Grandchildren that ignored SIGTERM must not outlive their leader.

@@ -34,9 +34,7 @@ class Resources:
     async def open(cls, settings: Settings, *, lazy_temporal: bool = False) -> Resources:
         policy = load_policy(settings.policy_file)
         endpoints = Endpoints.resolve(settings)
-        temporal = await connect_temporal(
-            endpoints.temporal_address, policy.namespace, lazy=lazy_temporal
-        )
+        temporal = await connect_temporal(endpoints.temporal_address, policy.namespace, lazy=lazy_temporal)
         engine = make_engine(endpoints.database_url)
         return cls(
             settings=settings,

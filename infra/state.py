@@ -36,13 +36,19 @@ def read_state(data_dir: Path) -> StackState | None:
 
 
 def pid_alive(pid: int) -> bool:
+    """True while the process runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    try:
+        # /proc/PID/stat: "pid (comm) STATE ..."; comm may hold spaces, so split after the last ')'.
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return True  # no /proc (not Linux): kill(0) is the best we know
+    return state != "Z"
 
 
 def running_state(data_dir: Path) -> StackState | None:

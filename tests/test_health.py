@@ -1,0 +1,86 @@
+"""GET /healthz probes every component for real and answers 503 when one is down."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+import yaml
+
+from api.main import create_app
+from infra.resources import Resources
+from infra.settings import REPO_ROOT, Settings
+from tests.conftest import Services, free_port
+from workers.chat import build_chat_worker
+
+
+@asynccontextmanager
+async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+            yield client
+
+
+def policy_with_chat_queue(tmp_path: Path, queue: str) -> Path:
+    data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
+    data["task_queues"]["chat"] = queue
+    path = tmp_path / "temporal.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def test_all_components_healthy(services: Services, tmp_path: Path) -> None:
+    queue = f"health-{uuid.uuid4()}"
+    settings = services.settings.model_copy(update={"policy_file": policy_with_chat_queue(tmp_path, queue)})
+    res = await Resources.open(settings)
+    try:
+        async with build_chat_worker(res), api_client(settings) as api:
+            resp = await api.get("/healthz")
+    finally:
+        await res.close()
+    body = resp.json()
+    assert resp.status_code == 200, body
+    assert body["status"] == "ok"
+    comps = body["components"]
+    assert set(comps) == {"temporal", "postgres", "redis", "model", "worker"}
+    assert all(c["status"] == "ok" for c in comps.values())
+    assert comps["postgres"]["pgvector"].startswith("0.8")
+    assert comps["redis"]["redis_version"]
+    assert services.settings.model_name in comps["model"]["models"]
+    assert comps["worker"]["task_queue"] == queue and comps["worker"]["pollers"]
+    assert comps["temporal"]["server_version"]
+
+
+async def test_down_components_give_503_and_say_why(services: Services, tmp_path: Path) -> None:
+    # Redis on a port nobody listens on, and a task queue no worker polls.
+    settings = services.settings.model_copy(
+        update={
+            "redis_url": f"redis://127.0.0.1:{free_port()}/0",
+            "policy_file": policy_with_chat_queue(tmp_path, f"nobody-{uuid.uuid4()}"),
+        }
+    )
+    async with api_client(settings) as api:
+        resp = await api.get("/healthz")
+        ready = await api.get("/readyz")
+        live = await api.get("/livez")
+    body = resp.json()
+    assert resp.status_code == 503
+    assert body["status"] == "unavailable"
+    comps = body["components"]
+    assert comps["redis"]["status"] == "down" and "Connect" in comps["redis"]["error"]
+    assert comps["worker"]["status"] == "down" and "no worker has polled" in comps["worker"]["error"]
+    assert {n for n, c in comps.items() if c["status"] == "ok"} == {"temporal", "postgres", "model"}
+    assert ready.status_code == 503 and set(ready.json()["components"]) == {"temporal", "postgres", "redis"}
+    assert live.status_code == 200
+
+
+async def test_errors_have_the_openai_shape(services: Services) -> None:
+    async with api_client(services.settings) as api:
+        resp = await api.get("/no/such/route")
+    assert resp.status_code == 404
+    assert resp.json() == {"error": {"message": "Not Found", "type": "invalid_request_error", "code": "404"}}

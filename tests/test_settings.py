@@ -1,0 +1,51 @@
+"""Settings and endpoint resolution: embedded by default, configured URLs win, production refuses embedded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from infra.endpoints import Endpoints
+from infra.settings import Settings
+
+
+def test_defaults_are_embedded(tmp_path: Path) -> None:
+    ep = Endpoints.resolve(Settings(_env_file=None, data_dir=tmp_path))
+    assert ep.embedded == {"temporal", "postgres", "redis", "model"}
+    assert ep.temporal_address == "127.0.0.1:7233"
+    assert ep.temporal_ui_url == "http://127.0.0.1:8233"
+    assert ep.redis_url == "redis://127.0.0.1:6380/0"
+    assert ep.model_url == "http://127.0.0.1:8090"
+
+
+def test_embedded_password_is_made_once_and_private(tmp_path: Path) -> None:
+    first = Endpoints.resolve(Settings(_env_file=None, data_dir=tmp_path)).database_url
+    second = Endpoints.resolve(Settings(_env_file=None, data_dir=tmp_path)).database_url
+    assert first == second
+    assert (tmp_path / "postgres.password").stat().st_mode & 0o077 == 0
+
+
+def test_configured_urls_skip_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TURNFLOW_TGI_URL", "http://tgi.internal:8080/v1/")
+    monkeypatch.setenv("TURNFLOW_REDIS_URL", "redis://cache:6379/2")
+    ep = Endpoints.resolve(Settings(_env_file=None, data_dir=tmp_path))
+    assert ep.model_url == "http://tgi.internal:8080"
+    assert ep.redis_url == "redis://cache:6379/2"
+    assert ep.embedded == {"temporal", "postgres"}
+    assert ep.as_env()["TURNFLOW_REDIS_URL"] == "redis://cache:6379/2"
+
+
+def test_production_refuses_embedded_services() -> None:
+    with pytest.raises(ValidationError, match="TURNFLOW_DATABASE_URL"):
+        Settings(_env_file=None, environment="production", temporal_address="t:7233")
+    ok = Settings(
+        _env_file=None,
+        environment="production",
+        temporal_address="t:7233",
+        database_url="postgresql+psycopg://u:p@db/x",
+        redis_url="redis://r",
+        tgi_url="http://tgi",
+    )
+    assert ok.environment == "production"
