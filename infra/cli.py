@@ -137,11 +137,21 @@ def doctor(
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Apply migrations to the configured (or embedded, running) database."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
     from db.migrate import upgrade
     from infra.endpoints import Endpoints
 
     settings = _settings()
-    upgrade(Endpoints.resolve(settings).database_url, revision)
+    url = Endpoints.resolve(settings).database_url
+    try:
+        upgrade(url, revision)
+    except OperationalError as exc:
+        where = make_url(url).render_as_string(hide_password=True)
+        console.print(f"[red]✗ cannot reach the database at {where}: {exc.orig}[/]")
+        console.print("  start it with `turnflow up`, or set TURNFLOW_DATABASE_URL")
+        raise typer.Exit(1) from exc
     console.print(f"database at {revision}")
 
 

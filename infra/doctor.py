@@ -49,10 +49,13 @@ def _postgres() -> str:
     return str(bin_dir)
 
 
-def _llama_server() -> str:
+def _llama_server(settings: Settings) -> str:
     if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("uvicorn") is None:
         raise ModuleNotFoundError("llama-cpp-python[server] is not installed (make install builds it)")
-    return str(default_gguf())
+    gguf = settings.model_path or default_gguf()
+    if not gguf.exists():
+        raise FileNotFoundError(f"model file {gguf} does not exist (TURNFLOW_MODEL_PATH)")
+    return str(gguf)
 
 
 def _port_free(name: str, port: int, running: bool) -> Callable[[], str]:
@@ -73,7 +76,7 @@ def run_checks(settings: Settings) -> list[Check]:
         "temporal": lambda: temporal_binary(),
         "postgres": _postgres,
         "redis": lambda: str(redis_server_binary()),
-        "model": _llama_server,
+        "model": lambda: _llama_server(settings),
     }
     ports = {
         "temporal": settings.temporal_port,

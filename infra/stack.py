@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from infra.components.app import api_component, worker_component
-from infra.components.base import Component
+from infra.components.base import Component, ComponentFailed
 from infra.components.model import model_component
 from infra.components.postgres import postgres_component
 from infra.components.redis import redis_component
@@ -19,44 +21,43 @@ from infra.settings import Settings
 
 
 def build_stack(settings: Settings, policy: Policy) -> tuple[Endpoints, list[Component]]:
+    """Raises ComponentFailed naming the component whose binary or file is missing."""
     endpoints = Endpoints.resolve(settings)
     data = settings.data_dir.resolve()
     timeout = settings.startup_timeout_s
-    components: list[Component] = []
-    if "temporal" in endpoints.embedded:
-        components.append(
-            temporal_component(
-                data / "temporal",
-                settings.temporal_port,
-                settings.temporal_ui_port,
-                policy.namespace,
-                startup_timeout_s=timeout,
-            )
-        )
-    if "postgres" in endpoints.embedded:
-        components.append(
-            postgres_component(
-                data / "postgres",
-                settings.postgres_port,
-                superuser=EMBEDDED_DB_USER,
-                password=embedded_postgres_password(settings),
-                dbname=EMBEDDED_DB_NAME,
-                startup_timeout_s=timeout,
-            )
-        )
-    if "redis" in endpoints.embedded:
-        components.append(redis_component(data / "redis", settings.redis_port))
-    if "model" in endpoints.embedded:
-        components.append(
-            model_component(
-                settings.model_port,
-                model_path=settings.model_path,
-                alias=settings.model_name,
-                context=settings.model_context,
-                threads=settings.model_threads,
-                startup_timeout_s=timeout,
-            )
-        )
+    embedded: dict[str, Callable[[], Component]] = {
+        "temporal": lambda: temporal_component(
+            data / "temporal",
+            settings.temporal_port,
+            settings.temporal_ui_port,
+            policy.namespace,
+            startup_timeout_s=timeout,
+        ),
+        "postgres": lambda: postgres_component(
+            data / "postgres",
+            settings.postgres_port,
+            superuser=EMBEDDED_DB_USER,
+            password=embedded_postgres_password(settings),
+            dbname=EMBEDDED_DB_NAME,
+            startup_timeout_s=timeout,
+        ),
+        "redis": lambda: redis_component(data / "redis", settings.redis_port),
+        "model": lambda: model_component(
+            settings.model_port,
+            model_path=settings.model_path,
+            alias=settings.model_name,
+            context=settings.model_context,
+            threads=settings.model_threads,
+            startup_timeout_s=timeout,
+        ),
+    }
+    components = []
+    for name, build in embedded.items():
+        if name in endpoints.embedded:
+            try:
+                components.append(build())
+            except (FileNotFoundError, ModuleNotFoundError) as exc:
+                raise ComponentFailed(name, str(exc)) from exc
     components.append(worker_component(settings, endpoints, policy.namespace, policy.queue("chat")))
     components.append(api_component(settings, endpoints))
     return endpoints, components

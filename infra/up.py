@@ -33,7 +33,11 @@ def url_table(urls: dict[str, str], log_dir: str) -> Table:
 
 async def run_up(settings: Settings, policy: Policy, console: Console) -> int:
     """Returns the process exit code: 0 after a clean Ctrl-C, 1 when a component fails."""
-    endpoints, components = build_stack(settings, policy)
+    try:
+        endpoints, components = build_stack(settings, policy)
+    except ComponentFailed as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        return 1
     state = StackState(supervisor_pid=os.getpid(), started_at=time.time())
     started: dict[str, float] = {}
     status = console.status("starting turnflow…")

@@ -43,7 +43,10 @@ class Up:
         self.env = env
         self.out = out
         self.proc = subprocess.Popen(
-            [*TURNFLOW, "up"], env=env, stdout=out.open("w"), stderr=subprocess.STDOUT,
+            [*TURNFLOW, "up"],
+            env=env,
+            stdout=out.open("w"),
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -138,8 +141,11 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
         up.wait_for("Press Ctrl-C to stop.")
         password = (data / "postgres.password").read_text()
         with psycopg.connect(
-            host="127.0.0.1", port=env["TURNFLOW_POSTGRES_PORT"], user="turnflow",
-            password=password, dbname="turnflow",
+            host="127.0.0.1",
+            port=env["TURNFLOW_POSTGRES_PORT"],
+            user="turnflow",
+            password=password,
+            dbname="turnflow",
         ) as conn:
             row = conn.execute("SELECT count(*) FROM audit_events WHERE action='stack.probe'").fetchone()
         assert row is not None and row[0] >= 1
@@ -195,3 +201,23 @@ def test_bad_policy_file_is_refused_with_path_and_reason(tmp_path: Path) -> None
     assert doctor.returncode == 1
     assert f"✗ policy: {bad}: activities.a.start_to_close" in doctor.stdout.replace("\n", "")
     assert "✓ python" in doctor.stdout
+
+
+def test_missing_model_file_is_one_clear_line_in_up_and_doctor(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-model.gguf"
+    env = {**stack_env(tmp_path / "data"), "TURNFLOW_MODEL_PATH": str(missing)}
+    up = run_cli(env, "up")
+    assert up.returncode == 1
+    assert f"✗ model: model file {missing} does not exist" in up.stdout.replace("\n", "")
+    assert "Traceback" not in up.stdout + up.stderr
+    doctor = run_cli(env, "doctor")
+    assert doctor.returncode == 1
+    assert "✗ model (embedded)" in doctor.stdout and "✓ redis (embedded)" in doctor.stdout
+
+
+def test_db_upgrade_without_a_database_says_what_to_do(tmp_path: Path) -> None:
+    result = run_cli(stack_env(tmp_path / "data"), "db", "upgrade")
+    assert result.returncode == 1
+    out = result.stdout.replace("\n", "")
+    assert "✗ cannot reach the database at postgresql+psycopg://turnflow:***@127.0.0.1:" in out
+    assert "start it with `turnflow up`" in out

@@ -34,16 +34,23 @@ async def test_upgrade_downgrade_upgrade(fresh_database: str) -> None:
     await upgrade_async(fresh_database)
     with psycopg.connect(_plain(fresh_database)) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
-        assert {"tenants", "api_keys", "conversations", "messages", "documents", "chunks", "audit_events"} <= (
-            tables
-        )
+        assert {
+            "tenants",
+            "api_keys",
+            "conversations",
+            "messages",
+            "documents",
+            "chunks",
+            "audit_events",
+        } <= (tables)
         assert conn.execute("SELECT extversion FROM pg_extension WHERE extname='vector'").fetchone()
         index = conn.execute(
             "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_chunks_embedding_hnsw'"
         ).fetchone()
         assert index and "hnsw" in index[0] and "vector_cosine_ops" in index[0]
         tsv = conn.execute(
-            "SELECT is_generated FROM information_schema.columns WHERE table_name='chunks' AND column_name='tsv'"
+            "SELECT is_generated FROM information_schema.columns "
+            "WHERE table_name = 'chunks' AND column_name = 'tsv'"
         ).fetchone()
         assert tsv == ("ALWAYS",)
 
@@ -60,7 +67,9 @@ async def test_transcript_idempotency_constraint(fresh_database: str) -> None:
     """The (turn_id, role) unique key is what makes a retried persist unable to write twice."""
     await upgrade_async(fresh_database)
     with psycopg.connect(_plain(fresh_database)) as conn:
-        tenant = conn.execute("INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't') RETURNING id").fetchone()
+        tenant = conn.execute(
+            "INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't') RETURNING id"
+        ).fetchone()
         conv = conn.execute(
             "INSERT INTO conversations (id, tenant_id) VALUES (gen_random_uuid(), %s) RETURNING id", tenant
         ).fetchone()

@@ -100,7 +100,11 @@ def test_options_carry_fallbacks_transitively(tmp_path: Path) -> None:
     policy = load_policy(write(tmp_path, data))
     options = policy.options_for("stack_probe")
     assert set(options.activities) == {
-        "probe_postgres", "probe_redis", "probe_model", "infer_cpu", "infer_canned",
+        "probe_postgres",
+        "probe_redis",
+        "probe_model",
+        "infer_cpu",
+        "infer_canned",
     }
     assert options.execution_timeout == timedelta(minutes=3)
 

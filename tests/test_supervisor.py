@@ -44,7 +44,10 @@ async def test_starts_in_order_and_stops_in_reverse(tmp_path: Path) -> None:
     assert all(pid and pid_alive(pid) for pid in pids)
     await sup.stop()
     assert [p for p in phases if p[1] in ("ready", "stopped")] == [
-        ("a", "ready"), ("b", "ready"), ("b", "stopped"), ("a", "stopped"),
+        ("a", "ready"),
+        ("b", "ready"),
+        ("b", "stopped"),
+        ("a", "stopped"),
     ]
     assert (tmp_path / "a.log").exists()
 
@@ -75,8 +78,10 @@ async def test_not_ready_in_time(tmp_path: Path) -> None:
         raise ConnectionRefusedError("nobody home")
 
     slow = Component(
-        name="slow", argv=[sys.executable, "-c", "import time; time.sleep(60)"],
-        ready=never_ready, startup_timeout_s=0.5,
+        name="slow",
+        argv=[sys.executable, "-c", "import time; time.sleep(60)"],
+        ready=never_ready,
+        startup_timeout_s=0.5,
     )
     sup = Supervisor(tmp_path)
     with pytest.raises(ComponentFailed, match=r"slow: not ready after 0s: nobody home"):
@@ -120,7 +125,9 @@ async def test_killed_component_is_restarted_and_logged(
 
 async def test_crash_loop_stops_with_clear_error(tmp_path: Path) -> None:
     flaky = Component(
-        name="flaky", argv=[sys.executable, "-c", "import time; time.sleep(0.2)"], ready=always_ready,
+        name="flaky",
+        argv=[sys.executable, "-c", "import time; time.sleep(0.2)"],
+        ready=always_ready,
     )
     sup = Supervisor(tmp_path, restart_max=2, restart_window_s=30, backoff_initial_s=0.05)
     await sup.start([flaky])

