@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -15,6 +17,18 @@ from infra.resources import Resources
 from infra.settings import REPO_ROOT, Settings
 from tests.conftest import Services, free_port
 from workers.chat import build_chat_worker
+
+
+async def eventually(
+    call: Callable[[], Awaitable[httpx.Response]],
+    ok: Callable[[httpx.Response], bool],
+    timeout_s: float = 15,
+) -> httpx.Response:
+    """The last response: the first that satisfies `ok`, or the one at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while not ok(resp := await call()) and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a server)
+        await asyncio.sleep(0.2)
+    return resp
 
 
 @asynccontextmanager
@@ -40,7 +54,8 @@ async def test_all_components_healthy(services: Services, tmp_path: Path) -> Non
     res = await Resources.open(settings)
     try:
         async with build_chat_worker(res), api_client(settings) as api:
-            resp = await api.get("/healthz")
+            # A new worker's first poll reaches the server a moment after it starts.
+            resp = await eventually(lambda: api.get("/healthz"), lambda r: r.status_code == 200)
     finally:
         await res.close()
     body = resp.json()

