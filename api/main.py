@@ -2,15 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from api.errors import install_error_handlers
-from api.routes import health
+from api.routes import conversations, health, openai_compat, turns
+from api.tenancy import DEFAULT_TENANT, ensure_tenant
 from infra.resources import Resources
 from infra.settings import Settings, get_settings
+from workers.chat import build_chat_worker
+
+log = logging.getLogger("turnflow.api")
+
+
+@asynccontextmanager
+async def _embedded_worker(res: Resources) -> AsyncIterator[None]:
+    """A worker in the API process lets turns start eagerly: the first workflow task runs here."""
+    worker = build_chat_worker(res)
+    warm = asyncio.create_task(res.embedder.warm_up())
+    task = asyncio.create_task(worker.run())
+    try:
+        yield
+    finally:
+        warm.cancel()
+        await worker.shutdown()
+        with contextlib.suppress(Exception):
+            await task
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -18,11 +41,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.resources = await Resources.open(settings, lazy_temporal=True)
+        res = await Resources.open(settings, lazy_temporal=not settings.api_worker)
+        app.state.resources = res
         try:
-            yield
+            await ensure_tenant(res.sessions, DEFAULT_TENANT)
+        except Exception as exc:  # the API still starts, and /healthz says what is down
+            log.warning("could not ensure the default tenant: %s", exc)
+        try:
+            if settings.api_worker:
+                async with _embedded_worker(res):
+                    yield
+            else:
+                yield
         finally:
-            await app.state.resources.close()
+            await res.close()
 
     app = FastAPI(
         title="turnflow",
@@ -31,5 +63,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
+
+    @app.middleware("http")
+    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        rid = request.headers.get("X-Request-ID") or str(uuid.uuid4())
+        request.state.request_id = rid[:100]
+        response = await call_next(request)
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
     app.include_router(health.router)
+    app.include_router(conversations.router)
+    app.include_router(turns.router)
+    app.include_router(openai_compat.router)
     return app

@@ -1,8 +1,8 @@
-"""The clients a process holds (Temporal, Postgres, Redis, model, HTTP), opened and closed together."""
+"""The clients a process holds (Temporal, Postgres, Redis, models, HTTP), opened and closed together."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 from huggingface_hub import AsyncInferenceClient
@@ -10,7 +10,12 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from activities.embedder import LocalEmbedder
+from activities.safety import SafetyEngine
+from activities.tokens import LocalGGUFCounter, RemoteCounter, TokenCounter
+from activities.turn_events import TurnEvents
 from db.engine import make_engine, make_sessionmaker
+from infra.components.model import default_gguf
 from infra.endpoints import Endpoints
 from infra.model_client import make_inference_client
 from infra.policy import Policy, load_policy
@@ -28,7 +33,12 @@ class Resources:
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis
     model: AsyncInferenceClient
+    fallback_model: AsyncInferenceClient
     http: httpx.AsyncClient
+    events: TurnEvents
+    safety: SafetyEngine
+    embedder: LocalEmbedder = field(default_factory=LocalEmbedder)
+    _counter: TokenCounter | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, lazy_temporal: bool = False) -> Resources:
@@ -36,6 +46,7 @@ class Resources:
         endpoints = Endpoints.resolve(settings)
         temporal = await connect_temporal(endpoints.temporal_address, policy.namespace, lazy=lazy_temporal)
         engine = make_engine(endpoints.database_url)
+        redis = Redis.from_url(endpoints.redis_url, socket_timeout=5, socket_connect_timeout=2)
         return cls(
             settings=settings,
             policy=policy,
@@ -43,10 +54,31 @@ class Resources:
             temporal=temporal,
             engine=engine,
             sessions=make_sessionmaker(engine),
-            redis=Redis.from_url(endpoints.redis_url, socket_timeout=5, socket_connect_timeout=2),
+            redis=redis,
             model=make_inference_client(endpoints.model_url, settings.tgi_token),
+            fallback_model=make_inference_client(endpoints.fallback_model_url, settings.tgi_token),
             http=httpx.AsyncClient(timeout=5.0),
+            events=TurnEvents(redis, settings.event_retention_s),
+            safety=SafetyEngine.load(),
         )
+
+    @property
+    def model_name(self) -> str:
+        return self.settings.model_name
+
+    @property
+    def fallback_model_name(self) -> str:
+        return self.settings.fallback_model_name or self.settings.model_name
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The model's own tokenizer: read from the GGUF when the model is ours, else asked of the server."""
+        if self._counter is None:
+            if "model" in self.endpoints.embedded or self.settings.model_path:
+                self._counter = LocalGGUFCounter(self.settings.model_path or default_gguf())
+            else:
+                self._counter = RemoteCounter(self.http, self.endpoints.model_url)
+        return self._counter
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -35,6 +35,20 @@ class Settings(BaseSettings):
     )
     tgi_token: str | None = None
 
+    # The cheaper model the `infer` step falls back to (temporal.yaml: infer → infer_fallback).
+    # Empty means the embedded quantized CPU model (or the primary model when that is not embedded).
+    fallback_model_url: str | None = None
+    fallback_model_name: str | None = None
+
+    # Chat turns.
+    max_tokens: int = Field(default=256, gt=0, description="default reply budget per turn")
+    retrieval_k: int = Field(default=4, ge=0)
+    event_retention_s: int = Field(default=24 * 3600, gt=0, description="how long a turn's events replay")
+    api_worker: bool = Field(
+        default=True,
+        description="run a worker inside the API process, so turns start eagerly (lowest latency)",
+    )
+
     # Ports of the embedded components (and of the API, which always runs here).
     api_host: str = "127.0.0.1"
     api_port: int = 8000

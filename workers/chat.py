@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
+from typing import Any
 
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.inference import InferenceActivities, ModelEndpoint
+from activities.moderation import ModerationActivities
+from activities.retrieval import RetrievalActivities
 from activities.stack_probe import StackProbeActivities
+from activities.transcript import Transcript
+from activities.turn_steps import TurnSteps
 from infra.resources import Resources
+from workflows.chat_turn import ChatTurnWorkflow
+from workflows.moderation import ModerationWorkflow
 from workflows.stack_probe import StackProbeWorkflow
 
-WORKFLOWS = [StackProbeWorkflow]
+WORKFLOWS = [ChatTurnWorkflow, ModerationWorkflow, StackProbeWorkflow]
 
 # Heavy or stateless libraries are imported once outside the sandbox rather than per workflow run.
 PASSTHROUGH = ("pydantic", "pydantic_core", "yaml", "infra", "activities", "db", "sqlalchemy")
@@ -23,13 +32,38 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
     )
 
 
-def build_chat_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
+def chat_activities(res: Resources) -> list[Callable[..., Any]]:
+    transcript = Transcript(res.sessions, res.redis, res.events)
+    steps = TurnSteps(res.sessions, res.safety, transcript, res.counter, res.events)
+    inference = InferenceActivities(
+        ModelEndpoint(res.model_name, res.model),
+        ModelEndpoint(res.fallback_model_name, res.fallback_model),
+        res.events,
+        res.safety,
+    )
     probe = StackProbeActivities(res.sessions, res.redis, res.model)
+    return [
+        steps.validate_turn,
+        steps.assemble_prompt,
+        steps.publish_event,
+        steps.partial_text,
+        RetrievalActivities(res.sessions, res.embedder).retrieve,
+        inference.infer,
+        inference.infer_fallback,
+        transcript.persist_turn,
+        ModerationActivities(res.sessions, res.safety, res.events).moderate_message,
+        probe.probe_postgres,
+        probe.probe_redis,
+        probe.probe_model,
+    ]
+
+
+def build_chat_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
     return Worker(
         res.temporal,
         task_queue=task_queue or res.policy.queue("chat"),
         workflows=WORKFLOWS,
-        activities=[probe.probe_postgres, probe.probe_redis, probe.probe_model],
+        activities=chat_activities(res),
         workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=timedelta(seconds=10),
     )

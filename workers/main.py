@@ -9,6 +9,7 @@ import signal
 from infra.logging_setup import configure_logging
 from infra.resources import Resources
 from infra.schedules import ensure_schedules
+from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings, get_settings
 from workers.chat import build_chat_worker
 
@@ -18,12 +19,16 @@ log = logging.getLogger("turnflow.worker")
 async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
     res = await Resources.open(settings)
     try:
+        await ensure_search_attributes(res.temporal)
         await ensure_schedules(res.temporal, res.policy)
+        # The embedding model loads while the worker already polls; retrieval waits for it if needed.
+        warm = asyncio.create_task(res.embedder.warm_up())
         worker = build_chat_worker(res)
         async with worker:
             log.info("worker polling %s", res.policy.queue("chat"))
             await stop.wait()
             log.info("stopping: finishing in-flight activities")
+        warm.cancel()
     finally:
         await res.close()
 

@@ -1,0 +1,43 @@
+"""What happens to a user's message before anything else sees it: size check, PII redaction, rules.
+
+The API runs this before starting a turn, so raw PII never reaches Temporal history, the index or a
+model; the workflow's validate step runs it again for turns started by other clients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from activities.pii import redact
+from activities.safety import SafetyEngine, Verdict
+
+
+class InputRejected(ValueError):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class GuardedInput:
+    text: str
+    pii_counts: dict[str, int]
+    safety_version: str
+
+
+def guard_input(text: str, engine: SafetyEngine) -> GuardedInput:
+    """Raises InputRejected (code: empty_message, message_too_long, content_policy_violation)."""
+    if not text.strip():
+        raise InputRejected("empty_message", "the message is empty")
+    limit = engine.rules.input.max_chars
+    if len(text) > limit:
+        raise InputRejected(
+            "message_too_long", f"the message has {len(text)} characters; the limit is {limit}"
+        )
+    redaction = redact(text)
+    verdict: Verdict = engine.check_input(redaction.text)
+    if not verdict.allowed:
+        raise InputRejected(
+            "content_policy_violation", f"the message was refused by the {verdict.category} rules"
+        )
+    return GuardedInput(redaction.text, redaction.counts, engine.version)

@@ -1,0 +1,54 @@
+"""Out-of-band moderation: check a persisted reply; when it flags, redact it and tell connected clients."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from activities.safety import SafetyEngine
+from activities.turn_events import TurnEvents
+from activities.turn_models import ModerationInput
+from db.models import AuditEvent, Message
+
+
+class ModerationActivities:
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], safety: SafetyEngine, events: TurnEvents
+    ) -> None:
+        self.sessions = sessions
+        self.safety = safety
+        self.events = events
+
+    @activity.defn(name="moderate_message")
+    async def moderate_message(self, inp: ModerationInput) -> bool:
+        """True when the message was redacted. Idempotent: redacting twice changes nothing more."""
+        verdict = self.safety.moderate(inp.text)
+        if verdict.allowed:
+            return False
+        reason = f"{self.safety.version}: {verdict.rule}"
+        async with self.sessions.begin() as session:
+            changed = (
+                await session.execute(
+                    update(Message)
+                    .where(Message.id == uuid.UUID(inp.message_id), Message.redacted.is_(False))
+                    .values(redacted=True, redaction_reason=reason)
+                    .returning(Message.tenant_id)
+                )
+            ).scalar_one_or_none()
+            if changed is not None:
+                session.add(
+                    AuditEvent(
+                        tenant_id=changed,
+                        actor="turnflow-moderation",
+                        action="message.redact",
+                        object_type="message",
+                        object_id=inp.message_id,
+                        details={"rule": reason},
+                    )
+                )
+        if changed is not None:
+            await self.events.publish(inp.turn_id, "redact", {"message_id": inp.message_id, "reason": reason})
+        return True

@@ -1,0 +1,152 @@
+"""The transcript: recent context (Redis, falling back to Postgres) and the idempotent persist step."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from redis.asyncio import Redis
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from activities.turn_events import TurnEvents
+from activities.turn_models import Message, PersistInput, PersistResult
+from db.models import Message as MessageRow
+
+RECENT_MESSAGES = 20
+RECENT_TTL_S = 24 * 3600
+
+
+def recent_key(conversation_id: str) -> str:
+    return f"turnflow:conv:{conversation_id}:recent"
+
+
+class Transcript:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis, events: TurnEvents) -> None:
+        self.sessions = sessions
+        self.redis = redis
+        self.events = events
+
+    async def recent(self, conversation_id: str) -> list[Message]:
+        """The last messages, oldest first; from Redis, or from Postgres when Redis has evicted them."""
+        cached = await self.redis.lrange(recent_key(conversation_id), 0, -1)
+        if cached:
+            return [json.loads(item) for item in cached]
+        async with self.sessions() as session:
+            rows = (
+                await session.scalars(
+                    select(MessageRow)
+                    .where(
+                        MessageRow.conversation_id == uuid.UUID(conversation_id),
+                        MessageRow.redacted.is_(False),
+                        MessageRow.content != "",
+                    )
+                    .order_by(MessageRow.created_at.desc(), MessageRow.role.desc())
+                    .limit(RECENT_MESSAGES)
+                )
+            ).all()
+        messages = [{"role": r.role, "content": r.content} for r in reversed(rows)]
+        if messages:
+            await self._remember(conversation_id, messages)
+        return messages
+
+    async def _remember(self, conversation_id: str, messages: list[Message]) -> None:
+        key = recent_key(conversation_id)
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.rpush(key, *[json.dumps(m) for m in messages])
+            pipe.ltrim(key, -RECENT_MESSAGES, -1)
+            pipe.expire(key, RECENT_TTL_S)
+            await pipe.execute()
+
+    @activity.defn(name="persist_turn")
+    async def persist_turn(self, inp: PersistInput) -> PersistResult:
+        """Both messages in one transaction; a retry finds them (unique on turn and role) and adds nothing."""
+        tenant, conversation = uuid.UUID(inp.tenant_id), uuid.UUID(inp.conversation_id)
+        provenance = {
+            "model_id": inp.model_id,
+            "model_version": inp.model_version,
+            "prompt_template_version": inp.prompt_template_version,
+            "retrieved_chunks": inp.retrieved_chunks,
+            "input_tokens": inp.input_tokens,
+            "output_tokens": inp.output_tokens,
+            "ttft_ms": inp.ttft_ms,
+            "latency_ms": inp.latency_ms,
+            "finish_reason": inp.finish_reason,
+        }
+        common = {
+            "tenant_id": tenant,
+            "conversation_id": conversation,
+            "turn_id": inp.turn_id,
+            "request_id": inp.request_id,
+        }
+        # Both rows name every column: a multi-row INSERT takes its columns from the first row.
+        rows = [
+            {
+                **common,
+                **dict.fromkeys(provenance),
+                "id": uuid.uuid4(),
+                "role": "user",
+                "content": inp.user_text,
+                "pii_redacted": inp.pii_redacted,
+            },
+            {
+                **common,
+                **provenance,
+                "id": uuid.uuid4(),
+                "role": "assistant",
+                "content": inp.assistant_text,
+                "pii_redacted": False,
+            },
+        ]
+        async with self.sessions.begin() as session:
+            inserted = (
+                (
+                    await session.execute(
+                        insert(MessageRow)
+                        .values(rows)
+                        .on_conflict_do_nothing(constraint="uq_messages_turn_role")
+                        .returning(MessageRow.role)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            ids = dict(
+                (
+                    await session.execute(
+                        select(MessageRow.role, MessageRow.id).where(MessageRow.turn_id == inp.turn_id)
+                    )
+                )
+                .tuples()
+                .all()
+            )
+        if inserted and inp.status == "completed" and inp.assistant_text:
+            await self._remember(
+                inp.conversation_id,
+                [
+                    {"role": "user", "content": inp.user_text},
+                    {"role": "assistant", "content": inp.assistant_text},
+                ],
+            )
+        result = PersistResult(user_message_id=str(ids["user"]), assistant_message_id=str(ids["assistant"]))
+        if inp.status == "error":
+            await self.events.publish(
+                inp.turn_id, "error", {**(inp.error or {}), "message_id": result.assistant_message_id}
+            )
+        else:
+            await self.events.publish(
+                inp.turn_id,
+                "done",
+                {
+                    "message_id": result.assistant_message_id,
+                    "finish_reason": inp.finish_reason,
+                    "usage": {"input_tokens": inp.input_tokens, "output_tokens": inp.output_tokens},
+                    "ttft_ms": inp.ttft_ms,
+                    "latency_ms": inp.latency_ms,
+                    "model": inp.model_id,
+                    "degraded": inp.degraded,
+                },
+            )
+        return result

@@ -1,0 +1,73 @@
+"""Each turn's events in a Redis Stream: written by activities as they happen, read by the SSE API.
+
+Entry ids are the SSE ``id:`` values, so ``Last-Event-ID`` resumes exactly after what a client saw.
+The stream is capped (approximately) so a runaway turn cannot grow memory without bound, and it
+expires a retention window after the turn ends.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact")
+TERMINAL = ("done", "error")
+MAX_EVENTS = 20_000
+DEFAULT_RETENTION_S = 24 * 3600
+
+
+def stream_key(turn_id: str) -> str:
+    return f"turnflow:turn:{turn_id}:events"
+
+
+@dataclass(frozen=True)
+class TurnEvent:
+    id: str
+    type: str
+    data: dict[str, Any]
+
+
+class TurnEvents:
+    def __init__(self, redis: Redis, retention_s: int = DEFAULT_RETENTION_S) -> None:
+        self.redis = redis
+        self.retention_s = retention_s
+
+    async def publish(self, turn_id: str, type_: str, data: dict[str, Any]) -> str:
+        assert type_ in EVENT_TYPES, type_
+        key = stream_key(turn_id)
+        fields = {"type": type_, "data": json.dumps(data, separators=(",", ":"))}
+        if type_ in TERMINAL or type_ == "redact":
+            # Terminal events also (re)start the retention clock; one round trip for both.
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+                pipe.expire(key, self.retention_s)
+                entry_id, _ = await pipe.execute()
+        else:
+            entry_id = await self.redis.xadd(key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+    async def read(
+        self, turn_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 512
+    ) -> list[TurnEvent]:
+        """Up to ``count`` events after ``after``; with block_ms, waits that long for the first new one."""
+        result: Any = await self.redis.xread({stream_key(turn_id): after}, block=block_ms, count=count)
+        events = []
+        for _key, entries in result or []:
+            for entry_id, fields in entries:
+                eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                type_ = fields[b"type"].decode() if b"type" in fields else fields["type"]
+                raw = fields[b"data"] if b"data" in fields else fields["data"]
+                events.append(TurnEvent(eid, type_, json.loads(raw)))
+        return events
+
+    async def read_all(self, turn_id: str) -> list[TurnEvent]:
+        events: list[TurnEvent] = []
+        while batch := await self.read(turn_id, events[-1].id if events else "0-0"):
+            events.extend(batch)
+        return events
+
+    async def exists(self, turn_id: str) -> bool:
+        return bool(await self.redis.exists(stream_key(turn_id)))

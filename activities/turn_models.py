@@ -1,0 +1,142 @@
+"""The chat turn's data: the workflow's input and result, and each step's input and output.
+
+Pydantic models, so fields can be added later without breaking histories already recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from activities.prompt import ContextChunk
+from infra.policy import WorkflowOptions
+
+Message = dict[str, str]
+TurnStatus = Literal["completed", "cancelled", "error"]
+
+
+class ChatTurnInput(BaseModel):
+    options: WorkflowOptions
+    turn_id: str
+    tenant_id: str
+    conversation_id: str
+    request_id: str
+    # Already redacted by the API (raw PII never reaches history).
+    user_text: str
+    pii_counts: dict[str, int] = Field(default_factory=dict)
+    # Given by OpenAI-style requests that carry their own history; else it is loaded.
+    history: list[Message] | None = None
+    model: str
+    context_tokens: int = 2048
+    max_tokens: int = 256
+    temperature: float = 0.7
+    retrieval_k: int = 4
+
+
+class ValidateInput(BaseModel):
+    tenant_id: str
+    conversation_id: str
+    text: str
+
+
+class ValidateResult(BaseModel):
+    text: str
+    pii_counts: dict[str, int]
+    safety_version: str
+
+
+class AssembleInput(BaseModel):
+    conversation_id: str
+    user_text: str
+    chunks: list[ContextChunk]
+    budget: int
+    history: list[Message] | None = None
+
+
+class AssembleResult(BaseModel):
+    messages: list[Message]
+    prompt_tokens: int
+    history_used: int
+    chunks_used: list[str]
+    compressed: bool
+    template_version: str
+
+
+class InferInput(BaseModel):
+    turn_id: str
+    conversation_id: str
+    request_id: str
+    model: str
+    messages: list[Message]
+    max_tokens: int
+    temperature: float
+    degraded: bool = False
+
+
+class InferResult(BaseModel):
+    text: str
+    model: str
+    output_tokens: int
+    ttft_ms: float | None
+    finish_reason: str
+    safety_rule: str | None = None
+
+
+class PersistInput(BaseModel):
+    turn_id: str
+    tenant_id: str
+    conversation_id: str
+    request_id: str
+    user_text: str
+    pii_redacted: bool
+    assistant_text: str
+    status: TurnStatus
+    model_id: str | None = None
+    model_version: str | None = None
+    prompt_template_version: str | None = None
+    retrieved_chunks: list[dict[str, object]] = Field(default_factory=list)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    finish_reason: str | None = None
+    error: dict[str, object] | None = None
+    degraded: bool = False
+
+
+class PersistResult(BaseModel):
+    user_message_id: str
+    assistant_message_id: str
+
+
+class TurnRef(BaseModel):
+    turn_id: str
+
+
+class EventInput(BaseModel):
+    turn_id: str
+    type: str
+    data: dict[str, object]
+
+
+class ModerationInput(BaseModel):
+    options: WorkflowOptions
+    turn_id: str
+    message_id: str
+    text: str
+
+
+class ChatTurnResult(BaseModel):
+    turn_id: str
+    conversation_id: str
+    status: TurnStatus
+    text: str = ""
+    message_id: str | None = None
+    model: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    ttft_ms: float | None = None
+    degraded: bool = False
+    error: dict[str, object] | None = None

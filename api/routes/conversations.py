@@ -1,0 +1,104 @@
+"""Conversations and their transcripts."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+from sqlalchemy import select
+
+from api.deps import ResourcesDep
+from api.tenancy import TenantDep
+from db.models import Conversation, Message
+
+router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+
+
+class ConversationCreate(BaseModel):
+    title: str | None = Field(default=None, max_length=500)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class ConversationOut(BaseModel):
+    id: uuid.UUID
+    title: str | None
+    metadata: dict[str, Any]
+    created_at: datetime
+
+
+class MessageOut(BaseModel):
+    id: uuid.UUID
+    turn_id: str
+    role: str
+    content: str
+    created_at: datetime
+    model_id: str | None
+    finish_reason: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    ttft_ms: float | None
+    latency_ms: float | None
+    redacted: bool
+    retrieved_chunks: list[dict[str, Any]] | None
+
+
+def _out(c: Conversation) -> ConversationOut:
+    return ConversationOut(id=c.id, title=c.title, metadata=c.meta, created_at=c.created_at)
+
+
+async def get_conversation(res: ResourcesDep, tenant: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:
+    """The tenant's conversation, or 404: another tenant's conversation does not exist for this one."""
+    async with res.sessions() as session:
+        conv = await session.scalar(
+            select(Conversation).where(Conversation.id == conversation_id, Conversation.tenant_id == tenant)
+        )
+    if conv is None:
+        raise HTTPException(404, f"conversation {conversation_id} not found")
+    return conv
+
+
+@router.post("", status_code=201)
+async def create_conversation(
+    body: ConversationCreate, res: ResourcesDep, tenant: TenantDep
+) -> ConversationOut:
+    async with res.sessions.begin() as session:
+        conv = Conversation(id=uuid.uuid4(), tenant_id=tenant, title=body.title, meta=body.metadata)
+        session.add(conv)
+    async with res.sessions() as session:
+        return _out(await session.get_one(Conversation, conv.id))
+
+
+@router.get("/{conversation_id}")
+async def read_conversation(
+    conversation_id: uuid.UUID, res: ResourcesDep, tenant: TenantDep
+) -> ConversationOut:
+    return _out(await get_conversation(res, tenant, conversation_id))
+
+
+@router.get("/{conversation_id}/messages")
+async def list_messages(
+    conversation_id: uuid.UUID, res: ResourcesDep, tenant: TenantDep, limit: int = 100
+) -> list[MessageOut]:
+    await get_conversation(res, tenant, conversation_id)
+    async with res.sessions() as session:
+        rows = (
+            await session.scalars(
+                select(Message)
+                .where(Message.conversation_id == conversation_id)
+                .order_by(Message.created_at, Message.role.desc())
+                .limit(min(max(limit, 1), 1000))
+            )
+        ).all()
+    # A message moderation redacted keeps its row (the audit trail) but not its text.
+    return [
+        MessageOut.model_validate(
+            {
+                **{k: getattr(m, k) for k in MessageOut.model_fields},
+                "content": "" if m.redacted else m.content,
+            }
+        )
+        for m in rows
+    ]

@@ -1,0 +1,176 @@
+"""OpenAI-compatible chat completions, running the same durable turn (the `openai` client works unchanged).
+
+Each request brings its own history, so it runs in a fresh conversation. An OpenAI stream cannot
+take back text, so if the model restarts mid-reply (a `reset`), the stream ends with an error chunk
+rather than showing the reply twice.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sse_starlette.sse import EventSourceResponse
+
+from api.deps import ResourcesDep
+from api.errors import error_body
+from api.routes.turns import SSE_HEADERS, IdempotencyKey, request_id
+from api.tenancy import TenantDep
+from api.turn_starter import start_turn
+from api.turn_stream import follow
+from db.models import Conversation
+
+router = APIRouter(prefix="/v1", tags=["openai-compatible"])
+
+
+class ChatMessage(BaseModel):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    model: str | None = None
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+
+
+@router.get("/models")
+async def list_models(res: ResourcesDep) -> dict[str, Any]:
+    names = dict.fromkeys([res.model_name, res.fallback_model_name])
+    return {
+        "object": "list",
+        "data": [{"id": n, "object": "model", "created": 0, "owned_by": "turnflow"} for n in names],
+    }
+
+
+def _chunk(cid: str, model: str, created: int, delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+    return {
+        "id": cid,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+
+
+def _usage(done: dict[str, Any]) -> dict[str, int]:
+    usage = done.get("usage") or {}
+    prompt, completion = usage.get("input_tokens") or 0, usage.get("output_tokens") or 0
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    request: Request,
+    res: ResourcesDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    *history, last = body.messages
+    if last.role != "user":
+        raise HTTPException(422, "the last message must have role 'user'")
+    async with res.sessions.begin() as session:
+        conversation = Conversation(id=uuid.uuid4(), tenant_id=tenant, title="chat.completions")
+        session.add(conversation)
+    turn_id, handle = await start_turn(
+        res,
+        tenant,
+        conversation.id,
+        last.content,
+        idempotency_key=idempotency_key,
+        request_id=request_id(request),
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
+        history=[m.model_dump() for m in history],
+    )
+    cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), res.model_name
+
+    if not body.stream:
+        result = await handle.result()
+        if result.status == "error":
+            error = result.error or {}
+            return JSONResponse(
+                error_body(str(error.get("message")), "server_error", str(error.get("code"))),
+                status_code=503 if error.get("retryable") else 400,
+            )
+        usage = _usage(
+            {"usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens}}
+        )
+        return {
+            "id": cid,
+            "object": "chat.completion",
+            "created": created,
+            "model": result.model or model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": result.text},
+                    "finish_reason": result.finish_reason,
+                }
+            ],
+            "usage": usage,
+        }
+
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+
+    async def chunks() -> AsyncIterator[dict[str, Any]]:
+        yield {"data": json.dumps(_chunk(cid, model, created, {"role": "assistant", "content": ""}, None))}
+        async for event in follow(res.events, handle, turn_id, None):
+            if event.type == "token":
+                yield {"data": json.dumps(_chunk(cid, model, created, {"content": event.data["text"]}, None))}
+            elif event.type == "reset":
+                yield {
+                    "data": json.dumps(
+                        error_body(
+                            "the model restarted mid-reply; retry the request", "server_error", "stream_reset"
+                        )
+                    )
+                }
+                break
+            elif event.type == "error":
+                yield {
+                    "data": json.dumps(
+                        error_body(
+                            str(event.data.get("message")), "server_error", str(event.data.get("code"))
+                        )
+                    )
+                }
+                break
+            elif event.type == "done":
+                yield {
+                    "data": json.dumps(
+                        _chunk(cid, model, created, {}, event.data.get("finish_reason") or "stop")
+                    )
+                }
+                if include_usage:
+                    yield {
+                        "data": json.dumps(
+                            {
+                                "id": cid,
+                                "object": "chat.completion.chunk",
+                                "created": created,
+                                "model": model,
+                                "choices": [],
+                                "usage": _usage(event.data),
+                            }
+                        )
+                    }
+                break
+        yield {"data": "[DONE]"}
+
+    return EventSourceResponse(chunks(), ping=15, headers={**SSE_HEADERS, "X-Turn-ID": turn_id})

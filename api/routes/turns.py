@@ -1,0 +1,161 @@
+"""Chat turns: post a message (SSE or JSON), resume a turn's stream, cancel it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from sse_starlette.sse import EventSourceResponse
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.turn_models import ChatTurnResult
+from api.deps import ResourcesDep
+from api.errors import error_body
+from api.routes.conversations import get_conversation
+from api.tenancy import TenantDep
+from api.turn_starter import start_turn, tenant_of_turn
+from api.turn_stream import as_sse, follow
+from infra.resources import Resources
+
+router = APIRouter(tags=["turns"])
+
+SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+
+
+class MessageCreate(BaseModel):
+    content: str = Field(min_length=1, description="the user's message")
+    stream: bool = True
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+
+
+class MessageCreateWithConversation(MessageCreate):
+    conversation_id: uuid.UUID
+
+
+def request_id(request: Request) -> str:
+    return str(request.state.request_id)
+
+
+def _sse(
+    res: Resources, handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str, after: str | None
+) -> EventSourceResponse:
+    async def events() -> AsyncIterator[dict[str, Any]]:
+        # A client that goes away stops only this generator; the turn runs on and is persisted.
+        async for event in follow(res.events, handle, turn_id, after):
+            yield as_sse(event)
+
+    return EventSourceResponse(events(), ping=15, headers={**SSE_HEADERS, "X-Turn-ID": turn_id})
+
+
+async def _json_result(handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str) -> JSONResponse:
+    result = await handle.result()
+    if result.status == "error":
+        error = result.error or {}
+        status = 503 if error.get("retryable") else 400
+        return JSONResponse(
+            error_body(
+                str(error.get("message")),
+                "server_error" if status == 503 else "invalid_request_error",
+                str(error.get("code")),
+                retryable=error.get("retryable"),
+                turn_id=turn_id,
+            ),
+            status_code=status,
+        )
+    return JSONResponse(result.model_dump(mode="json"), headers={"X-Turn-ID": turn_id})
+
+
+async def _post_message(
+    res: Resources,
+    tenant: uuid.UUID,
+    conversation_id: uuid.UUID,
+    body: MessageCreate,
+    key: str | None,
+    rid: str,
+) -> Any:
+    await get_conversation(res, tenant, conversation_id)
+    turn_id, handle = await start_turn(
+        res,
+        tenant,
+        conversation_id,
+        body.content,
+        idempotency_key=key,
+        request_id=rid,
+        max_tokens=body.max_tokens,
+        temperature=body.temperature,
+    )
+    if body.stream:
+        return _sse(res, handle, turn_id, None)
+    return await _json_result(handle, turn_id)
+
+
+@router.post("/v1/conversations/{conversation_id}/messages", response_model=None)
+async def post_message(
+    conversation_id: uuid.UUID,
+    body: MessageCreate,
+    request: Request,
+    res: ResourcesDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """Start a turn; answers `text/event-stream` (events turn, token, reset, done, error, redact) or JSON."""
+    return await _post_message(res, tenant, conversation_id, body, idempotency_key, request_id(request))
+
+
+@router.post("/v1/messages", response_model=None)
+async def post_message_flat(
+    body: MessageCreateWithConversation,
+    request: Request,
+    res: ResourcesDep,
+    tenant: TenantDep,
+    idempotency_key: IdempotencyKey = None,
+) -> Any:
+    """The same as `POST /v1/conversations/{id}/messages`, with the conversation id in the body."""
+    return await _post_message(res, tenant, body.conversation_id, body, idempotency_key, request_id(request))
+
+
+async def _turn_handle(
+    res: Resources, tenant: uuid.UUID, turn_id: str
+) -> WorkflowHandle[Any, ChatTurnResult]:
+    """The tenant's turn, or 404 (another tenant's turn does not exist for this one)."""
+    if tenant_of_turn(turn_id) != str(tenant):
+        raise HTTPException(404, f"turn {turn_id} not found")
+    handle = res.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)
+    try:
+        await handle.describe()
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise HTTPException(404, f"turn {turn_id} not found") from exc
+        raise
+    return handle
+
+
+@router.get("/v1/turns/{turn_id}/events", response_model=None)
+async def turn_events(
+    turn_id: str,
+    res: ResourcesDep,
+    tenant: TenantDep,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
+    after: str | None = None,
+) -> EventSourceResponse:
+    """Replay the turn's events after `Last-Event-ID` (or `?after=`), then follow it live."""
+    handle = await _turn_handle(res, tenant, turn_id)
+    return _sse(res, handle, turn_id, last_event_id or after)
+
+
+@router.post("/v1/turns/{turn_id}/cancel", status_code=202)
+async def cancel_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dict[str, str]:
+    """Ask the turn to stop generating; what was streamed is kept, and the turn ends `cancelled`."""
+    handle = await _turn_handle(res, tenant, turn_id)
+    desc = await handle.describe()
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        raise HTTPException(409, f"turn {turn_id} has already ended")
+    await handle.cancel()
+    return {"turn_id": turn_id, "status": "cancelling"}

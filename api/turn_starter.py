@@ -1,0 +1,83 @@
+"""Start a chat turn, or join it: the workflow id derives from tenant, conversation and Idempotency-Key."""
+
+from __future__ import annotations
+
+import uuid
+
+from fastapi import HTTPException
+from temporalio.client import WorkflowHandle
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from activities.input_guard import InputRejected, guard_input
+from activities.turn_models import ChatTurnInput, ChatTurnResult, Message
+from infra.resources import Resources
+from workflows.search_attributes import turn_attributes
+
+_REJECTION_STATUS = {"empty_message": 422, "message_too_long": 413, "content_policy_violation": 400}
+
+
+def turn_id_for(tenant_id: uuid.UUID, conversation_id: uuid.UUID, idempotency_key: str) -> str:
+    return f"turn-{tenant_id}-{conversation_id}-{idempotency_key}"
+
+
+def tenant_of_turn(turn_id: str) -> str | None:
+    """The tenant id inside a turn id, or None when it is not one of ours."""
+    if not turn_id.startswith("turn-") or len(turn_id) < 5 + 36:
+        return None
+    return turn_id[5 : 5 + 36]
+
+
+async def start_turn(
+    res: Resources,
+    tenant_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    text: str,
+    *,
+    idempotency_key: str | None,
+    request_id: str,
+    max_tokens: int | None = None,
+    temperature: float = 0.7,
+    history: list[Message] | None = None,
+) -> tuple[str, WorkflowHandle[object, ChatTurnResult]]:
+    try:
+        guarded = guard_input(text, res.safety)  # before Temporal: raw PII never reaches history
+    except InputRejected as exc:
+        raise HTTPException(_REJECTION_STATUS[exc.code], str(exc)) from exc
+    turn_id = turn_id_for(tenant_id, conversation_id, idempotency_key or str(uuid.uuid4()))
+    options = res.policy.options_for("chat_turn")
+    turn = ChatTurnInput(
+        options=options,
+        turn_id=turn_id,
+        tenant_id=str(tenant_id),
+        conversation_id=str(conversation_id),
+        request_id=request_id,
+        user_text=guarded.text,
+        pii_counts=guarded.pii_counts,
+        history=history,
+        model=res.model_name,
+        context_tokens=res.settings.model_context,
+        max_tokens=min(max_tokens or res.settings.max_tokens, res.settings.model_context // 2),
+        temperature=temperature,
+        retrieval_k=res.settings.retrieval_k,
+    )
+    try:
+        handle = await res.temporal.start_workflow(
+            "chat_turn",
+            turn,
+            id=turn_id,
+            task_queue=res.policy.queue(res.policy.workflows["chat_turn"].task_queue),
+            execution_timeout=options.execution_timeout,
+            result_type=ChatTurnResult,
+            # A retried POST while the turn runs joins it; after it ended, the start is refused (below).
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                turn_attributes(str(tenant_id), str(conversation_id), res.model_name)
+            ),
+            # The workflow's first task runs in this process's worker: no server round trip.
+            request_eager_start=res.settings.api_worker,
+        )
+    except WorkflowAlreadyStartedError:
+        handle = res.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)
+    return turn_id, handle

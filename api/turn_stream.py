@@ -1,0 +1,79 @@
+"""Follow a turn's events for SSE: replay what came after Last-Event-ID, then follow live, never hang."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+
+from activities.turn_events import TERMINAL, TurnEvent, TurnEvents
+from activities.turn_models import ChatTurnResult
+
+# How long one blocking read waits before checking that the turn is still running.
+IDLE_CHECK_MS = 1000
+
+
+def as_sse(event: TurnEvent) -> dict[str, Any]:
+    return {"id": event.id, "event": event.type, "data": json.dumps(event.data)}
+
+
+async def follow(
+    events: TurnEvents, handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str, after: str | None
+) -> AsyncIterator[TurnEvent]:
+    """Events after ``after`` until the turn's terminal event; if the turn ended without one
+    (timed out, terminated, or its events were lost), a final event is made from the workflow itself."""
+    last = after or "0-0"
+    while True:
+        batch = await events.read(turn_id, last, block_ms=IDLE_CHECK_MS)
+        for event in batch:
+            yield event
+            last = event.id
+            if event.type in TERMINAL:
+                return
+        if batch:
+            continue
+        desc = await handle.describe()
+        if desc.status == WorkflowExecutionStatus.RUNNING:
+            continue
+        # Closed: one last read, in case the terminal event landed between the read and the describe.
+        tail = await events.read(turn_id, last)
+        for event in tail:
+            yield event
+            if event.type in TERMINAL:
+                return
+        yield await _final_from_workflow(handle, desc.status)
+        return
+
+
+async def _final_from_workflow(
+    handle: WorkflowHandle[Any, ChatTurnResult], status: WorkflowExecutionStatus | None
+) -> TurnEvent:
+    if status == WorkflowExecutionStatus.COMPLETED:
+        result = await handle.result()
+        if result.status == "error":
+            return TurnEvent("", "error", dict(result.error or {}))
+        return TurnEvent(
+            "",
+            "done",
+            {
+                "message_id": result.message_id,
+                "finish_reason": result.finish_reason,
+                "usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens},
+                "ttft_ms": result.ttft_ms,
+                "model": result.model,
+                "text": result.text,
+                "degraded": result.degraded,
+            },
+        )
+    name = status.name.lower() if status else "unknown"
+    return TurnEvent(
+        "",
+        "error",
+        {
+            "code": f"turn_{name}",
+            "message": f"the turn ended without a reply ({name})",
+            "retryable": True,
+        },
+    )

@@ -1,0 +1,18 @@
+"""Search attributes that let an operator find turns in the Temporal web UI: tenant, conversation, model."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey, SearchAttributePair
+
+TENANT = SearchAttributeKey.for_keyword("TurnflowTenant")
+CONVERSATION = SearchAttributeKey.for_keyword("TurnflowConversation")
+MODEL = SearchAttributeKey.for_keyword("TurnflowModel")
+ALL = (TENANT, CONVERSATION, MODEL)
+
+
+def turn_attributes(tenant_id: str, conversation_id: str, model: str) -> list[SearchAttributePair[str]]:
+    return [
+        SearchAttributePair(TENANT, tenant_id),
+        SearchAttributePair(CONVERSATION, conversation_id),
+        SearchAttributePair(MODEL, model),
+    ]
