@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # llama.cpp's native build crashes on some CPUs; these flags build a portable AVX2 binary.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+# Where the CPU build of torch comes from. This machine's pip finds it on local disk; elsewhere use
+# TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu".
+TORCH_INDEX ?=
 
 .PHONY: install run test lint fmt clean
 
@@ -14,6 +17,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("turnflow needs Python 3.11+" if sys.version_info < (3, 11) else 0)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# The CPU build of torch (a plain `pip install torch` would fetch a CUDA build of several GB).
+	$(BIN)/python -m pip install --progress-bar off "torch==2.13.0" $(TORCH_INDEX)
 	@echo "installing turnflow and the embedded stack (first time: ~5 min, llama.cpp builds from source)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
 		$(BIN)/python -m pip install --progress-bar off -e ".[embedded,test]"

@@ -8,15 +8,38 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import HfHubHTTPError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.safety import SafetyEngine
+from activities.safety import OutputMonitor, SafetyEngine
 from activities.turn_events import TurnEvents
 from activities.turn_models import InferInput, InferResult
+
+
+@asynccontextmanager
+async def keep_heartbeating() -> AsyncIterator[None]:
+    """Heartbeat on a clock, not per token: a long prefill is not a dead worker, a dead process is.
+
+    Cancellation also arrives through heartbeats, so this keeps cancel latency near the interval.
+    """
+    timeout = activity.info().heartbeat_timeout
+    interval = min(timeout.total_seconds() / 3, 1.0) if timeout else 1.0
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 class ModelEndpoint:
@@ -54,6 +77,20 @@ class InferenceActivities:
         }
         await self.events.publish(inp.turn_id, "turn" if first_choice and attempt == 1 else "reset", meta)
         monitor = self.safety.output_monitor()
+        try:
+            async with keep_heartbeating():
+                return await self._stream(endpoint, inp, monitor)
+        except HfHubHTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status is not None and 400 <= status < 500 and status not in (408, 429):
+                raise ApplicationError(
+                    f"{endpoint.name} refused the request: {exc}",
+                    type="ModelRequestRejected",
+                    non_retryable=True,
+                ) from exc
+            raise
+
+    async def _stream(self, endpoint: ModelEndpoint, inp: InferInput, monitor: OutputMonitor) -> InferResult:
         start = time.perf_counter()
         ttft_ms: float | None = None
         parts: list[str] = []
@@ -67,7 +104,6 @@ class InferenceActivities:
                 stream=True,
             )
             async for chunk in stream:
-                activity.heartbeat(len(parts))
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
@@ -83,15 +119,6 @@ class InferenceActivities:
                     await self.events.publish(inp.turn_id, "token", {"text": delta, "index": len(parts) - 1})
                 if choice.finish_reason:
                     finish_reason = choice.finish_reason
-        except HfHubHTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status is not None and 400 <= status < 500 and status not in (408, 429):
-                raise ApplicationError(
-                    f"{endpoint.name} refused the request: {exc}",
-                    type="ModelRequestRejected",
-                    non_retryable=True,
-                ) from exc
-            raise
         except asyncio.CancelledError:
             activity.logger.info("turn %s cancelled after %d tokens", inp.turn_id, len(parts))
             raise

@@ -118,9 +118,7 @@ class Transcript:
                     await session.execute(
                         select(MessageRow.role, MessageRow.id).where(MessageRow.turn_id == inp.turn_id)
                     )
-                )
-                .tuples()
-                .all()
+                ).all()
             )
         if inserted and inp.status == "completed" and inp.assistant_text:
             await self._remember(

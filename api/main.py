@@ -24,13 +24,13 @@ log = logging.getLogger("turnflow.api")
 @asynccontextmanager
 async def _embedded_worker(res: Resources) -> AsyncIterator[None]:
     """A worker in the API process lets turns start eagerly: the first workflow task runs here."""
+    # Load the embedding model before taking work: loading it starves the event loop for seconds.
+    await res.embedder.warm_up()
     worker = build_chat_worker(res)
-    warm = asyncio.create_task(res.embedder.warm_up())
     task = asyncio.create_task(worker.run())
     try:
         yield
     finally:
-        warm.cancel()
         await worker.shutdown()
         with contextlib.suppress(Exception):
             await task

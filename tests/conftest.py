@@ -95,3 +95,12 @@ async def resources(services: Services) -> AsyncIterator[Resources]:
 def task_queue() -> str:
     """A fresh task queue per test, so workers of different tests never steal each other's tasks."""
     return f"test-{uuid.uuid4()}"
+
+
+@pytest_asyncio.fixture(scope="session")
+async def api(services: Services, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
+    """The API with its in-process worker (the default deployment), on the real model."""
+    from tests.api_harness import ApiServer, isolated_settings
+
+    async with ApiServer(isolated_settings(services, tmp_path_factory.mktemp("api"))) as server:
+        yield server

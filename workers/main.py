@@ -21,14 +21,13 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await ensure_search_attributes(res.temporal)
         await ensure_schedules(res.temporal, res.policy)
-        # The embedding model loads while the worker already polls; retrieval waits for it if needed.
-        warm = asyncio.create_task(res.embedder.warm_up())
+        # Load the embedding model before taking work: loading it starves the event loop for seconds.
+        await res.embedder.warm_up()
         worker = build_chat_worker(res)
         async with worker:
             log.info("worker polling %s", res.policy.queue("chat"))
             await stop.wait()
             log.info("stopping: finishing in-flight activities")
-        warm.cancel()
     finally:
         await res.close()
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from infra.policy import ActivityPolicy, WorkflowOptions
@@ -46,10 +48,14 @@ async def run_with_policy(options: WorkflowOptions, name: str, arg: Any, result_
                 arg,
                 result_type=result_type,
                 heartbeat_timeout=policy.heartbeat,
+                # On cancel, wait until the activity has really stopped: no side effects after it.
+                cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
                 **kwargs,
             )
             return result
-        except ActivityError:
+        except ActivityError as exc:
+            if is_cancelled_exception(exc):
+                raise asyncio.CancelledError from exc  # a cancelled turn is not a failure to fall back from
             if position == len(chain) - 1:
                 raise
             workflow.logger.warning(

@@ -11,6 +11,7 @@ import httpx
 from infra import probes
 from infra.components.base import Component
 from infra.temporal_client import connect_temporal
+from workflows.search_attributes import ALL
 
 
 def temporal_binary() -> str:
@@ -55,6 +56,8 @@ def temporal_component(
             namespace,
             "--log-level",
             "warn",
+            # Operators find turns in the web UI by these.
+            *(arg for key in ALL for arg in ("--search-attribute", f"{key.name}=Keyword")),
         ],
         ready=ready,
         urls={"Temporal (gRPC)": address, "Temporal web UI": ui_url},
