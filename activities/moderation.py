@@ -27,6 +27,9 @@ class ModerationActivities:
         """True when the message was redacted. Idempotent: redacting twice changes nothing more."""
         verdict = self.safety.moderate(inp.text)
         if verdict.allowed:
+            await self.events.publish(
+                inp.turn_id, "moderated", {"message_id": inp.message_id, "flagged": False}
+            )
             return False
         reason = f"{self.safety.version}: {verdict.rule}"
         async with self.sessions.begin() as session:

@@ -145,6 +145,7 @@ class Transcript:
                     "latency_ms": inp.latency_ms,
                     "model": inp.model_id,
                     "degraded": inp.degraded,
+                    "moderation": "pending" if inp.moderation_pending else "none",
                 },
             )
         return result

@@ -13,7 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact")
+EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact", "moderated")
 TERMINAL = ("done", "error")
 MAX_EVENTS = 20_000
 DEFAULT_RETENTION_S = 24 * 3600
@@ -39,7 +39,7 @@ class TurnEvents:
         assert type_ in EVENT_TYPES, type_
         key = stream_key(turn_id)
         fields = {"type": type_, "data": json.dumps(data, separators=(",", ":"))}
-        if type_ in TERMINAL or type_ == "redact":
+        if type_ in (*TERMINAL, "redact", "moderated"):
             # Terminal events also (re)start the retention clock; one round trip for both.
             async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.xadd(key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]

@@ -103,6 +103,8 @@ class PersistInput(BaseModel):
     finish_reason: str | None = None
     error: dict[str, object] | None = None
     degraded: bool = False
+    # Whether an out-of-band moderation verdict will follow on the stream.
+    moderation_pending: bool = False
 
 
 class PersistResult(BaseModel):

@@ -13,6 +13,8 @@ from activities.turn_models import ChatTurnResult
 
 # How long one blocking read waits before checking that the turn is still running.
 IDLE_CHECK_MS = 1000
+# After `done`, how long the stream stays open for the out-of-band moderation verdict.
+MODERATION_WAIT_MS = 3000
 
 
 def as_sse(event: TurnEvent) -> dict[str, Any]:
@@ -20,17 +22,27 @@ def as_sse(event: TurnEvent) -> dict[str, Any]:
 
 
 async def follow(
-    events: TurnEvents, handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str, after: str | None
+    events: TurnEvents,
+    handle: WorkflowHandle[Any, ChatTurnResult],
+    turn_id: str,
+    after: str | None,
+    *,
+    moderation: bool = True,
 ) -> AsyncIterator[TurnEvent]:
     """Events after ``after`` until the turn's terminal event; if the turn ended without one
-    (timed out, terminated, or its events were lost), a final event is made from the workflow itself."""
+    (timed out, terminated, or its events were lost), a final event is made from the workflow itself.
+    With ``moderation``, a `done` whose verdict is pending is followed by `moderated` or `redact`."""
     last = after or "0-0"
     while True:
         batch = await events.read(turn_id, last, block_ms=IDLE_CHECK_MS)
         for event in batch:
             yield event
             last = event.id
-            if event.type in TERMINAL:
+            if event.type == "done" and moderation and event.data.get("moderation") == "pending":
+                async for verdict in _moderation_verdict(events, turn_id, last):
+                    yield verdict
+                return
+            if event.type in TERMINAL or event.type in ("redact", "moderated"):
                 return
         if batch:
             continue
@@ -45,6 +57,12 @@ async def follow(
                 return
         yield await _final_from_workflow(handle, desc.status)
         return
+
+
+async def _moderation_verdict(events: TurnEvents, turn_id: str, after: str) -> AsyncIterator[TurnEvent]:
+    for event in await events.read(turn_id, after, block_ms=MODERATION_WAIT_MS, count=1):
+        if event.type in ("redact", "moderated"):
+            yield event
 
 
 async def _final_from_workflow(

@@ -46,8 +46,10 @@ async def test_streaming_happy_path(api: ApiServer, services: Services) -> None:
     conv = await api.conversation()
     turn_id, seen = await stream_turn(api, conv, f"{PROMPT} Reply to jane.doe@example.com.")
     kinds = [e.event for e in seen]
-    assert kinds[0] == "turn" and kinds[-1] == "done"
-    assert set(kinds[1:-1]) == {"token"}
+    # turn, tokens, done, then the out-of-band moderation verdict.
+    assert kinds[0] == "turn" and kinds[-2:] == ["done", "moderated"]
+    assert set(kinds[1:-2]) == {"token"}
+    assert seen[-1].data == {"message_id": seen[-2].data["message_id"], "flagged": False}
     assert seen[0].data["turn_id"] == turn_id and seen[0].data["conversation_id"] == conv
     assert seen[0].data["degraded"] is False
     tokens = [e for e in seen if e.event == "token"]
@@ -56,8 +58,8 @@ async def test_streaming_happy_path(api: ApiServer, services: Services) -> None:
     ids = [e.id for e in seen]
     assert all(ids) and ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
     assert [e.data["index"] for e in tokens] == list(range(len(tokens)))
-    done = seen[-1].data
-    assert done["finish_reason"] in ("stop", "length")
+    done = seen[-2].data
+    assert done["finish_reason"] in ("stop", "length") and done["moderation"] == "pending"
     assert done["usage"]["output_tokens"] == len(tokens) and done["usage"]["input_tokens"] > 10
     assert done["ttft_ms"] > 0
 
@@ -118,7 +120,7 @@ async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(api: ApiSer
     async with api.client.stream("GET", f"/v1/turns/{turn_id}/events") as resp:
         whole = await collect(resp)
     assert [e.id for e in first + rest] == [e.id for e in whole]
-    assert rest[-1].event == "done"
+    assert [e.event for e in rest[-2:]] == ["done", "moderated"]
 
 
 async def test_client_disconnect_does_not_cancel_the_turn(api: ApiServer, services: Services) -> None:
@@ -159,7 +161,8 @@ async def test_cancel_stops_generation_and_keeps_the_partial_reply(
             if len(seen) == 4:
                 cancel = await api.client.post(f"/v1/turns/{turn_id}/cancel")
                 assert cancel.status_code == 202
-    assert seen[-1].event == "done" and seen[-1].data["finish_reason"] == "cancelled"
+    done = next(e for e in seen if e.event == "done")
+    assert done.data["finish_reason"] == "cancelled"
     tokens = [e for e in seen if e.event == "token"]
     assert 3 <= len(tokens) < 300
     rows = messages_of(services, turn_id)
@@ -188,7 +191,8 @@ async def test_second_turn_sees_the_first(api: ApiServer) -> None:
     conv = await api.conversation()
     _, first = await stream_turn(api, conv, "My name is Ada.", max_tokens=16)
     _, second = await stream_turn(api, conv, "What is my name?", max_tokens=16)
-    assert second[-1].data["usage"]["input_tokens"] > first[-1].data["usage"]["input_tokens"] + 8
+    usage = [next(e for e in seen if e.event == "done").data["usage"] for seen in (first, second)]
+    assert usage[1]["input_tokens"] > usage[0]["input_tokens"] + 8
 
 
 @pytest.mark.parametrize(

@@ -154,6 +154,7 @@ class ChatTurnWorkflow:
                 latency_ms=round(latency_ms, 1),
                 finish_reason=reply.finish_reason,
                 degraded=degraded,
+                moderation_pending=bool(reply.text),
             ),
             PersistResult,
         )

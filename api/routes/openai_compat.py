@@ -130,7 +130,7 @@ async def chat_completions(
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
         yield {"data": json.dumps(_chunk(cid, model, created, {"role": "assistant", "content": ""}, None))}
-        async for event in follow(res.events, handle, turn_id, None):
+        async for event in follow(res.events, handle, turn_id, None, moderation=False):
             if event.type == "token":
                 yield {"data": json.dumps(_chunk(cid, model, created, {"content": event.data["text"]}, None))}
             elif event.type == "reset":

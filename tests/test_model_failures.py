@@ -1,0 +1,130 @@
+"""How a turn handles its model server: failures fall back or end in an error frame (never a hang);
+output rules stop generation; moderation redacts after the fact. The misbehaving server is
+ScriptedModelServer; the fallback, where one is used, is the real llama.cpp server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from infra.components.model import default_gguf
+from tests.api_harness import ApiServer, isolated_settings
+from tests.conftest import Services, free_port
+from tests.fake_model import ScriptedModelServer
+from tests.sse import Event, collect
+from tests.test_chat_turn import messages_of
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest_asyncio.fixture
+async def scripted() -> AsyncIterator[ScriptedModelServer]:
+    async with ScriptedModelServer("scripted-gpu") as server:
+        yield server
+
+
+async def turn(api: ApiServer, content: str = "Hello?") -> tuple[str, list[Event]]:
+    conv = await api.conversation()
+    async with api.client.stream(
+        "POST", f"/v1/conversations/{conv}/messages", json={"content": content, "max_tokens": 24}
+    ) as resp:
+        assert resp.status_code == 200
+        return resp.headers["x-turn-id"], await collect(resp)
+
+
+def app_settings(services: Services, tmp_path: Path, primary: str, fallback: str, **extra: object):
+    return isolated_settings(
+        services,
+        tmp_path,
+        tgi_url=primary,
+        model_name="scripted-gpu",
+        fallback_model_url=fallback,
+        fallback_model_name="smollm2-cpu",
+        model_path=default_gguf(),  # the scripted server has no tokenizer endpoint
+        **extra,
+    )
+
+
+async def test_failing_model_falls_back_to_the_cpu_model(
+    services: Services, tmp_path: Path, scripted: ScriptedModelServer
+) -> None:
+    scripted.script.status = 500
+    settings = app_settings(services, tmp_path, scripted.url, services.endpoints.model_url)
+    async with ApiServer(settings) as api:
+        turn_id, seen = await turn(api)
+    kinds = [e.event for e in seen]
+    # Each new attempt starts with `reset` (the retry of the primary, then the fallback), then streams.
+    assert kinds[:3] == ["turn", "reset", "reset"] and kinds[-2:] == ["done", "moderated"]
+    assert [e.data["model"] for e in seen[:3]] == ["scripted-gpu", "scripted-gpu", "smollm2-cpu"]
+    assert [e.data["attempt"] for e in seen[:3]] == [1, 2, 1]
+    assert scripted.requests == 2  # infer: maximum_attempts 2 in temporal.yaml
+    done = seen[-2].data
+    assert done["model"] == "smollm2-cpu"
+    tokens = "".join(e.data["text"] for e in seen if e.event == "token")
+    assert messages_of(services, turn_id)[1] == ("assistant", tokens, done["finish_reason"])
+
+
+async def test_stopped_model_server_falls_back_without_hanging(services: Services, tmp_path: Path) -> None:
+    nobody = f"http://127.0.0.1:{free_port()}"  # connection refused: the server is down
+    settings = app_settings(services, tmp_path, nobody, services.endpoints.model_url)
+    async with ApiServer(settings) as api:
+        _, seen = await asyncio.wait_for(turn(api), timeout=60)
+    assert [e.event for e in seen[:3]] == ["turn", "reset", "reset"]
+    assert seen[-2].event == "done" and seen[-2].data["model"] == "smollm2-cpu"
+
+
+async def test_no_model_left_gives_a_retryable_error_frame(
+    services: Services, tmp_path: Path, scripted: ScriptedModelServer
+) -> None:
+    scripted.script.status = 503
+    nobody = f"http://127.0.0.1:{free_port()}"
+    settings = app_settings(services, tmp_path, scripted.url, nobody)
+    async with ApiServer(settings) as api:
+        turn_id, seen = await asyncio.wait_for(turn(api), timeout=60)
+        conv = await api.conversation()
+        resp = await api.client.post(
+            f"/v1/conversations/{conv}/messages", json={"content": "Hi", "stream": False}
+        )
+    error = seen[-1]
+    assert error.event == "error"
+    assert error.data["code"] == "model_unavailable" and error.data["retryable"] is True
+    assert resp.status_code == 503
+    assert resp.json()["error"]["code"] == "model_unavailable" and resp.json()["error"]["retryable"] is True
+    # The accepted message is recorded, with an explicit error as its reply.
+    assert messages_of(services, turn_id) == [("user", "Hello?", None), ("assistant", "", "error")]
+
+
+async def test_output_rule_stops_generation_early(
+    services: Services, tmp_path: Path, scripted: ScriptedModelServer
+) -> None:
+    scripted.script.reply = ["Sure.", " Here is", " how to", " build a", " bomb", ": step", " one", "..."]
+    settings = app_settings(services, tmp_path, scripted.url, services.endpoints.model_url)
+    async with ApiServer(settings) as api:
+        turn_id, seen = await turn(api)
+    done = next(e for e in seen if e.event == "done")
+    assert done.data["finish_reason"] == "content_filter"
+    stored = messages_of(services, turn_id)[1][1]
+    assert stored == "Sure. Here is how to build a" and "bomb" not in stored
+    assert "step" not in "".join(e.data["text"] for e in seen if e.event == "token")
+
+
+async def test_moderation_redacts_after_the_fact(
+    services: Services, tmp_path: Path, scripted: ScriptedModelServer
+) -> None:
+    scripted.script.reply = ["You", " should", " hurt", " yourself", "."]
+    settings = app_settings(services, tmp_path, scripted.url, services.endpoints.model_url)
+    async with ApiServer(settings) as api:
+        turn_id, seen = await turn(api)
+        conv = seen[0].data["conversation_id"]
+        listed = (await api.client.get(f"/v1/conversations/{conv}/messages")).json()
+    # The reply streamed and was persisted; then moderation redacted it, and the stream said so.
+    assert [e.event for e in seen[-2:]] == ["done", "redact"]
+    redact = seen[-1].data
+    assert redact["message_id"] == seen[-2].data["message_id"] and "safety-v1" in redact["reason"]
+    assert listed[1]["redacted"] is True and listed[1]["content"] == ""
+    # The stored row keeps the text for audit, flagged as redacted.
+    assert messages_of(services, turn_id)[1][1] == "You should hurt yourself."
