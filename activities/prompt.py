@@ -112,15 +112,20 @@ async def assemble(
 
     compressed = False
     if await size(context, hist) > budget:
-        # Share what is left among the chunks, best-ranked first, compressing each to its share.
-        room = budget - await size([], hist)
+        # Share the room left (after the passages' framing) among the chunks, and compress each to
+        # its share; joined sentences can tokenize a little longer, so shrink the share until it fits.
+        room = budget - await size([(c, "") for c, _ in context], hist)
         share = max(room // max(len(context), 1), 0)
-        squeezed = []
-        for chunk, text in context:
-            short = await compress(text, user_text, share, counter)
-            compressed = compressed or short != text
-            if short:
-                squeezed.append((chunk, short))
+        squeezed = context
+        for _ in range(4):
+            squeezed = []
+            for chunk, text in context:
+                if short := await compress(text, user_text, share, counter):
+                    squeezed.append((chunk, short))
+            if await size(squeezed, hist) <= budget:
+                break
+            share = int(share * 0.8)
+        compressed = True
         context = squeezed
         while context and await size(context, hist) > budget:
             context.pop()  # the lowest-ranked chunk goes first

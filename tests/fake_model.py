@@ -48,7 +48,7 @@ class ScriptedModelServer:
 
     async def __aenter__(self) -> ScriptedModelServer:
         self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:  # noqa: ASYNC110 (uvicorn offers no event to wait on)
+        while not self._server.started:
             await asyncio.sleep(0.01)
         return self
 

@@ -26,7 +26,7 @@ async def eventually(
 ) -> httpx.Response:
     """The last response: the first that satisfies `ok`, or the one at the deadline."""
     deadline = time.monotonic() + timeout_s
-    while not ok(resp := await call()) and time.monotonic() < deadline:  # noqa: ASYNC110 (polls a server)
+    while not ok(resp := await call()) and time.monotonic() < deadline:
         await asyncio.sleep(0.2)
     return resp
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.retrieval import RetrieveInput, RetrieveResult
@@ -31,13 +31,13 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows.moderation import ModerationWorkflow
-from workflows.policy_options import run_with_policy
+from workflows.policy_options import StepFailed, run_with_policy
 from workflows.search_attributes import MODEL
 
 
-def _error_of(exc: ActivityError) -> tuple[str, str, bool]:
-    """(code, message, retryable) for the client, from an activity failure."""
-    cause = exc.cause
+def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
+    """(code, message, retryable) for the client, from a failed step."""
+    cause = exc.reason
     if isinstance(cause, ApplicationError) and cause.type == "InputRejected":
         code = str(cause.details[0]) if cause.details else "input_rejected"
         return code, cause.message, False
@@ -59,7 +59,7 @@ class ChatTurnWorkflow:
                 ),
                 ValidateResult,
             )
-        except ActivityError as exc:
+        except StepFailed as exc:
             return await self._finish_error(inp, inp.user_text, exc)
         user_text = valid.text
 
@@ -73,7 +73,7 @@ class ChatTurnWorkflow:
                 RetrieveResult,
             )
             chunks = retrieved.chunks
-        except ActivityError:
+        except StepFailed:
             workflow.logger.warning("retrieval failed or timed out; answering without context")
             chunks, degraded = [], True
 
@@ -90,7 +90,7 @@ class ChatTurnWorkflow:
                 ),
                 AssembleResult,
             )
-        except ActivityError as exc:
+        except StepFailed as exc:
             return await self._finish_error(inp, user_text, exc)
 
         status: TurnStatus = "completed"
@@ -117,7 +117,7 @@ class ChatTurnWorkflow:
             reply = InferResult(
                 text=partial, model=inp.model, output_tokens=0, ttft_ms=None, finish_reason="cancelled"
             )
-        except ActivityError as exc:
+        except StepFailed as exc:
             return await self._finish_error(inp, user_text, exc, prompt=prompt)
 
         if reply.model != inp.model:
@@ -182,7 +182,7 @@ class ChatTurnWorkflow:
         )
 
     async def _finish_error(
-        self, inp: ChatTurnInput, user_text: str, exc: ActivityError, prompt: AssembleResult | None = None
+        self, inp: ChatTurnInput, user_text: str, exc: StepFailed, prompt: AssembleResult | None = None
     ) -> ChatTurnResult:
         """Record the user's message with an explicit error reply, and tell the client."""
         code, message, retryable = _error_of(exc)

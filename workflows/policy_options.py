@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError, is_cancelled_exception
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
@@ -31,8 +31,21 @@ def activity_kwargs(policy: ActivityPolicy) -> dict[str, Any]:
     }
 
 
+class StepFailed(ApplicationError):
+    """An activity and its whole fallback chain failed. ``reason`` is the last attempt's error
+    (for a regular activity, the cause inside its ActivityError). Uncaught, it fails the workflow."""
+
+    def __init__(self, activity_name: str, error: BaseException) -> None:
+        reason = error.cause if isinstance(error, ActivityError) and error.cause else error
+        super().__init__(f"{activity_name} failed: {reason}", type="StepFailed")
+        self.activity_name = activity_name
+        self.reason = reason
+
+
 async def run_with_policy(options: WorkflowOptions, name: str, arg: Any, result_type: type[T]) -> T:
-    """Run activity ``name`` under its policy; once its retries are spent, try each fallback in order."""
+    """Run activity ``name`` under its policy; once its retries are spent, try each fallback in order.
+
+    Raises StepFailed when the last one fails too, asyncio.CancelledError when the run was cancelled."""
     chain = [name, *options.activity(name).fallback]
     for position, activity_name in enumerate(chain):
         policy = options.activity(activity_name)
@@ -53,11 +66,12 @@ async def run_with_policy(options: WorkflowOptions, name: str, arg: Any, result_
                 **kwargs,
             )
             return result
-        except ActivityError as exc:
+        except (ActivityError, FailureError) as exc:
+            # A regular activity fails with ActivityError; a local one with its cause directly.
             if is_cancelled_exception(exc):
                 raise asyncio.CancelledError from exc  # a cancelled turn is not a failure to fall back from
             if position == len(chain) - 1:
-                raise
+                raise StepFailed(activity_name, exc) from exc
             workflow.logger.warning(
                 "activity %s failed after its retries; falling back to %s",
                 activity_name,

@@ -1,0 +1,143 @@
+"""ChatTurnWorkflow's own decisions, on the time-skipping server with stand-in activities registered
+under the real names: a failed retrieval degrades the turn; a refused input ends it with an error."""
+
+from __future__ import annotations
+
+import uuid
+
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.prompt import TEMPLATE_VERSION
+from activities.retrieval import RetrieveInput, RetrieveResult
+from activities.turn_models import (
+    AssembleInput,
+    AssembleResult,
+    ChatTurnInput,
+    ChatTurnResult,
+    EventInput,
+    InferInput,
+    InferResult,
+    ModerationInput,
+    PersistInput,
+    PersistResult,
+    TurnRef,
+    ValidateInput,
+    ValidateResult,
+)
+from infra.policy import load_policy
+from infra.settings import REPO_ROOT
+from tests.test_policy_workflow import time_skipping  # noqa: F401  (the module-scoped environment)
+from workers.chat import WORKFLOWS, sandbox_runner
+
+
+class StandIns:
+    def __init__(self, *, retrieval_fails: bool = False, reject: str | None = None) -> None:
+        self.retrieval_fails = retrieval_fails
+        self.reject = reject
+        self.infer_inputs: list[InferInput] = []
+        self.persisted: list[PersistInput] = []
+
+    @activity.defn(name="validate_turn")
+    async def validate(self, inp: ValidateInput) -> ValidateResult:
+        if self.reject:
+            raise ApplicationError("refused", self.reject, type="InputRejected", non_retryable=True)
+        return ValidateResult(text=inp.text, pii_counts={}, safety_version="v")
+
+    @activity.defn(name="retrieve")
+    async def retrieve(self, inp: RetrieveInput) -> RetrieveResult:
+        if self.retrieval_fails:
+            raise RuntimeError("pgvector is unreachable")
+        return RetrieveResult(chunks=[], embedding_model="m")
+
+    @activity.defn(name="assemble_prompt")
+    async def assemble(self, inp: AssembleInput) -> AssembleResult:
+        return AssembleResult(
+            messages=[{"role": "user", "content": inp.user_text}],
+            prompt_tokens=5,
+            history_used=0,
+            chunks_used=[],
+            compressed=False,
+            template_version=TEMPLATE_VERSION,
+        )
+
+    @activity.defn(name="infer")
+    async def infer(self, inp: InferInput) -> InferResult:
+        self.infer_inputs.append(inp)
+        return InferResult(text="hello", model=inp.model, output_tokens=1, ttft_ms=1.0, finish_reason="stop")
+
+    @activity.defn(name="persist_turn")
+    async def persist(self, inp: PersistInput) -> PersistResult:
+        self.persisted.append(inp)
+        return PersistResult(user_message_id=str(uuid.uuid4()), assistant_message_id=str(uuid.uuid4()))
+
+    @activity.defn(name="partial_text")
+    async def partial(self, inp: TurnRef) -> str:
+        return ""
+
+    @activity.defn(name="publish_event")
+    async def publish(self, inp: EventInput) -> str:
+        return "0-1"
+
+    @activity.defn(name="moderate_message")
+    async def moderate(self, inp: ModerationInput) -> bool:
+        return False
+
+    def all(self) -> list[object]:
+        return [
+            self.validate,
+            self.retrieve,
+            self.assemble,
+            self.infer,
+            self.persist,
+            self.partial,
+            self.publish,
+            self.moderate,
+        ]
+
+
+async def run_turn(env: WorkflowEnvironment, stand_ins: StandIns) -> ChatTurnResult:
+    queue = f"wf-{uuid.uuid4()}"
+    turn_id = f"turn-{uuid.uuid4()}"
+    async with Worker(
+        env.client,
+        task_queue=queue,
+        workflows=WORKFLOWS,
+        activities=stand_ins.all(),
+        workflow_runner=sandbox_runner(),
+    ):
+        return await env.client.execute_workflow(
+            "chat_turn",
+            ChatTurnInput(
+                options=load_policy(REPO_ROOT / "temporal.yaml").options_for("chat_turn"),
+                turn_id=turn_id,
+                tenant_id=str(uuid.uuid4()),
+                conversation_id=str(uuid.uuid4()),
+                request_id="r",
+                user_text="hi",
+                model="m",
+            ),
+            id=turn_id,
+            task_queue=queue,
+            result_type=ChatTurnResult,
+        )
+
+
+async def test_failed_retrieval_degrades_the_turn(time_skipping: WorkflowEnvironment) -> None:  # noqa: F811
+    stand_ins = StandIns(retrieval_fails=True)
+    result = await run_turn(time_skipping, stand_ins)
+    assert result.status == "completed" and result.degraded is True
+    assert stand_ins.infer_inputs[0].degraded is True  # so the `turn` event says so
+    assert stand_ins.persisted[0].degraded is True
+
+
+async def test_refused_input_ends_with_an_error_and_records_it(time_skipping: WorkflowEnvironment) -> None:  # noqa: F811
+    stand_ins = StandIns(reject="content_policy_violation")
+    result = await run_turn(time_skipping, stand_ins)
+    assert result.status == "error"
+    assert result.error == {"code": "content_policy_violation", "message": "refused", "retryable": False}
+    assert stand_ins.infer_inputs == []
+    [persisted] = stand_ins.persisted
+    assert persisted.status == "error" and persisted.error == result.error
