@@ -1,9 +1,14 @@
-"""Record the stack probe's history from a running stack (`turnflow up`) into tests/histories/."""
+"""Record workflow histories from a running stack (`make run`) into tests/histories/ for replay tests.
+
+    .venv/bin/python -m tests.record_history
+"""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
+
+import httpx
 
 from infra.resources import Resources
 from infra.settings import get_settings
@@ -11,21 +16,38 @@ from tests.replay import HISTORIES
 from workflows.stack_probe import StackProbeInput, StackProbeResult
 
 
+async def record(res: Resources, name: str, workflow_id: str) -> None:
+    history = await res.temporal.get_workflow_handle(workflow_id).fetch_history()
+    HISTORIES.mkdir(exist_ok=True)
+    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    print(f"recorded {len(history.events)} events of {workflow_id} into {HISTORIES / f'{name}.json'}")
+
+
 async def main() -> None:
-    res = await Resources.open(get_settings())
+    settings = get_settings()
+    res = await Resources.open(settings)
     try:
-        workflow_id = f"record-stack-probe-{uuid.uuid4()}"
+        probe_id = f"record-stack-probe-{uuid.uuid4()}"
         await res.temporal.execute_workflow(
             "stack_probe",
             StackProbeInput(options=res.policy.options_for("stack_probe")),
-            id=workflow_id,
+            id=probe_id,
             task_queue=res.policy.queue("chat"),
             result_type=StackProbeResult,
         )
-        history = await res.temporal.get_workflow_handle(workflow_id).fetch_history()
-        HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / "stack_probe.json").write_text(history.to_json())
-        print(f"recorded {len(history.events)} events into {HISTORIES / 'stack_probe.json'}")
+        await record(res, "stack_probe", probe_id)
+
+        api = f"http://{settings.api_host}:{settings.api_port}"
+        async with httpx.AsyncClient(base_url=api, timeout=120) as http:
+            conv = (await http.post("/v1/conversations", json={"title": "recorded"})).json()["id"]
+            turn = (
+                await http.post(
+                    f"/v1/conversations/{conv}/messages",
+                    json={"content": "Name one planet.", "stream": False, "max_tokens": 12},
+                )
+            ).json()
+        await res.temporal.get_workflow_handle(turn["turn_id"]).result()
+        await record(res, "chat_turn", turn["turn_id"])
     finally:
         await res.close()
 

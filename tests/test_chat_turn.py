@@ -302,3 +302,15 @@ async def test_official_openai_client_works_unchanged(api: ApiServer) -> None:
     assert usage is not None and usage.completion_tokens >= 1
     models = await client.models.list()
     assert [m.id async for m in models]
+
+
+async def test_concurrent_turns_each_complete_in_full(api: ApiServer) -> None:
+    """Turns at once queue at the model server; none cuts another's stream short."""
+    convs = [await api.conversation() for _ in range(3)]
+    results = await asyncio.gather(*(stream_turn(api, c, PROMPT, max_tokens=24) for c in convs))
+    for _, seen in results:
+        kinds = [e.event for e in seen]
+        assert "reset" not in kinds and "error" not in kinds
+        done = next(e for e in seen if e.event == "done")
+        assert done.data["finish_reason"] in ("stop", "length")
+        assert done.data["usage"]["output_tokens"] == kinds.count("token") >= 3

@@ -59,6 +59,9 @@ def model_component(
         str(port),
         "--n_ctx",
         str(context),
+        # By default a new request aborts the one in progress: concurrent turns must queue instead.
+        "--interrupt_requests",
+        "False",
     ]
     if threads:
         argv += ["--n_threads", str(threads)]
