@@ -26,7 +26,8 @@ async def _embedded_worker(res: Resources) -> AsyncIterator[None]:
     """A worker in the API process lets turns start eagerly: the first workflow task runs here."""
     # Load the embedding model before taking work: loading it starves the event loop for seconds.
     await res.embedder.warm_up()
-    worker = build_chat_worker(res)
+    # Capped, so that under load the rest of the work goes to the worker processes.
+    worker = build_chat_worker(res, slots=res.settings.api_worker_slots)
     task = asyncio.create_task(worker.run())
     try:
         yield

@@ -48,6 +48,7 @@ class Settings(BaseSettings):
         default=True,
         description="run a worker inside the API process, so turns start eagerly (lowest latency)",
     )
+    api_worker_slots: int = Field(default=8, ge=1, description="concurrent tasks of the API's worker")
 
     # Ports of the embedded components (and of the API, which always runs here).
     api_host: str = "127.0.0.1"

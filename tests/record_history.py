@@ -1,6 +1,6 @@
 """Record workflow histories from a running stack (`make run`) into tests/histories/ for replay tests.
 
-    .venv/bin/python -m tests.record_history
+.venv/bin/python -m tests.record_history
 """
 
 from __future__ import annotations

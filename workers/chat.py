@@ -23,7 +23,17 @@ from workflows.stack_probe import StackProbeWorkflow
 WORKFLOWS = [ChatTurnWorkflow, ModerationWorkflow, StackProbeWorkflow]
 
 # Heavy or stateless libraries are imported once outside the sandbox rather than per workflow run.
-PASSTHROUGH = ("pydantic", "pydantic_core", "yaml", "infra", "activities", "db", "sqlalchemy")
+PASSTHROUGH = (
+    "pydantic",
+    "pydantic_core",
+    "yaml",
+    "infra",
+    "activities",
+    "db",
+    "sqlalchemy",
+    "workflows.policy_options",
+    "workflows.search_attributes",
+)
 
 
 def sandbox_runner() -> SandboxedWorkflowRunner:
@@ -58,7 +68,8 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
     ]
 
 
-def build_chat_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
+def build_chat_worker(res: Resources, *, task_queue: str | None = None, slots: int | None = None) -> Worker:
+    """``slots`` caps concurrent tasks of each kind; work beyond it goes to other workers."""
     return Worker(
         res.temporal,
         task_queue=task_queue or res.policy.queue("chat"),
@@ -66,4 +77,7 @@ def build_chat_worker(res: Resources, *, task_queue: str | None = None) -> Worke
         activities=chat_activities(res),
         workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=timedelta(seconds=10),
+        max_concurrent_workflow_tasks=slots,
+        max_concurrent_activities=slots,
+        max_concurrent_local_activities=slots,
     )

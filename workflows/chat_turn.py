@@ -50,32 +50,39 @@ class ChatTurnWorkflow:
     async def run(self, inp: ChatTurnInput) -> ChatTurnResult:
         opts = inp.options
         started = workflow.now()
-        try:
-            valid = await run_with_policy(
+        # Validation and retrieval run side by side: the text the API hands over is already redacted,
+        # so retrieval need not wait for the check (whose verdict still gates everything after).
+        validation, retrieval = await asyncio.gather(
+            run_with_policy(
                 opts,
                 "validate_turn",
                 ValidateInput(
                     tenant_id=inp.tenant_id, conversation_id=inp.conversation_id, text=inp.user_text
                 ),
                 ValidateResult,
-            )
-        except StepFailed as exc:
-            return await self._finish_error(inp, inp.user_text, exc)
-        user_text = valid.text
-
-        # Retrieval failing or past its deadline degrades the turn instead of stalling it.
-        degraded = False
-        try:
-            retrieved = await run_with_policy(
+            ),
+            run_with_policy(
                 opts,
                 "retrieve",
-                RetrieveInput(tenant_id=inp.tenant_id, query=user_text, k=inp.retrieval_k),
+                RetrieveInput(tenant_id=inp.tenant_id, query=inp.user_text, k=inp.retrieval_k),
                 RetrieveResult,
-            )
-            chunks = retrieved.chunks
-        except StepFailed:
+            ),
+            return_exceptions=True,
+        )
+        if isinstance(validation, BaseException):
+            if isinstance(validation, StepFailed):
+                return await self._finish_error(inp, inp.user_text, validation)
+            raise validation
+        valid, user_text = validation, validation.text
+        # Retrieval failing or past its deadline degrades the turn instead of stalling it.
+        degraded = False
+        if isinstance(retrieval, StepFailed):
             workflow.logger.warning("retrieval failed or timed out; answering without context")
             chunks, degraded = [], True
+        elif isinstance(retrieval, BaseException):
+            raise retrieval
+        else:
+            chunks = retrieval.chunks
 
         try:
             prompt = await run_with_policy(
