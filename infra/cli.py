@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 import time
 from typing import Annotated
 
@@ -71,8 +73,6 @@ def down(timeout: Annotated[float, typer.Option(help="seconds to wait")] = 60.0)
     if state is None:
         console.print("turnflow is not running")
         return
-    import os
-
     os.kill(state.supervisor_pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     with console.status("stopping…"):
@@ -130,6 +130,10 @@ def doctor(
         ok, detail = asyncio.run(run_probe(settings))
         console.print(f"{'[green]✓[/]' if ok else '[red]✗[/]'} stack probe: {detail}")
         failed += not ok
+        # The Temporal client's native runtime can abort while the interpreter finalizes; the
+        # command's work is done and printed, so leave without finalizing.
+        sys.stdout.flush()
+        os._exit(1 if failed else 0)
     if failed:
         raise typer.Exit(1)
 

@@ -72,11 +72,12 @@ async def test_all_components_healthy(services: Services, tmp_path: Path) -> Non
 
 
 async def test_down_components_give_503_and_say_why(services: Services, tmp_path: Path) -> None:
-    # Redis on a port nobody listens on, and a task queue no worker polls.
+    # Redis on a port nobody listens on, and a task queue no worker polls (none in the API either).
     settings = services.settings.model_copy(
         update={
             "redis_url": f"redis://127.0.0.1:{free_port()}/0",
             "policy_file": policy_with_chat_queue(tmp_path, f"nobody-{uuid.uuid4()}"),
+            "api_worker": False,
         }
     )
     async with api_client(settings) as api:

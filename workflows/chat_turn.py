@@ -8,6 +8,7 @@ retries and fallbacks come from temporal.yaml, carried in the input.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
@@ -130,40 +131,32 @@ class ChatTurnWorkflow:
         if reply.model != inp.model:
             workflow.upsert_search_attributes([MODEL.value_set(reply.model)])
         latency_ms = (workflow.now() - started).total_seconds() * 1000
-        saved = await run_with_policy(
-            opts,
-            "persist_turn",
-            PersistInput(
-                turn_id=inp.turn_id,
-                tenant_id=inp.tenant_id,
-                conversation_id=inp.conversation_id,
-                request_id=inp.request_id,
-                user_text=user_text,
-                pii_redacted=bool(valid.pii_counts or inp.pii_counts),
-                assistant_text=reply.text,
-                status=status,
-                model_id=reply.model,
-                prompt_template_version=prompt.template_version,
-                retrieved_chunks=[
-                    {
-                        "id": c.id,
-                        "document_id": c.document_id,
-                        "document_version": c.document_version,
-                        "embedding_version": c.embedding_version,
-                        "score": round(c.score, 4),
-                    }
-                    for c in chunks
-                    if c.id in prompt.chunks_used
-                ],
-                input_tokens=prompt.prompt_tokens,
-                output_tokens=reply.output_tokens,
-                ttft_ms=reply.ttft_ms,
-                latency_ms=round(latency_ms, 1),
-                finish_reason=reply.finish_reason,
-                degraded=degraded,
-                moderation_pending=bool(reply.text),
-            ),
-            PersistResult,
+        saved = await self._persist(
+            inp,
+            user_text=user_text,
+            pii_redacted=bool(valid.pii_counts or inp.pii_counts),
+            assistant_text=reply.text,
+            status=status,
+            model_id=reply.model,
+            prompt_template_version=prompt.template_version,
+            retrieved_chunks=[
+                {
+                    "id": c.id,
+                    "document_id": c.document_id,
+                    "document_version": c.document_version,
+                    "embedding_version": c.embedding_version,
+                    "score": round(c.score, 4),
+                }
+                for c in chunks
+                if c.id in prompt.chunks_used
+            ],
+            input_tokens=prompt.prompt_tokens,
+            output_tokens=reply.output_tokens,
+            ttft_ms=reply.ttft_ms,
+            latency_ms=round(latency_ms, 1),
+            finish_reason=reply.finish_reason,
+            degraded=degraded,
+            moderation_pending=bool(reply.text),
         )
         if reply.text:
             await workflow.start_child_workflow(
@@ -188,30 +181,33 @@ class ChatTurnWorkflow:
             degraded=degraded,
         )
 
+    async def _persist(self, inp: ChatTurnInput, **fields: Any) -> PersistResult:
+        """The persist step, with the turn's identifiers filled in."""
+        ids = {
+            "turn_id": inp.turn_id,
+            "tenant_id": inp.tenant_id,
+            "conversation_id": inp.conversation_id,
+            "request_id": inp.request_id,
+        }
+        step = PersistInput.model_validate({**ids, **fields})
+        return await run_with_policy(inp.options, "persist_turn", step, PersistResult)
+
     async def _finish_error(
         self, inp: ChatTurnInput, user_text: str, exc: StepFailed, prompt: AssembleResult | None = None
     ) -> ChatTurnResult:
         """Record the user's message with an explicit error reply, and tell the client."""
         code, message, retryable = _error_of(exc)
         error = {"code": code, "message": message, "retryable": retryable}
-        await run_with_policy(
-            inp.options,
-            "persist_turn",
-            PersistInput(
-                turn_id=inp.turn_id,
-                tenant_id=inp.tenant_id,
-                conversation_id=inp.conversation_id,
-                request_id=inp.request_id,
-                user_text=user_text,
-                pii_redacted=bool(inp.pii_counts),
-                assistant_text="",
-                status="error",
-                model_id=inp.model,
-                prompt_template_version=prompt.template_version if prompt else None,
-                finish_reason="error",
-                error=error,
-            ),
-            PersistResult,
+        await self._persist(
+            inp,
+            user_text=user_text,
+            pii_redacted=bool(inp.pii_counts),
+            assistant_text="",
+            status="error",
+            model_id=inp.model,
+            prompt_template_version=prompt.template_version if prompt else None,
+            finish_reason="error",
+            error=error,
         )
         return ChatTurnResult(
             turn_id=inp.turn_id, conversation_id=inp.conversation_id, status="error", error=error
