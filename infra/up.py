@@ -87,6 +87,8 @@ async def run_up(settings: Settings, policy: Policy, console: Console) -> int:
         state.urls = urls
         write_state(settings.data_dir, state)
         console.print(url_table(urls, str(settings.log_dir.resolve())))
+        if "API" in urls:
+            console.print(f"Chat: POST {urls['API']}/v1/conversations, then .../v1/conversations/ID/messages")
         console.print("Press Ctrl-C to stop.")
         failure = asyncio.create_task(supervisor.run_until_failure())
         await asyncio.wait([failure, stopper], return_when=asyncio.FIRST_COMPLETED)

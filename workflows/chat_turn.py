@@ -42,7 +42,9 @@ def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
     if isinstance(cause, ApplicationError) and cause.type == "InputRejected":
         code = str(cause.details[0]) if cause.details else "input_rejected"
         return code, cause.message, False
-    return "model_unavailable", "the model did not answer; try again", True
+    if exc.activity_name.startswith("infer"):
+        return "model_unavailable", "the model did not answer; try again", True
+    return "turn_failed", f"the turn could not be prepared ({exc.activity_name}); try again", True
 
 
 @workflow.defn(name="chat_turn")
