@@ -43,7 +43,9 @@ class Transcript:
                         MessageRow.redacted.is_(False),
                         MessageRow.content != "",
                     )
-                    .order_by(MessageRow.created_at.desc(), MessageRow.role.desc())
+                    # Newest first; within a turn (one timestamp) the reply before the question,
+                    # so that reversed, each question precedes its reply.
+                    .order_by(MessageRow.created_at.desc(), MessageRow.role.asc())
                     .limit(RECENT_MESSAGES)
                 )
             ).all()

@@ -128,3 +128,26 @@ async def test_moderation_redacts_after_the_fact(
     assert listed[1]["redacted"] is True and listed[1]["content"] == ""
     # The stored row keeps the text for audit, flagged as redacted.
     assert messages_of(services, turn_id)[1][1] == "You should hurt yourself."
+
+
+async def test_whole_turn_timeout_ends_the_stream_with_an_error(
+    services: Services, tmp_path: Path, scripted: ScriptedModelServer
+) -> None:
+    """A model slower than the turn's timeout: the workflow is timed out, and the stream says so."""
+    import yaml
+
+    scripted.script.reply = ["slow"] * 40
+    scripted.script.token_delay_s = 0.25
+    settings = app_settings(services, tmp_path, scripted.url, services.endpoints.model_url)
+    policy = yaml.safe_load(settings.policy_file.read_text())
+    policy["workflows"]["chat_turn"]["execution_timeout"] = "3s"
+    settings.policy_file.write_text(yaml.safe_dump(policy))
+    async with ApiServer(settings) as api:
+        _, seen = await asyncio.wait_for(turn(api), timeout=60)
+    assert seen[0].event == "turn" and "token" in [e.event for e in seen]
+    assert seen[-1].event == "error"
+    assert seen[-1].data == {
+        "code": "turn_timed_out",
+        "message": "the turn ended without a reply (timed_out)",
+        "retryable": True,
+    }

@@ -96,3 +96,21 @@ async def test_turn_uses_and_records_retrieved_context(api: ApiServer, resources
     assert provenance and provenance[0]["id"] == str(ids[0])
     assert {"document_id", "document_version", "embedding_version", "score"} <= set(provenance[0])
     assert listed[1]["input_tokens"] > 60  # the passages are in the prompt
+
+
+async def test_recent_context_falls_back_to_postgres_when_redis_lost_it(
+    api: ApiServer, resources: Resources
+) -> None:
+    from activities.transcript import Transcript, recent_key
+
+    conv = await api.conversation()
+    async with api.client.stream(
+        "POST", f"/v1/conversations/{conv}/messages", json={"content": "My name is Ada.", "max_tokens": 8}
+    ) as resp:
+        await collect(resp)
+    transcript = Transcript(resources.sessions, resources.redis, resources.events)
+    from_redis = await transcript.recent(conv)
+    assert [m["role"] for m in from_redis] == ["user", "assistant"]
+    await resources.redis.delete(recent_key(conv))  # evicted
+    assert await transcript.recent(conv) == from_redis  # read back from Postgres...
+    assert await resources.redis.exists(recent_key(conv)) == 1  # ...and cached again
