@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     api_port: int = 8000
     temporal_port: int = 7233
     temporal_ui_port: int = 8233
+    # The dev server's HTTP API and metrics ports; unset, it picks free ones.
+    temporal_http_port: int | None = None
+    temporal_metrics_port: int | None = None
     postgres_port: int = 5433
     redis_port: int = 6380
     model_port: int = 8090

@@ -31,6 +31,8 @@ def build_stack(settings: Settings, policy: Policy) -> tuple[Endpoints, list[Com
             settings.temporal_port,
             settings.temporal_ui_port,
             policy.namespace,
+            http_port=settings.temporal_http_port,
+            metrics_port=settings.temporal_metrics_port,
             startup_timeout_s=timeout,
         ),
         "postgres": lambda: postgres_component(

@@ -23,10 +23,18 @@ from infra.settings import REPO_ROOT, Settings
 from infra.supervisor import Supervisor
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port free now and never handed out before in this test session."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 @dataclass
@@ -43,7 +51,9 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
     data = tmp_path_factory.mktemp("turnflow-data")
     policy = load_policy(REPO_ROOT / "temporal.yaml")
     password = uuid.uuid4().hex
-    ports = {name: free_port() for name in ("temporal", "ui", "postgres", "redis", "model")}
+    ports = {
+        name: free_port() for name in ("temporal", "ui", "http", "metrics", "postgres", "redis", "model")
+    }
     database_url = (
         f"postgresql+psycopg://{EMBEDDED_DB_USER}:{password}@127.0.0.1:{ports['postgres']}/{EMBEDDED_DB_NAME}"
     )
@@ -56,7 +66,15 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         tgi_url=f"http://127.0.0.1:{ports['model']}",
     )
     components = [
-        temporal_component(data / "temporal", ports["temporal"], ports["ui"], policy.namespace),
+        temporal_component(
+            data / "temporal",
+            ports["temporal"],
+            ports["ui"],
+            policy.namespace,
+            # Pinned: left to pick its own, it could take a port chosen above for another component.
+            http_port=ports["http"],
+            metrics_port=ports["metrics"],
+        ),
         postgres_component(
             data / "postgres",
             ports["postgres"],

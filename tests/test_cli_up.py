@@ -28,6 +28,8 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         TURNFLOW_API_PORT=str(free_port()),
         TURNFLOW_TEMPORAL_PORT=str(free_port()),
         TURNFLOW_TEMPORAL_UI_PORT=str(free_port()),
+        TURNFLOW_TEMPORAL_HTTP_PORT=str(free_port()),
+        TURNFLOW_TEMPORAL_METRICS_PORT=str(free_port()),
         TURNFLOW_POSTGRES_PORT=str(free_port()),
         TURNFLOW_REDIS_PORT=str(free_port()),
         TURNFLOW_MODEL_PORT=str(free_port()),

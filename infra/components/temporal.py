@@ -26,7 +26,14 @@ def temporal_binary() -> str:
 
 
 def temporal_component(
-    data_dir: Path, port: int, ui_port: int, namespace: str, *, startup_timeout_s: float = 120
+    data_dir: Path,
+    port: int,
+    ui_port: int,
+    namespace: str,
+    *,
+    http_port: int | None = None,
+    metrics_port: int | None = None,
+    startup_timeout_s: float = 120,
 ) -> Component:
     address = f"127.0.0.1:{port}"
     ui_url = f"http://127.0.0.1:{ui_port}"
@@ -58,9 +65,11 @@ def temporal_component(
             "warn",
             # Operators find turns in the web UI by these.
             *(arg for key in ALL for arg in ("--search-attribute", f"{key.name}=Keyword")),
+            *(["--http-port", str(http_port)] if http_port else []),
+            *(["--metrics-port", str(metrics_port)] if metrics_port else []),
         ],
         ready=ready,
         urls={"Temporal (gRPC)": address, "Temporal web UI": ui_url},
-        ports=[port, ui_port],
+        ports=[p for p in (port, ui_port, http_port, metrics_port) if p],
         startup_timeout_s=startup_timeout_s,
     )
