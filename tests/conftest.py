@@ -22,7 +22,6 @@ from infra.resources import Resources
 from infra.settings import REPO_ROOT, Settings
 from infra.supervisor import Supervisor
 
-
 _handed_out: set[int] = set()
 
 
