@@ -49,3 +49,20 @@ def test_production_refuses_embedded_services() -> None:
         tgi_url="http://tgi",
     )
     assert ok.environment == "production"
+
+
+def test_children_count_tokens_locally_when_the_model_is_embedded(tmp_path: Path) -> None:
+    """The worker and API get the GGUF path, so they never ask the busy model server to tokenize."""
+    from infra.components.model import default_gguf
+    from infra.policy import load_policy
+    from infra.settings import REPO_ROOT
+    from infra.stack import build_stack
+
+    settings = Settings(_env_file=None, data_dir=tmp_path)
+    _, components = build_stack(settings, load_policy(REPO_ROOT / "temporal.yaml"))
+    children = {c.name: c.env for c in components if c.name in ("worker", "api")}
+    assert {env["TURNFLOW_MODEL_PATH"] for env in children.values()} == {str(default_gguf())}
+
+    external = Settings(_env_file=None, data_dir=tmp_path, tgi_url="http://tgi:8080")
+    _, components = build_stack(external, load_policy(REPO_ROOT / "temporal.yaml"))
+    assert all("TURNFLOW_MODEL_PATH" not in c.env for c in components if c.name in ("worker", "api"))

@@ -9,18 +9,24 @@ import httpx
 from db.migrate import upgrade
 from infra import probes
 from infra.components.base import Component
+from infra.components.model import default_gguf
 from infra.endpoints import Endpoints
 from infra.settings import REPO_ROOT, Settings
 from infra.temporal_client import connect_temporal
 
 
 def _child_env(settings: Settings, endpoints: Endpoints) -> dict[str, str]:
-    return {
+    env = {
         **endpoints.as_env(),
         "TURNFLOW_DATA_DIR": str(settings.data_dir.resolve()),
         "TURNFLOW_POLICY_FILE": str(settings.policy_file.resolve()),
         "PYTHONUNBUFFERED": "1",
     }
+    if "model" in endpoints.embedded:
+        # The children see the model server as a plain URL; the file tells them to count tokens
+        # locally with its tokenizer instead of asking the (busy) server for every count.
+        env["TURNFLOW_MODEL_PATH"] = str(settings.model_path or default_gguf())
+    return env
 
 
 def worker_component(settings: Settings, endpoints: Endpoints, namespace: str, task_queue: str) -> Component:
