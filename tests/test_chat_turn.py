@@ -75,6 +75,13 @@ async def test_streaming_happy_path(api: ApiServer, services: Services) -> None:
     assert assistant["input_tokens"] == done["usage"]["input_tokens"]
     assert assistant["latency_ms"] > 0 and assistant["ttft_ms"] > 0
 
+    # Operators find it in the Temporal web UI by tenant, conversation and model.
+    from workflows.search_attributes import CONVERSATION, MODEL, TENANT
+
+    attrs = (await (await workflow_handle(api, turn_id)).describe()).typed_search_attributes
+    assert attrs.get(CONVERSATION) == conv and attrs.get(MODEL) == services.settings.model_name
+    assert attrs.get(TENANT) and turn_id.startswith(f"turn-{attrs.get(TENANT)}-{conv}-")
+
     # Its history replays on the current code.
     res_history = await api_history(api, turn_id)
     await replay(res_history)
