@@ -27,6 +27,9 @@ async def keep_heartbeating() -> AsyncIterator[None]:
 
     Cancellation also arrives through heartbeats, so this keeps cancel latency near the interval.
     """
+    if activity.info().is_local:
+        yield  # a local activity lives inside its workflow task, which has its own liveness
+        return
     timeout = activity.info().heartbeat_timeout
     interval = min(timeout.total_seconds() / 3, 1.0) if timeout else 1.0
 

@@ -53,7 +53,11 @@ async def run_with_policy(options: WorkflowOptions, name: str, arg: Any, result_
         try:
             if policy.local:
                 result: T = await workflow.execute_local_activity(
-                    activity_name, arg, result_type=result_type, **kwargs
+                    activity_name,
+                    arg,
+                    result_type=result_type,
+                    cancellation_type=ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    **kwargs,
                 )
                 return result
             result = await workflow.execute_activity(
