@@ -10,7 +10,7 @@ from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.turn_models import ChatTurnResult
@@ -123,18 +123,17 @@ async def post_message_flat(
 
 async def _turn_handle(
     res: Resources, tenant: uuid.UUID, turn_id: str
-) -> WorkflowHandle[Any, ChatTurnResult]:
-    """The tenant's turn, or 404 (another tenant's turn does not exist for this one)."""
+) -> tuple[WorkflowHandle[Any, ChatTurnResult], WorkflowExecutionDescription]:
+    """The tenant's turn and its state, or 404 (another tenant's turn does not exist for this one)."""
     if tenant_of_turn(turn_id) != str(tenant):
         raise HTTPException(404, f"turn {turn_id} not found")
     handle = res.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)
     try:
-        await handle.describe()
+        return handle, await handle.describe()
     except RPCError as exc:
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise HTTPException(404, f"turn {turn_id} not found") from exc
         raise
-    return handle
 
 
 @router.get("/v1/turns/{turn_id}/events", response_model=None)
@@ -146,15 +145,14 @@ async def turn_events(
     after: str | None = None,
 ) -> EventSourceResponse:
     """Replay the turn's events after `Last-Event-ID` (or `?after=`), then follow it live."""
-    handle = await _turn_handle(res, tenant, turn_id)
+    handle, _ = await _turn_handle(res, tenant, turn_id)
     return _sse(res, handle, turn_id, last_event_id or after)
 
 
 @router.post("/v1/turns/{turn_id}/cancel", status_code=202)
 async def cancel_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dict[str, str]:
     """Ask the turn to stop generating; what was streamed is kept, and the turn ends `cancelled`."""
-    handle = await _turn_handle(res, tenant, turn_id)
-    desc = await handle.describe()
+    handle, desc = await _turn_handle(res, tenant, turn_id)
     if desc.status != WorkflowExecutionStatus.RUNNING:
         raise HTTPException(409, f"turn {turn_id} has already ended")
     await handle.cancel()
