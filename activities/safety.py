@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -95,8 +94,3 @@ class OutputMonitor:
             if pattern.search(tail):
                 return Verdict(False, pattern.pattern, "output")
         return Verdict(True)
-
-
-@lru_cache
-def default_engine() -> SafetyEngine:
-    return SafetyEngine.load()

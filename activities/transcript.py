@@ -103,25 +103,25 @@ class Transcript:
             },
         ]
         async with self.sessions.begin() as session:
-            inserted = (
+            ids = dict(
                 (
                     await session.execute(
                         insert(MessageRow)
                         .values(rows)
                         .on_conflict_do_nothing(constraint="uq_messages_turn_role")
-                        .returning(MessageRow.role)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            ids = dict(
-                (
-                    await session.execute(
-                        select(MessageRow.role, MessageRow.id).where(MessageRow.turn_id == inp.turn_id)
+                        .returning(MessageRow.role, MessageRow.id)
                     )
                 ).all()
             )
+            inserted = len(ids) == len(rows)
+            if not inserted:  # a retry: an earlier attempt wrote them
+                ids = dict(
+                    (
+                        await session.execute(
+                            select(MessageRow.role, MessageRow.id).where(MessageRow.turn_id == inp.turn_id)
+                        )
+                    ).all()
+                )
         if inserted and inp.status == "completed" and inp.assistant_text:
             await self._remember(
                 inp.conversation_id,

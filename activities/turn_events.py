@@ -16,7 +16,6 @@ from redis.asyncio import Redis
 EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact", "moderated")
 TERMINAL = ("done", "error")
 MAX_EVENTS = 20_000
-DEFAULT_RETENTION_S = 24 * 3600
 
 
 def stream_key(turn_id: str) -> str:
@@ -31,7 +30,7 @@ class TurnEvent:
 
 
 class TurnEvents:
-    def __init__(self, redis: Redis, retention_s: int = DEFAULT_RETENTION_S) -> None:
+    def __init__(self, redis: Redis, retention_s: int) -> None:
         self.redis = redis
         self.retention_s = retention_s
 
@@ -68,6 +67,3 @@ class TurnEvents:
         while batch := await self.read(turn_id, events[-1].id if events else "0-0"):
             events.extend(batch)
         return events
-
-    async def exists(self, turn_id: str) -> bool:
-        return bool(await self.redis.exists(stream_key(turn_id)))

@@ -116,12 +116,6 @@ class TurnRef(BaseModel):
     turn_id: str
 
 
-class EventInput(BaseModel):
-    turn_id: str
-    type: str
-    data: dict[str, object]
-
-
 class ModerationInput(BaseModel):
     options: WorkflowOptions
     turn_id: str

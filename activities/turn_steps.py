@@ -1,4 +1,4 @@
-"""The chat turn's quick steps (run as local activities): validate, assemble the prompt, emit events."""
+"""The chat turn's quick steps (run as local activities): validate, assemble the prompt, partial text."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from activities.turn_events import TurnEvents
 from activities.turn_models import (
     AssembleInput,
     AssembleResult,
-    EventInput,
     TurnRef,
     ValidateInput,
     ValidateResult,
@@ -81,10 +80,6 @@ class TurnSteps:
             compressed=prompt.compressed,
             template_version=TEMPLATE_VERSION,
         )
-
-    @activity.defn(name="publish_event")
-    async def publish_event(self, inp: EventInput) -> str:
-        return await self.events.publish(inp.turn_id, inp.type, dict(inp.data))
 
     @activity.defn(name="partial_text")
     async def partial_text(self, inp: TurnRef) -> str:

@@ -13,6 +13,21 @@ def error_body(message: str, type_: str, code: str | None = None, **extra: objec
     return {"error": {"message": message, "type": type_, "code": code, **extra}}
 
 
+def turn_error_response(error: dict[str, object], turn_id: str) -> JSONResponse:
+    """A turn that ended in an error, as JSON: 503 when retrying may help, else 400."""
+    retryable = bool(error.get("retryable"))
+    return JSONResponse(
+        error_body(
+            str(error.get("message")),
+            "server_error" if retryable else "invalid_request_error",
+            str(error.get("code")),
+            retryable=retryable,
+            turn_id=turn_id,
+        ),
+        status_code=503 if retryable else 400,
+    )
+
+
 async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
     type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
     return JSONResponse(

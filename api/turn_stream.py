@@ -33,8 +33,10 @@ async def follow(
     (timed out, terminated, or its events were lost), a final event is made from the workflow itself.
     With ``moderation``, a `done` whose verdict is pending is followed by `moderated` or `redact`."""
     last = after or "0-0"
+    closed: WorkflowExecutionStatus | None = None
     while True:
-        batch = await events.read(turn_id, last, block_ms=IDLE_CHECK_MS)
+        # Once the workflow has closed, drain what is left without waiting.
+        batch = await events.read(turn_id, last, block_ms=None if closed else IDLE_CHECK_MS)
         for event in batch:
             yield event
             last = event.id
@@ -46,17 +48,12 @@ async def follow(
                 return
         if batch:
             continue
-        desc = await handle.describe()
-        if desc.status == WorkflowExecutionStatus.RUNNING:
-            continue
-        # Closed: one last read, in case the terminal event landed between the read and the describe.
-        tail = await events.read(turn_id, last)
-        for event in tail:
-            yield event
-            if event.type in TERMINAL:
-                return
-        yield await _final_from_workflow(handle, desc.status)
-        return
+        if closed:
+            yield await _final_from_workflow(handle, closed)
+            return
+        status = (await handle.describe()).status
+        if status != WorkflowExecutionStatus.RUNNING:
+            closed = status
 
 
 async def _moderation_verdict(events: TurnEvents, turn_id: str, after: str) -> AsyncIterator[TurnEvent]:
@@ -66,7 +63,7 @@ async def _moderation_verdict(events: TurnEvents, turn_id: str, after: str) -> A
 
 
 async def _final_from_workflow(
-    handle: WorkflowHandle[Any, ChatTurnResult], status: WorkflowExecutionStatus | None
+    handle: WorkflowHandle[Any, ChatTurnResult], status: WorkflowExecutionStatus
 ) -> TurnEvent:
     if status == WorkflowExecutionStatus.COMPLETED:
         result = await handle.result()
@@ -85,7 +82,7 @@ async def _final_from_workflow(
                 "degraded": result.degraded,
             },
         )
-    name = status.name.lower() if status else "unknown"
+    name = status.name.lower()
     return TurnEvent(
         "",
         "error",

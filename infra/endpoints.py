@@ -35,7 +35,6 @@ def _model_root(url: str) -> str:
 @dataclass(frozen=True)
 class Endpoints:
     temporal_address: str
-    temporal_ui_url: str | None
     database_url: str
     redis_url: str
     model_url: str
@@ -47,11 +46,10 @@ class Endpoints:
     def resolve(cls, settings: Settings) -> Endpoints:
         embedded: set[str] = set()
         if settings.temporal_address:
-            temporal, ui = settings.temporal_address, None
+            temporal = settings.temporal_address
         else:
             embedded.add("temporal")
             temporal = f"127.0.0.1:{settings.temporal_port}"
-            ui = f"http://127.0.0.1:{settings.temporal_ui_port}"
         if settings.database_url:
             database = settings.database_url
         else:
@@ -72,7 +70,7 @@ class Endpoints:
             embedded.add("model")
             model = f"http://127.0.0.1:{settings.model_port}"
         fallback = _model_root(settings.fallback_model_url) if settings.fallback_model_url else model
-        return cls(temporal, ui, database, redis, model, fallback, frozenset(embedded))
+        return cls(temporal, database, redis, model, fallback, frozenset(embedded))
 
     def as_env(self) -> dict[str, str]:
         """Explicit URLs for child processes, so the worker and API never guess."""

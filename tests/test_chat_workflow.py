@@ -17,7 +17,6 @@ from activities.turn_models import (
     AssembleResult,
     ChatTurnInput,
     ChatTurnResult,
-    EventInput,
     InferInput,
     InferResult,
     ModerationInput,
@@ -77,10 +76,6 @@ class StandIns:
     async def partial(self, inp: TurnRef) -> str:
         return ""
 
-    @activity.defn(name="publish_event")
-    async def publish(self, inp: EventInput) -> str:
-        return "0-1"
-
     @activity.defn(name="moderate_message")
     async def moderate(self, inp: ModerationInput) -> bool:
         return False
@@ -93,7 +88,6 @@ class StandIns:
             self.infer,
             self.persist,
             self.partial,
-            self.publish,
             self.moderate,
         ]
 

@@ -6,7 +6,7 @@ import pytest
 
 from activities.input_guard import InputRejected, guard_input
 from activities.pii import iban_ok, luhn_ok, redact
-from activities.safety import SafetyEngine, default_engine
+from activities.safety import SafetyEngine
 
 
 @pytest.mark.parametrize(
@@ -43,13 +43,17 @@ def test_ordinary_text_is_left_alone(text: str) -> None:
     assert redact(text).text == text and not redact(text).redacted
 
 
+@pytest.fixture(scope="module")
+def engine() -> SafetyEngine:
+    return SafetyEngine.load()
+
+
 def test_check_digits() -> None:
     assert luhn_ok("4111111111111111") and not luhn_ok("4111111111111112")
     assert iban_ok("GB82 WEST 1234 5698 7654 32") and not iban_ok("GB82 WEST 1234 5698 7654 33")
 
 
-def test_input_guard() -> None:
-    engine = default_engine()
+def test_input_guard(engine: SafetyEngine) -> None:
     guarded = guard_input("my number is 415-555-2671", engine)
     assert guarded.text == "my number is [PHONE]" and guarded.pii_counts == {"PHONE": 1}
     assert guarded.safety_version == "safety-v1"
@@ -65,14 +69,13 @@ def test_input_guard() -> None:
     assert guard_input("How do lighthouses work?", engine).text == "How do lighthouses work?"
 
 
-def test_output_monitor_catches_a_rule_split_across_tokens() -> None:
-    monitor = default_engine().output_monitor()
+def test_output_monitor_catches_a_rule_split_across_tokens(engine: SafetyEngine) -> None:
+    monitor = engine.output_monitor()
     verdicts = [monitor.feed(t) for t in ["Here is", " how to", " build a", " bomb", "!"]]
     assert [v.allowed for v in verdicts[:3]] == [True, True, True]
     assert not verdicts[3].allowed and verdicts[3].category == "output"
 
 
-def test_moderation_rules() -> None:
-    engine: SafetyEngine = default_engine()
+def test_moderation_rules(engine: SafetyEngine) -> None:
     assert not engine.moderate("you should hurt yourself").allowed
     assert engine.moderate("you should rest yourself").allowed

@@ -8,14 +8,22 @@ import pytest
 from pydantic import ValidationError
 
 from infra.endpoints import Endpoints
-from infra.settings import Settings
+from infra.policy import load_policy
+from infra.settings import REPO_ROOT, Settings
+from infra.stack import build_stack
+
+POLICY = REPO_ROOT / "temporal.yaml"
 
 
 def test_defaults_are_embedded(tmp_path: Path) -> None:
     ep = Endpoints.resolve(Settings(_env_file=None, data_dir=tmp_path))
     assert ep.embedded == {"temporal", "postgres", "redis", "model"}
     assert ep.temporal_address == "127.0.0.1:7233"
-    assert ep.temporal_ui_url == "http://127.0.0.1:8233"
+    from infra.policy import load_policy
+    from infra.stack import build_stack
+
+    _, components = build_stack(Settings(_env_file=None, data_dir=tmp_path), load_policy(POLICY))
+    assert components[0].urls["Temporal web UI"] == "http://127.0.0.1:8233"
     assert ep.redis_url == "redis://127.0.0.1:6380/0"
     assert ep.model_url == "http://127.0.0.1:8090"
 
@@ -54,15 +62,12 @@ def test_production_refuses_embedded_services() -> None:
 def test_children_count_tokens_locally_when_the_model_is_embedded(tmp_path: Path) -> None:
     """The worker and API get the GGUF path, so they never ask the busy model server to tokenize."""
     from infra.components.model import default_gguf
-    from infra.policy import load_policy
-    from infra.settings import REPO_ROOT
-    from infra.stack import build_stack
 
     settings = Settings(_env_file=None, data_dir=tmp_path)
-    _, components = build_stack(settings, load_policy(REPO_ROOT / "temporal.yaml"))
+    _, components = build_stack(settings, load_policy(POLICY))
     children = {c.name: c.env for c in components if c.name in ("worker", "api")}
     assert {env["TURNFLOW_MODEL_PATH"] for env in children.values()} == {str(default_gguf())}
 
     external = Settings(_env_file=None, data_dir=tmp_path, tgi_url="http://tgi:8080")
-    _, components = build_stack(external, load_policy(REPO_ROOT / "temporal.yaml"))
+    _, components = build_stack(external, load_policy(POLICY))
     assert all("TURNFLOW_MODEL_PATH" not in c.env for c in components if c.name in ("worker", "api"))

@@ -55,7 +55,6 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
     return [
         steps.validate_turn,
         steps.assemble_prompt,
-        steps.publish_event,
         steps.partial_text,
         RetrievalActivities(res.sessions, res.embedder).retrieve,
         inference.infer,

@@ -14,12 +14,11 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from api.deps import ResourcesDep
-from api.errors import error_body
+from api.errors import error_body, turn_error_response
 from api.routes.turns import SSE_HEADERS, IdempotencyKey, request_id
 from api.tenancy import TenantDep
 from api.turn_starter import start_turn
@@ -103,11 +102,7 @@ async def chat_completions(
     if not body.stream:
         result = await handle.result()
         if result.status == "error":
-            error = result.error or {}
-            return JSONResponse(
-                error_body(str(error.get("message")), "server_error", str(error.get("code"))),
-                status_code=503 if error.get("retryable") else 400,
-            )
+            return turn_error_response(result.error or {}, turn_id)
         usage = _usage(
             {"usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens}}
         )

@@ -15,7 +15,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.turn_models import ChatTurnResult
 from api.deps import ResourcesDep
-from api.errors import error_body
+from api.errors import turn_error_response
 from api.routes.conversations import get_conversation
 from api.tenancy import TenantDep
 from api.turn_starter import start_turn, tenant_of_turn
@@ -57,18 +57,7 @@ def _sse(
 async def _json_result(handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str) -> JSONResponse:
     result = await handle.result()
     if result.status == "error":
-        error = result.error or {}
-        status = 503 if error.get("retryable") else 400
-        return JSONResponse(
-            error_body(
-                str(error.get("message")),
-                "server_error" if status == 503 else "invalid_request_error",
-                str(error.get("code")),
-                retryable=error.get("retryable"),
-                turn_id=turn_id,
-            ),
-            status_code=status,
-        )
+        return turn_error_response(result.error or {}, turn_id)
     return JSONResponse(result.model_dump(mode="json"), headers={"X-Turn-ID": turn_id})
 
 
