@@ -151,3 +151,24 @@ async def test_whole_turn_timeout_ends_the_stream_with_an_error(
         "message": "the turn ended without a reply (timed_out)",
         "retryable": True,
     }
+
+
+async def test_openai_stream_survives_a_fallback_before_any_token(
+    services: Services, tmp_path: Path, scripted: ScriptedModelServer
+) -> None:
+    """A `reset` before any text was sent costs an OpenAI client nothing: the stream goes on."""
+    from openai import AsyncOpenAI
+
+    scripted.script.status = 500
+    settings = app_settings(services, tmp_path, scripted.url, services.endpoints.model_url)
+    async with ApiServer(settings) as api:
+        client = AsyncOpenAI(base_url=f"{api.url}/v1", api_key="unused", max_retries=0)
+        stream = await client.chat.completions.create(
+            model="any", messages=[{"role": "user", "content": "Say hi"}], max_tokens=12, stream=True
+        )
+        parts, finish = [], None
+        async for chunk in stream:
+            parts.append(chunk.choices[0].delta.content or "")
+            finish = chunk.choices[0].finish_reason or finish
+    assert scripted.requests == 2
+    assert "".join(parts) and finish in ("stop", "length")

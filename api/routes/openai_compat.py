@@ -1,8 +1,8 @@
 """OpenAI-compatible chat completions, running the same durable turn (the `openai` client works unchanged).
 
 Each request brings its own history, so it runs in a fresh conversation. An OpenAI stream cannot
-take back text, so if the model restarts mid-reply (a `reset`), the stream ends with an error chunk
-rather than showing the reply twice.
+take back text, so if the model restarts after text was sent (a `reset`), the stream ends with an
+error chunk rather than showing the reply twice; a restart before any text goes unnoticed.
 """
 
 from __future__ import annotations
@@ -125,10 +125,12 @@ async def chat_completions(
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
         yield {"data": json.dumps(_chunk(cid, model, created, {"role": "assistant", "content": ""}, None))}
+        sent_text = False
         async for event in follow(res.events, handle, turn_id, None, moderation=False):
             if event.type == "token":
+                sent_text = True
                 yield {"data": json.dumps(_chunk(cid, model, created, {"content": event.data["text"]}, None))}
-            elif event.type == "reset":
+            elif event.type == "reset" and sent_text:
                 yield {
                     "data": json.dumps(
                         error_body(
