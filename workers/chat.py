@@ -76,6 +76,9 @@ def build_chat_worker(res: Resources, *, task_queue: str | None = None, slots: i
         activities=chat_activities(res),
         workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=timedelta(seconds=10),
+        # Heartbeats are what carries a cancel to a generating activity: the SDK's default throttle
+        # (80% of the heartbeat timeout, 4 s here) let a cancelled turn generate for seconds more.
+        max_heartbeat_throttle_interval=timedelta(seconds=1),
         max_concurrent_workflow_tasks=slots,
         max_concurrent_activities=slots,
         max_concurrent_local_activities=slots,
