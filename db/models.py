@@ -15,10 +15,12 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -50,6 +52,10 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     residency_tags: Mapped[list[str]] = mapped_column(default=list, server_default="{}")
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # The embedding model and version the tenant's queries use (None: the deployment's embedder).
+    # Re-embedding writes vectors for a new version beside these and switches them in one update.
+    embedding_model: Mapped[str | None] = mapped_column(String(200))
+    embedding_version: Mapped[str | None] = mapped_column(String(100))
     created_at: Mapped[datetime] = _created()
 
 
@@ -117,8 +123,20 @@ class Message(Base):
 
 
 class Document(Base):
+    """A logical document (one per tenant and source); ``version`` grows when its bytes change."""
+
     __tablename__ = "documents"
-    __table_args__ = (UniqueConstraint("tenant_id", "content_hash", name="uq_documents_tenant_hash"),)
+    __table_args__ = (
+        # One live document per source; deleted ones keep their rows (and audit trail) until purged.
+        Index(
+            "uq_documents_tenant_source",
+            "tenant_id",
+            "source",
+            unique=True,
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+        Index("ix_documents_tenant_hash", "tenant_id", "content_hash"),
+    )
 
     id: Mapped[uuid.UUID] = _pk()
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()
@@ -127,11 +145,38 @@ class Document(Base):
     mime_type: Mapped[str] = mapped_column(String(100), default="text/plain")
     content_hash: Mapped[str] = mapped_column(String(64))
     version: Mapped[int] = mapped_column(Integer, default=1)
+    # pending → ingesting → ready | failed; deleted once tombstoned.
     status: Mapped[str] = mapped_column(String(20), default="pending")
+    size_bytes: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     chunk_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    embedded_count: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    pii_counts: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    workflow_id: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
     created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), onupdate=func.now()
+    )
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class DocumentUpload(Base):
+    """The bytes of an upload waiting for its ingestion workflow (kept out of Temporal's history);
+    deleted once the document version they made is live."""
+
+    __tablename__ = "document_uploads"
+
+    id: Mapped[uuid.UUID] = _pk()
+    tenant_id: Mapped[uuid.UUID] = _tenant_fk()
+    document_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("documents.id", ondelete="CASCADE"), index=True, nullable=False
+    )
+    document_version: Mapped[int] = mapped_column(Integer)
+    filename: Mapped[str] = mapped_column(String(1000))
+    mime_type: Mapped[str] = mapped_column(String(100))
+    content: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = _created()
 
 
 class Chunk(Base):
@@ -146,6 +191,15 @@ class Chunk(Base):
         ),
         Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
         Index("ix_chunks_tenant_model", "tenant_id", "embedding_model", "embedding_version"),
+        # One vector per chunk position and embedding version: a retried batch cannot duplicate.
+        UniqueConstraint(
+            "document_id",
+            "document_version",
+            "ordinal",
+            "embedding_model",
+            "embedding_version",
+            name="uq_chunks_position_embedding",
+        ),
     )
 
     id: Mapped[uuid.UUID] = _pk()
@@ -162,6 +216,9 @@ class Chunk(Base):
     embedding_version: Mapped[str | None] = mapped_column(String(100))
     tsv: Mapped[str] = mapped_column(TSVECTOR, Computed("to_tsvector('english', text)", persisted=True))
     chunker: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # Queries see only live chunks: a new document version's chunks go live, and the old ones are
+    # tombstoned, in one transaction, so no query ever sees a mix of versions.
+    live: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     tombstoned_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _created()
 

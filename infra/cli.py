@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -24,6 +25,8 @@ from infra.state import pid_alive, running_state
 app = typer.Typer(help="turnflow: durable chat turns on Temporal.", no_args_is_help=True)
 db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+eval_app = typer.Typer(help="Evaluate turnflow's quality on data sets.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
 console = Console()
 
 
@@ -157,6 +160,76 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
         console.print("  start it with `turnflow up`, or set TURNFLOW_DATABASE_URL")
         raise typer.Exit(1) from exc
     console.print(f"database at {revision}")
+
+
+@eval_app.command("retrieval")
+def eval_retrieval(
+    dataset: Annotated[
+        Path, typer.Option(help="a BEIR-format directory: corpus.jsonl, queries.jsonl, qrels/")
+    ],
+    split: Annotated[str, typer.Option(help="which qrels/<split>.tsv to score")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON only")] = False,
+    queries: Annotated[int | None, typer.Option(help="score only the first N judged queries")] = None,
+    keep: Annotated[bool, typer.Option(help="keep the scratch tenant afterwards")] = False,
+) -> None:
+    """Ingest the data set into a scratch tenant; print nDCG@10, recall@10/100, MRR@10 and query
+    latency for vector-only, full-text-only and hybrid search. Needs a running stack (`turnflow up`)."""
+    import json
+
+    from rich.progress import Progress
+
+    from infra.beir import DatasetError, load_beir
+    from infra.resources import Resources
+    from infra.retrieval_eval import evaluate
+
+    settings = _settings()
+    try:
+        data = load_beir(dataset, split)
+    except (DatasetError, OSError) as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        raise typer.Exit(2) from exc
+    if queries:
+        data = type(data)(data.corpus, dict(list(data.queries.items())[:queries]), data.qrels)
+
+    async def run() -> dict[str, object]:
+        res = await Resources.open(settings, lazy_temporal=True)
+        try:
+            with Progress(console=Console(stderr=True), transient=as_json) as bar:
+                ingest = bar.add_task("ingesting", total=len(data.corpus))
+                score = bar.add_task("querying", total=len(data.queries))
+                return await evaluate(
+                    res,
+                    data,
+                    on_ingest=lambda n: bar.advance(ingest, n),
+                    on_query=lambda n: bar.advance(score, n),
+                    keep=keep,
+                )
+        finally:
+            await res.close()
+
+    try:
+        report = asyncio.run(run())
+    except OSError as exc:
+        console.print(f"[red]✗ cannot reach the stack: {exc}[/] (start it with `turnflow up`)")
+        raise typer.Exit(1) from exc
+    report = {"dataset": str(dataset), "split": split, **report}
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(
+        title=f"{dataset.name} ({split}): {report['queries']} queries, {report['documents']} documents"
+    )
+    for column in ("mode", "nDCG@10", "recall@10", "recall@100", "MRR@10", "p50 ms", "p95 ms"):
+        table.add_column(column)
+    for mode, m in report["modes"].items():  # type: ignore[attr-defined]
+        table.add_row(
+            mode,
+            *(f"{m[key]:.4f}" for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10")),
+            f"{m['latency_p50_ms']:.1f}",
+            f"{m['latency_p95_ms']:.1f}",
+        )
+    console.print(table)
+    console.print(f"ingested {report['chunks']} chunks in {report['ingest_seconds']} s")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
-from activities.embedder import LocalEmbedder
+from activities.embedder import Embedders, LocalEmbedder, RemoteEmbedder
 from activities.safety import SafetyEngine
+from activities.search import HybridSearch, SearchSettings
 from activities.tokens import LocalGGUFCounter, RemoteCounter, TokenCounter
 from activities.turn_events import TurnEvents
 from db.engine import make_engine, make_sessionmaker
@@ -39,13 +40,15 @@ class Resources:
     safety: SafetyEngine
     embedder: LocalEmbedder = field(default_factory=LocalEmbedder)
     _counter: TokenCounter | None = None
+    _embedders: Embedders | None = None
+    _search: HybridSearch | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, lazy_temporal: bool = False) -> Resources:
         policy = load_policy(settings.policy_file)
         endpoints = Endpoints.resolve(settings)
         temporal = await connect_temporal(endpoints.temporal_address, policy.namespace, lazy=lazy_temporal)
-        engine = make_engine(endpoints.database_url)
+        engine = make_engine(endpoints.database_url, role=settings.database_role or None)
         redis = Redis.from_url(endpoints.redis_url, socket_timeout=5, socket_connect_timeout=2)
         return cls(
             settings=settings,
@@ -79,6 +82,41 @@ class Resources:
             else:
                 self._counter = RemoteCounter(self.http, self.endpoints.model_url)
         return self._counter
+
+    @property
+    def embedders(self) -> Embedders:
+        """The remote embedder when one is configured (it embeds new work), and always the local one."""
+        if self._embedders is None:
+            s = self.settings
+            if s.embedding_url:
+                remote = RemoteEmbedder(
+                    s.embedding_url,
+                    s.embedding_model,
+                    s.embedding_version,
+                    self.embedder.dimension,
+                    s.tgi_token,
+                )
+                self._embedders = Embedders(remote, self.embedder)
+            else:
+                self._embedders = Embedders(self.embedder)
+        return self._embedders
+
+    @property
+    def search(self) -> HybridSearch:
+        if self._search is None:
+            s = self.settings
+            self._search = HybridSearch(
+                self.sessions,
+                self.embedders,
+                self.redis,
+                SearchSettings(
+                    candidates=s.search_candidates,
+                    ef_search=s.hnsw_ef_search,
+                    max_scan_tuples=s.hnsw_max_scan_tuples,
+                    cache_ttl_s=s.search_cache_ttl_s,
+                ),
+            )
+        return self._search
 
     async def close(self) -> None:
         await self.http.aclose()

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
         default=None, description="Base URL of a TGI or any OpenAI-compatible model server."
     )
     tgi_token: str | None = None
+    database_role: str | None = Field(
+        default="turnflow_app",
+        description="role each connection switches to (row-level security binds it); empty: the login's",
+    )
 
     # The cheaper model the `infer` step falls back to (temporal.yaml: infer → infer_fallback).
     # Empty means the embedded quantized CPU model (or the primary model when that is not embedded).
@@ -49,6 +53,29 @@ class Settings(BaseSettings):
         description="run a worker inside the API process, so turns start eagerly (lowest latency)",
     )
     api_worker_slots: int = Field(default=8, ge=1, description="concurrent tasks of the API's worker")
+
+    # Documents and retrieval.
+    embedding_url: str | None = Field(
+        default=None,
+        description="feature-extraction endpoint (e.g. text-embeddings-inference); empty: local MiniLM",
+    )
+    embedding_model: str = Field(default="sentence-transformers/all-MiniLM-L6-v2", description="its model id")
+    embedding_version: str = Field(default="remote-1", description="its version, recorded on every vector")
+    max_document_bytes: int = Field(default=20 * 1024 * 1024, gt=0, description="larger uploads get 413")
+    sync_ingest_bytes: int = Field(
+        default=256 * 1024,
+        ge=0,
+        description="uploads up to this size are answered when ingested (201), larger 202",
+    )
+    chunk_tokens: int = Field(default=200, ge=16, le=512, description="chunk size, in embedding-model tokens")
+    chunk_overlap_tokens: int = Field(default=40, ge=0, description="tokens each chunk repeats from the last")
+    embed_batch_size: int = Field(default=64, ge=1, le=1024)
+    search_candidates: int = Field(default=50, ge=1, description="candidates per method before fusion")
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    hnsw_max_scan_tuples: int = Field(
+        default=20_000, ge=1, description="bounds a filtered scan finding nothing"
+    )
+    search_cache_ttl_s: int = Field(default=300, ge=0)
 
     # Ports of the embedded components (and of the API, which always runs here).
     api_host: str = "127.0.0.1"

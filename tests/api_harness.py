@@ -20,6 +20,7 @@ def isolated_settings(services: Services, tmp_path: Path, **updates: Any) -> Set
     """The test services' settings with a task queue of its own, so apps never take each other's work."""
     data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
     data["task_queues"]["chat"] = f"chat-{uuid.uuid4()}"
+    data["task_queues"]["ingest"] = f"ingest-{uuid.uuid4()}"
     policy = tmp_path / f"temporal-{uuid.uuid4().hex[:8]}.yaml"
     policy.write_text(yaml.safe_dump(data))
     return services.settings.model_copy(update={"policy_file": policy, **updates})

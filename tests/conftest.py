@@ -118,6 +118,14 @@ def task_queue() -> str:
 async def api(services: Services, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
     """The API with its in-process worker (the default deployment), on the real model."""
     from tests.api_harness import ApiServer, isolated_settings
+    from workers.ingest import build_ingest_worker
 
-    async with ApiServer(isolated_settings(services, tmp_path_factory.mktemp("api"))) as server:
-        yield server
+    settings = isolated_settings(services, tmp_path_factory.mktemp("api"))
+    # The API answers small uploads once ingested, so an ingest worker runs beside it (as the
+    # worker process does in a deployment).
+    res = await Resources.open(settings)
+    try:
+        async with build_ingest_worker(res), ApiServer(settings) as server:
+            yield server
+    finally:
+        await res.close()

@@ -9,6 +9,7 @@ from sqlalchemy import update
 
 from activities.retrieval import RetrievalActivities, RetrieveInput
 from api.tenancy import ensure_tenant
+from db.engine import scope_to_tenant
 from db.models import Chunk, Document
 from infra.resources import Resources
 from tests.api_harness import ApiServer
@@ -24,6 +25,7 @@ FACTS = [
 async def add_document(res: Resources, tenant: uuid.UUID, texts: list[str]) -> list[uuid.UUID]:
     vectors = await res.embedder.embed(texts)
     async with res.sessions.begin() as session:
+        await scope_to_tenant(session, tenant)
         doc = Document(
             id=uuid.uuid4(),
             tenant_id=tenant,
@@ -45,6 +47,7 @@ async def add_document(res: Resources, tenant: uuid.UUID, texts: list[str]) -> l
                 embedding=v,
                 embedding_model=res.embedder.model_id,
                 embedding_version=res.embedder.version,
+                live=True,
             )
             for i, (t, v) in enumerate(zip(texts, vectors, strict=True))
         ]
@@ -57,7 +60,7 @@ async def test_top_k_is_tenant_filtered_and_skips_tombstones(resources: Resource
     other = await ensure_tenant(resources.sessions, f"t-{uuid.uuid4().hex[:8]}")
     ids = await add_document(resources, mine, FACTS)
     await add_document(resources, other, ["The Zorblat lighthouse is painted green, says the other tenant."])
-    retrieval = RetrievalActivities(resources.sessions, resources.embedder)
+    retrieval = RetrievalActivities(resources.search)
 
     found = await retrieval.retrieve(
         RetrieveInput(tenant_id=str(mine), query="When was the Zorblat lighthouse built?", k=2)
@@ -69,7 +72,10 @@ async def test_top_k_is_tenant_filtered_and_skips_tombstones(resources: Resource
     )
 
     async with resources.sessions.begin() as session:
-        await session.execute(update(Chunk).where(Chunk.id == ids[0]).values(tombstoned_at=Chunk.created_at))
+        await scope_to_tenant(session, mine)
+        await session.execute(
+            update(Chunk).where(Chunk.id == ids[0]).values(live=False, tombstoned_at=Chunk.created_at)
+        )
     again = await retrieval.retrieve(RetrieveInput(tenant_id=str(mine), query="Zorblat lighthouse", k=5))
     assert str(ids[0]) not in [c.id for c in again.chunks] and len(again.chunks) == 2
 

@@ -56,7 +56,7 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
         steps.validate_turn,
         steps.assemble_prompt,
         steps.partial_text,
-        RetrievalActivities(res.sessions, res.embedder).retrieve,
+        RetrievalActivities(res.search).retrieve,
         inference.infer,
         inference.infer_fallback,
         transcript.persist_turn,

@@ -12,6 +12,7 @@ from infra.schedules import ensure_schedules
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings, get_settings
 from workers.chat import build_chat_worker
+from workers.ingest import build_ingest_worker
 
 log = logging.getLogger("turnflow.worker")
 
@@ -23,9 +24,8 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
         await ensure_schedules(res.temporal, res.policy)
         # Load the embedding model before taking work: loading it starves the event loop for seconds.
         await res.embedder.warm_up()
-        worker = build_chat_worker(res)
-        async with worker:
-            log.info("worker polling %s", res.policy.queue("chat"))
+        async with build_chat_worker(res), build_ingest_worker(res):
+            log.info("worker polling %s and %s", res.policy.queue("chat"), res.policy.queue("ingest"))
             await stop.wait()
             log.info("stopping: finishing in-flight activities")
     finally:

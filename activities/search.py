@@ -1,0 +1,301 @@
+"""Hybrid search over a tenant's live chunks: pgvector (HNSW, cosine) and Postgres full-text,
+fused with reciprocal rank fusion, then reranked; the top-k goes to the prompt.
+
+Every query is scoped to one tenant twice: by its WHERE clause and by row-level security (the
+transaction is scoped to the tenant first). Only chunks embedded with the tenant's active embedding
+version are searched. Query embeddings and whole results are cached in Redis; a tenant's result
+cache is invalidated by bumping its generation whenever its documents change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from redis.asyncio import Redis
+from sqlalchemy import Result, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities.embedder import Embedder, Embedders
+from activities.prompt import ContextChunk
+from db.engine import scope_to_tenant
+
+SearchMode = Literal["hybrid", "vector", "text"]
+RRF_K = 60  # the constant from Cormack et al. (2009); ranks past ~60 barely count
+STATS_KEY = "turnflow:stats:search"
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the to was were what when "
+    "where which who why will with does do did how can".split()
+)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    candidates: int = 50  # per method, before fusion
+    ef_search: int = 100
+    # Bounds an iterative scan whose filter matches nothing (an empty or unknown tenant).
+    max_scan_tuples: int = 20_000
+    cache_ttl_s: int = 300
+    # Default reranker: weights of semantic similarity, lexical coverage and the fused rank.
+    semantic_weight: float = 1.0
+    lexical_weight: float = 0.3
+    fusion_weight: float = 10.0
+
+
+@dataclass
+class Candidate:
+    id: str
+    document_id: str
+    document_version: int
+    embedding_version: str
+    text: str
+    vector: np.ndarray
+    ranks: dict[str, int] = field(default_factory=dict)
+    score: float = 0.0
+
+    @property
+    def fused(self) -> float:
+        return sum(1.0 / (RRF_K + r) for r in self.ranks.values())
+
+
+class Reranker(Protocol):
+    def rerank(
+        self, query: str, query_vector: np.ndarray, candidates: list[Candidate]
+    ) -> list[Candidate]: ...
+
+
+class LexicalSemanticReranker:
+    """Cosine similarity to the query, plus how many query terms a chunk covers, plus the fused rank."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self.s = settings
+
+    def rerank(self, query: str, query_vector: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
+        terms = terms_of(query)
+        for c in candidates:
+            semantic = float(np.dot(c.vector, query_vector))
+            lexical = len(terms & terms_of(c.text)) / len(terms) if terms else 0.0
+            c.score = (
+                self.s.semantic_weight * semantic
+                + self.s.lexical_weight * lexical
+                + self.s.fusion_weight * c.fused
+            )
+        return sorted(candidates, key=lambda c: c.score, reverse=True)
+
+
+def terms_of(text_: str) -> set[str]:
+    return {w for w in _WORD.findall(text_.lower()) if w not in _STOP and len(w) > 1}
+
+
+def normalize_query(query: str) -> str:
+    return " ".join(query.lower().split())
+
+
+@dataclass
+class SearchResult:
+    chunks: list[ContextChunk]
+    embedding_model: str | None
+    embedding_version: str | None
+    cached: bool = False
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+_VECTOR_SQL = text(
+    """
+    SELECT id, document_id, document_version, embedding_version, text, embedding
+    FROM chunks
+    WHERE tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
+    ORDER BY embedding <=> CAST(:vector AS vector)
+    LIMIT :n
+    """
+)
+# OR of the query's lexemes (plainto_tsquery ANDs them, which finds almost nothing for questions).
+_TEXT_SQL = text(
+    """
+    WITH q AS (
+        SELECT NULLIF(replace(plainto_tsquery('english', :query)::text, '&', '|'), '')::tsquery AS q
+    )
+    SELECT id, document_id, document_version, embedding_version, text, embedding
+    FROM chunks, q
+    WHERE q.q IS NOT NULL AND tsv @@ q.q
+      AND tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
+    ORDER BY ts_rank(tsv, q.q, 1) DESC
+    LIMIT :n
+    """
+)
+
+
+class HybridSearch:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        embedders: Embedders,
+        redis: Redis,
+        settings: SearchSettings | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.embedders = embedders
+        self.redis = redis
+        self.settings = settings or SearchSettings()
+        self.reranker = reranker or LexicalSemanticReranker(self.settings)
+
+    async def search(
+        self,
+        tenant_id: uuid.UUID | str,
+        query: str,
+        k: int,
+        mode: SearchMode = "hybrid",
+        *,
+        use_cache: bool = True,
+    ) -> SearchResult:
+        tenant = str(tenant_id)
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        async with self.sessions.begin() as session:
+            await scope_to_tenant(session, tenant)
+            model, version = await active_embedding(session, tenant)
+            embedder = self.embedders.get(model, version)
+            if embedder is None or k <= 0:
+                # A tenant on an embedding this deployment cannot compute: answer without context.
+                return SearchResult([], model, version)
+            model, version = embedder.model_id, embedder.version
+            cache_key = await self._cache_key(tenant, model, version, mode, k, query) if use_cache else None
+            if cache_key and (hit := await self.redis.get(cache_key)):
+                await self.redis.hincrby(STATS_KEY, "result_cache_hit", 1)
+                chunks = [ContextChunk.model_validate(c) for c in json.loads(hit)]
+                return SearchResult(chunks, model, version, cached=True)
+            params = {
+                "tenant": tenant,
+                "model": model,
+                "version": version,
+                "n": max(self.settings.candidates, k),
+            }
+            exists = await session.scalar(
+                text(
+                    "SELECT 1 FROM chunks WHERE tenant_id = :tenant AND live AND embedding_model = :model"
+                    " AND embedding_version = :version LIMIT 1"
+                ),
+                params,
+            )
+            if not exists:  # a tenant without documents costs one indexed lookup, not an embedding
+                return SearchResult([], model, version)
+            vector = await self.query_vector(embedder, query)
+            timings["embed"] = (time.perf_counter() - start) * 1000
+            candidates: dict[str, Candidate] = {}
+            if mode in ("hybrid", "vector"):
+                await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
+                await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(self.settings.ef_search)}"))
+                await session.execute(
+                    text(f"SET LOCAL hnsw.max_scan_tuples = {int(self.settings.max_scan_tuples)}")
+                )
+                rows = await session.execute(_VECTOR_SQL, {**params, "vector": _literal(vector)})
+                _collect(candidates, rows, "vector")
+                timings["vector"] = (time.perf_counter() - start) * 1000
+            if mode in ("hybrid", "text"):
+                rows = await session.execute(_TEXT_SQL, {**params, "query": query})
+                _collect(candidates, rows, "text")
+                timings["text"] = (time.perf_counter() - start) * 1000
+        ranked = self._rank(query, vector, list(candidates.values()), mode)[:k]
+        chunks = [
+            ContextChunk(
+                id=c.id,
+                document_id=c.document_id,
+                document_version=c.document_version,
+                embedding_version=c.embedding_version,
+                text=c.text,
+                score=round(c.score, 6),
+            )
+            for c in ranked
+        ]
+        if cache_key:
+            await self.redis.set(
+                cache_key, json.dumps([c.model_dump() for c in chunks]), ex=self.settings.cache_ttl_s
+            )
+            await self.redis.hincrby(STATS_KEY, "result_cache_miss", 1)
+        timings["total"] = (time.perf_counter() - start) * 1000
+        return SearchResult(chunks, model, version, timings_ms=timings)
+
+    def _rank(
+        self, query: str, vector: np.ndarray, candidates: list[Candidate], mode: SearchMode
+    ) -> list[Candidate]:
+        if mode == "vector":
+            for c in candidates:
+                c.score = float(np.dot(c.vector, vector))
+            return sorted(candidates, key=lambda c: c.score, reverse=True)
+        if mode == "text":
+            for c in candidates:
+                c.score = c.fused
+            return sorted(candidates, key=lambda c: c.score, reverse=True)
+        return self.reranker.rerank(query, vector, candidates)
+
+    async def query_vector(self, embedder: Embedder, query: str) -> np.ndarray:
+        """The query's embedding, from Redis when this model version has embedded the same text."""
+        digest = hashlib.sha256(normalize_query(query).encode()).hexdigest()
+        key = f"qemb:{embedder.model_id}:{embedder.version}:{digest}"
+        cached = await self.redis.get(key)
+        if cached is not None:
+            await self.redis.hincrby(STATS_KEY, "embedding_cache_hit", 1)
+            return np.frombuffer(bytes(cached), dtype=np.float32)  # type: ignore[arg-type]
+        [vector] = await embedder.embed([query])
+        array = np.asarray(vector, dtype=np.float32)
+        await self.redis.set(key, array.tobytes(), ex=86_400)
+        await self.redis.hincrby(STATS_KEY, "embedding_cache_miss", 1)
+        return array
+
+    async def _cache_key(self, tenant: str, model: str, version: str, mode: str, k: int, query: str) -> str:
+        generation = int(await self.redis.get(generation_key(tenant)) or 0)
+        digest = hashlib.sha256(normalize_query(query).encode()).hexdigest()[:32]
+        return f"search:{tenant}:{generation}:{model}:{version}:{mode}:{k}:{digest}"
+
+
+def generation_key(tenant: str) -> str:
+    return f"search:gen:{tenant}"
+
+
+async def invalidate_tenant(redis: Redis, tenant: uuid.UUID | str) -> None:
+    """Cached results of the tenant's queries are stale from now on (they age out by TTL)."""
+    await redis.incr(generation_key(str(tenant)))
+
+
+async def active_embedding(session: AsyncSession, tenant: str) -> tuple[str | None, str | None]:
+    row = (
+        await session.execute(
+            text("SELECT embedding_model, embedding_version FROM tenants WHERE id = :tenant"),
+            {"tenant": tenant},
+        )
+    ).first()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def _literal(vector: np.ndarray | list[float]) -> str:
+    return "[" + ",".join(f"{x:.7g}" for x in np.asarray(vector, dtype=np.float32)) + "]"
+
+
+def _collect(candidates: dict[str, Candidate], rows: Result[Any], method: str) -> None:
+    for rank, row in enumerate(rows, start=1):
+        key = str(row.id)
+        c = candidates.get(key)
+        if c is None:
+            c = candidates[key] = Candidate(
+                id=key,
+                document_id=str(row.document_id),
+                document_version=row.document_version,
+                embedding_version=row.embedding_version,
+                text=row.text,
+                vector=np.asarray(_vector_of(row.embedding), dtype=np.float32),
+            )
+        c.ranks[method] = rank
+
+
+def _vector_of(value: object) -> list[float]:
+    if isinstance(value, str):  # pgvector's text form, when no type adapter is registered
+        return [float(x) for x in value.strip("[]").split(",")]
+    return [float(x) for x in value]  # type: ignore[attr-defined]

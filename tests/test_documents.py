@@ -1,0 +1,216 @@
+"""Documents end to end on real Postgres+pgvector, Redis, Temporal and the real embedder: ingest,
+update, delete, idempotent re-ingest, tenant isolation (queries and row-level security), bad uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any
+
+import psycopg
+from sqlalchemy import func, select, text
+
+from api.tenancy import ensure_tenant
+from db.engine import scope_to_tenant
+from db.models import Chunk
+from infra.resources import Resources
+from tests.api_harness import ApiServer
+from tests.conftest import Services
+from tests.pdf_maker import text_pdf
+
+LIGHTHOUSE = (
+    "The Zorblat lighthouse stands on the island of Quentara. It was built in 1887 by the engineer "
+    "Mirela Vance. Its lens was made in Paris and weighs four tonnes. Contact the keeper at "
+    "keeper@quentara.example for visits."
+)
+
+
+async def tenant_headers(resources: Resources) -> dict[str, str]:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    await ensure_tenant(resources.sessions, name)
+    return {"X-Tenant": name}
+
+
+async def ingest(api: ApiServer, headers: dict[str, str], **body: Any) -> Any:
+    resp = await api.client.post("/v1/documents", json=body, headers=headers)
+    return resp
+
+
+async def search(api: ApiServer, headers: dict[str, str], query: str, k: int = 5) -> list[dict[str, Any]]:
+    resp = await api.client.post("/v1/search", json={"query": query, "k": k}, headers=headers)
+    assert resp.status_code == 200, resp.text
+    return list(resp.json()["data"])
+
+
+async def test_ingest_search_reingest_update_delete(api: ApiServer, resources: Resources) -> None:
+    h = await tenant_headers(resources)
+    created = await ingest(api, h, text=LIGHTHOUSE, source="lighthouse.txt", title="Zorblat")
+    assert created.status_code == 201, created.text
+    doc = created.json()
+    assert doc["status"] == "ready" and doc["version"] == 1 and doc["chunk_count"] >= 1
+    assert doc["embedded_count"] == doc["chunk_count"]
+    assert doc["pii_redacted"] == {"EMAIL": 1}
+    assert created.headers["location"] == f"/v1/documents/{doc['id']}"
+
+    found = await search(api, h, "Who built the Zorblat lighthouse?")
+    assert found and found[0]["document_id"] == doc["id"] and "Mirela Vance" in found[0]["text"]
+    assert "keeper@quentara.example" not in found[0]["text"] and "[EMAIL]" in found[0]["text"]
+
+    # The same bytes again change nothing.
+    again = await ingest(api, h, text=LIGHTHOUSE, source="lighthouse.txt")
+    assert again.status_code == 200 and again.json()["unchanged"] is True
+    assert again.json()["id"] == doc["id"] and again.json()["version"] == 1
+
+    # New content for the same source: version 2; version 1's chunks are tombstoned, never mixed in.
+    changed = LIGHTHOUSE.replace("Mirela Vance", "Tobias Grell").replace("1887", "1902")
+    updated = await ingest(api, h, text=changed, source="lighthouse.txt")
+    assert updated.status_code == 201 and updated.json()["version"] == 2
+    found = await search(api, h, "Who built the Zorblat lighthouse?")
+    assert found and all(c["document_version"] == 2 for c in found)
+    assert not any("Mirela Vance" in c["text"] for c in found) and "Tobias Grell" in found[0]["text"]
+    tenant = await _tenant(h, resources)
+    async with resources.sessions.begin() as session:
+        await scope_to_tenant(session, tenant)
+        live_versions = (
+            await session.scalars(
+                select(func.distinct(Chunk.document_version)).where(
+                    Chunk.document_id == uuid.UUID(doc["id"]), Chunk.live
+                )
+            )
+        ).all()
+        tombstoned = await session.scalar(
+            select(func.count()).where(
+                Chunk.document_id == uuid.UUID(doc["id"]), Chunk.tombstoned_at.is_not(None)
+            )
+        )
+    assert live_versions == [2] and tombstoned and tombstoned >= 1
+
+    # Delete: tombstoned, never found again; a second delete is a 404.
+    deleted = await api.client.delete(f"/v1/documents/{doc['id']}", headers=h)
+    assert deleted.status_code == 200 and deleted.json()["status"] == "deleted"
+    assert await search(api, h, "Zorblat lighthouse Tobias Grell") == []
+    assert (await api.client.delete(f"/v1/documents/{doc['id']}", headers=h)).status_code == 404
+    listed = (await api.client.get("/v1/documents", headers=h)).json()
+    assert listed["total"] == 0
+    listed = (await api.client.get("/v1/documents?include_deleted=true", headers=h)).json()
+    assert [d["id"] for d in listed["data"]] == [doc["id"]]
+
+
+async def _tenant(headers: dict[str, str], resources: Resources) -> uuid.UUID:
+    return await ensure_tenant(resources.sessions, headers["X-Tenant"])
+
+
+async def test_file_uploads_pdf_html_markdown(api: ApiServer, resources: Resources) -> None:
+    h = await tenant_headers(resources)
+    pdf = text_pdf(["The Velmora observatory opened in 1931.", "Its telescope has a 2 metre mirror."])
+    resp = await api.client.post(
+        "/v1/documents", files={"file": ("velmora.pdf", pdf, "application/pdf")}, headers=h
+    )
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["mime_type"] == "application/pdf" and resp.json()["source"] == "velmora.pdf"
+    html = (
+        b"<html><head><title>x</title><script>var secret = 'hidden-token';</script></head>"
+        b"<body><h1>Harbour</h1><p>The Ostrel harbour freezes every February.</p></body></html>"
+    )
+    resp = await api.client.post(
+        "/v1/documents", files={"file": ("harbour.html", html, "text/html")}, headers=h
+    )
+    assert resp.status_code == 201, resp.text
+    md = b"# Bakery\n\nThe **Plimsoll** bakery sells rye bread on Sundays.\n"
+    resp = await api.client.post(
+        "/v1/documents", files={"file": ("bakery.md", md, "application/octet-stream")}, headers=h
+    )
+    assert resp.status_code == 201 and resp.json()["mime_type"] == "text/markdown"
+
+    assert "1931" in (await search(api, h, "When did the Velmora observatory open?"))[0]["text"]
+    harbour = (await search(api, h, "Which harbour freezes in winter?"))[0]["text"]
+    assert "Ostrel" in harbour and "hidden-token" not in harbour
+    assert "Plimsoll" in (await search(api, h, "Where can I buy rye bread?"))[0]["text"]
+
+
+async def test_bad_uploads_get_clear_errors(api: ApiServer, resources: Resources) -> None:
+    h = await tenant_headers(resources)
+
+    async def upload(name: str, content: bytes, mime: str) -> Any:
+        return await api.client.post("/v1/documents", files={"file": (name, content, mime)}, headers=h)
+
+    empty = await upload("empty.txt", b"   \n", "text/plain")
+    assert empty.status_code == 422 and "empty" in empty.json()["error"]["message"]
+    wrong = await upload("sheet.xlsx", b"PK\x03\x04 not a document", "application/vnd.ms-excel")
+    assert wrong.status_code == 415 and "not supported" in wrong.json()["error"]["message"]
+    unknown = await upload("notes", b"hello", "application/octet-stream")
+    assert unknown.status_code == 415
+    broken = await upload("broken.pdf", b"%PDF-1.4\n this is not really a pdf", "application/pdf")
+    assert broken.status_code == 422 and "PDF" in broken.json()["error"]["message"]
+    latin1 = await upload("latin1.txt", "caf\u00e9 cr\u00e8me".encode("latin-1"), "text/plain")
+    assert latin1.status_code == 422 and latin1.json()["error"]["code"] == "not_utf8"
+    too_big = await upload("big.txt", b"a" * (api.settings.max_document_bytes + 1), "text/plain")
+    assert too_big.status_code == 413
+    no_text = await api.client.post("/v1/documents", json={"text": ""}, headers=h)
+    assert no_text.status_code == 422 and no_text.json()["error"]["type"] == "invalid_request_error"
+    malformed = await api.client.post(
+        "/v1/documents", content=b"{not json", headers={**h, "Content-Type": "application/json"}
+    )
+    assert malformed.status_code == 422
+    unknown_doc = await api.client.get(f"/v1/documents/{uuid.uuid4()}", headers=h)
+    assert unknown_doc.status_code == 404
+
+
+async def test_large_upload_is_asynchronous_with_progress(api: ApiServer, resources: Resources) -> None:
+    h = await tenant_headers(resources)
+    sentences = [
+        f"Fact number {i}: the village of Arnhollow keeps {i} lanterns lit in winter." for i in range(400)
+    ]
+    resp = await api.client.post(
+        "/v1/documents?wait=false", json={"text": " ".join(sentences), "source": "arnhollow-2.txt"}, headers=h
+    )
+    assert resp.status_code == 202, resp.text
+    doc_id = resp.json()["id"]
+    assert resp.json()["workflow_id"] == f"ingest-{doc_id}-v1"
+    seen_status = set()
+    for _ in range(600):
+        view = (await api.client.get(f"/v1/documents/{doc_id}", headers=h)).json()
+        seen_status.add(view["status"])
+        if view["status"] == "ready":
+            break
+        await asyncio.sleep(0.1)
+    assert view["status"] == "ready" and view["embedded_count"] == view["chunk_count"] > 5
+    assert seen_status & {"pending", "ingesting"}  # it was answered before it was done
+
+
+async def test_tenant_isolation_in_queries_and_by_row_level_security(
+    api: ApiServer, resources: Resources, services: Services
+) -> None:
+    a, b = await tenant_headers(resources), await tenant_headers(resources)
+    doc = (await ingest(api, a, text=LIGHTHOUSE, source="secret.txt")).json()
+    # Through the API: tenant B cannot see, search or delete tenant A's document.
+    assert (await api.client.get(f"/v1/documents/{doc['id']}", headers=b)).status_code == 404
+    assert (await api.client.delete(f"/v1/documents/{doc['id']}", headers=b)).status_code == 404
+    assert await search(api, b, "Zorblat lighthouse") == []
+    assert (await api.client.get("/v1/documents", headers=b)).json()["total"] == 0
+    # The same bytes from tenant B are B's own new document, not A's.
+    mine = await ingest(api, b, text=LIGHTHOUSE, source="secret.txt")
+    assert mine.status_code == 201 and mine.json()["id"] != doc["id"]
+
+    # Row-level security: the app role, scoped to B, gets none of A's rows even with no tenant filter.
+    tenant_a, tenant_b = await _tenant(a, resources), await _tenant(b, resources)
+    async with resources.sessions.begin() as session:
+        assert await session.scalar(text("SELECT current_user")) == "turnflow_app"
+        await scope_to_tenant(session, tenant_b)
+        tenants_seen = set((await session.scalars(text("SELECT DISTINCT tenant_id FROM chunks"))).all())
+        docs_seen = set((await session.scalars(text("SELECT DISTINCT tenant_id FROM documents"))).all())
+        assert tenants_seen == {tenant_b} and docs_seen == {tenant_b}
+        # Writing into another tenant is refused too.
+        updated = await session.execute(
+            text("UPDATE chunks SET live = false WHERE tenant_id = :a"), {"a": tenant_a}
+        )
+        assert updated.rowcount == 0  # type: ignore[attr-defined]
+    async with resources.sessions.begin() as session:  # not scoped at all: nothing
+        assert await session.scalar(text("SELECT count(*) FROM chunks")) == 0
+    # The owner (migrations' login) still sees both, so the rows really are there.
+    url = services.endpoints.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(url) as conn:
+        owners = conn.execute(
+            "SELECT count(DISTINCT tenant_id) FROM chunks WHERE tenant_id = ANY(%s)", ([tenant_a, tenant_b],)
+        ).fetchone()
+    assert owners == (2,)

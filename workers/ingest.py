@@ -1,0 +1,33 @@
+"""The ingest task queue's worker: document ingestion (and the retrieval maintenance workflows)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio.worker import Worker
+
+from activities.ingestion import IngestionActivities
+from infra.resources import Resources
+from workers.chat import sandbox_runner
+from workflows.ingest_document import IngestDocumentWorkflow
+
+INGEST_WORKFLOWS = [IngestDocumentWorkflow]
+
+
+def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
+    ingestion = IngestionActivities(res.sessions, res.embedders, res.redis, res.embedder.tokenizer_file)
+    return Worker(
+        res.temporal,
+        task_queue=task_queue or res.policy.queue("ingest"),
+        workflows=INGEST_WORKFLOWS,
+        activities=[
+            ingestion.parse_and_chunk,
+            ingestion.embed_chunks,
+            ingestion.activate_document,
+            ingestion.mark_document_failed,
+        ],
+        workflow_runner=sandbox_runner(),
+        graceful_shutdown_timeout=timedelta(seconds=10),
+        # Embedding is CPU-bound: a few documents at a time keep the machine responsive.
+        max_concurrent_activities=2,
+    )
