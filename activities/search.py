@@ -46,7 +46,7 @@ class SearchSettings:
     # Default reranker: weights of semantic similarity, lexical coverage and the fused rank.
     semantic_weight: float = 1.0
     lexical_weight: float = 0.3
-    fusion_weight: float = 10.0
+    fusion_weight: float = 5.0
 
 
 @dataclass
@@ -56,7 +56,7 @@ class Candidate:
     document_version: int
     embedding_version: str
     text: str
-    vector: np.ndarray
+    similarity: float  # cosine similarity to the query, computed in Postgres
     ranks: dict[str, int] = field(default_factory=dict)
     score: float = 0.0
 
@@ -66,9 +66,7 @@ class Candidate:
 
 
 class Reranker(Protocol):
-    def rerank(
-        self, query: str, query_vector: np.ndarray, candidates: list[Candidate]
-    ) -> list[Candidate]: ...
+    def rerank(self, query: str, candidates: list[Candidate]) -> list[Candidate]: ...
 
 
 class LexicalSemanticReranker:
@@ -77,10 +75,10 @@ class LexicalSemanticReranker:
     def __init__(self, settings: SearchSettings) -> None:
         self.s = settings
 
-    def rerank(self, query: str, query_vector: np.ndarray, candidates: list[Candidate]) -> list[Candidate]:
+    def rerank(self, query: str, candidates: list[Candidate]) -> list[Candidate]:
         terms = terms_of(query)
         for c in candidates:
-            semantic = float(np.dot(c.vector, query_vector))
+            semantic = c.similarity
             lexical = len(terms & terms_of(c.text)) / len(terms) if terms else 0.0
             c.score = (
                 self.s.semantic_weight * semantic
@@ -109,7 +107,8 @@ class SearchResult:
 
 _VECTOR_SQL = text(
     """
-    SELECT id, document_id, document_version, embedding_version, text, embedding
+    SELECT id, document_id, document_version, embedding_version, text,
+           1 - (embedding <=> CAST(:vector AS vector)) AS similarity
     FROM chunks
     WHERE tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
     ORDER BY embedding <=> CAST(:vector AS vector)
@@ -122,7 +121,8 @@ _TEXT_SQL = text(
     WITH q AS (
         SELECT NULLIF(replace(plainto_tsquery('english', :query)::text, '&', '|'), '')::tsquery AS q
     )
-    SELECT id, document_id, document_version, embedding_version, text, embedding
+    SELECT id, document_id, document_version, embedding_version, text,
+           1 - (embedding <=> CAST(:vector AS vector)) AS similarity
     FROM chunks, q
     WHERE q.q IS NOT NULL AND tsv @@ q.q
       AND tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
@@ -187,7 +187,7 @@ class HybridSearch:
             )
             if not exists:  # a tenant without documents costs one indexed lookup, not an embedding
                 return SearchResult([], model, version)
-            vector = await self.query_vector(embedder, query)
+            literal = _literal(await self.query_vector(embedder, query))
             timings["embed"] = (time.perf_counter() - start) * 1000
             candidates: dict[str, Candidate] = {}
             if mode in ("hybrid", "vector"):
@@ -196,14 +196,14 @@ class HybridSearch:
                 await session.execute(
                     text(f"SET LOCAL hnsw.max_scan_tuples = {int(self.settings.max_scan_tuples)}")
                 )
-                rows = await session.execute(_VECTOR_SQL, {**params, "vector": _literal(vector)})
+                rows = await session.execute(_VECTOR_SQL, {**params, "vector": literal})
                 _collect(candidates, rows, "vector")
                 timings["vector"] = (time.perf_counter() - start) * 1000
             if mode in ("hybrid", "text"):
-                rows = await session.execute(_TEXT_SQL, {**params, "query": query})
+                rows = await session.execute(_TEXT_SQL, {**params, "query": query, "vector": literal})
                 _collect(candidates, rows, "text")
                 timings["text"] = (time.perf_counter() - start) * 1000
-        ranked = self._rank(query, vector, list(candidates.values()), mode)[:k]
+        ranked = self._rank(query, list(candidates.values()), mode)[:k]
         chunks = [
             ContextChunk(
                 id=c.id,
@@ -223,18 +223,16 @@ class HybridSearch:
         timings["total"] = (time.perf_counter() - start) * 1000
         return SearchResult(chunks, model, version, timings_ms=timings)
 
-    def _rank(
-        self, query: str, vector: np.ndarray, candidates: list[Candidate], mode: SearchMode
-    ) -> list[Candidate]:
+    def _rank(self, query: str, candidates: list[Candidate], mode: SearchMode) -> list[Candidate]:
         if mode == "vector":
             for c in candidates:
-                c.score = float(np.dot(c.vector, vector))
+                c.score = c.similarity
             return sorted(candidates, key=lambda c: c.score, reverse=True)
         if mode == "text":
             for c in candidates:
                 c.score = c.fused
             return sorted(candidates, key=lambda c: c.score, reverse=True)
-        return self.reranker.rerank(query, vector, candidates)
+        return self.reranker.rerank(query, candidates)
 
     async def query_vector(self, embedder: Embedder, query: str) -> np.ndarray:
         """The query's embedding, from Redis when this model version has embedded the same text."""
@@ -290,12 +288,6 @@ def _collect(candidates: dict[str, Candidate], rows: Result[Any], method: str) -
                 document_version=row.document_version,
                 embedding_version=row.embedding_version,
                 text=row.text,
-                vector=np.asarray(_vector_of(row.embedding), dtype=np.float32),
+                similarity=float(row.similarity),
             )
         c.ranks[method] = rank
-
-
-def _vector_of(value: object) -> list[float]:
-    if isinstance(value, str):  # pgvector's text form, when no type adapter is registered
-        return [float(x) for x in value.strip("[]").split(",")]
-    return [float(x) for x in value]  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ class BeirDataset:
     corpus: list[BeirDoc]
     queries: dict[str, str]
     qrels: dict[str, dict[str, int]]  # query id → {doc id: grade}
+    fingerprint: str = ""  # of the corpus file: a kept evaluation tenant is reused only for the same one
 
 
 class DatasetError(ValueError):
@@ -65,4 +67,5 @@ def load_beir(root: Path, split: str = "test") -> BeirDataset:
     judged = {q: t for q, t in queries.items() if q in qrels}
     if not judged:
         raise DatasetError(f"no query in {files['queries']} has judgments in {files['qrels']}")
-    return BeirDataset(corpus, judged, {q: qrels[q] for q in judged})
+    fingerprint = hashlib.sha256(files["corpus"].read_bytes()).hexdigest()[:16]
+    return BeirDataset(corpus, judged, {q: qrels[q] for q in judged}, fingerprint)

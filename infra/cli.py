@@ -170,7 +170,9 @@ def eval_retrieval(
     split: Annotated[str, typer.Option(help="which qrels/<split>.tsv to score")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON only")] = False,
     queries: Annotated[int | None, typer.Option(help="score only the first N judged queries")] = None,
-    keep: Annotated[bool, typer.Option(help="keep the scratch tenant afterwards")] = False,
+    keep: Annotated[
+        bool, typer.Option(help="keep the scratch tenant, so the next run on this corpus skips ingestion")
+    ] = False,
 ) -> None:
     """Ingest the data set into a scratch tenant; print nDCG@10, recall@10/100, MRR@10 and query
     latency for vector-only, full-text-only and hybrid search. Needs a running stack (`turnflow up`)."""
@@ -229,7 +231,10 @@ def eval_retrieval(
             f"{m['latency_p95_ms']:.1f}",
         )
     console.print(table)
-    console.print(f"ingested {report['chunks']} chunks in {report['ingest_seconds']} s")
+    if report["reused"]:
+        console.print(f"reused the kept tenant {report['tenant']} ({report['documents']} documents)")
+    else:
+        console.print(f"ingested {report['chunks']} chunks in {report['ingest_seconds']} s")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,8 @@ full-text-only and hybrid search on it (nDCG@10, recall@10, recall@100, MRR@10, 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 import uuid
 from collections.abc import Callable
@@ -11,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import delete, select
 
-from activities.bulk_ingest import TextDocument, bulk_ingest
+from activities.bulk_ingest import BulkStats, TextDocument, bulk_ingest
 from activities.chunking import Chunker, ChunkerSettings
 from activities.search import SearchMode
 from api.tenancy import ensure_tenant
@@ -55,27 +57,34 @@ async def evaluate(
     on_ingest: Callable[[int], None] | None = None,
     on_query: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Documents rank by their best chunk; ``chunk_k`` chunks per query leave ≥ 100 distinct documents."""
-    tenant = await ensure_tenant(res.sessions, f"eval-{uuid.uuid4().hex[:12]}")
+    """Documents rank by their best chunk; ``chunk_k`` chunks per query leave ≥ 100 distinct documents.
+
+    The scratch tenant is named after the corpus, the chunker and the embedder: one kept with
+    ``keep`` is reused by the next run on the same corpus instead of being ingested again."""
+    embedder = res.embedders.default
+    chunking = chunker or ChunkerSettings()
+    recipe = json.dumps([data.fingerprint, chunking.as_record(), embedder.model_id, embedder.version])
+    name = f"eval-{hashlib.sha256(recipe.encode()).hexdigest()[:16]}"
+    tenant = await ensure_tenant(res.sessions, name)
     try:
-        embedder = res.embedders.default
-        stats = await bulk_ingest(
-            res.sessions,
-            embedder,
-            Chunker(res.embedder.tokenizer_file, chunker or ChunkerSettings()),
-            tenant,
-            [TextDocument(SOURCE_PREFIX + d.id, d.title or None, d.content) for d in data.corpus],
-            progress=on_ingest,
-        )
-        async with res.sessions.begin() as session:
-            await scope_to_tenant(session, tenant)
-            sources = dict(
-                (
-                    await session.execute(
-                        select(Document.id, Document.source).where(Document.tenant_id == tenant)
-                    )
-                ).all()
+        sources = await _sources(res, tenant)
+        reused = len(sources) == len(data.corpus)
+        stats = BulkStats(documents=len(sources))
+        if not reused:
+            async with res.sessions.begin() as session:
+                await scope_to_tenant(session, tenant)
+                await session.execute(delete(Document).where(Document.tenant_id == tenant))
+            stats = await bulk_ingest(
+                res.sessions,
+                embedder,
+                Chunker(res.embedder.tokenizer_file, chunking),
+                tenant,
+                [TextDocument(SOURCE_PREFIX + d.id, d.title or None, d.content) for d in data.corpus],
+                progress=on_ingest,
             )
+            sources = await _sources(res, tenant)
+        elif on_ingest:
+            on_ingest(len(data.corpus))
         reports = {mode: ModeReport() for mode in modes}
         for qid, query in data.queries.items():
             relevant = data.qrels[qid]
@@ -104,15 +113,24 @@ async def evaluate(
                 r.mrr_10 / n,
             )
         return {
+            "tenant": name,
             "documents": stats.documents,
-            "chunks": stats.chunks,
-            "ingest_seconds": round(stats.seconds, 1),
+            "reused": reused,
+            "chunks": stats.chunks if not reused else None,
+            "ingest_seconds": round(stats.seconds, 1) if not reused else None,
             "chunks_per_second": round(stats.chunks / stats.seconds, 1) if stats.seconds else None,
             "queries": n,
             "embedding_model": f"{embedder.model_id}@{embedder.version}",
             "modes": {mode: reports[mode].as_dict() for mode in modes},
         }
     finally:
-        if not keep:
+        if not keep:  # the tenant's documents and chunks go with it (foreign keys cascade)
             async with res.sessions.begin() as session:
                 await session.execute(delete(Tenant).where(Tenant.id == tenant))
+
+
+async def _sources(res: Resources, tenant: uuid.UUID) -> dict[uuid.UUID, str]:
+    async with res.sessions.begin() as session:
+        await scope_to_tenant(session, tenant)
+        rows = await session.execute(select(Document.id, Document.source).where(Document.tenant_id == tenant))
+        return {doc_id: source for doc_id, source in rows.all()}
