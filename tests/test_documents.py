@@ -214,3 +214,36 @@ async def test_tenant_isolation_in_queries_and_by_row_level_security(
             "SELECT count(DISTINCT tenant_id) FROM chunks WHERE tenant_id = ANY(%s)", ([tenant_a, tenant_b],)
         ).fetchone()
     assert owners == (2,)
+
+
+async def test_search_results_and_query_embeddings_are_cached_until_documents_change(
+    api: ApiServer, resources: Resources
+) -> None:
+    from activities.search import STATS_KEY
+
+    h = await tenant_headers(resources)
+    await ingest(api, h, text=LIGHTHOUSE, source="a.txt")
+    query = f"Who built the lighthouse on Quentara? ({uuid.uuid4().hex[:6]})"
+
+    async def stats() -> dict[str, int]:
+        raw = await resources.redis.hgetall(STATS_KEY)
+        return {k.decode(): int(v) for k, v in raw.items()}
+
+    async def ask() -> dict[str, Any]:
+        resp = await api.client.post("/v1/search", json={"query": query, "k": 3}, headers=h)
+        return dict(resp.json())
+
+    before = await stats()
+    first = await ask()
+    assert first["cached"] is False
+    after_first = await stats()
+    assert after_first.get("embedding_cache_miss", 0) == before.get("embedding_cache_miss", 0) + 1
+    second = await ask()
+    assert second["cached"] is True and second["data"] == first["data"]
+    assert (await stats()).get("result_cache_hit", 0) == after_first.get("result_cache_hit", 0) + 1
+
+    # A document change invalidates the tenant's cached results; the query's embedding stays cached.
+    await ingest(api, h, text="The Quentara ferry runs twice a day in summer.", source="b.txt")
+    third = await ask()
+    assert third["cached"] is False
+    assert (await stats()).get("embedding_cache_hit", 0) == after_first.get("embedding_cache_hit", 0) + 1
