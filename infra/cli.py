@@ -162,6 +162,47 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     console.print(f"database at {revision}")
 
 
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt, .md, .html, .pdf)")],
+    tenant: Annotated[str | None, typer.Option(help="the tenant to ingest for (default: default)")] = None,
+    api: Annotated[str | None, typer.Option(help="the API's URL (default: this stack's)")] = None,
+    wait: Annotated[bool, typer.Option(help="wait until every document is searchable")] = True,
+) -> None:
+    """Upload documents to a running stack; each becomes searchable once its ingestion workflow ends."""
+    from infra.ingest_cli import collect_files, ingest_files
+
+    settings = _settings()
+    try:
+        files, skipped = collect_files(paths)
+    except FileNotFoundError as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        raise typer.Exit(2) from exc
+    for path in skipped:
+        console.print(f"[yellow]skipped {path}: not .txt, .md, .html or .pdf[/]")
+    if not files:
+        console.print("[red]✗ nothing to ingest[/]")
+        raise typer.Exit(2)
+    base = api or f"http://{settings.api_host}:{settings.api_port}"
+    headers = {"X-Tenant": tenant} if tenant else {}
+    outcomes = asyncio.run(ingest_files(base, files, headers, console, wait=wait))
+    table = Table(title=f"{len(outcomes)} documents")
+    for column in ("file", "status", "version", "chunks", "note"):
+        table.add_column(column)
+    for o in outcomes:
+        colour = {"ready": "green", "unchanged": "green", "failed": "red", "rejected": "red", "error": "red"}
+        table.add_row(
+            str(o.path),
+            f"[{colour.get(o.status, 'yellow')}]{o.status}[/]",
+            str(o.document.get("version", "")),
+            str(o.document.get("chunk_count", "")),
+            o.error or "",
+        )
+    console.print(table)
+    if any(o.status in ("failed", "rejected", "error") for o in outcomes):
+        raise typer.Exit(1)
+
+
 @eval_app.command("retrieval")
 def eval_retrieval(
     dataset: Annotated[

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -247,3 +248,47 @@ async def test_search_results_and_query_embeddings_are_cached_until_documents_ch
     third = await ask()
     assert third["cached"] is False
     assert (await stats()).get("embedding_cache_hit", 0) == after_first.get("embedding_cache_hit", 0) + 1
+
+
+async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str]:
+    """The CLI as a subprocess, awaited: the API under test serves from this same event loop."""
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "infra.cli",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 180)
+    return proc.returncode or 0, out.decode()
+
+
+async def test_ingest_command_uploads_a_folder_and_waits(
+    api: ApiServer, services: Services, resources: Resources, tmp_path: Path
+) -> None:
+    import os
+
+    name = (await tenant_headers(resources))["X-Tenant"]
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "bridge.txt").write_text("The Corvane bridge opened in 1964 and spans the Lisk river.")
+    (folder / "sub" / "mill.md").write_text("# Mill\n\nThe Haskel windmill grinds barley every Thursday.\n")
+    (folder / "photo.png").write_bytes(b"\x89PNG")
+    env = {**os.environ, "TURNFLOW_DATA_DIR": str(services.data_dir), "COLUMNS": "200"}
+    args = ("ingest", str(folder), "--api", api.url, "--tenant", name)
+    code, out = await run_cli(env, *args)
+    assert code == 0, out
+    assert "skipped" in out and "photo.png" in out and out.count("ready") == 2
+    assert (
+        "Haskel" in (await search(api, {"X-Tenant": name}, "When does the windmill grind barley?"))[0]["text"]
+    )
+    code, out = await run_cli(env, *args)
+    assert code == 0 and out.count("unchanged") == 2, out
+
+    (folder / "empty.txt").write_text("")
+    code, out = await run_cli(env, *args)
+    assert code == 1 and "rejected" in out and "empty" in out, out
