@@ -61,3 +61,6 @@ class IngestResult(BaseModel):
     status: DocumentStatus
     chunk_count: int = 0
     error: dict[str, str] | None = None
+    # Set when the tenant switched embedding versions during this ingestion: the chunks were
+    # relabelled to it and must be embedded again before they can go live.
+    embed_again_with: tuple[str, str] | None = None

@@ -165,12 +165,28 @@ class IngestionActivities:
             if doc.version != ref.version:
                 # A newer upload of this source arrived meanwhile; it decides what goes live.
                 return IngestResult(document_id=ref.document_id, version=ref.version, status="superseded")
-            missing = await session.scalar(
+            this_version = (Chunk.document_id == doc_id, Chunk.document_version == ref.version)
+            model, version = await active_embedding(session, ref.tenant_id)
+            stale = await session.scalar(
                 select(func.count()).where(
-                    Chunk.document_id == doc_id,
-                    Chunk.document_version == ref.version,
-                    Chunk.embedding.is_(None),
+                    *this_version, (Chunk.embedding_model != model) | (Chunk.embedding_version != version)
                 )
+            )
+            if model is not None and version is not None and stale:
+                # A re-embed switched the tenant while this ran: these vectors would never be found.
+                await session.execute(
+                    update(Chunk)
+                    .where(*this_version)
+                    .values(embedding=None, embedding_model=model, embedding_version=version)
+                )
+                return IngestResult(
+                    document_id=ref.document_id,
+                    version=ref.version,
+                    status="ingesting",
+                    embed_again_with=(model, version),
+                )
+            missing = await session.scalar(
+                select(func.count()).where(*this_version, Chunk.embedding.is_(None))
             )
             if missing:
                 raise ApplicationError(f"{missing} chunks still have no vector", type="NotEmbedded")

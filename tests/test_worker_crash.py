@@ -21,7 +21,7 @@ from tests.test_chat_turn import messages_of
 pytestmark = pytest.mark.timeout(300)
 
 
-def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
+def start_worker(settings: Settings, log: Path, **extra_env: str) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TURNFLOW_")}
     env.update(
         TURNFLOW_TEMPORAL_ADDRESS=settings.temporal_address or "",
@@ -30,6 +30,7 @@ def start_worker(settings: Settings, log: Path) -> subprocess.Popen[bytes]:
         TURNFLOW_TGI_URL=settings.tgi_url or "",
         TURNFLOW_POLICY_FILE=str(settings.policy_file),
         TURNFLOW_DATA_DIR=str(settings.data_dir),
+        **extra_env,
     )
     return subprocess.Popen(
         [sys.executable, "-m", "workers.main"],

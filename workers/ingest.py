@@ -7,15 +7,18 @@ from datetime import timedelta
 from temporalio.worker import Worker
 
 from activities.ingestion import IngestionActivities
+from activities.reembed import ReembedActivities
 from infra.resources import Resources
 from workers.chat import sandbox_runner
 from workflows.ingest_document import IngestDocumentWorkflow
+from workflows.reembed import ReembedWorkflow
 
-INGEST_WORKFLOWS = [IngestDocumentWorkflow]
+INGEST_WORKFLOWS = [IngestDocumentWorkflow, ReembedWorkflow]
 
 
 def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
     ingestion = IngestionActivities(res.sessions, res.embedders, res.redis, res.embedder.tokenizer_file)
+    reembed = ReembedActivities(res.sessions, res.embedders, res.redis)
     return Worker(
         res.temporal,
         task_queue=task_queue or res.policy.queue("ingest"),
@@ -25,6 +28,11 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
             ingestion.embed_chunks,
             ingestion.activate_document,
             ingestion.mark_document_failed,
+            reembed.reembed_plan,
+            reembed.reembed_batch,
+            reembed.reembed_canary,
+            reembed.reembed_switch,
+            reembed.reembed_drop_other_versions,
         ],
         workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=timedelta(seconds=10),

@@ -20,6 +20,9 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.policy_options import StepFailed, run_with_policy
 
+# Rounds of embed → activate when re-embeds keep switching the tenant's version underneath.
+MAX_EMBED_ROUNDS = 3
+
 
 def ingest_workflow_id(document_id: str, version: int) -> str:
     return f"ingest-{document_id}-v{version}"
@@ -42,22 +45,30 @@ class IngestDocumentWorkflow:
         try:
             self._stage = "parsing"
             prepared = await run_with_policy(opts, "parse_and_chunk", inp, Prepared)
-            self._stage = "embedding"
-            await run_with_policy(
-                opts,
-                "embed_chunks",
-                EmbedInput(
-                    tenant_id=inp.tenant_id,
-                    document_id=inp.document_id,
-                    version=inp.version,
-                    embedding_model=prepared.embedding_model,
-                    embedding_version=prepared.embedding_version,
-                    batch_size=inp.batch_size,
-                ),
-                int,
-            )
-            self._stage = "activating"
-            result = await run_with_policy(opts, "activate_document", ref, IngestResult)
+            model, version = prepared.embedding_model, prepared.embedding_version
+            for _ in range(MAX_EMBED_ROUNDS):
+                self._stage = "embedding"
+                await run_with_policy(
+                    opts,
+                    "embed_chunks",
+                    EmbedInput(
+                        tenant_id=inp.tenant_id,
+                        document_id=inp.document_id,
+                        version=inp.version,
+                        embedding_model=model,
+                        embedding_version=version,
+                        batch_size=inp.batch_size,
+                    ),
+                    int,
+                )
+                self._stage = "activating"
+                result = await run_with_policy(opts, "activate_document", ref, IngestResult)
+                if result.embed_again_with is None:
+                    break
+                # The tenant moved to another embedding version meanwhile: embed for that one.
+                model, version = result.embed_again_with
+            else:
+                raise StepFailed("activate_document", ApplicationError("the embedding version kept changing"))
         except StepFailed as exc:
             self._stage = "failed"
             reason = exc.reason
