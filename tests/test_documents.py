@@ -292,3 +292,54 @@ async def test_ingest_command_uploads_a_folder_and_waits(
     (folder / "empty.txt").write_text("")
     code, out = await run_cli(env, *args)
     assert code == 1 and "rejected" in out and "empty" in out, out
+
+
+async def test_purge_removes_old_tombstones_for_good(
+    api: ApiServer, resources: Resources, services: Services
+) -> None:
+    from activities.purge import PurgeInput, PurgeReport
+    from infra.policy import load_policy
+
+    h = await tenant_headers(resources)
+    old = (await ingest(api, h, text="The old Brannock pier was torn down.", source="old.txt")).json()
+    recent = (await ingest(api, h, text="The Brannock ferry stopped in May.", source="recent.txt")).json()
+    for doc in (old, recent):
+        assert (await api.client.delete(f"/v1/documents/{doc['id']}", headers=h)).status_code == 200
+    owner = services.endpoints.database_url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(owner) as conn:  # the old one was deleted eight days ago
+        conn.execute(
+            "UPDATE documents SET deleted_at = now() - interval '8 days' WHERE id = %s", (old["id"],)
+        )
+        conn.execute(
+            "UPDATE chunks SET tombstoned_at = now() - interval '8 days' WHERE document_id = %s", (old["id"],)
+        )
+
+    def counts() -> tuple[int, int]:
+        with psycopg.connect(owner) as conn:
+            row = conn.execute(
+                "SELECT (SELECT count(*) FROM documents WHERE id = %s), (SELECT count(*) FROM chunks"
+                " WHERE document_id = %s)",
+                (old["id"], old["id"]),
+            ).fetchone()
+        assert row
+        return int(row[0]), int(row[1])
+
+    policy = load_policy(api.settings.policy_file)
+
+    async def purge(dry_run: bool) -> PurgeReport:
+        return await resources.temporal.execute_workflow(
+            "purge_tombstones",
+            PurgeInput(options=policy.options_for("purge_tombstones"), dry_run=dry_run),
+            id=f"purge-test-{uuid.uuid4()}",
+            task_queue=policy.queue("ingest"),
+            result_type=PurgeReport,
+        )
+
+    before = counts()
+    assert before[0] == 1 and before[1] >= 1
+    dry = await purge(dry_run=True)
+    assert dry.dry_run and dry.documents >= 1 and dry.chunks >= before[1] and counts() == before
+    done = await purge(dry_run=False)
+    assert done.documents >= 1 and counts() == (0, 0)
+    # The recently deleted document is kept until its time comes.
+    assert (await api.client.get(f"/v1/documents/{recent['id']}", headers=h)).json()["status"] == "deleted"

@@ -7,13 +7,15 @@ from datetime import timedelta
 from temporalio.worker import Worker
 
 from activities.ingestion import IngestionActivities
+from activities.purge import PurgeActivities
 from activities.reembed import ReembedActivities
 from infra.resources import Resources
 from workers.chat import sandbox_runner
 from workflows.ingest_document import IngestDocumentWorkflow
+from workflows.purge import PurgeTombstonesWorkflow
 from workflows.reembed import ReembedWorkflow
 
-INGEST_WORKFLOWS = [IngestDocumentWorkflow, ReembedWorkflow]
+INGEST_WORKFLOWS = [IngestDocumentWorkflow, ReembedWorkflow, PurgeTombstonesWorkflow]
 
 
 def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
@@ -33,6 +35,7 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
             reembed.reembed_canary,
             reembed.reembed_switch,
             reembed.reembed_drop_other_versions,
+            PurgeActivities(res.sessions).purge_tombstones,
         ],
         workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=timedelta(seconds=10),
