@@ -43,6 +43,8 @@ class SearchSettings:
     # Bounds an iterative scan whose filter matches nothing (an empty or unknown tenant).
     max_scan_tuples: int = 20_000
     cache_ttl_s: int = 300
+    # Tenants with at most this many chunks are searched exactly (fast, and recall 1.0).
+    exact_max_rows: int = 5_000
     # Default reranker: weights of semantic similarity, lexical coverage and the fused rank.
     semantic_weight: float = 1.0
     lexical_weight: float = 0.3
@@ -115,6 +117,22 @@ _VECTOR_SQL = text(
     LIMIT :n
     """
 )
+# The same, exact: for a tenant with few chunks, reading them all through the tenant index beats an
+# HNSW scan that must skip every other tenant's rows (the planner tends to pick the latter).
+_EXACT_VECTOR_SQL = text(
+    """
+    WITH mine AS MATERIALIZED (
+        SELECT id, embedding FROM chunks
+        WHERE tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
+    ), top AS (
+        SELECT id, embedding <=> CAST(:vector AS vector) AS distance FROM mine ORDER BY distance LIMIT :n
+    )
+    SELECT c.id, c.document_id, c.document_version, c.embedding_version, c.text,
+           1 - top.distance AS similarity
+    FROM top JOIN chunks c ON c.id = top.id
+    ORDER BY top.distance
+    """
+)
 # OR of the query's lexemes (plainto_tsquery ANDs them, which finds almost nothing for questions).
 _TEXT_SQL = text(
     """
@@ -167,6 +185,7 @@ class HybridSearch:
                 # A tenant on an embedding this deployment cannot compute: answer without context.
                 return SearchResult([], model, version)
             model, version = embedder.model_id, embedder.version
+            use_cache = use_cache and self.settings.cache_ttl_s > 0
             cache_key = await self._cache_key(tenant, model, version, mode, k, query) if use_cache else None
             if cache_key and (hit := await self.redis.get(cache_key)):
                 await self.redis.hincrby(STATS_KEY, "result_cache_hit", 1)
@@ -178,19 +197,24 @@ class HybridSearch:
                 "version": version,
                 "n": max(self.settings.candidates, k),
             }
-            exists = await session.scalar(
+            # How many chunks the tenant has, counted no further than the exact-search bound.
+            size = await session.scalar(
                 text(
-                    "SELECT 1 FROM chunks WHERE tenant_id = :tenant AND live AND embedding_model = :model"
-                    " AND embedding_version = :version LIMIT 1"
+                    "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE tenant_id = :tenant AND live"
+                    " AND embedding_model = :model AND embedding_version = :version LIMIT :cap) AS s"
                 ),
-                params,
+                {**params, "cap": self.settings.exact_max_rows + 1},
             )
-            if not exists:  # a tenant without documents costs one indexed lookup, not an embedding
+            if not size:  # a tenant without documents costs one indexed lookup, not an embedding
                 return SearchResult([], model, version)
             literal = _literal(await self.query_vector(embedder, query))
             timings["embed"] = (time.perf_counter() - start) * 1000
             candidates: dict[str, Candidate] = {}
-            if mode in ("hybrid", "vector"):
+            if mode in ("hybrid", "vector") and size <= self.settings.exact_max_rows:
+                rows = await session.execute(_EXACT_VECTOR_SQL, {**params, "vector": literal})
+                _collect(candidates, rows, "vector")
+                timings["vector"] = (time.perf_counter() - start) * 1000
+            elif mode in ("hybrid", "vector"):
                 await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
                 await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(self.settings.ef_search)}"))
                 await session.execute(

@@ -114,6 +114,7 @@ class Resources:
                     ef_search=s.hnsw_ef_search,
                     max_scan_tuples=s.hnsw_max_scan_tuples,
                     cache_ttl_s=s.search_cache_ttl_s,
+                    exact_max_rows=s.exact_search_max_rows,
                 ),
             )
         return self._search

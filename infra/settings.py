@@ -76,6 +76,9 @@ class Settings(BaseSettings):
         default=20_000, ge=1, description="bounds a filtered scan finding nothing"
     )
     search_cache_ttl_s: int = Field(default=300, ge=0)
+    exact_search_max_rows: int = Field(
+        default=5_000, ge=0, description="tenants with at most this many chunks are searched exactly"
+    )
 
     # Ports of the embedded components (and of the API, which always runs here).
     api_host: str = "127.0.0.1"

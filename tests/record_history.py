@@ -10,6 +10,8 @@ import uuid
 
 import httpx
 
+from activities.purge import PurgeInput
+from activities.reembed_models import ReembedInput
 from infra.resources import Resources
 from infra.settings import get_settings
 from tests.replay import HISTORIES
@@ -48,6 +50,27 @@ async def main() -> None:
             ).json()
         await res.temporal.get_workflow_handle(turn["turn_id"]).result()
         await record(res, "chat_turn", turn["turn_id"])
+
+        async with httpx.AsyncClient(base_url=api, timeout=120) as http:
+            text = " ".join(f"Recorded fact {i}: the Ferrow canal has {i} locks." for i in range(60))
+            doc = (
+                await http.post("/v1/documents", json={"text": text, "source": f"rec-{uuid.uuid4()}"})
+            ).json()
+        await res.temporal.get_workflow_handle(doc["workflow_id"]).result()
+        await record(res, "ingest_document", doc["workflow_id"])
+
+        for name, arg in (
+            ("reembed", ReembedInput(options=res.policy.options_for("reembed"))),
+            (
+                "purge_tombstones",
+                PurgeInput(options=res.policy.options_for("purge_tombstones"), dry_run=True),
+            ),
+        ):
+            workflow_id = f"record-{name}-{uuid.uuid4()}"
+            await res.temporal.execute_workflow(
+                name, arg, id=workflow_id, task_queue=res.policy.queue("ingest")
+            )
+            await record(res, name, workflow_id)
     finally:
         await res.close()
 

@@ -9,13 +9,16 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workers.chat import WORKFLOWS, sandbox_runner
+from workers.ingest import INGEST_WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
 async def replay(history: WorkflowHistory) -> None:
     replayer = Replayer(
-        workflows=WORKFLOWS, data_converter=pydantic_data_converter, workflow_runner=sandbox_runner()
+        workflows=[*WORKFLOWS, *INGEST_WORKFLOWS],
+        data_converter=pydantic_data_converter,
+        workflow_runner=sandbox_runner(),
     )
     await replayer.replay_workflow(history)
 
