@@ -19,12 +19,13 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from redis.asyncio import Redis
-from sqlalchemy import Result, text
+from sqlalchemy import Result, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.embedder import Embedder, Embedders
 from activities.prompt import ContextChunk
 from db.engine import scope_to_tenant
+from db.vector_index import AnnIndex
 
 SearchMode = Literal["hybrid", "vector", "text"]
 RRF_K = 60  # the constant from Cormack et al. (2009); ranks past ~60 barely count
@@ -39,7 +40,9 @@ _STOP = frozenset(
 @dataclass(frozen=True)
 class SearchSettings:
     candidates: int = 50  # per method, before fusion
+    index: AnnIndex = field(default_factory=AnnIndex)
     ef_search: int = 100
+    ivfflat_probes: int = 10
     # Bounds an iterative scan whose filter matches nothing (an empty or unknown tenant).
     max_scan_tuples: int = 20_000
     cache_ttl_s: int = 300
@@ -107,16 +110,19 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-_VECTOR_SQL = text(
-    """
-    SELECT id, document_id, document_version, embedding_version, text,
-           1 - (embedding <=> CAST(:vector AS vector)) AS similarity
-    FROM chunks
-    WHERE tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
-    ORDER BY embedding <=> CAST(:vector AS vector)
-    LIMIT :n
-    """
-)
+def _vector_sql(index: AnnIndex) -> TextClause:
+    return text(
+        f"""
+        SELECT id, document_id, document_version, embedding_version, text,
+               1 - (embedding <=> CAST(:vector AS vector)) AS similarity
+        FROM chunks
+        WHERE tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
+        ORDER BY {index.order_by()}
+        LIMIT :n
+        """
+    )
+
+
 # The same, exact: for a tenant with few chunks, reading them all through the tenant index beats an
 # HNSW scan that must skip every other tenant's rows (the planner tends to pick the latter).
 _EXACT_VECTOR_SQL = text(
@@ -164,6 +170,7 @@ class HybridSearch:
         self.redis = redis
         self.settings = settings or SearchSettings()
         self.reranker = reranker or LexicalSemanticReranker(self.settings)
+        self._vector_sql = _vector_sql(self.settings.index)
 
     async def search(
         self,
@@ -215,12 +222,13 @@ class HybridSearch:
                 _collect(candidates, rows, "vector")
                 timings["vector"] = (time.perf_counter() - start) * 1000
             elif mode in ("hybrid", "vector"):
-                await session.execute(text("SET LOCAL hnsw.iterative_scan = relaxed_order"))
-                await session.execute(text(f"SET LOCAL hnsw.ef_search = {int(self.settings.ef_search)}"))
-                await session.execute(
-                    text(f"SET LOCAL hnsw.max_scan_tuples = {int(self.settings.max_scan_tuples)}")
-                )
-                rows = await session.execute(_VECTOR_SQL, {**params, "vector": literal})
+                for statement in self.settings.index.session_settings(
+                    ef_search=self.settings.ef_search,
+                    probes=self.settings.ivfflat_probes,
+                    max_scan_tuples=self.settings.max_scan_tuples,
+                ):
+                    await session.execute(text(statement))
+                rows = await session.execute(self._vector_sql, {**params, "vector": literal})
                 _collect(candidates, rows, "vector")
                 timings["vector"] = (time.perf_counter() - start) * 1000
             if mode in ("hybrid", "text"):

@@ -162,6 +162,28 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     console.print(f"database at {revision}")
 
 
+@db_app.command("reindex")
+def db_reindex() -> None:
+    """Build the chunk vectors' index as configured (TURNFLOW_VECTOR_INDEX, _PRECISION, TURNFLOW_HNSW_M,
+    _EF_CONSTRUCTION, TURNFLOW_IVFFLAT_LISTS) beside the current one, then swap them."""
+    from sqlalchemy.engine import make_url
+
+    from db.vector_index import describe, rebuild
+    from infra.endpoints import Endpoints
+
+    settings = _settings()
+    url = make_url(Endpoints.resolve(settings).database_url).set(drivername="postgresql")
+    conninfo = url.render_as_string(hide_password=False)
+    index = settings.ann_index()
+    console.print(f"building {index.create_sql()} ...")
+    try:
+        took = rebuild(conninfo, index)
+    except Exception as exc:  # psycopg's errors: say which, and stop
+        console.print(f"[red]✗ reindex failed: {exc}[/]")
+        raise typer.Exit(1) from exc
+    console.print(f"built in {took:.1f} s; now: {'; '.join(describe(conninfo))}")
+
+
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt, .md, .html, .pdf)")],

@@ -111,6 +111,8 @@ class Resources:
                 self.redis,
                 SearchSettings(
                     candidates=s.search_candidates,
+                    index=s.ann_index(),
+                    ivfflat_probes=s.ivfflat_probes,
                     ef_search=s.hnsw_ef_search,
                     max_scan_tuples=s.hnsw_max_scan_tuples,
                     cache_ttl_s=s.search_cache_ttl_s,

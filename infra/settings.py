@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from db.vector_index import AnnIndex
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -71,6 +73,16 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(default=40, ge=0, description="tokens each chunk repeats from the last")
     embed_batch_size: int = Field(default=64, ge=1, le=1024)
     search_candidates: int = Field(default=50, ge=1, description="candidates per method before fusion")
+    vector_index: Literal["hnsw", "ivfflat"] = Field(
+        default="hnsw", description="the chunk vectors' ANN index (`turnflow db reindex` builds it)"
+    )
+    vector_index_precision: Literal["vector", "halfvec"] = Field(
+        default="vector", description="index full-precision vectors, or half precision (half the size)"
+    )
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
+    ivfflat_lists: int = Field(default=100, ge=1, le=32768)
+    ivfflat_probes: int = Field(default=10, ge=1)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
     hnsw_max_scan_tuples: int = Field(
         default=20_000, ge=1, description="bounds a filtered scan finding nothing"
@@ -122,6 +134,16 @@ class Settings(BaseSettings):
     @property
     def log_dir(self) -> Path:
         return self.data_dir / "logs"
+
+    def ann_index(self) -> AnnIndex:
+        """The configured index on chunk vectors (what `turnflow db reindex` builds)."""
+        return AnnIndex(
+            kind=self.vector_index,
+            precision=self.vector_index_precision,
+            m=self.hnsw_m,
+            ef_construction=self.hnsw_ef_construction,
+            lists=self.ivfflat_lists,
+        )
 
 
 @lru_cache

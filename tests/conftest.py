@@ -8,8 +8,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 import pytest
 import pytest_asyncio
+from sqlalchemy.engine import make_url
 
 from db.migrate import upgrade_async
 from infra.components.model import model_component
@@ -129,3 +131,18 @@ async def api(services: Services, tmp_path_factory: pytest.TempPathFactory) -> A
             yield server
     finally:
         await res.close()
+
+
+@pytest.fixture
+def fresh_database(services: Services) -> str:
+    url = make_url(services.endpoints.database_url)
+    name = f"mig_{uuid.uuid4().hex[:12]}"
+    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return url.set(database=name).render_as_string(hide_password=False)
+
+
+def psycopg_url(url: str) -> str:
+    """The SQLAlchemy URL as psycopg (and libpq) take it."""
+    return url.replace("postgresql+psycopg://", "postgresql://")

@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import psycopg
 import pytest
-from sqlalchemy.engine import make_url
 
 from db.migrate import upgrade_async
-from tests.conftest import Services
-
-
-@pytest.fixture
-def fresh_database(services: Services) -> str:
-    url = make_url(services.endpoints.database_url)
-    name = f"mig_{uuid.uuid4().hex[:12]}"
-    admin = url.set(drivername="postgresql", database="postgres").render_as_string(hide_password=False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return url.set(database=name).render_as_string(hide_password=False)
-
-
-def _plain(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
+from tests.conftest import psycopg_url
 
 
 async def test_upgrade_downgrade_upgrade(fresh_database: str) -> None:
@@ -32,7 +15,7 @@ async def test_upgrade_downgrade_upgrade(fresh_database: str) -> None:
     from db.migrate import alembic_config
 
     await upgrade_async(fresh_database)
-    with psycopg.connect(_plain(fresh_database)) as conn:
+    with psycopg.connect(psycopg_url(fresh_database)) as conn:
         tables = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
         assert {
             "tenants",
@@ -57,7 +40,7 @@ async def test_upgrade_downgrade_upgrade(fresh_database: str) -> None:
     import asyncio
 
     await asyncio.to_thread(command.downgrade, alembic_config(fresh_database), "base")
-    with psycopg.connect(_plain(fresh_database)) as conn:
+    with psycopg.connect(psycopg_url(fresh_database)) as conn:
         left = {r[0] for r in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname='public'")}
         assert left == {"alembic_version"}
     await upgrade_async(fresh_database)
@@ -66,7 +49,7 @@ async def test_upgrade_downgrade_upgrade(fresh_database: str) -> None:
 async def test_transcript_idempotency_constraint(fresh_database: str) -> None:
     """The (turn_id, role) unique key is what makes a retried persist unable to write twice."""
     await upgrade_async(fresh_database)
-    with psycopg.connect(_plain(fresh_database)) as conn:
+    with psycopg.connect(psycopg_url(fresh_database)) as conn:
         tenant = conn.execute(
             "INSERT INTO tenants (id, name) VALUES (gen_random_uuid(), 't') RETURNING id"
         ).fetchone()

@@ -1,0 +1,95 @@
+"""The approximate-nearest-neighbour index on chunk vectors, as configured: HNSW (m, ef_construction)
+or IVFFlat (lists), over full-precision ``vector`` or ``halfvec`` (half the index size). The table
+keeps full-precision vectors either way; a halfvec index is an expression index, so queries must order
+by the same expression, which ``order_by`` gives. ``turnflow db reindex`` builds what is configured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from db.models import EMBEDDING_DIM
+
+INDEX_NAME = "ix_chunks_embedding_ann"
+# What migrations create (HNSW over vector, m 16, ef_construction 64), replaced by a reindex.
+MIGRATION_INDEX_NAME = "ix_chunks_embedding_hnsw"
+
+IndexKind = Literal["hnsw", "ivfflat"]
+Precision = Literal["vector", "halfvec"]
+
+
+@dataclass(frozen=True)
+class AnnIndex:
+    kind: IndexKind = "hnsw"
+    precision: Precision = "vector"
+    m: int = 16
+    ef_construction: int = 64
+    lists: int = 100
+
+    @property
+    def _column(self) -> str:
+        return "embedding" if self.precision == "vector" else f"(embedding::halfvec({EMBEDDING_DIM}))"
+
+    def create_sql(self, name: str = INDEX_NAME) -> str:
+        ops = f"{self.precision}_cosine_ops"
+        params = (
+            f"m = {int(self.m)}, ef_construction = {int(self.ef_construction)}"
+            if self.kind == "hnsw"
+            else f"lists = {int(self.lists)}"
+        )
+        using = f"{self.kind} ({self._column} {ops}) WITH ({params})"
+        return f"CREATE INDEX CONCURRENTLY {name} ON chunks USING {using}"
+
+    def order_by(self, param: str = "vector") -> str:
+        """The distance expression the index serves, against the bound query vector ``:param``."""
+        if self.precision == "vector":
+            return f"embedding <=> CAST(:{param} AS vector)"
+        return f"CAST(embedding AS halfvec({EMBEDDING_DIM})) <=> CAST(:{param} AS halfvec({EMBEDDING_DIM}))"
+
+    def session_settings(self, *, ef_search: int, probes: int, max_scan_tuples: int) -> list[str]:
+        """SET LOCAL statements for one query: iterative scans keep going until k rows pass the
+        tenant filter, bounded so a filter nothing passes gives up quickly."""
+        if self.kind == "hnsw":
+            return [
+                "SET LOCAL hnsw.iterative_scan = relaxed_order",
+                f"SET LOCAL hnsw.ef_search = {int(ef_search)}",
+                f"SET LOCAL hnsw.max_scan_tuples = {int(max_scan_tuples)}",
+            ]
+        return [
+            "SET LOCAL ivfflat.iterative_scan = relaxed_order",
+            f"SET LOCAL ivfflat.probes = {int(probes)}",
+            f"SET LOCAL ivfflat.max_probes = {max(int(probes), int(self.lists) // 4)}",
+        ]
+
+
+def rebuild(conninfo: str, index: AnnIndex) -> float:
+    """Build the configured index beside the current one, then swap them in one transaction, so
+    queries always have an index. Runs as the tables' owner; returns the build's seconds."""
+    import time
+
+    import psycopg
+
+    building = f"{INDEX_NAME}_new"
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute("SET maintenance_work_mem = '512MB'")
+        conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {building}")
+        start = time.perf_counter()
+        conn.execute(index.create_sql(building))
+        took = time.perf_counter() - start
+        with conn.transaction():
+            conn.execute(f"DROP INDEX IF EXISTS {MIGRATION_INDEX_NAME}")
+            conn.execute(f"DROP INDEX IF EXISTS {INDEX_NAME}")
+            conn.execute(f"ALTER INDEX {building} RENAME TO {INDEX_NAME}")
+    return took
+
+
+def describe(conninfo: str) -> list[str]:
+    """The ANN index definitions on chunks now."""
+    import psycopg
+
+    with psycopg.connect(conninfo) as conn:
+        rows = conn.execute(
+            "SELECT indexdef FROM pg_indexes WHERE tablename = 'chunks' AND indexname IN (%s, %s)",
+            (INDEX_NAME, MIGRATION_INDEX_NAME),
+        ).fetchall()
+    return [r[0] for r in rows]
