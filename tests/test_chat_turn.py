@@ -11,19 +11,15 @@ from openai import AsyncOpenAI
 
 from activities.turn_models import ChatTurnResult
 from tests.api_harness import ApiServer
-from tests.conftest import Services
+from tests.conftest import Services, psycopg_url
 from tests.replay import replay
 from tests.sse import collect, events
 
 PROMPT = "Write three short sentences about the sea."
 
 
-def plain(url: str) -> str:
-    return url.replace("postgresql+psycopg://", "postgresql://")
-
-
 def messages_of(services: Services, turn_id: str) -> list[tuple[str, str, str | None]]:
-    with psycopg.connect(plain(services.endpoints.database_url)) as conn:
+    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
         rows = conn.execute(
             "SELECT role, content, finish_reason FROM messages WHERE turn_id = %s ORDER BY role DESC",
             (turn_id,),

@@ -16,7 +16,7 @@ from db.engine import scope_to_tenant
 from db.models import Chunk
 from infra.resources import Resources
 from tests.api_harness import ApiServer
-from tests.conftest import Services
+from tests.conftest import Services, psycopg_url
 from tests.pdf_maker import text_pdf
 
 LIGHTHOUSE = (
@@ -209,7 +209,7 @@ async def test_tenant_isolation_in_queries_and_by_row_level_security(
     async with resources.sessions.begin() as session:  # not scoped at all: nothing
         assert await session.scalar(text("SELECT count(*) FROM chunks")) == 0
     # The owner (migrations' login) still sees both, so the rows really are there.
-    url = services.endpoints.database_url.replace("postgresql+psycopg://", "postgresql://")
+    url = psycopg_url(services.endpoints.database_url)
     with psycopg.connect(url) as conn:
         owners = conn.execute(
             "SELECT count(DISTINCT tenant_id) FROM chunks WHERE tenant_id = ANY(%s)", ([tenant_a, tenant_b],)
@@ -305,7 +305,7 @@ async def test_purge_removes_old_tombstones_for_good(
     recent = (await ingest(api, h, text="The Brannock ferry stopped in May.", source="recent.txt")).json()
     for doc in (old, recent):
         assert (await api.client.delete(f"/v1/documents/{doc['id']}", headers=h)).status_code == 200
-    owner = services.endpoints.database_url.replace("postgresql+psycopg://", "postgresql://")
+    owner = psycopg_url(services.endpoints.database_url)
     with psycopg.connect(owner) as conn:  # the old one was deleted eight days ago
         conn.execute(
             "UPDATE documents SET deleted_at = now() - interval '8 days' WHERE id = %s", (old["id"],)
