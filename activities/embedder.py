@@ -115,3 +115,17 @@ class Embedders:
 
     def all(self) -> list[Embedder]:
         return list(self._by_key.values())
+
+    def require(self, model_id: str, version: str | None) -> Embedder:
+        """The embedder for (model, version), or for the model's any version when version is None;
+        a non-retryable EmbedderUnavailable activity error when this process has none."""
+        embedder = self.get(model_id, version) if version else self.named(model_id)
+        if embedder is None:
+            from temporalio.exceptions import ApplicationError
+
+            raise ApplicationError(
+                f"no embedder {model_id}@{version or '*'} is configured on this worker",
+                type="EmbedderUnavailable",
+                non_retryable=True,
+            )
+        return embedder

@@ -111,13 +111,7 @@ class IngestionActivities:
     async def embed_chunks(self, inp: EmbedInput) -> int:
         """Embed the version's chunks that have no vector yet, a batch per transaction, heartbeating
         the count done: a retry after a crash starts where the last committed batch ended."""
-        embedder = self.embedders.get(inp.embedding_model, inp.embedding_version)
-        if embedder is None:
-            raise ApplicationError(
-                f"embedder {inp.embedding_model}@{inp.embedding_version} is not configured here",
-                type="EmbedderUnavailable",
-                non_retryable=True,
-            )
+        embedder = self.embedders.require(inp.embedding_model, inp.embedding_version)
         tenant, doc_id = uuid.UUID(inp.tenant_id), uuid.UUID(inp.document_id)
         done = 0
         while True:

@@ -50,32 +50,16 @@ class ReembedActivities:
         self.redis = redis
 
     def _embedder(self, target: Target) -> Embedder:
-        embedder = self.embedders.get(target.model, target.version)
-        if embedder is None:
-            raise ApplicationError(
-                f"no embedder {target.model}@{target.version} is configured on this worker",
-                type="EmbedderUnavailable",
-                non_retryable=True,
-            )
-        return embedder
+        return self.embedders.require(target.model, target.version)
 
     @activity.defn(name="reembed_plan")
     async def reembed_plan(self, inp: ReembedInput) -> Plan:
         """The target (default: this deployment's embedder) and the tenants not on it yet."""
-        if inp.target_model:
-            chosen = (
-                self.embedders.get(inp.target_model, inp.target_version)
-                if inp.target_version
-                else self.embedders.named(inp.target_model)
-            )
-            if chosen is None:
-                raise ApplicationError(
-                    f"no embedder {inp.target_model}@{inp.target_version or '*'} is configured",
-                    type="EmbedderUnavailable",
-                    non_retryable=True,
-                )
-        else:
-            chosen = self.embedders.default
+        chosen = (
+            self.embedders.require(inp.target_model, inp.target_version)
+            if inp.target_model
+            else self.embedders.default
+        )
         target = Target(model=chosen.model_id, version=chosen.version)
         async with self.sessions() as session:
             rows = await session.execute(
