@@ -83,7 +83,17 @@ async def _record(res: Resources, tenant: uuid.UUID, upload: Upload, digest: str
             )
         )
         if same_bytes is not None and (doc is None or doc.id == same_bytes.id):
-            return Intake(same_bytes, started=False)  # the same bytes again: nothing changes
+            # The same bytes again: nothing changes. If their ingestion never got going (the start
+            # failed after the row was written), start it now; a running one is joined, not doubled.
+            pending = await session.scalar(
+                select(DocumentUpload.id).where(
+                    DocumentUpload.document_id == same_bytes.id,
+                    DocumentUpload.document_version == same_bytes.version,
+                )
+            )
+            if pending is not None and same_bytes.status in ("pending", "ingesting"):
+                await _start(res, tenant, same_bytes, pending)
+            return Intake(same_bytes, started=False)
         if doc is None:
             doc = Document(id=uuid.uuid4(), tenant_id=tenant, source=upload.source, version=1)
             session.add(doc)

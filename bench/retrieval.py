@@ -115,7 +115,7 @@ def load(
         for i, (v, t, body) in enumerate(zip(vectors, tenants, texts, strict=True)):
             copy.write_row((i, int(t), "[" + ",".join(f"{x:.6f}" for x in v) + "]", body))
     start = time.perf_counter()
-    conn.execute("SET maintenance_work_mem = '1GB'")
+    conn.execute("SET maintenance_work_mem = '3GB'")
     conn.execute(f"CREATE INDEX ON {table} USING {opt.index}")
     conn.execute(f"CREATE INDEX ON {table} USING gin (tsv)")
     conn.execute(f"CREATE INDEX ON {table} (tenant)")

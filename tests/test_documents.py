@@ -343,3 +343,43 @@ async def test_purge_removes_old_tombstones_for_good(
     assert done.documents >= 1 and counts() == (0, 0)
     # The recently deleted document is kept until its time comes.
     assert (await api.client.get(f"/v1/documents/{recent['id']}", headers=h)).json()["status"] == "deleted"
+
+
+async def test_same_bytes_again_restart_an_ingestion_that_never_started(
+    api: ApiServer, resources: Resources, services: Services
+) -> None:
+    """Nothing lost: a document recorded whose workflow never started (the start failed after the
+    rows were written) is picked up when the client retries the upload."""
+    import hashlib
+
+    h = await tenant_headers(resources)
+    tenant = await _tenant(h, resources)
+    body = b"The Quarrow mill was rebuilt after the flood of 1911."
+    doc_id, upload_id = uuid.uuid4(), uuid.uuid4()
+    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
+        conn.execute(
+            "INSERT INTO documents (id, tenant_id, source, content_hash, version, status, mime_type,"
+            " workflow_id)(%s, %s, 'mill.txt', %s, 1, 'pending', 'text/plain', %s)",
+            (doc_id, tenant, hashlib.sha256(body).hexdigest(), f"ingest-{doc_id}-v1"),
+        )
+        conn.execute(
+            "INSERT INTO document_uploads (id, tenant_id, document_id, document_version, filename, mime_type,"
+            " content) VALUES (%s, %s, %s, 1, 'mill.txt', 'text/plain', %s)",
+            (upload_id, tenant, doc_id, body),
+        )
+    again = await api.client.post(
+        "/v1/documents",
+        files={"file": ("mill.txt", body, "text/plain")},
+        data={"source": "mill.txt"},
+        headers=h,
+    )
+    assert (
+        again.status_code == 200 and again.json()["unchanged"] is True and again.json()["id"] == str(doc_id)
+    )
+    for _ in range(300):
+        view = (await api.client.get(f"/v1/documents/{doc_id}", headers=h)).json()
+        if view["status"] == "ready":
+            break
+        await asyncio.sleep(0.1)
+    assert view["status"] == "ready" and view["chunk_count"] == 1
+    assert "1911" in (await search(api, h, "When was the Quarrow mill rebuilt?"))[0]["text"]
