@@ -359,7 +359,7 @@ async def test_same_bytes_again_restart_an_ingestion_that_never_started(
     with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
         conn.execute(
             "INSERT INTO documents (id, tenant_id, source, content_hash, version, status, mime_type,"
-            " workflow_id)(%s, %s, 'mill.txt', %s, 1, 'pending', 'text/plain', %s)",
+            " workflow_id) VALUES (%s, %s, 'mill.txt', %s, 1, 'pending', 'text/plain', %s)",
             (doc_id, tenant, hashlib.sha256(body).hexdigest(), f"ingest-{doc_id}-v1"),
         )
         conn.execute(
