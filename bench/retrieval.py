@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import psycopg
+from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
 from activities.search import RRF_K
@@ -94,7 +95,8 @@ def synthetic(rows: int, seed: int = 7) -> tuple[np.ndarray, np.ndarray, list[st
     vectors = latent @ projection + 0.5 * rng.standard_normal((rows, DIM)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     tenants = rng.integers(0, TENANTS, rows).astype(np.int32)
-    texts = [" ".join(rng.choice(VOCAB, 8)) for _ in range(rows)]
+    vocab = np.array(VOCAB)
+    texts = [" ".join(words) for words in vocab[rng.integers(0, len(VOCAB), (rows, 8))]]
     return vectors, tenants, texts
 
 
@@ -111,9 +113,13 @@ def load(
         f"CREATE TABLE {table} (id bigint PRIMARY KEY, tenant int NOT NULL, embedding {opt.column},"
         " body text, tsv tsvector GENERATED ALWAYS AS (to_tsvector('simple', body)) STORED)"
     )
-    with conn.cursor().copy(f"COPY {table} (id, tenant, embedding, body) FROM STDIN") as copy:
+    # Binary COPY: pgvector's adapter writes numpy vectors as they are (no text formatting).
+    sql = f"COPY {table} (id, tenant, embedding, body) FROM STDIN WITH (FORMAT BINARY)"
+    with conn.cursor().copy(sql) as copy:
+        copy.set_types(["int8", "int4", opt.column.split("(")[0], "text"])
+        wrap = HalfVector if opt.column.startswith("halfvec") else (lambda v: v)
         for i, (v, t, body) in enumerate(zip(vectors, tenants, texts, strict=True)):
-            copy.write_row((i, int(t), "[" + ",".join(f"{x:.6f}" for x in v) + "]", body))
+            copy.write_row((i, int(t), wrap(v), body))
     start = time.perf_counter()
     conn.execute("SET maintenance_work_mem = '3GB'")
     conn.execute(f"CREATE INDEX ON {table} USING {opt.index}")
