@@ -8,6 +8,8 @@ long runs continue as new with what they finished so far.
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
@@ -33,10 +35,10 @@ MAX_SWITCH_ATTEMPTS = 5
 @workflow.defn(name="reembed")
 class ReembedWorkflow:
     def __init__(self) -> None:
-        self._progress: dict[str, object] = {"stage": "planning"}
+        self._progress: dict[str, Any] = {"stage": "planning"}
 
     @workflow.query
-    def progress(self) -> dict[str, object]:
+    def progress(self) -> dict[str, Any]:
         """The stage, the tenant in progress, chunks embedded for it, and tenants done."""
         return self._progress
 
@@ -72,7 +74,7 @@ class ReembedWorkflow:
                 int,
             )
             embedded += count
-            self._progress["embedded"] = int(self._progress.get("embedded", 0)) + count  # type: ignore[call-overload]
+            self._progress["embedded"] = self._progress.get("embedded", 0) + count
             if count == 0:
                 return embedded
             if workflow.info().is_continue_as_new_suggested():
