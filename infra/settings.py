@@ -101,6 +101,11 @@ class Settings(BaseSettings):
     temporal_http_port: int | None = None
     temporal_metrics_port: int | None = None
     postgres_port: int = 5433
+    postgres_shared_buffers: str = Field(
+        default="1GB",
+        pattern=r"^\d+(kB|MB|GB)$",
+        description="embedded Postgres' shared_buffers; vector indexes want to fit in it",
+    )
     redis_port: int = 6380
     model_port: int = 8090
 

@@ -41,6 +41,7 @@ def build_stack(settings: Settings, policy: Policy) -> tuple[Endpoints, list[Com
             superuser=EMBEDDED_DB_USER,
             password=embedded_postgres_password(settings),
             dbname=EMBEDDED_DB_NAME,
+            shared_buffers=settings.postgres_shared_buffers,
             startup_timeout_s=timeout,
         ),
         "redis": lambda: redis_component(data / "redis", settings.redis_port),

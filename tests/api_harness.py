@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
 
 import httpx
-import uvicorn
 import yaml
 
 from api.main import create_app
 from infra.settings import REPO_ROOT, Settings
-from tests.conftest import Services, free_port
+from tests.conftest import Services
+from tests.in_loop_server import InLoopServer
 
 
 def isolated_settings(services: Services, tmp_path: Path, **updates: Any) -> Settings:
@@ -26,31 +25,15 @@ def isolated_settings(services: Services, tmp_path: Path, **updates: Any) -> Set
     return services.settings.model_copy(update={"policy_file": policy, **updates})
 
 
-class ApiServer:
+class ApiServer(InLoopServer):
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=self.port, log_level="warning", lifespan="on"
-        )
-        self._server = uvicorn.Server(config)
-        self._task: asyncio.Task[None] | None = None
+        super().__init__(create_app(settings), lifespan="on")
         self.client = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(120, connect=5))
 
-    async def __aenter__(self) -> ApiServer:
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-            await asyncio.sleep(0.02)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
-        self._server.should_exit = True
-        if self._task:
-            await self._task
+        await super().__aexit__(*exc)
 
     async def conversation(self, headers: dict[str, str] | None = None) -> str:
         resp = await self.client.post("/v1/conversations", json={"title": "test"}, headers=headers)

@@ -12,13 +12,12 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from tests.conftest import free_port
+from tests.in_loop_server import InLoopServer
 
 
 @dataclass
@@ -28,34 +27,19 @@ class Script:
     token_delay_s: float = 0.0
 
 
-class ScriptedModelServer:
+class ScriptedModelServer(InLoopServer):
     def __init__(self, name: str = "scripted") -> None:
         self.name = name
         self.script = Script()
         self.requests = 0
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        app = Starlette(
-            routes=[
-                Route("/v1/chat/completions", self._chat, methods=["POST"]),
-                Route("/v1/models", self._models),
-            ]
+        super().__init__(
+            Starlette(
+                routes=[
+                    Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                    Route("/v1/models", self._models),
+                ]
+            )
         )
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> ScriptedModelServer:
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.01)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self._server.should_exit = True
-        if self._task:
-            await self._task
 
     async def _models(self, _: Request) -> Response:
         return JSONResponse({"object": "list", "data": [{"id": self.name, "object": "model"}]})

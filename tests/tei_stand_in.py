@@ -6,24 +6,20 @@ the re-embed canary refuses a bad embedding version."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import numpy as np
-import uvicorn
 from fastapi import FastAPI, Request
 
 from activities.embedder import LocalEmbedder
-from tests.conftest import free_port
+from tests.in_loop_server import InLoopServer
 
 
-class TeiStandIn:
+class TeiStandIn(InLoopServer):
     scrambled = False
 
     def __init__(self, embedder: LocalEmbedder) -> None:
         self.embedder = embedder
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
         self.requests = 0
         app = FastAPI()
 
@@ -37,21 +33,7 @@ class TeiStandIn:
                 return [rng.standard_normal(384).tolist() for _ in inputs]
             return await self.embedder.embed(inputs)
 
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> TeiStandIn:
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            await asyncio.sleep(0.02)
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        self._server.should_exit = True
-        if self._task:
-            await self._task
+        super().__init__(app)
 
 
 class ScrambledTei(TeiStandIn):

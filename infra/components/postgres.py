@@ -107,6 +107,7 @@ def postgres_component(
     superuser: str,
     password: str,
     dbname: str,
+    shared_buffers: str = "128MB",
     startup_timeout_s: float = 60,
 ) -> Component:
     user = _system_user()
@@ -133,6 +134,9 @@ def postgres_component(
             "unix_socket_directories=",
             "-c",
             "max_connections=200",
+            # Vector indexes are read page by page: the hot part must sit in shared buffers.
+            "-c",
+            f"shared_buffers={shared_buffers}",
         ],
         ready=ready,
         prepare=lambda: _initdb(pgdata, user, superuser, password),
