@@ -17,6 +17,7 @@ from infra.resources import Resources
 from infra.settings import REPO_ROOT, Settings
 from tests.conftest import Services, free_port
 from workers.chat import build_chat_worker
+from workers.ingest import build_ingest_worker
 
 
 async def eventually(
@@ -41,8 +42,10 @@ async def api_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def policy_with_chat_queue(tmp_path: Path, queue: str) -> Path:
+    """The policy with the chat queue (and an ingest queue beside it) of this test's own."""
     data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
     data["task_queues"]["chat"] = queue
+    data["task_queues"]["ingest"] = f"{queue}-ingest"
     path = tmp_path / "temporal.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -53,7 +56,7 @@ async def test_all_components_healthy(services: Services, tmp_path: Path) -> Non
     settings = services.settings.model_copy(update={"policy_file": policy_with_chat_queue(tmp_path, queue)})
     res = await Resources.open(settings)
     try:
-        async with build_chat_worker(res), api_client(settings) as api:
+        async with build_chat_worker(res), build_ingest_worker(res), api_client(settings) as api:
             # A new worker's first poll reaches the server a moment after it starts.
             resp = await eventually(lambda: api.get("/healthz"), lambda r: r.status_code == 200)
     finally:
@@ -62,12 +65,13 @@ async def test_all_components_healthy(services: Services, tmp_path: Path) -> Non
     assert resp.status_code == 200, body
     assert body["status"] == "ok"
     comps = body["components"]
-    assert set(comps) == {"temporal", "postgres", "redis", "model", "worker"}
+    assert set(comps) == {"temporal", "postgres", "redis", "model", "worker", "ingest_worker"}
     assert all(c["status"] == "ok" for c in comps.values())
     assert comps["postgres"]["pgvector"].startswith("0.8")
     assert comps["redis"]["redis_version"]
     assert services.settings.model_name in comps["model"]["models"]
     assert comps["worker"]["task_queue"] == queue and comps["worker"]["pollers"]
+    assert comps["ingest_worker"]["task_queue"] == f"{queue}-ingest" and comps["ingest_worker"]["pollers"]
     assert comps["temporal"]["server_version"]
 
 
@@ -90,6 +94,7 @@ async def test_down_components_give_503_and_say_why(services: Services, tmp_path
     comps = body["components"]
     assert comps["redis"]["status"] == "down" and "Connect" in comps["redis"]["error"]
     assert comps["worker"]["status"] == "down" and "no worker has polled" in comps["worker"]["error"]
+    assert comps["ingest_worker"]["status"] == "down"
     assert {n for n, c in comps.items() if c["status"] == "ok"} == {"temporal", "postgres", "model"}
     assert ready.status_code == 503 and set(ready.json()["components"]) == {"temporal", "postgres", "redis"}
     assert live.status_code == 200

@@ -27,6 +27,8 @@ async def _report(res: ResourcesDep, names: tuple[str, ...]) -> JSONResponse:
         "redis": lambda: probes.probe_redis(res.redis),
         "model": lambda: probes.probe_model(res.http, res.endpoints.model_url),
         "worker": lambda: probes.probe_worker(res.temporal, res.policy.queue("chat")),
+        # Document ingestion, re-embedding and purges run only on workers of this queue.
+        "ingest_worker": lambda: probes.probe_worker(res.temporal, res.policy.queue("ingest")),
     }
     results = await asyncio.gather(*(_bounded(checks[n]()) for n in names))
     components = dict(zip(names, results, strict=True))
@@ -52,4 +54,4 @@ async def readyz(res: ResourcesDep) -> JSONResponse:
 @router.get("/healthz")
 async def healthz(res: ResourcesDep) -> JSONResponse:
     """Every component of the stack, probed for real; 503 when any is down."""
-    return await _report(res, ("temporal", "postgres", "redis", "model", "worker"))
+    return await _report(res, ("temporal", "postgres", "redis", "model", "worker", "ingest_worker"))
