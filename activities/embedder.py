@@ -113,9 +113,6 @@ class Embedders:
             return self.default
         return next((e for (m, _), e in self._by_key.items() if m == model_id), None)
 
-    def all(self) -> list[Embedder]:
-        return list(self._by_key.values())
-
     def require(self, model_id: str, version: str | None) -> Embedder:
         """The embedder for (model, version), or for the model's any version when version is None;
         a non-retryable EmbedderUnavailable activity error when this process has none."""

@@ -25,7 +25,7 @@ from activities.reembed_models import (
     Target,
     TenantStep,
 )
-from activities.search import active_embedding, invalidate_tenant
+from activities.search import active_embedding, invalidate_tenant, vector_literal
 from db.engine import scope_to_tenant
 
 # Live chunks of the tenant's active version that have no twin on the target version yet.
@@ -116,7 +116,7 @@ class ReembedActivities:
                     {
                         "new_id": uuid.uuid4(),
                         "id": r.id,
-                        "vector": "[" + ",".join(f"{x:.7g}" for x in v) + "]",
+                        "vector": vector_literal(v),
                         "model": inp.target.model,
                         "version": inp.target.version,
                     }
@@ -235,7 +235,7 @@ async def _self_recall(
                 "tenant": tenant,
                 "model": embedder.model_id,
                 "version": embedder.version,
-                "vector": "[" + ",".join(f"{x:.7g}" for x in vector) + "]",
+                "vector": vector_literal(vector),
             },
         )
         if (row.document_id, row.ordinal) in {(r.document_id, r.ordinal) for r in top}:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -97,8 +96,9 @@ def terms_of(text_: str) -> set[str]:
     return {w for w in _WORD.findall(text_.lower()) if w not in _STOP and len(w) > 1}
 
 
-def normalize_query(query: str) -> str:
-    return " ".join(query.lower().split())
+def query_digest(query: str) -> str:
+    """Cache identity of a query: case and spacing do not make a different question."""
+    return hashlib.sha256(" ".join(query.lower().split()).encode()).hexdigest()
 
 
 @dataclass
@@ -107,7 +107,6 @@ class SearchResult:
     embedding_model: str | None
     embedding_version: str | None
     cached: bool = False
-    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 def _vector_sql(index: AnnIndex) -> TextClause:
@@ -182,8 +181,6 @@ class HybridSearch:
         use_cache: bool = True,
     ) -> SearchResult:
         tenant = str(tenant_id)
-        timings: dict[str, float] = {}
-        start = time.perf_counter()
         async with self.sessions.begin() as session:
             await scope_to_tenant(session, tenant)
             model, version = await active_embedding(session, tenant)
@@ -214,13 +211,11 @@ class HybridSearch:
             )
             if not size:  # a tenant without documents costs one indexed lookup, not an embedding
                 return SearchResult([], model, version)
-            literal = _literal(await self.query_vector(embedder, query))
-            timings["embed"] = (time.perf_counter() - start) * 1000
+            literal = vector_literal(await self.query_vector(embedder, query))
             candidates: dict[str, Candidate] = {}
             if mode in ("hybrid", "vector") and size <= self.settings.exact_max_rows:
                 rows = await session.execute(_EXACT_VECTOR_SQL, {**params, "vector": literal})
                 _collect(candidates, rows, "vector")
-                timings["vector"] = (time.perf_counter() - start) * 1000
             elif mode in ("hybrid", "vector"):
                 for statement in self.settings.index.session_settings(
                     ef_search=self.settings.ef_search,
@@ -230,11 +225,9 @@ class HybridSearch:
                     await session.execute(text(statement))
                 rows = await session.execute(self._vector_sql, {**params, "vector": literal})
                 _collect(candidates, rows, "vector")
-                timings["vector"] = (time.perf_counter() - start) * 1000
             if mode in ("hybrid", "text"):
                 rows = await session.execute(_TEXT_SQL, {**params, "query": query, "vector": literal})
                 _collect(candidates, rows, "text")
-                timings["text"] = (time.perf_counter() - start) * 1000
         ranked = self._rank(query, list(candidates.values()), mode)[:k]
         chunks = [
             ContextChunk(
@@ -252,8 +245,7 @@ class HybridSearch:
                 cache_key, json.dumps([c.model_dump() for c in chunks]), ex=self.settings.cache_ttl_s
             )
             await self.redis.hincrby(STATS_KEY, "result_cache_miss", 1)
-        timings["total"] = (time.perf_counter() - start) * 1000
-        return SearchResult(chunks, model, version, timings_ms=timings)
+        return SearchResult(chunks, model, version)
 
     def _rank(self, query: str, candidates: list[Candidate], mode: SearchMode) -> list[Candidate]:
         if mode == "vector":
@@ -268,7 +260,7 @@ class HybridSearch:
 
     async def query_vector(self, embedder: Embedder, query: str) -> np.ndarray:
         """The query's embedding, from Redis when this model version has embedded the same text."""
-        digest = hashlib.sha256(normalize_query(query).encode()).hexdigest()
+        digest = query_digest(query)
         key = f"qemb:{embedder.model_id}:{embedder.version}:{digest}"
         cached = await self.redis.get(key)
         if cached is not None:
@@ -282,7 +274,7 @@ class HybridSearch:
 
     async def _cache_key(self, tenant: str, model: str, version: str, mode: str, k: int, query: str) -> str:
         generation = int(await self.redis.get(generation_key(tenant)) or 0)
-        digest = hashlib.sha256(normalize_query(query).encode()).hexdigest()[:32]
+        digest = query_digest(query)[:32]
         return f"search:{tenant}:{generation}:{model}:{version}:{mode}:{k}:{digest}"
 
 
@@ -305,7 +297,8 @@ async def active_embedding(session: AsyncSession, tenant: str) -> tuple[str | No
     return (row[0], row[1]) if row else (None, None)
 
 
-def _literal(vector: np.ndarray | list[float]) -> str:
+def vector_literal(vector: np.ndarray | list[float]) -> str:
+    """pgvector's text form of a vector, for a CAST(:param AS vector)."""
     return "[" + ",".join(f"{x:.7g}" for x in np.asarray(vector, dtype=np.float32)) + "]"
 
 

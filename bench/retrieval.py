@@ -30,7 +30,7 @@ import psycopg
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
-from activities.search import RRF_K, SearchSettings
+from activities.search import RRF_K, SearchSettings, vector_literal
 from infra.endpoints import Endpoints
 from infra.ir_metrics import percentile
 from infra.settings import get_settings
@@ -156,9 +156,6 @@ def run_option(
         ids = [r[0] for r in conn.execute(sql, params)]
         return ids, (time.perf_counter() - start) * 1000
 
-    def literal(v: np.ndarray) -> str:
-        return "[" + ",".join(f"{x:.6f}" for x in v) + "]"
-
     # Unfiltered, and one tenant of 100 (1%): through the ANN index with an iterative scan, and the
     # way turnflow searches a tenant that small (exactly, through the tenant index). Recall is
     # against numpy's exact answer.
@@ -169,7 +166,7 @@ def run_option(
     )
     # One untimed pass first: latencies are for a warm index, as a serving one is.
     for q in qvecs:
-        conn.execute(knn.format(where=""), (literal(q),)).fetchall()
+        conn.execute(knn.format(where=""), (vector_literal(q),)).fetchall()
     if opt.name.startswith("hnsw"):
         # The search breadth trades recall for latency; more so as the index grows.
         for ef in EF_SWEEP:
@@ -177,7 +174,7 @@ def run_option(
             lat, recall = [], []
             for q in qvecs:
                 exact = set(np.argsort(-(vectors @ q))[:K].tolist())
-                ids, ms = timed(knn.format(where=""), (literal(q),))
+                ids, ms = timed(knn.format(where=""), (vector_literal(q),))
                 lat.append(ms)
                 recall.append(len(exact & set(ids)) / K)
             out[f"unfiltered_ef{ef}"] = _summary(lat) | {"recall@10": round(float(np.mean(recall)), 4)}
@@ -195,9 +192,9 @@ def run_option(
             scores = vectors[mask] @ q
             exact = set(np.flatnonzero(mask)[np.argsort(-scores)[:K]].tolist())
             if scenario == "unfiltered":
-                ids, ms = timed(knn.format(where=""), (literal(q),))
+                ids, ms = timed(knn.format(where=""), (vector_literal(q),))
             elif scenario == "tenant_1pct_ann":
-                ids, ms = timed(knn.format(where="WHERE tenant = %s"), (tenant, literal(q)))
+                ids, ms = timed(knn.format(where="WHERE tenant = %s"), (tenant, vector_literal(q)))
             else:  # turnflow's rule: exactly when the tenant is small, else through the index
                 start = time.perf_counter()
                 size = conn.execute(probe, (tenant,)).fetchone()[0]  # type: ignore[index]
@@ -205,7 +202,7 @@ def run_option(
                     r[0]
                     for r in conn.execute(
                         exact_sql if size <= EXACT_MAX_ROWS else knn.format(where="WHERE tenant = %s"),
-                        (tenant, literal(q)),
+                        (tenant, vector_literal(q)),
                     )
                 ]
                 ms = (time.perf_counter() - start) * 1000
@@ -220,7 +217,7 @@ def run_option(
     # (bounded), finds none and stops; the raw ANN query must give up within its scan bound.
     lat = [timed(probe, (TENANTS + 1,))[1] for _ in qvecs]
     out["unsatisfiable"] = _summary(lat)
-    lat = [timed(knn.format(where="WHERE tenant = %s"), (TENANTS + 1, literal(q)))[1] for q in qvecs]
+    lat = [timed(knn.format(where="WHERE tenant = %s"), (TENANTS + 1, vector_literal(q)))[1] for q in qvecs]
     out["unsatisfiable_ann"] = _summary(lat)
     # Hybrid: vector and full-text candidates for one tenant, fused by reciprocal rank.
     lat = []
@@ -229,7 +226,10 @@ def run_option(
         start = time.perf_counter()
         size = conn.execute(probe, (tenant,)).fetchone()[0]  # type: ignore[index]
         vector_sql = exact_sql if size <= EXACT_MAX_ROWS else knn.format(where="WHERE tenant = %s")
-        vec = [r[0] for r in conn.execute(vector_sql.replace(f"LIMIT {K}", "LIMIT 50"), (tenant, literal(q)))]
+        vec = [
+            r[0]
+            for r in conn.execute(vector_sql.replace(f"LIMIT {K}", "LIMIT 50"), (tenant, vector_literal(q)))
+        ]
         txt = [
             r[0]
             for r in conn.execute(

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, select, update
@@ -61,10 +62,8 @@ async def _upload_from(request: Request) -> Upload:
     if kind in ("application/json", ""):
         try:
             body = DocumentCreate.model_validate_json(await request.body())
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"])
-            raise HTTPException(422, f"{where}: {first['msg']}" if where else first["msg"]) from exc
+        except ValidationError as exc:  # answered like any other invalid body (api/errors.py)
+            raise RequestValidationError(exc.errors()) from exc
         source = body.source or f"text-{uuid.uuid4()}"
         return Upload(body.text.encode(), body.mime_type, source, body.title)
     raise HTTPException(415, f"send JSON or multipart/form-data, not {kind}")
