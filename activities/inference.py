@@ -1,4 +1,5 @@
-"""The infer step: stream from the model server, publish every token as it arrives, heartbeat.
+"""The infer step: stream from the model routing chose, publish every token as it arrives, heartbeat,
+and tell the endpoint's circuit breaker how it went.
 
 A retried attempt (after a crash, or a fallback to another model) first publishes a ``reset`` event:
 the client discards the partial text it has and the new attempt streams the reply from the start.
@@ -11,14 +12,23 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from huggingface_hub import AsyncInferenceClient
+import httpx
+import httpx2
 from huggingface_hub.errors import HfHubHTTPError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.safety import OutputMonitor, SafetyEngine
+from activities.breaker import CircuitBreakers
+from activities.model_adapters import ModelAdapter
+from activities.model_registry import ModelRegistry
+from activities.routing import ModelTarget
+from activities.safety import SafetyEngine
 from activities.turn_events import TurnEvents
 from activities.turn_models import InferInput, InferResult
+
+# An endpoint that cannot be reached or does not answer in time (huggingface_hub's client is on
+# httpx2; our own health and tokenize calls on httpx).
+_UNREACHABLE = (httpx.HTTPError, httpx2.HTTPError, OSError, TimeoutError)
 
 
 @asynccontextmanager
@@ -45,90 +55,107 @@ async def keep_heartbeating() -> AsyncIterator[None]:
         task.cancel()
 
 
-class ModelEndpoint:
-    def __init__(self, name: str, client: AsyncInferenceClient) -> None:
-        self.name = name
-        self.client = client
-
-
 class InferenceActivities:
     def __init__(
-        self, primary: ModelEndpoint, fallback: ModelEndpoint, events: TurnEvents, safety: SafetyEngine
+        self, registry: ModelRegistry, breakers: CircuitBreakers, events: TurnEvents, safety: SafetyEngine
     ) -> None:
-        self.primary = primary
-        self.fallback = fallback
+        self.registry = registry
+        self.breakers = breakers
         self.events = events
         self.safety = safety
 
     @activity.defn(name="infer")
     async def infer(self, inp: InferInput) -> InferResult:
-        return await self._generate(self.primary, inp, first_choice=True)
-
-    @activity.defn(name="infer_fallback")
-    async def infer_fallback(self, inp: InferInput) -> InferResult:
-        return await self._generate(self.fallback, inp, first_choice=False)
-
-    async def _generate(self, endpoint: ModelEndpoint, inp: InferInput, *, first_choice: bool) -> InferResult:
+        """One attempt at one model of the turn's chain (``inp.target``), on the replica routing chose."""
+        target = inp.target
+        if target is None:
+            raise ApplicationError(
+                "infer needs a routed target", type="ModelRequestRejected", non_retryable=True
+            )
+        if target.name not in self.registry:
+            raise ApplicationError(
+                f"model {target.name} is no longer in the registry", type="ModelUnknown", non_retryable=True
+            )
+        if not await self.breakers.acquire(target.endpoint):
+            # Another worker opened this endpoint's circuit since routing: the next model, now.
+            raise ApplicationError(f"{target.name}: circuit open", type="CircuitOpen", non_retryable=True)
         attempt = activity.info().attempt
         meta = {
             "turn_id": inp.turn_id,
             "conversation_id": inp.conversation_id,
             "request_id": inp.request_id,
-            "model": endpoint.name,
+            "model": target.name,
+            "model_version": target.version,
+            "route": inp.route_rule,
             "degraded": inp.degraded,
             "attempt": attempt,
         }
-        await self.events.publish(inp.turn_id, "turn" if first_choice and attempt == 1 else "reset", meta)
-        monitor = self.safety.output_monitor()
+        await self.events.publish(inp.turn_id, "turn" if inp.first_choice and attempt == 1 else "reset", meta)
+        adapter = self.registry.adapter(target.name)
         try:
             async with keep_heartbeating():
-                return await self._stream(endpoint, inp, monitor)
+                result = await self._stream(adapter, target, inp)
         except HfHubHTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             if status is not None and 400 <= status < 500 and status not in (408, 429):
+                # Our request was wrong, not the endpoint: the breaker does not count it.
                 raise ApplicationError(
-                    f"{endpoint.name} refused the request: {exc}",
+                    f"{target.name} refused the request: {exc}",
                     type="ModelRequestRejected",
                     non_retryable=True,
                 ) from exc
+            await self._failed(target, exc)
             raise
+        except _UNREACHABLE as exc:
+            await self._failed(target, exc)
+            raise
+        await self.breakers.record(target.endpoint, self.breakers.outcome_of(result.ttft_ms))
+        return result
 
-    async def _stream(self, endpoint: ModelEndpoint, inp: InferInput, monitor: OutputMonitor) -> InferResult:
+    async def _failed(self, target: ModelTarget, exc: BaseException) -> None:
+        if await self.breakers.record(target.endpoint, "failed") == "open":
+            # This failure opened the circuit: give up on the model now rather than retry into it.
+            raise ApplicationError(
+                f"{target.name}: circuit opened ({exc})", type="CircuitOpen", non_retryable=True
+            ) from exc
+
+    async def _stream(self, adapter: ModelAdapter, target: ModelTarget, inp: InferInput) -> InferResult:
+        monitor = self.safety.output_monitor()
         start = time.perf_counter()
         ttft_ms: float | None = None
         parts: list[str] = []
         finish_reason = "stop"
         safety_rule = None
+        input_tokens = output_tokens = None
         try:
-            stream = await endpoint.client.chat_completion(
-                messages=inp.messages,
-                max_tokens=inp.max_tokens,
-                temperature=inp.temperature,
-                stream=True,
-            )
-            async for chunk in stream:
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                delta = choice.delta.content or ""
-                if delta:
+            async for delta in adapter.stream_chat(
+                target.endpoint, inp.messages, inp.max_tokens, inp.temperature
+            ):
+                if delta.text:
                     if ttft_ms is None:
                         ttft_ms = (time.perf_counter() - start) * 1000
-                    verdict = monitor.feed(delta)
+                    verdict = monitor.feed(delta.text)
                     if not verdict.allowed:
                         finish_reason, safety_rule = "content_filter", verdict.rule
                         break
-                    parts.append(delta)
-                    await self.events.publish(inp.turn_id, "token", {"text": delta, "index": len(parts) - 1})
-                if choice.finish_reason:
-                    finish_reason = choice.finish_reason
+                    parts.append(delta.text)
+                    await self.events.publish(
+                        inp.turn_id, "token", {"text": delta.text, "index": len(parts) - 1}
+                    )
+                if delta.finish_reason:
+                    finish_reason = delta.finish_reason
+                input_tokens = delta.input_tokens or input_tokens
+                output_tokens = delta.output_tokens or output_tokens
         except asyncio.CancelledError:
             activity.logger.info("turn %s cancelled after %d tokens", inp.turn_id, len(parts))
             raise
         return InferResult(
             text="".join(parts),
-            model=endpoint.name,
-            output_tokens=len(parts),
+            model=target.name,
+            model_version=target.version,
+            input_tokens=input_tokens if safety_rule is None else None,
+            # The server's count when it gives one (exact); else one streamed chunk is one token.
+            output_tokens=output_tokens if output_tokens and safety_rule is None else len(parts),
             ttft_ms=ttft_ms,
             finish_reason=finish_reason,
             safety_rule=safety_rule,

@@ -76,12 +76,15 @@ class Transcript:
             "ttft_ms": inp.ttft_ms,
             "latency_ms": inp.latency_ms,
             "finish_reason": inp.finish_reason,
+            "route": inp.route,
+            "cost_usd": inp.cost_usd,
         }
         common = {
             "tenant_id": tenant,
             "conversation_id": conversation,
             "turn_id": inp.turn_id,
             "request_id": inp.request_id,
+            "interactive": inp.interactive,
         }
         # Both rows name every column: a multi-row INSERT takes its columns from the first row.
         rows = [
@@ -146,6 +149,9 @@ class Transcript:
                     "ttft_ms": inp.ttft_ms,
                     "latency_ms": inp.latency_ms,
                     "model": inp.model_id,
+                    "model_version": inp.model_version,
+                    "route": (inp.route or {}).get("rule"),
+                    "cost_usd": str(inp.cost_usd) if inp.cost_usd is not None else None,
                     "degraded": inp.degraded,
                     "moderation": "pending" if inp.moderation_pending else "none",
                 },

@@ -5,11 +5,13 @@ Pydantic models, so fields can be added later without breaking histories already
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from activities.prompt import ContextChunk
+from activities.routing import ModelTarget
 from infra.policy import WorkflowOptions
 
 Message = dict[str, str]
@@ -27,11 +29,17 @@ class ChatTurnInput(BaseModel):
     pii_counts: dict[str, int] = Field(default_factory=dict)
     # Given by OpenAI-style requests that carry their own history; else it is loaded.
     history: list[Message] | None = None
-    model: str
+    # The model the request names, if any (routing decides; turns recorded before routing carry the
+    # model they ran on, and their context and reply budgets).
+    model: str | None = None
     context_tokens: int = 2048
-    max_tokens: int = 256
-    temperature: float = 0.7
+    max_tokens: int | None = None
+    temperature: float | None = None
     retrieval_k: int = 4
+    latency_budget_ms: int | None = None
+    # Non-interactive turns (batch, async jobs) run on their own task queue and workers.
+    interactive: bool = True
+    webhook_url: str | None = None
 
 
 class ValidateInput(BaseModel):
@@ -48,6 +56,8 @@ class ValidateResult(BaseModel):
 
 class AssembleInput(BaseModel):
     conversation_id: str
+    # Whose tokenizer counts the prompt (None: the deployment's default model).
+    model: str | None = None
     user_text: str
     chunks: list[ContextChunk]
     budget: int
@@ -70,13 +80,20 @@ class InferInput(BaseModel):
     model: str
     messages: list[Message]
     max_tokens: int
-    temperature: float
+    temperature: float | None
     degraded: bool = False
+    # Where routing sent this attempt (absent in turns recorded before routing).
+    target: ModelTarget | None = None
+    route_rule: str | None = None
+    first_choice: bool = True
 
 
 class InferResult(BaseModel):
     text: str
     model: str
+    model_version: str | None = None
+    # The server's own count of the prompt, when it reports one.
+    input_tokens: int | None = None
     output_tokens: int
     ttft_ms: float | None
     finish_reason: str
@@ -105,6 +122,9 @@ class PersistInput(BaseModel):
     degraded: bool = False
     # Whether an out-of-band moderation verdict will follow on the stream.
     moderation_pending: bool = False
+    route: dict[str, object] | None = None
+    cost_usd: Decimal | None = None
+    interactive: bool = True
 
 
 class PersistResult(BaseModel):
@@ -130,9 +150,17 @@ class ChatTurnResult(BaseModel):
     text: str = ""
     message_id: str | None = None
     model: str | None = None
+    model_version: str | None = None
+    route_rule: str | None = None
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    cost_usd: Decimal | None = None
     ttft_ms: float | None = None
     degraded: bool = False
     error: dict[str, object] | None = None
+
+
+class WebhookInput(BaseModel):
+    url: str
+    result: ChatTurnResult

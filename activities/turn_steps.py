@@ -10,6 +10,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.input_guard import InputRejected, guard_input
+from activities.model_registry import ModelRegistry
 from activities.prompt import TEMPLATE_VERSION, PromptTooLong, assemble
 from activities.safety import SafetyEngine
 from activities.tokens import TokenCounter
@@ -33,7 +34,9 @@ class TurnSteps:
         transcript: Transcript,
         counter: TokenCounter,
         events: TurnEvents,
+        registry: ModelRegistry,
     ) -> None:
+        self.registry = registry
         self.sessions = sessions
         self.safety = safety
         self.transcript = transcript
@@ -67,7 +70,9 @@ class TurnSteps:
             inp.history if inp.history is not None else await self.transcript.recent(inp.conversation_id)
         )
         try:
-            prompt = await assemble(inp.user_text, history, inp.chunks, inp.budget, self.counter)
+            # The routed model's own tokenizer (turns recorded before routing: the default model's).
+            counter = self.registry.adapter(inp.model).counter if inp.model else self.counter
+            prompt = await assemble(inp.user_text, history, inp.chunks, inp.budget, counter)
         except PromptTooLong as exc:
             raise ApplicationError(
                 str(exc), "prompt_too_long", type="InputRejected", non_retryable=True

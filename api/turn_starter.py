@@ -37,9 +37,15 @@ async def start_turn(
     idempotency_key: str | None,
     request_id: str,
     max_tokens: int | None = None,
-    temperature: float = 0.7,
+    temperature: float | None = None,
     history: list[Message] | None = None,
+    model: str | None = None,
+    latency_budget_ms: int | None = None,
+    interactive: bool = True,
+    webhook_url: str | None = None,
 ) -> tuple[str, WorkflowHandle[object, ChatTurnResult]]:
+    """Start the turn (routing picks its model in the workflow). Non-interactive turns go to the
+    batch queue and its own workers; interactive ones start eagerly in this process's worker."""
     try:
         guarded = guard_input(text, res.safety)  # before Temporal: raw PII never reaches history
     except InputRejected as exc:
@@ -55,28 +61,31 @@ async def start_turn(
         user_text=guarded.text,
         pii_counts=guarded.pii_counts,
         history=history,
-        model=res.model_name,
-        context_tokens=res.settings.model_context,
-        max_tokens=min(max_tokens or res.settings.max_tokens, res.settings.model_context // 2),
+        model=model,
+        max_tokens=max_tokens,
         temperature=temperature,
         retrieval_k=res.settings.retrieval_k,
+        latency_budget_ms=latency_budget_ms,
+        interactive=interactive,
+        webhook_url=webhook_url,
     )
+    queue = res.policy.workflows["chat_turn"].task_queue if interactive else "batch"
     try:
         handle = await res.temporal.start_workflow(
             "chat_turn",
             turn,
             id=turn_id,
-            task_queue=res.policy.queue(res.policy.workflows["chat_turn"].task_queue),
+            task_queue=res.policy.queue(queue),
             execution_timeout=options.execution_timeout,
             result_type=ChatTurnResult,
             # A retried POST while the turn runs joins it; after it ended, the start is refused (below).
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
-                turn_attributes(str(tenant_id), str(conversation_id), res.model_name)
+                turn_attributes(str(tenant_id), str(conversation_id), model or "")
             ),
             # The workflow's first task runs in this process's worker: no server round trip.
-            request_eager_start=res.settings.api_worker,
+            request_eager_start=res.settings.api_worker and interactive,
         )
     except WorkflowAlreadyStartedError:
         handle = res.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, ClassVar
 
 from pgvector.sqlalchemy import Vector
@@ -16,6 +17,7 @@ from sqlalchemy import (
     Index,
     Integer,
     LargeBinary,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
@@ -96,6 +98,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("turn_id", "role", name="uq_messages_turn_role"),
         Index("ix_messages_conversation_created", "conversation_id", "created_at"),
+        Index("ix_messages_tenant_created", "tenant_id", "created_at"),
     )
 
     id: Mapped[uuid.UUID] = _pk()
@@ -116,6 +119,11 @@ class Message(Base):
     ttft_ms: Mapped[float | None]
     latency_ms: Mapped[float | None]
     finish_reason: Mapped[str | None] = mapped_column(String(50))
+    # How the model was chosen: the rule that fired, the chain, what was skipped, fallbacks taken.
+    route: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
+    # What the reply cost, from the serving model's prices (exact decimal: usage reports sum these).
+    cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 10))
+    interactive: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
     pii_redacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     redacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     redaction_reason: Mapped[str | None] = mapped_column(Text)

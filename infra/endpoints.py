@@ -38,7 +38,6 @@ class Endpoints:
     database_url: str
     redis_url: str
     model_url: str
-    fallback_model_url: str
     # Names of the components turnflow runs itself, rather than connecting to.
     embedded: frozenset[str]
 
@@ -69,8 +68,7 @@ class Endpoints:
         else:
             embedded.add("model")
             model = f"http://127.0.0.1:{settings.model_port}"
-        fallback = _model_root(settings.fallback_model_url) if settings.fallback_model_url else model
-        return cls(temporal, database, redis, model, fallback, frozenset(embedded))
+        return cls(temporal, database, redis, model, frozenset(embedded))
 
     def as_env(self) -> dict[str, str]:
         """Explicit URLs for child processes, so the worker and API never guess."""
@@ -79,5 +77,4 @@ class Endpoints:
             "TURNFLOW_DATABASE_URL": self.database_url,
             "TURNFLOW_REDIS_URL": self.redis_url,
             "TURNFLOW_TGI_URL": self.model_url,
-            "TURNFLOW_FALLBACK_MODEL_URL": self.fallback_model_url,
         }

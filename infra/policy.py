@@ -9,47 +9,14 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    model_validator,
-)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+from infra.durations import Duration, parse_duration
+from infra.models import BreakerPolicy, ModelSpec, check_registry
 
-
-_ISO_DURATION = TypeAdapter(timedelta)
-
-
-def parse_duration(value: Any) -> timedelta:
-    """Accept ``500ms``, ``30s``, ``2m``, ``1h``, ``1d``, a number of seconds, or a timedelta.
-
-    ISO 8601 (``PT30S``) is accepted too: it is how these values travel in workflow inputs.
-    """
-    if isinstance(value, timedelta):
-        return value
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return timedelta(seconds=value)
-    if isinstance(value, str):
-        if match := _DURATION.match(value):
-            return timedelta(seconds=float(match[1]) * _UNIT_SECONDS[match[2]])
-        if value.startswith(("P", "-P")):
-            try:
-                return _ISO_DURATION.validate_python(value)
-            except ValidationError:
-                pass
-    raise ValueError(f"not a duration: {value!r} (use e.g. 500ms, 30s, 2m, 1h)")
-
-
-Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+__all__ = ["Duration", "parse_duration"]  # re-exported: callers read durations through the policy
 
 
 class _Strict(BaseModel):
@@ -115,9 +82,13 @@ class Policy(_Strict):
     activities: dict[str, ActivityPolicy]
     workflows: dict[str, WorkflowPolicy]
     schedules: dict[str, SchedulePolicy] = Field(default_factory=dict)
+    # The model registry (infra/models.py) and when a model endpoint's circuit opens.
+    models: dict[str, ModelSpec] = Field(default_factory=dict)
+    breaker: BreakerPolicy = BreakerPolicy()
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:
+        check_registry(self.models)
         queues = set(self.task_queues)
         for name, act in self.activities.items():
             for target in act.fallback:

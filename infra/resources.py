@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 from huggingface_hub import AsyncInferenceClient
@@ -10,7 +11,9 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from activities.breaker import CircuitBreakers
 from activities.embedder import Embedders, LocalEmbedder, RemoteEmbedder
+from activities.model_registry import ModelRegistry
 from activities.safety import SafetyEngine
 from activities.search import HybridSearch, SearchSettings
 from activities.tokens import LocalGGUFCounter, RemoteCounter, TokenCounter
@@ -34,7 +37,6 @@ class Resources:
     sessions: async_sessionmaker[AsyncSession]
     redis: Redis
     model: AsyncInferenceClient
-    fallback_model: AsyncInferenceClient
     http: httpx.AsyncClient
     events: TurnEvents
     safety: SafetyEngine
@@ -42,6 +44,8 @@ class Resources:
     _counter: TokenCounter | None = None
     _embedders: Embedders | None = None
     _search: HybridSearch | None = None
+    _registry: ModelRegistry | None = None
+    _breakers: CircuitBreakers | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, lazy_temporal: bool = False) -> Resources:
@@ -59,29 +63,44 @@ class Resources:
             sessions=make_sessionmaker(engine),
             redis=redis,
             model=make_inference_client(endpoints.model_url, settings.tgi_token),
-            fallback_model=make_inference_client(endpoints.fallback_model_url, settings.tgi_token),
             http=httpx.AsyncClient(timeout=5.0),
             events=TurnEvents(redis, settings.event_retention_s),
             safety=SafetyEngine.load(),
         )
 
     @property
-    def model_name(self) -> str:
-        return self.settings.model_name
-
-    @property
-    def fallback_model_name(self) -> str:
-        return self.settings.fallback_model_name or self.settings.model_name
+    def embedded_gguf(self) -> Path | None:
+        """The GGUF file the embedded model server runs (None when the model server is not ours)."""
+        if self.settings.model_path:
+            return self.settings.model_path
+        return default_gguf() if "model" in self.endpoints.embedded else None
 
     @property
     def counter(self) -> TokenCounter:
-        """The model's own tokenizer: read from the GGUF when the model is ours, else asked of the server."""
+        """The default model's own tokenizer: the GGUF when the model is ours, else asked of the server."""
         if self._counter is None:
-            if "model" in self.endpoints.embedded or self.settings.model_path:
-                self._counter = LocalGGUFCounter(self.settings.model_path or default_gguf())
-            else:
-                self._counter = RemoteCounter(self.http, self.endpoints.model_url)
+            gguf = self.embedded_gguf
+            self._counter = (
+                LocalGGUFCounter(gguf) if gguf else RemoteCounter(self.http, self.endpoints.model_url)
+            )
         return self._counter
+
+    @property
+    def registry(self) -> ModelRegistry:
+        if self._registry is None:
+            self._registry = ModelRegistry(
+                self.policy.models,
+                model_url=self.endpoints.model_url,
+                embedded_gguf=self.embedded_gguf,
+                http=self.http,
+            )
+        return self._registry
+
+    @property
+    def breakers(self) -> CircuitBreakers:
+        if self._breakers is None:
+            self._breakers = CircuitBreakers(self.redis, self.policy.breaker)
+        return self._breakers
 
     @property
     def embedders(self) -> Embedders:

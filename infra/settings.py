@@ -41,11 +41,6 @@ class Settings(BaseSettings):
         description="role each connection switches to (row-level security binds it); empty: the login's",
     )
 
-    # The cheaper model the `infer` step falls back to (temporal.yaml: infer → infer_fallback).
-    # Empty means the embedded quantized CPU model (or the primary model when that is not embedded).
-    fallback_model_url: str | None = None
-    fallback_model_name: str | None = None
-
     # Chat turns.
     max_tokens: int = Field(default=256, gt=0, description="default reply budget per turn")
     retrieval_k: int = Field(default=4, ge=0)
@@ -55,6 +50,12 @@ class Settings(BaseSettings):
         description="run a worker inside the API process, so turns start eagerly (lowest latency)",
     )
     api_worker_slots: int = Field(default=8, ge=1, description="concurrent tasks of the API's worker")
+    batch_worker_slots: int = Field(
+        default=2, ge=1, description="concurrent non-interactive turns per worker process (their own queue)"
+    )
+    webhook_secret: str | None = Field(
+        default=None, description="signs webhook bodies (X-Turnflow-Signature: sha256=HMAC)"
+    )
 
     # Documents and retrieval.
     embedding_url: str | None = Field(

@@ -15,11 +15,26 @@ from tests.conftest import Services
 from tests.in_loop_server import InLoopServer
 
 
-def isolated_settings(services: Services, tmp_path: Path, **updates: Any) -> Settings:
-    """The test services' settings with a task queue of its own, so apps never take each other's work."""
+REAL_MODEL = "smollm2-135m-instruct-q4_1"  # temporal.yaml's model: the real llama.cpp server
+
+
+def isolated_settings(
+    services: Services,
+    tmp_path: Path,
+    *,
+    models: dict[str, Any] | None = None,
+    breaker: dict[str, Any] | None = None,
+    **updates: Any,
+) -> Settings:
+    """The test services' settings with task queues of its own, so apps never take each other's work;
+    ``models`` and ``breaker`` replace those sections of temporal.yaml."""
     data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
-    data["task_queues"]["chat"] = f"chat-{uuid.uuid4()}"
-    data["task_queues"]["ingest"] = f"ingest-{uuid.uuid4()}"
+    for queue in ("chat", "ingest", "batch"):
+        data["task_queues"][queue] = f"{queue}-{uuid.uuid4()}"
+    if models is not None:
+        data["models"] = models
+    if breaker is not None:
+        data["breaker"] = {**data["breaker"], **breaker}
     policy = tmp_path / f"temporal-{uuid.uuid4().hex[:8]}.yaml"
     policy.write_text(yaml.safe_dump(data))
     return services.settings.model_copy(update={"policy_file": policy, **updates})
@@ -39,3 +54,23 @@ class ApiServer(InLoopServer):
         resp = await self.client.post("/v1/conversations", json={"title": "test"}, headers=headers)
         resp.raise_for_status()
         return str(resp.json()["id"])
+
+
+def model_entry(url: str, **fields: Any) -> dict[str, Any]:
+    """A temporal.yaml model entry; the defaults describe a model served by ``url``."""
+    return {
+        "version": "1",
+        "provider": "llamacpp",
+        "endpoints": [url],
+        "tier": "gpu",
+        "context": 2048,
+        # Counted with the embedded model's GGUF (stand-in servers have no tokenize route).
+        "tokenizer": "embedded",
+        **fields,
+    }
+
+
+def real_model_entry(**fields: Any) -> dict[str, Any]:
+    """temporal.yaml's own entry for the real llama.cpp server, with ``fields`` changed."""
+    data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
+    return {**data["models"][REAL_MODEL], **fields}

@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from infra.components.model import default_gguf
-from tests.api_harness import ApiServer, isolated_settings
+from tests.api_harness import ApiServer, isolated_settings, model_entry
 from tests.conftest import Services, free_port
 from tests.fake_model import ScriptedModelServer
 from tests.sse import Event, collect
@@ -37,13 +37,15 @@ async def turn(api: ApiServer, content: str = "Hello?") -> tuple[str, list[Event
 
 
 def app_settings(services: Services, tmp_path: Path, primary: str, fallback: str, **extra: object):
+    """`scripted-gpu` (the best model) at ``primary``, falling back to `smollm2-cpu` at ``fallback``."""
+    models = {
+        "scripted-gpu": model_entry(primary, fidelity=10, fallback=["smollm2-cpu"]),
+        "smollm2-cpu": model_entry(fallback, tier="cpu-quantized", fidelity=1),
+    }
     return isolated_settings(
         services,
         tmp_path,
-        tgi_url=primary,
-        model_name="scripted-gpu",
-        fallback_model_url=fallback,
-        fallback_model_name="smollm2-cpu",
+        models=models,
         model_path=default_gguf(),  # the scripted server has no tokenizer endpoint
         **extra,
     )

@@ -9,12 +9,14 @@ from typing import Any
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.inference import InferenceActivities, ModelEndpoint
+from activities.inference import InferenceActivities
 from activities.moderation import ModerationActivities
 from activities.retrieval import RetrievalActivities
+from activities.route_turn import RouteActivities
 from activities.stack_probe import StackProbeActivities
 from activities.transcript import Transcript
 from activities.turn_steps import TurnSteps
+from activities.webhook import WebhookActivities
 from infra.resources import Resources
 from workflows.chat_turn import ChatTurnWorkflow
 from workflows.moderation import ModerationWorkflow
@@ -44,22 +46,19 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
 
 def chat_activities(res: Resources) -> list[Callable[..., Any]]:
     transcript = Transcript(res.sessions, res.redis, res.events)
-    steps = TurnSteps(res.sessions, res.safety, transcript, res.counter, res.events)
-    inference = InferenceActivities(
-        ModelEndpoint(res.model_name, res.model),
-        ModelEndpoint(res.fallback_model_name, res.fallback_model),
-        res.events,
-        res.safety,
-    )
+    steps = TurnSteps(res.sessions, res.safety, transcript, res.counter, res.events, res.registry)
+    inference = InferenceActivities(res.registry, res.breakers, res.events, res.safety)
+    router = RouteActivities(res.registry, res.breakers, res.sessions, res.redis, res.settings.max_tokens)
     probe = StackProbeActivities(res.sessions, res.redis, res.model)
     return [
         steps.validate_turn,
         steps.assemble_prompt,
         steps.partial_text,
         RetrievalActivities(res.search).retrieve,
+        router.route_turn,
         inference.infer,
-        inference.infer_fallback,
         transcript.persist_turn,
+        WebhookActivities(res.http, res.settings.webhook_secret).notify_webhook,
         ModerationActivities(res.sessions, res.safety, res.events).moderate_message,
         probe.probe_postgres,
         probe.probe_redis,
@@ -68,7 +67,9 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
 
 
 def build_chat_worker(res: Resources, *, task_queue: str | None = None, slots: int | None = None) -> Worker:
-    """``slots`` caps concurrent tasks of each kind; work beyond it goes to other workers."""
+    """``slots`` caps concurrent tasks of each kind; work beyond it goes to other workers.
+
+    The same worker, on the `batch` queue with few slots, runs non-interactive turns apart."""
     return Worker(
         res.temporal,
         task_queue=task_queue or res.policy.queue("chat"),
@@ -82,4 +83,11 @@ def build_chat_worker(res: Resources, *, task_queue: str | None = None, slots: i
         max_concurrent_workflow_tasks=slots,
         max_concurrent_activities=slots,
         max_concurrent_local_activities=slots,
+    )
+
+
+def build_batch_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
+    """Non-interactive turns: their own queue and slots, so they never take an interactive turn's."""
+    return build_chat_worker(
+        res, task_queue=task_queue or res.policy.queue("batch"), slots=res.settings.batch_worker_slots
     )

@@ -11,7 +11,7 @@ from infra.resources import Resources
 from infra.schedules import ensure_schedules
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings, get_settings
-from workers.chat import build_chat_worker
+from workers.chat import build_batch_worker, build_chat_worker
 from workers.ingest import build_ingest_worker
 
 log = logging.getLogger("turnflow.worker")
@@ -24,8 +24,9 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
         await ensure_schedules(res.temporal, res.policy)
         # Load the embedding model before taking work: loading it starves the event loop for seconds.
         await res.embedder.warm_up()
-        async with build_chat_worker(res), build_ingest_worker(res):
-            log.info("worker polling %s and %s", res.policy.queue("chat"), res.policy.queue("ingest"))
+        async with build_chat_worker(res), build_batch_worker(res), build_ingest_worker(res):
+            queues = ", ".join(res.policy.queue(q) for q in ("chat", "batch", "ingest"))
+            log.info("worker polling %s", queues)
             await stop.wait()
             log.info("stopping: finishing in-flight activities")
     finally:

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.retrieval import RetrieveInput, RetrieveResult
+    from activities.routing import RouteDecision, RouteRequest
     from activities.turn_models import (
         AssembleInput,
         AssembleResult,
@@ -29,11 +30,16 @@ with workflow.unsafe.imports_passed_through():
         TurnStatus,
         ValidateInput,
         ValidateResult,
+        WebhookInput,
     )
+    from infra.policy import WorkflowOptions
 
 from workflows.moderation import ModerationWorkflow
 from workflows.policy_options import StepFailed, run_with_policy
 from workflows.search_attributes import MODEL
+
+# Turns started before model routing existed replay down the old path (one model, fallback activity).
+ROUTING_PATCH = "model-routing"
 
 
 def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
@@ -42,6 +48,8 @@ def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
     if isinstance(cause, ApplicationError) and cause.type == "InputRejected":
         code = str(cause.details[0]) if cause.details else "input_rejected"
         return code, cause.message, False
+    if isinstance(cause, ApplicationError) and cause.type == "RouteRefused":
+        return str(cause.details[0]), cause.message, bool(cause.details[1])
     if exc.activity_name.startswith("infer"):
         return "model_unavailable", "the model did not answer; try again", True
     return "turn_failed", f"the turn could not be prepared ({exc.activity_name}); try again", True
@@ -51,11 +59,21 @@ def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
 class ChatTurnWorkflow:
     @workflow.run
     async def run(self, inp: ChatTurnInput) -> ChatTurnResult:
+        result = await self._turn(inp)
+        if inp.webhook_url:
+            # Non-interactive callers may ask to be told; the turn's result is already durable.
+            await run_with_policy(
+                inp.options, "notify_webhook", WebhookInput(url=inp.webhook_url, result=result), type(None)
+            )
+        return result
+
+    async def _turn(self, inp: ChatTurnInput) -> ChatTurnResult:
         opts = inp.options
         started = workflow.now()
-        # Validation and retrieval run side by side: the text the API hands over is already redacted,
-        # so retrieval need not wait for the check (whose verdict still gates everything after).
-        validation, retrieval = await asyncio.gather(
+        routed = workflow.patched(ROUTING_PATCH)
+        # Validation, retrieval and routing run side by side: the text the API hands over is already
+        # redacted, so retrieval need not wait for the check (whose verdict still gates what follows).
+        steps = [
             run_with_policy(
                 opts,
                 "validate_turn",
@@ -70,13 +88,39 @@ class ChatTurnWorkflow:
                 RetrieveInput(tenant_id=inp.tenant_id, query=inp.user_text, k=inp.retrieval_k),
                 RetrieveResult,
             ),
-            return_exceptions=True,
-        )
+        ]
+        if routed:
+            steps.append(
+                run_with_policy(
+                    opts,
+                    "route_turn",
+                    RouteRequest(
+                        tenant_id=inp.tenant_id,
+                        conversation_id=inp.conversation_id,
+                        requested_model=inp.model,
+                        latency_budget_ms=inp.latency_budget_ms,
+                        interactive=inp.interactive,
+                        max_tokens=inp.max_tokens,
+                    ),
+                    RouteDecision,
+                )
+            )
+        validation, retrieval, *routing = await asyncio.gather(*steps, return_exceptions=True)
         if isinstance(validation, BaseException):
             if isinstance(validation, StepFailed):
                 return await self._finish_error(inp, inp.user_text, validation)
             raise validation
+        assert isinstance(validation, ValidateResult)
         valid, user_text = validation, validation.text
+        route: RouteDecision | None = None
+        if routing:
+            if isinstance(routing[0], StepFailed):
+                return await self._finish_error(inp, user_text, routing[0])
+            if isinstance(routing[0], BaseException):
+                raise routing[0]
+            assert isinstance(routing[0], RouteDecision)
+            route = routing[0]
+            workflow.upsert_search_attributes([MODEL.value_set(route.chain[0].name)])
         # Retrieval failing or past its deadline degrades the turn instead of stalling it.
         degraded = False
         if isinstance(retrieval, StepFailed):
@@ -85,17 +129,20 @@ class ChatTurnWorkflow:
         elif isinstance(retrieval, BaseException):
             raise retrieval
         else:
+            assert isinstance(retrieval, RetrieveResult)
             chunks = retrieval.chunks
 
+        max_tokens = route.max_tokens if route else (inp.max_tokens or 256)
         try:
             prompt = await run_with_policy(
                 opts,
                 "assemble_prompt",
                 AssembleInput(
                     conversation_id=inp.conversation_id,
+                    model=route.chain[0].name if route else None,
                     user_text=user_text,
                     chunks=chunks,
-                    budget=inp.context_tokens - inp.max_tokens,
+                    budget=route.prompt_budget if route else inp.context_tokens - max_tokens,
                     history=inp.history,
                 ),
                 AssembleResult,
@@ -103,35 +150,48 @@ class ChatTurnWorkflow:
         except StepFailed as exc:
             return await self._finish_error(inp, user_text, exc)
 
+        infer = InferInput(
+            turn_id=inp.turn_id,
+            conversation_id=inp.conversation_id,
+            request_id=inp.request_id,
+            model=inp.model or "",
+            messages=prompt.messages,
+            max_tokens=max_tokens,
+            temperature=inp.temperature if route else (inp.temperature or 0.7),
+            degraded=degraded,
+        )
         status: TurnStatus = "completed"
+        fallbacks: list[dict[str, str]] = []
         try:
-            reply = await run_with_policy(
-                opts,
-                "infer",
-                InferInput(
-                    turn_id=inp.turn_id,
-                    conversation_id=inp.conversation_id,
-                    request_id=inp.request_id,
-                    model=inp.model,
-                    messages=prompt.messages,
-                    max_tokens=inp.max_tokens,
-                    temperature=inp.temperature,
-                    degraded=degraded,
-                ),
-                InferResult,
-            )
+            if route:
+                reply = await self._infer_along(opts, route, infer, fallbacks)
+            else:
+                reply = await run_with_policy(opts, "infer", infer, InferResult)
         except asyncio.CancelledError:
             # Cancelled by the client: keep what was streamed, and say so.
             status = "cancelled"
             partial = await run_with_policy(opts, "partial_text", TurnRef(turn_id=inp.turn_id), str)
+            served = route.chain[len(fallbacks)] if route else None
             reply = InferResult(
-                text=partial, model=inp.model, output_tokens=0, ttft_ms=None, finish_reason="cancelled"
+                text=partial,
+                model=served.name if served else inp.model or "",
+                model_version=served.version if served else None,
+                output_tokens=0,
+                ttft_ms=None,
+                finish_reason="cancelled",
             )
         except StepFailed as exc:
-            return await self._finish_error(inp, user_text, exc, prompt=prompt)
+            return await self._finish_error(
+                inp, user_text, exc, prompt=prompt, route=route, fallbacks=fallbacks
+            )
 
-        if reply.model != inp.model:
+        if not route and reply.model != inp.model:
             workflow.upsert_search_attributes([MODEL.value_set(reply.model)])
+        input_tokens = reply.input_tokens or prompt.prompt_tokens
+        cost = None
+        if route:
+            served = next(t for t in route.chain if t.name == reply.model)
+            cost = served.cost(input_tokens, reply.output_tokens)
         latency_ms = (workflow.now() - started).total_seconds() * 1000
         saved = await self._persist(
             inp,
@@ -140,6 +200,7 @@ class ChatTurnWorkflow:
             assistant_text=reply.text,
             status=status,
             model_id=reply.model,
+            model_version=reply.model_version,
             prompt_template_version=prompt.template_version,
             retrieved_chunks=[
                 {
@@ -152,13 +213,16 @@ class ChatTurnWorkflow:
                 for c in chunks
                 if c.id in prompt.chunks_used
             ],
-            input_tokens=prompt.prompt_tokens,
+            input_tokens=input_tokens,
             output_tokens=reply.output_tokens,
             ttft_ms=reply.ttft_ms,
             latency_ms=round(latency_ms, 1),
             finish_reason=reply.finish_reason,
             degraded=degraded,
             moderation_pending=bool(reply.text),
+            route=self._route_record(route, fallbacks, served=reply.model),
+            cost_usd=cost,
+            interactive=inp.interactive,
         )
         if reply.text:
             await workflow.start_child_workflow(
@@ -176,12 +240,62 @@ class ChatTurnWorkflow:
             text=reply.text,
             message_id=saved.assistant_message_id,
             model=reply.model,
+            model_version=reply.model_version,
+            route_rule=route.rule if route else None,
             finish_reason=reply.finish_reason,
-            input_tokens=prompt.prompt_tokens,
+            input_tokens=input_tokens,
             output_tokens=reply.output_tokens,
+            cost_usd=cost,
             ttft_ms=reply.ttft_ms,
             degraded=degraded,
         )
+
+    async def _infer_along(
+        self, opts: WorkflowOptions, route: RouteDecision, infer: InferInput, fallbacks: list[dict[str, str]]
+    ) -> InferResult:
+        """Each model of the chain in turn, under the infer step's retry policy, until one answers.
+        ``fallbacks`` collects the models that failed and why."""
+        for position, target in enumerate(route.chain):
+            attempt = infer.model_copy(
+                update={
+                    "model": target.name,
+                    "target": target,
+                    "route_rule": route.rule,
+                    "first_choice": position == 0,
+                }
+            )
+            try:
+                result: InferResult = await run_with_policy(opts, "infer", attempt, InferResult)
+                return result
+            except StepFailed as exc:
+                reason = exc.reason
+                kind = reason.type if isinstance(reason, ApplicationError) and reason.type else "error"
+                fallbacks.append({"model": target.name, "error": kind})
+                if position == len(route.chain) - 1:
+                    raise
+                workflow.logger.warning(
+                    "%s failed (%s); falling back to %s", target.name, kind, route.chain[position + 1].name
+                )
+        raise AssertionError("unreachable: a route's chain is never empty")
+
+    @staticmethod
+    def _route_record(
+        route: RouteDecision | None, fallbacks: list[dict[str, str]], served: str | None
+    ) -> dict[str, object] | None:
+        """What the transcript keeps about how the model was chosen."""
+        if route is None:
+            return None
+        return {
+            "rule": route.rule,
+            "reason": route.reason,
+            "chain": [f"{t.name}@{t.version}" for t in route.chain],
+            "endpoints": {t.name: t.endpoint for t in route.chain},
+            "skipped": route.skipped,
+            "fallbacks": fallbacks,
+            "served_by": served,
+            "canary": any(t.canary and t.name == served for t in route.chain),
+            "max_tokens": route.max_tokens,
+        }
 
     async def _persist(self, inp: ChatTurnInput, **fields: Any) -> PersistResult:
         """The persist step, with the turn's identifiers filled in."""
@@ -195,7 +309,13 @@ class ChatTurnWorkflow:
         return await run_with_policy(inp.options, "persist_turn", step, PersistResult)
 
     async def _finish_error(
-        self, inp: ChatTurnInput, user_text: str, exc: StepFailed, prompt: AssembleResult | None = None
+        self,
+        inp: ChatTurnInput,
+        user_text: str,
+        exc: StepFailed,
+        prompt: AssembleResult | None = None,
+        route: RouteDecision | None = None,
+        fallbacks: list[dict[str, str]] | None = None,
     ) -> ChatTurnResult:
         """Record the user's message with an explicit error reply, and tell the client."""
         code, message, retryable = _error_of(exc)
@@ -206,10 +326,12 @@ class ChatTurnWorkflow:
             pii_redacted=bool(inp.pii_counts),
             assistant_text="",
             status="error",
-            model_id=inp.model,
+            model_id=route.chain[0].name if route else inp.model,
             prompt_template_version=prompt.template_version if prompt else None,
             finish_reason="error",
             error=error,
+            route=self._route_record(route, fallbacks or [], served=None),
+            interactive=inp.interactive,
         )
         return ChatTurnResult(
             turn_id=inp.turn_id, conversation_id=inp.conversation_id, status="error", error=error

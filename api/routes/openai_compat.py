@@ -44,12 +44,12 @@ class ChatCompletionRequest(BaseModel):
     stream_options: StreamOptions | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
 
 
 @router.get("/models")
 async def list_models(res: ResourcesDep) -> dict[str, Any]:
-    names = dict.fromkeys([res.model_name, res.fallback_model_name])
+    names = list(res.registry.models)
     return {
         "object": "list",
         "data": [{"id": n, "object": "model", "created": 0, "owned_by": "turnflow"} for n in names],
@@ -96,8 +96,10 @@ async def chat_completions(
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
         history=[m.model_dump() for m in history],
+        model=body.model,
     )
-    cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), res.model_name
+    # Routing picks the model; until the turn says which, the stream names the one asked for.
+    cid, created, asked = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model or "turnflow"
 
     if not body.stream:
         result = await handle.result()
@@ -110,7 +112,7 @@ async def chat_completions(
             "id": cid,
             "object": "chat.completion",
             "created": created,
-            "model": result.model or model,
+            "model": result.model or asked,
             "choices": [
                 {
                     "index": 0,
@@ -124,9 +126,12 @@ async def chat_completions(
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
+        model = asked
         yield {"data": json.dumps(_chunk(cid, model, created, {"role": "assistant", "content": ""}, None))}
         sent_text = False
         async for event in follow(res.events, handle, turn_id, None, moderation=False):
+            if event.type in ("turn", "reset"):
+                model = str(event.data.get("model") or model)
             if event.type == "token":
                 sent_text = True
                 yield {"data": json.dumps(_chunk(cid, model, created, {"content": event.data["text"]}, None))}

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, HttpUrl
 from sse_starlette.sse import EventSourceResponse
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
@@ -32,7 +32,16 @@ class MessageCreate(BaseModel):
     content: str = Field(min_length=1, description="the user's message")
     stream: bool = True
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
-    temperature: float = Field(default=0.7, ge=0.0, le=2.0)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, description="default: the model's")
+    model: str | None = Field(default=None, max_length=200, description="a registry model to prefer")
+    latency_budget_ms: int | None = Field(
+        default=None, ge=1, description="first-token budget: routing prefers a model that meets it"
+    )
+    interactive: bool = Field(
+        default=True,
+        description="false: a batch turn, run on its own queue; answered 202 with the turn to poll",
+    )
+    webhook_url: HttpUrl | None = Field(default=None, description="POSTed the turn's result when it ends")
 
 
 class MessageCreateWithConversation(MessageCreate):
@@ -79,7 +88,19 @@ async def _post_message(
         request_id=rid,
         max_tokens=body.max_tokens,
         temperature=body.temperature,
+        model=body.model,
+        latency_budget_ms=body.latency_budget_ms,
+        interactive=body.interactive,
+        webhook_url=str(body.webhook_url) if body.webhook_url else None,
     )
+    if not body.interactive:
+        # Queued behind other batch work, never in front of an interactive turn: poll, or await the webhook.
+        status_url = f"/v1/turns/{turn_id}"
+        return JSONResponse(
+            {"turn_id": turn_id, "status": "queued", "status_url": status_url},
+            status_code=202,
+            headers={"Location": status_url, "X-Turn-ID": turn_id},
+        )
     if body.stream:
         return _sse(res, handle, turn_id, None)
     return await _json_result(handle, turn_id)
@@ -123,6 +144,26 @@ async def _turn_handle(
         if exc.status == RPCStatusCode.NOT_FOUND:
             raise HTTPException(404, f"turn {turn_id} not found") from exc
         raise
+
+
+class TurnState(BaseModel):
+    turn_id: str
+    # queued or running; then completed, cancelled or error (the turn's own outcome)
+    status: str
+    result: ChatTurnResult | None = None
+
+
+@router.get("/v1/turns/{turn_id}")
+async def read_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> TurnState:
+    """A turn's state, and its result once it has ended (how non-interactive callers poll)."""
+    handle, desc = await _turn_handle(res, tenant, turn_id)
+    if desc.status == WorkflowExecutionStatus.RUNNING:
+        # Started and its first task scheduled, and nothing since: no worker has picked it up yet.
+        return TurnState(turn_id=turn_id, status="running" if desc.history_length > 2 else "queued")
+    if desc.status == WorkflowExecutionStatus.COMPLETED:
+        result = await handle.result()
+        return TurnState(turn_id=turn_id, status=result.status, result=result)
+    return TurnState(turn_id=turn_id, status="error")
 
 
 @router.get("/v1/turns/{turn_id}/events", response_model=None)

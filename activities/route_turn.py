@@ -1,0 +1,106 @@
+"""The route step: gather what routing needs (the tenant's policy, breaker states, canary shares, the
+tenant's tokens today), then decide with the pure router. Its result lands in the turn's history."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from redis.asyncio import Redis
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.breaker import CircuitBreakers
+from activities.model_registry import ModelRegistry
+from activities.routing import NoEligibleModel, RouteDecision, RouteRequest, TenantPolicy, route
+from db.models import Message, Tenant
+
+# Runtime canary shares (`turnflow models promote|rollback`), read by every worker on every turn.
+SHARES_KEY = "turnflow:models:shares"
+TENANT_POLICY_TTL_S = 5.0
+
+
+async def runtime_shares(redis: Redis) -> dict[str, float]:
+    raw = await redis.hgetall(SHARES_KEY)
+    return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
+
+
+class RouteActivities:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        breakers: CircuitBreakers,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        default_max_tokens: int,
+    ) -> None:
+        self.registry = registry
+        self.breakers = breakers
+        self.sessions = sessions
+        self.redis = redis
+        self.default_max_tokens = default_max_tokens
+        self._tenants: dict[str, tuple[float, TenantPolicy]] = {}
+
+    async def tenant_policy(self, tenant_id: str) -> TenantPolicy:
+        # Cached briefly: a policy change applies within seconds, without a query per turn.
+        cached = self._tenants.get(tenant_id)
+        if cached and time.monotonic() - cached[0] < TENANT_POLICY_TTL_S:
+            return cached[1]
+        async with self.sessions() as session:
+            row = (
+                await session.execute(
+                    select(Tenant.residency_tags, Tenant.settings).where(Tenant.id == uuid.UUID(tenant_id))
+                )
+            ).one_or_none()
+        policy = TenantPolicy.from_row(row[0], row[1]) if row else TenantPolicy()
+        self._tenants[tenant_id] = (time.monotonic(), policy)
+        return policy
+
+    async def tokens_today(self, tenant_id: str) -> int:
+        async with self.sessions() as session:
+            used = await session.scalar(
+                select(
+                    func.coalesce(
+                        func.sum(
+                            func.coalesce(Message.input_tokens, 0) + func.coalesce(Message.output_tokens, 0)
+                        ),
+                        0,
+                    )
+                ).where(
+                    Message.tenant_id == uuid.UUID(tenant_id),
+                    Message.role == "assistant",
+                    Message.created_at >= func.date_trunc("day", func.now()),
+                )
+            )
+        return int(used or 0)
+
+    @activity.defn(name="route_turn")
+    async def route_turn(self, req: RouteRequest) -> RouteDecision:
+        tenant = await self.tenant_policy(req.tenant_id)
+        if tenant.daily_token_budget is not None:
+            used = await self.tokens_today(req.tenant_id)
+            if used >= tenant.daily_token_budget:
+                raise ApplicationError(
+                    f"this tenant has used {used} of its {tenant.daily_token_budget} tokens today; "
+                    "try again tomorrow or raise the budget",
+                    "token_budget_exceeded",
+                    False,
+                    type="RouteRefused",
+                    non_retryable=True,
+                )
+        views = await self.breakers.views(self.registry.endpoints())
+        try:
+            return route(
+                self.registry.models,
+                req,
+                tenant,
+                lambda url: views[url].admits,
+                shares=await runtime_shares(self.redis),
+                default_max_tokens=self.default_max_tokens,
+            )
+        except NoEligibleModel as exc:
+            raise ApplicationError(
+                str(exc), exc.code, exc.retryable, type="RouteRefused", non_retryable=True
+            ) from exc
