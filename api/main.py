@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request, Response
 
 from api.errors import install_error_handlers
-from api.routes import conversations, documents, health, openai_compat, turns
+from api.routes import conversations, documents, health, openai_compat, turns, usage
 from api.tenancy import DEFAULT_TENANT, ensure_tenant
 from infra.resources import Resources
 from infra.settings import Settings, get_settings
@@ -78,4 +78,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(turns.router)
     app.include_router(openai_compat.router)
     app.include_router(documents.router)
+    app.include_router(usage.router)
     return app

@@ -8,8 +8,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import httpx
 import typer
@@ -27,7 +29,15 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 eval_app = typer.Typer(help="Evaluate turnflow's quality on data sets.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+models_app = typer.Typer(
+    help="The model registry: state, canary promotion and rollback.", no_args_is_help=True
+)
+app.add_typer(models_app, name="models")
 console = Console()
+T = TypeVar("T")
+
+if TYPE_CHECKING:
+    from infra.resources import Resources
 
 
 def _settings() -> Settings:
@@ -330,6 +340,87 @@ def eval_retrieval(
         console.print(f"reused the kept tenant {report['tenant']} ({report['documents']} documents)")
     else:
         console.print(f"ingested {report['chunks']} chunks in {report['ingest_seconds']} s")
+
+
+def _with_resources(work: Callable[[Resources], Awaitable[T]]) -> T:
+    """Run ``work`` against the stack's Postgres and Redis; a stack that is not up is one clear line."""
+
+    async def run() -> T:
+        from infra.resources import Resources
+
+        res = await Resources.open(_settings(), lazy_temporal=True)
+        try:
+            return await work(res)
+        finally:
+            await res.close()
+
+    try:
+        return asyncio.run(run())
+    except LookupError as exc:
+        console.print(f"[red]✗ {exc.args[0]}[/]")
+        raise typer.Exit(1) from exc
+    except OSError as exc:
+        console.print(f"[red]✗ cannot reach the stack: {exc}[/] (start it with `turnflow up`)")
+        raise typer.Exit(1) from exc
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every model: version, tier, endpoints with their circuit state, canary share, prices, residency,
+    and its replies, errors and first-token latency over the last 24 hours."""
+    from infra.models_cli import show_models
+
+    _with_resources(lambda res: show_models(res, console))
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="a canary model (one with canary_of)")],
+    share: Annotated[float, typer.Option(min=0.0, max=1.0, help="its new share of conversations")] = 1.0,
+) -> None:
+    """Give a canary a larger share of its base model's conversations (all of them by default), now,
+    on every worker. To make it permanent, edit temporal.yaml."""
+    from infra.models_cli import set_share
+
+    console.print(_with_resources(lambda res: set_share(res, name, share, "promote")))
+
+
+@models_app.command("rollback")
+def models_rollback(name: Annotated[str, typer.Argument(help="a canary model")]) -> None:
+    """Send none of the base model's conversations to this canary any more, now, on every worker."""
+    from infra.models_cli import set_share
+
+    console.print(_with_resources(lambda res: set_share(res, name, 0.0, "rollback")))
+
+
+@app.command()
+def usage(
+    tenant: Annotated[str | None, typer.Option(help="one tenant, by name (default: all)")] = None,
+    since: Annotated[datetime | None, typer.Option(help="start, UTC (default: 30 days ago)")] = None,
+    until: Annotated[datetime | None, typer.Option(help="end, UTC, exclusive (default: now)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+) -> None:
+    """Replies, tokens, cost and cost per 1k replies per tenant and model, from each reply's record."""
+    import json
+
+    from infra.models_cli import usage_rows, usage_table
+
+    end = (until or datetime.now(UTC)).replace(tzinfo=UTC)
+    start = (since or end - timedelta(days=30)).replace(tzinfo=UTC)
+    rows = _with_resources(lambda res: usage_rows(res, tenant, start, end))
+    if as_json:
+        keys = ("tenant", "model", "model_version", "messages", "errors", "input_tokens", "output_tokens")
+        out = [
+            {
+                **{k: getattr(r, k) for k in keys},
+                "cost_usd": str(r.cost_usd),
+                "cost_per_1k_messages_usd": str(r.cost_per_1k_messages),
+            }
+            for r in rows
+        ]
+        print(json.dumps({"since": start.isoformat(), "until": end.isoformat(), "rows": out}, indent=2))
+        return
+    console.print(usage_table(rows, start, end))
 
 
 if __name__ == "__main__":

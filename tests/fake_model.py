@@ -25,6 +25,7 @@ class Script:
     reply: list[str] = field(default_factory=lambda: ["Hello", " there", "."])
     status: int = 200  # anything else: every request fails with this status
     token_delay_s: float = 0.0
+    first_token_delay_s: float = 0.0
 
 
 class ScriptedModelServer(InLoopServer):
@@ -32,6 +33,8 @@ class ScriptedModelServer(InLoopServer):
         self.name = name
         self.script = Script()
         self.requests = 0
+        self.bodies: list[dict[str, object]] = []
+        self.headers: list[dict[str, str]] = []
         super().__init__(
             Starlette(
                 routes=[
@@ -46,12 +49,14 @@ class ScriptedModelServer(InLoopServer):
 
     async def _chat(self, request: Request) -> Response:
         self.requests += 1
-        await request.json()
+        self.bodies.append(await request.json())
+        self.headers.append(dict(request.headers))
         script = self.script
         if script.status != 200:
             return JSONResponse({"error": {"message": "failing on purpose"}}, status_code=script.status)
 
         async def chunks() -> AsyncIterator[bytes]:
+            await asyncio.sleep(script.first_token_delay_s)
             for i, token in enumerate(script.reply):
                 await asyncio.sleep(script.token_delay_s)
                 finish = "stop" if i == len(script.reply) - 1 else None

@@ -1,0 +1,89 @@
+"""Tokens and cost per model over a time range, for the caller's tenant."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
+from pydantic import BaseModel
+from sqlalchemy import select
+
+from api.deps import ResourcesDep
+from api.tenancy import TenantDep
+from db.models import Tenant
+from db.usage import usage_report
+
+router = APIRouter(tags=["usage"])
+
+
+class ModelUsage(BaseModel):
+    model: str
+    model_version: str
+    messages: int
+    errors: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    cost_per_1k_messages_usd: Decimal
+
+
+class UsageOut(BaseModel):
+    tenant: str
+    since: datetime
+    until: datetime
+    models: list[ModelUsage]
+    messages: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+
+
+@router.get("/v1/usage")
+async def read_usage(
+    res: ResourcesDep,
+    tenant_id: TenantDep,
+    tenant: Annotated[str | None, Query(description="tenant name (default: the caller's)")] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601; default: 30 days ago")] = None,
+    until: Annotated[datetime | None, Query(description="ISO 8601, exclusive; default: now")] = None,
+) -> UsageOut:
+    """Replies, tokens and cost per model and version (summed from each reply's own record)."""
+    until = _aware(until) if until else datetime.now(UTC)
+    since = _aware(since) if since else until - timedelta(days=30)
+    if since >= until:
+        raise HTTPException(422, "since must be before until")
+    async with res.sessions() as session:
+        name = await session.scalar(select(Tenant.name).where(Tenant.id == tenant_id))
+        if tenant is not None and tenant != name:
+            # Another tenant's usage does not exist for this one.
+            raise HTTPException(404, f"tenant {tenant!r} not found")
+        rows = await usage_report(session, since, until, uuid.UUID(str(tenant_id)))
+    models = [
+        ModelUsage(
+            model=r.model,
+            model_version=r.model_version,
+            messages=r.messages,
+            errors=r.errors,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            cost_usd=r.cost_usd,
+            cost_per_1k_messages_usd=r.cost_per_1k_messages,
+        )
+        for r in rows
+    ]
+    return UsageOut(
+        tenant=str(name),
+        since=since,
+        until=until,
+        models=models,
+        messages=sum(m.messages for m in models),
+        input_tokens=sum(m.input_tokens for m in models),
+        output_tokens=sum(m.output_tokens for m in models),
+        cost_usd=sum((m.cost_usd for m in models), Decimal(0)),
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
