@@ -82,7 +82,7 @@ async def start_turn(
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             search_attributes=TypedSearchAttributes(
-                turn_attributes(str(tenant_id), str(conversation_id), model or "")
+                turn_attributes(str(tenant_id), str(conversation_id), model)
             ),
             # The workflow's first task runs in this process's worker: no server round trip.
             request_eager_start=res.settings.api_worker and interactive,

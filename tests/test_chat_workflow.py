@@ -4,6 +4,7 @@ under the real names: a failed retrieval degrades the turn; a refused input ends
 from __future__ import annotations
 
 import uuid
+from decimal import Decimal
 
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -12,6 +13,7 @@ from temporalio.worker import Worker
 
 from activities.prompt import TEMPLATE_VERSION
 from activities.retrieval import RetrieveInput, RetrieveResult
+from activities.routing import ModelTarget, RouteDecision, RouteRequest
 from activities.turn_models import (
     AssembleInput,
     AssembleResult,
@@ -32,12 +34,44 @@ from tests.test_policy_workflow import time_skipping  # noqa: F401  (the module-
 from workers.chat import WORKFLOWS, sandbox_runner
 
 
+def target(name: str, input_per_1k: str = "0", output_per_1k: str = "0") -> ModelTarget:
+    return ModelTarget(
+        name=name,
+        version=f"{name}-v1",
+        provider="llamacpp",
+        tier="gpu",
+        endpoint=f"http://{name}:80",
+        context=2048,
+        input_per_1k=Decimal(input_per_1k),
+        output_per_1k=Decimal(output_per_1k),
+    )
+
+
 class StandIns:
-    def __init__(self, *, retrieval_fails: bool = False, reject: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        retrieval_fails: bool = False,
+        reject: str | None = None,
+        chain: list[ModelTarget] | None = None,
+        failing_models: frozenset[str] = frozenset(),
+        refuse_route: str | None = None,
+    ) -> None:
         self.retrieval_fails = retrieval_fails
         self.reject = reject
+        self.chain = chain or [target("m")]
+        self.failing_models = failing_models
+        self.refuse_route = refuse_route
         self.infer_inputs: list[InferInput] = []
         self.persisted: list[PersistInput] = []
+
+    @activity.defn(name="route_turn")
+    async def route(self, inp: RouteRequest) -> RouteDecision:
+        if self.refuse_route:
+            raise ApplicationError("no", self.refuse_route, False, type="RouteRefused", non_retryable=True)
+        return RouteDecision(
+            chain=self.chain, rule="highest_fidelity", reason="r", max_tokens=64, prompt_budget=1984
+        )
 
     @activity.defn(name="validate_turn")
     async def validate(self, inp: ValidateInput) -> ValidateResult:
@@ -65,7 +99,16 @@ class StandIns:
     @activity.defn(name="infer")
     async def infer(self, inp: InferInput) -> InferResult:
         self.infer_inputs.append(inp)
-        return InferResult(text="hello", model=inp.model, output_tokens=1, ttft_ms=1.0, finish_reason="stop")
+        if inp.model in self.failing_models:
+            raise ApplicationError(f"{inp.model}: circuit opened", type="CircuitOpen", non_retryable=True)
+        return InferResult(
+            text="hello",
+            model=inp.model,
+            model_version=inp.target.version if inp.target else None,
+            output_tokens=7,
+            ttft_ms=1.0,
+            finish_reason="stop",
+        )
 
     @activity.defn(name="persist_turn")
     async def persist(self, inp: PersistInput) -> PersistResult:
@@ -84,6 +127,7 @@ class StandIns:
         return [
             self.validate,
             self.retrieve,
+            self.route,
             self.assemble,
             self.infer,
             self.persist,
@@ -135,3 +179,32 @@ async def test_refused_input_ends_with_an_error_and_records_it(time_skipping: Wo
     assert stand_ins.infer_inputs == []
     [persisted] = stand_ins.persisted
     assert persisted.status == "error" and persisted.error == result.error
+
+
+async def test_the_turn_walks_the_routed_chain_and_records_route_fallback_and_cost(
+    time_skipping: WorkflowEnvironment,  # noqa: F811
+) -> None:
+    chain = [target("gpu", "0.003", "0.012"), target("cpu", "0.0001", "0.0004")]
+    stand_ins = StandIns(chain=chain, failing_models=frozenset({"gpu"}))
+    result = await run_turn(time_skipping, stand_ins)
+    assert [i.model for i in stand_ins.infer_inputs] == ["gpu", "cpu"]
+    assert [i.first_choice for i in stand_ins.infer_inputs] == [True, False]
+    assert all(i.max_tokens == 64 for i in stand_ins.infer_inputs)  # capped by the route
+    assert (
+        result.model == "cpu" and result.model_version == "cpu-v1" and result.route_rule == "highest_fidelity"
+    )
+    # 5 prompt tokens and 7 output tokens at the serving model's prices, exactly.
+    assert result.cost_usd == (5 * Decimal("0.0001") + 7 * Decimal("0.0004")) / 1000
+    [persisted] = stand_ins.persisted
+    assert persisted.cost_usd == result.cost_usd and persisted.model_version == "cpu-v1"
+    assert persisted.route is not None
+    assert persisted.route["fallbacks"] == [{"model": "gpu", "error": "CircuitOpen"}]
+    assert persisted.route["chain"] == ["gpu@gpu-v1", "cpu@cpu-v1"] and persisted.route["served_by"] == "cpu"
+
+
+async def test_a_refused_route_ends_the_turn_with_its_code(time_skipping: WorkflowEnvironment) -> None:  # noqa: F811
+    stand_ins = StandIns(refuse_route="token_budget_exceeded")
+    result = await run_turn(time_skipping, stand_ins)
+    assert result.status == "error" and stand_ins.infer_inputs == []
+    assert result.error == {"code": "token_budget_exceeded", "message": "no", "retryable": False}
+    assert stand_ins.persisted[0].error == result.error

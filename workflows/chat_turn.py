@@ -36,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows.moderation import ModerationWorkflow
 from workflows.policy_options import StepFailed, run_with_policy
-from workflows.search_attributes import MODEL
+from workflows.search_attributes import MODEL, TENANT
 
 # Turns started before model routing existed replay down the old path (one model, fallback activity).
 ROUTING_PATCH = "model-routing"
@@ -120,7 +120,7 @@ class ChatTurnWorkflow:
                 raise routing[0]
             assert isinstance(routing[0], RouteDecision)
             route = routing[0]
-            workflow.upsert_search_attributes([MODEL.value_set(route.chain[0].name)])
+            self._set_model(route.chain[0].name)
         # Retrieval failing or past its deadline degrades the turn instead of stalling it.
         degraded = False
         if isinstance(retrieval, StepFailed):
@@ -185,8 +185,8 @@ class ChatTurnWorkflow:
                 inp, user_text, exc, prompt=prompt, route=route, fallbacks=fallbacks
             )
 
-        if not route and reply.model != inp.model:
-            workflow.upsert_search_attributes([MODEL.value_set(reply.model)])
+        if reply.model != (route.chain[0].name if route else inp.model):
+            self._set_model(reply.model)
         input_tokens = reply.input_tokens or prompt.prompt_tokens
         cost = None
         if route:
@@ -277,6 +277,12 @@ class ChatTurnWorkflow:
                     "%s failed (%s); falling back to %s", target.name, kind, route.chain[position + 1].name
                 )
         raise AssertionError("unreachable: a route's chain is never empty")
+
+    @staticmethod
+    def _set_model(name: str) -> None:
+        """The model, as a search attribute, for runs started with turnflow's attributes (registered)."""
+        if workflow.info().typed_search_attributes.get(TENANT) is not None:
+            workflow.upsert_search_attributes([MODEL.value_set(name)])
 
     @staticmethod
     def _route_record(

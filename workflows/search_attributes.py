@@ -10,9 +10,11 @@ MODEL = SearchAttributeKey.for_keyword("TurnflowModel")
 ALL = (TENANT, CONVERSATION, MODEL)
 
 
-def turn_attributes(tenant_id: str, conversation_id: str, model: str) -> list[SearchAttributePair[str]]:
-    return [
-        SearchAttributePair(TENANT, tenant_id),
-        SearchAttributePair(CONVERSATION, conversation_id),
-        SearchAttributePair(MODEL, model),
-    ]
+def turn_attributes(
+    tenant_id: str, conversation_id: str, model: str | None = None
+) -> list[SearchAttributePair[str]]:
+    """At start the model is known only when the request names one; routing sets it after."""
+    pairs = [SearchAttributePair(TENANT, tenant_id), SearchAttributePair(CONVERSATION, conversation_id)]
+    if model:
+        pairs.append(SearchAttributePair(MODEL, model))
+    return pairs

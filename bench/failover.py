@@ -1,0 +1,254 @@
+"""Failover under a steady request rate: one model server is killed mid-run, then restarted.
+
+The benchmark starts its own stack (`turnflow up` in a scratch data dir, on free ports) with two real
+llama.cpp servers as two registry models: `primary` (the higher-fidelity one, falling back to
+`fallback`). It sends turns at a fixed rate, SIGKILLs the primary's server at --kill-at, restarts it
+at --restart-at, and reports the share of turns that failed, latency before and during the outage
+(p50/p95, and their ratio), and how long after the restart the primary served again (the breaker's
+cool-down, then one probe).
+
+    .venv/bin/python -m bench.failover                  # 90 s at 2 turns/s
+    .venv/bin/python -m bench.failover --duration 40 --kill-at 10 --restart-at 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from infra.components.model import model_component
+from infra.settings import REPO_ROOT
+
+RESULTS = Path(__file__).parent / "results"
+PROMPT = "Name a colour."
+
+
+@dataclass
+class Turn:
+    started_s: float  # since the run began
+    latency_ms: float
+    outcome: str  # done | error | http_<status> | exception
+    model: str | None
+    resets: int
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_model(port: int, alias: str, log: Path) -> subprocess.Popen[bytes]:
+    argv = model_component(port, model_path=None, alias=alias, context=2048, threads=1).argv
+    with log.open("ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+async def wait_http(url: str, timeout_s: float = 180) -> None:
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=2) as http:
+        while time.monotonic() < deadline:
+            try:
+                if (await http.get(url)).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
+
+
+def policy_file(primary: str, fallback: str, directory: Path) -> Path:
+    data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
+    base = data["models"]["smollm2-135m-instruct-q4_1"]
+    data["models"] = {
+        "primary": {
+            **base,
+            "endpoints": [primary],
+            "tier": "gpu",
+            "fidelity": 10,
+            "fallback": ["fallback"],
+            "tokenizer": "embedded",
+        },
+        "fallback": {**base, "endpoints": [fallback], "fidelity": 1, "tokenizer": "embedded"},
+    }
+    path = directory / "temporal.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+async def one_turn(http: httpx.AsyncClient, conv: str, t0: float) -> Turn:
+    started = time.monotonic()
+    outcome, model, resets = "exception", None, 0
+    try:
+        async with http.stream(
+            "POST", f"/v1/conversations/{conv}/messages", json={"content": PROMPT, "max_tokens": 8}
+        ) as resp:
+            if resp.status_code != 200:
+                outcome = f"http_{resp.status_code}"
+            else:
+                event = None
+                async for line in resp.aiter_lines():
+                    if line.startswith("event:"):
+                        event = line.split(":", 1)[1].strip()
+                        resets += event == "reset"
+                    elif line.startswith("data:") and event in ("done", "error"):
+                        outcome = event
+                        model = json.loads(line[5:]).get("model")
+                        break
+    except httpx.HTTPError:
+        outcome = "exception"
+    return Turn(started - t0, (time.monotonic() - started) * 1000, outcome, model, resets)
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return values[0]
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="turnflow-failover-"))
+    ports = {k: free_port() for k in ("api", "temporal", "ui", "postgres", "redis", "primary", "fallback")}
+    primary_url, fallback_url = (f"http://127.0.0.1:{ports[k]}" for k in ("primary", "fallback"))
+    primary = start_model(ports["primary"], "primary", scratch / "primary.log")
+    fallback = start_model(ports["fallback"], "fallback", scratch / "fallback.log")
+    env = {
+        **os.environ,
+        "TURNFLOW_DATA_DIR": str(scratch / "data"),
+        "TURNFLOW_POLICY_FILE": str(policy_file(primary_url, fallback_url, scratch)),
+        "TURNFLOW_TGI_URL": fallback_url,
+        "TURNFLOW_API_PORT": str(ports["api"]),
+        "TURNFLOW_TEMPORAL_PORT": str(ports["temporal"]),
+        "TURNFLOW_TEMPORAL_UI_PORT": str(ports["ui"]),
+        "TURNFLOW_POSTGRES_PORT": str(ports["postgres"]),
+        "TURNFLOW_REDIS_PORT": str(ports["redis"]),
+    }
+    turnflow = str(Path(sys.executable).parent / "turnflow")
+    stack = subprocess.Popen(
+        [turnflow, "up"], env=env, stdout=(scratch / "up.log").open("wb"), stderr=subprocess.STDOUT
+    )
+    api = f"http://127.0.0.1:{ports['api']}"
+
+    async def ready_then_drive() -> dict[str, Any]:
+        await wait_http(f"{primary_url}/v1/models")
+        await wait_http(f"{fallback_url}/v1/models")
+        await wait_http(f"{api}/healthz", timeout_s=300)
+        print(f"stack up (logs in {scratch})", file=sys.stderr)
+        return await drive(args, api, primary, ports["primary"], scratch)
+
+    try:
+        return asyncio.run(ready_then_drive())
+    finally:
+        subprocess.run([turnflow, "down"], env=env, capture_output=True, timeout=120, check=False)
+        stack.wait(timeout=60)
+        for proc in (primary, fallback):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+
+
+async def drive(
+    args: argparse.Namespace, api: str, primary: subprocess.Popen[bytes], primary_port: int, scratch: Path
+) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=api, timeout=httpx.Timeout(120, connect=5)) as http:
+        convs = [
+            (await http.post("/v1/conversations", json={"title": "failover"})).json()["id"] for _ in range(8)
+        ]
+        for conv in convs[:2]:  # warm-up, not measured
+            await one_turn(http, conv, time.monotonic())
+        t0 = time.monotonic()
+        tasks: list[asyncio.Task[Turn]] = []
+        killed_at = restarted_at = None
+        i = 0
+        while (now := time.monotonic() - t0) < args.duration:
+            if killed_at is None and now >= args.kill_at:
+                os.killpg(primary.pid, signal.SIGKILL)
+                killed_at = now
+                print(f"{now:5.1f}s  killed the primary model server", file=sys.stderr)
+            if restarted_at is None and now >= args.restart_at:
+                primary = start_model(primary_port, "primary", scratch / "primary.log")
+                restarted_at = now
+                print(f"{now:5.1f}s  restarted it", file=sys.stderr)
+            tasks.append(asyncio.create_task(one_turn(http, convs[i % len(convs)], t0)))
+            i += 1
+            await asyncio.sleep(max(0.0, i / args.rate - (time.monotonic() - t0)))
+        turns = list(await asyncio.gather(*tasks))
+    if primary.poll() is None:
+        os.killpg(primary.pid, signal.SIGTERM)
+    return report(args, turns, killed_at or 0.0, restarted_at or 0.0)
+
+
+def report(args: argparse.Namespace, turns: list[Turn], killed: float, restarted: float) -> dict[str, Any]:
+    back = next(
+        (
+            t.started_s
+            for t in turns
+            if t.started_s >= restarted and t.model == "primary" and t.outcome == "done"
+        ),
+        None,
+    )
+    normal = [t.latency_ms for t in turns if t.started_s < killed and t.outcome == "done"]
+    outage = [t.latency_ms for t in turns if killed <= t.started_s < (back or args.duration)]
+    failed = [t for t in turns if t.outcome != "done"]
+    p95_normal, p95_outage = pct(normal, 95), pct(outage, 95)
+    return {
+        "bench": "failover",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "rate_per_s": args.rate,
+        "duration_s": args.duration,
+        "killed_at_s": round(killed, 1),
+        "restarted_at_s": round(restarted, 1),
+        "turns": len(turns),
+        "failed": len(failed),
+        "failed_share": round(len(failed) / max(len(turns), 1), 4),
+        "failures": sorted({t.outcome for t in failed}),
+        "served_by": {m: sum(1 for t in turns if t.model == m) for m in ("primary", "fallback")},
+        "turns_with_reset": sum(1 for t in turns if t.resets),
+        "normal_ms": {"n": len(normal), "p50": pct(normal, 50), "p95": p95_normal},
+        "outage_ms": {"n": len(outage), "p50": pct(outage, 50), "p95": p95_outage},
+        "p95_outage_over_normal": round(p95_outage / p95_normal, 2) if p95_normal and p95_outage else None,
+        "recovered_after_restart_s": round(back - restarted, 1) if back is not None else None,
+        "timeline": [asdict(t) for t in turns],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=float, default=2.0, help="turns started per second")
+    parser.add_argument("--duration", type=float, default=90.0, help="seconds of traffic")
+    parser.add_argument("--kill-at", type=float, default=25.0)
+    parser.add_argument("--restart-at", type=float, default=50.0)
+    args = parser.parse_args()
+    result = run(args)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"failover-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
+    out.write_text(json.dumps(result, indent=2))
+    summary = {k: v for k, v in result.items() if k != "timeline"}
+    print(json.dumps(summary, indent=2))
+    print(f"written to {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
