@@ -96,7 +96,8 @@ def run_checks(settings: Settings) -> list[Check]:
 
 def _policy_summary(settings: Settings) -> str:
     policy = load_policy(settings.policy_file)
-    return f"{len(policy.activities)} activities, {len(policy.schedules)} schedules"
+    counts = (len(policy.activities), len(policy.schedules), len(policy.models))
+    return "{} activities, {} schedules, {} models".format(*counts)
 
 
 async def run_probe(settings: Settings) -> tuple[bool, str]:

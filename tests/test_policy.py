@@ -63,6 +63,10 @@ def test_bad_durations_are_refused(bad: object) -> None:
         (lambda d: d["workflows"]["stack_probe"].update(task_queue="nowhere"), "not in task_queues"),
         (lambda d: d["workflows"]["stack_probe"]["activities"].append("ghost"), "unknown activity"),
         (lambda d: d.pop("task_queues"), "task_queues: Field required"),
+        (lambda d: d.pop("models"), "chat turns need at least one model"),
+        (lambda d: next(iter(d["models"].values())).update(fallback=["ghost"]), "unknown model 'ghost'"),
+        (lambda d: next(iter(d["models"].values())).update(tier="tpu"), "Input should be 'gpu'"),
+        (lambda d: d["breaker"].update(failure_rate=2), "less than or equal to 1"),
     ],
 )
 def test_invalid_policy_names_path_and_reason(tmp_path: Path, mutate: object, message: str) -> None:
