@@ -2,9 +2,11 @@
 
 closed: calls go through, and each outcome (ok, failed, or slow: a first token later than
 `slow_call`) lands in a sliding window; when at least `min_calls` are in the window and the failed or
-slow share reaches `failure_rate`, the circuit opens. open: calls are refused until `cooldown` has
-passed. Then one caller at a time may probe (half-open): a good probe closes the circuit, a bad one
-opens it for another cooldown. Each transition is one Lua script, so workers never race.
+slow share reaches `failure_rate`, or the last `consecutive_failures` calls all went wrong (a server
+that just died, behind a window full of earlier successes), the circuit opens. open: calls are
+refused until `cooldown` has passed. Then one caller at a time may probe (half-open): a good probe
+closes the circuit, a bad one opens it for another cooldown. Each transition is one Lua script, so
+workers never race.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ Outcome = Literal["ok", "failed", "slow"]
 PREFIX = "turnflow:breaker:"
 
 # KEYS: state hash, window of all calls, window of bad calls. ARGV: now_ms, outcome (0 ok, 1 bad),
-# window_ms, min_calls, failure_rate, cooldown_ms, a unique member. Returns the state after.
+# window_ms, min_calls, failure_rate, cooldown_ms, a unique member, consecutive failures that open it.
+# Returns the state after.
 _RECORD = """
 local now = tonumber(ARGV[1])
 local bad = tonumber(ARGV[2]) == 1
@@ -53,8 +56,14 @@ end
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', since)
 local calls = redis.call('ZCARD', KEYS[2])
 local failed = redis.call('ZCARD', KEYS[3])
-if calls >= tonumber(ARGV[4]) and failed / calls >= tonumber(ARGV[5]) then
-  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + tonumber(ARGV[6]))
+local streak = 0
+if bad then
+  streak = redis.call('HINCRBY', KEYS[1], 'streak', 1)
+else
+  redis.call('HSET', KEYS[1], 'streak', 0)
+end
+if streak >= tonumber(ARGV[8]) or (calls >= tonumber(ARGV[4]) and failed / calls >= tonumber(ARGV[5])) then
+  redis.call('HSET', KEYS[1], 'state', 'open', 'open_until', now + tonumber(ARGV[6]), 'streak', 0)
   redis.call('DEL', KEYS[2], KEYS[3])
   return 'open'
 end
@@ -135,6 +144,7 @@ class CircuitBreakers:
                 p.failure_rate,
                 int(p.cooldown.total_seconds() * 1000),
                 f"{self._now_ms()}:{uuid.uuid4().hex}",
+                p.consecutive_failures,
             ],
         )
         return "open" if state == b"open" else "closed"

@@ -12,6 +12,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import httpcore2
 import httpx
 import httpx2
 from huggingface_hub.errors import HfHubHTTPError
@@ -26,9 +27,18 @@ from activities.safety import SafetyEngine
 from activities.turn_events import TurnEvents
 from activities.turn_models import InferInput, InferResult
 
-# An endpoint that cannot be reached or does not answer in time (huggingface_hub's client is on
-# httpx2; our own health and tokenize calls on httpx).
-_UNREACHABLE = (httpx.HTTPError, httpx2.HTTPError, OSError, TimeoutError)
+# An endpoint that cannot be reached, drops the stream, or does not answer in time. huggingface_hub's
+# client is on httpx2, and a stream's transport errors arrive from httpcore2 unwrapped; our own
+# health and tokenize calls are on httpx.
+_UNREACHABLE = (
+    httpx.HTTPError,
+    httpx2.HTTPError,
+    httpcore2.NetworkError,
+    httpcore2.ProtocolError,
+    httpcore2.TimeoutException,
+    OSError,
+    TimeoutError,
+)
 
 
 @asynccontextmanager

@@ -72,6 +72,12 @@ class ModelRegistry:
             return RemoteCounter(self._http, spec.endpoints[0])
         return self._gguf(Path(tokenizer))
 
+    def check(self) -> None:
+        """Build every model's adapter now, so a misconfigured tokenizer stops the worker at start
+        instead of failing each turn."""
+        for name in self.models:
+            self.adapter(name)
+
     def adapter(self, name: str) -> ModelAdapter:
         if name not in self._adapters:
             spec = self.spec(name)

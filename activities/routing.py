@@ -23,13 +23,16 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer
 
 from infra.models import ModelSpec
 
 CANARY_BUCKETS = 10_000
 COST_QUANTUM = Decimal("1e-10")
+# US dollars: exact, and written out in full in JSON ("0.0000009800", never "9.8E-7").
+Usd = Annotated[Decimal, PlainSerializer(lambda d: f"{d:f}", return_type=str, when_used="json")]
 
 
 class ModelTarget(BaseModel):

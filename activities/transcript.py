@@ -151,7 +151,7 @@ class Transcript:
                     "model": inp.model_id,
                     "model_version": inp.model_version,
                     "route": (inp.route or {}).get("rule"),
-                    "cost_usd": str(inp.cost_usd) if inp.cost_usd is not None else None,
+                    "cost_usd": f"{inp.cost_usd:f}" if inp.cost_usd is not None else None,
                     "degraded": inp.degraded,
                     "moderation": "pending" if inp.moderation_pending else "none",
                 },

@@ -5,13 +5,12 @@ Pydantic models, so fields can be added later without breaking histories already
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from activities.prompt import ContextChunk
-from activities.routing import ModelTarget
+from activities.routing import ModelTarget, Usd
 from infra.policy import WorkflowOptions
 
 Message = dict[str, str]
@@ -123,7 +122,7 @@ class PersistInput(BaseModel):
     # Whether an out-of-band moderation verdict will follow on the stream.
     moderation_pending: bool = False
     route: dict[str, object] | None = None
-    cost_usd: Decimal | None = None
+    cost_usd: Usd | None = None
     interactive: bool = True
 
 
@@ -155,7 +154,7 @@ class ChatTurnResult(BaseModel):
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
-    cost_usd: Decimal | None = None
+    cost_usd: Usd | None = None
     ttft_ms: float | None = None
     degraded: bool = False
     error: dict[str, object] | None = None

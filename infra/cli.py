@@ -413,8 +413,8 @@ def usage(
         out = [
             {
                 **{k: getattr(r, k) for k in keys},
-                "cost_usd": str(r.cost_usd),
-                "cost_per_1k_messages_usd": str(r.cost_per_1k_messages),
+                "cost_usd": f"{r.cost_usd:f}",
+                "cost_per_1k_messages_usd": f"{r.cost_per_1k_messages:f}",
             }
             for r in rows
         ]

@@ -89,6 +89,9 @@ class BreakerPolicy(_Strict):
     window: Duration = timedelta(seconds=30)
     min_calls: int = Field(default=4, ge=1, description="calls in the window before the rate counts")
     failure_rate: float = Field(default=0.5, gt=0, le=1, description="failed or slow share that opens it")
+    consecutive_failures: int = Field(
+        default=3, ge=1, description="failed or slow calls in a row that open it"
+    )
     slow_call: Duration = Field(default=timedelta(seconds=5), description="a first token later than this")
     cooldown: Duration = Field(default=timedelta(seconds=15), description="open this long, then one probe")
 

@@ -19,6 +19,7 @@ POLICY = BreakerPolicy(
     window=timedelta(seconds=30),
     min_calls=4,
     failure_rate=0.5,
+    consecutive_failures=10,  # the rate decides, in these tests
     slow_call=timedelta(milliseconds=500),
     cooldown=timedelta(milliseconds=400),
 )
@@ -94,3 +95,14 @@ async def test_a_late_success_does_not_close_an_open_circuit(redis: Redis) -> No
         await breakers.record(url, "failed")
     assert await breakers.record(url, "ok") == "open"
     assert not await breakers.acquire(url)
+
+
+async def test_consecutive_failures_open_it_despite_a_window_of_successes(redis: Redis) -> None:
+    breakers = CircuitBreakers(redis, POLICY.model_copy(update={"consecutive_failures": 2}))
+    url = endpoint()
+    for _ in range(10):
+        await breakers.record(url, "ok")
+    assert await breakers.record(url, "failed") == "closed"
+    assert await breakers.record(url, "ok") == "closed"  # a success ends the streak
+    assert await breakers.record(url, "failed") == "closed"
+    assert await breakers.record(url, "failed") == "open"  # 2 in a row, though 10 of 14 were fine

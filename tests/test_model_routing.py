@@ -162,7 +162,7 @@ async def test_breaker_opens_moves_traffic_within_one_request_and_closes_after_r
         "gpu": model_entry(scripted.url, fidelity=10, fallback=[REAL_MODEL]),
         REAL_MODEL: real_model_entry(),
     }
-    breaker = {"min_calls": 3, "failure_rate": 0.5, "cooldown": "2s"}
+    breaker = {"min_calls": 3, "failure_rate": 0.5, "consecutive_failures": 10, "cooldown": "2s"}
     scripted.script.status = 500
     async with ApiServer(settings_with(services, tmp_path, models, breaker=breaker)) as api:
         conv = await api.conversation()

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
+from activities.routing import Usd
 from api.deps import ResourcesDep
 from api.tenancy import TenantDep
 from db.models import Tenant
@@ -26,8 +27,8 @@ class ModelUsage(BaseModel):
     errors: int
     input_tokens: int
     output_tokens: int
-    cost_usd: Decimal
-    cost_per_1k_messages_usd: Decimal
+    cost_usd: Usd
+    cost_per_1k_messages_usd: Usd
 
 
 class UsageOut(BaseModel):
@@ -38,7 +39,7 @@ class UsageOut(BaseModel):
     messages: int
     input_tokens: int
     output_tokens: int
-    cost_usd: Decimal
+    cost_usd: Usd
 
 
 @router.get("/v1/usage")
