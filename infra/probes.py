@@ -5,9 +5,10 @@ Used by the supervisor's readiness checks, by ``GET /healthz`` and by ``turnflow
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from redis.asyncio import Redis
@@ -17,6 +18,10 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSystemInfoRequest
 from temporalio.client import Client
+
+if TYPE_CHECKING:
+    from activities.breaker import CircuitBreakers
+    from activities.model_registry import ModelRegistry
 
 # A poller is "seen" if it polled within this window (long polls last up to ~60 s).
 WORKER_SEEN_WITHIN = timedelta(seconds=90)
@@ -63,6 +68,31 @@ async def probe_model(http: httpx.AsyncClient, model_url: str) -> dict[str, Any]
     if resp.status_code != 200:
         raise ProbeFailed(f"GET /v1/models answered {resp.status_code}")
     return {"models": [m.get("id") for m in resp.json().get("data", [])]}
+
+
+async def probe_models(registry: ModelRegistry, breakers: CircuitBreakers) -> dict[str, Any]:
+    """Every registry model's endpoints: does it answer, and its circuit's state. Down only when no
+    model (canaries aside) has an endpoint that answers with its circuit closed."""
+    urls = registry.endpoints()
+    views = await breakers.views(urls)
+    models: dict[str, Any] = {}
+    servable = False
+    for name, spec in registry.models.items():
+        adapter = registry.adapter(name)
+        answers = await asyncio.gather(*(adapter.health(url) for url in spec.endpoints))
+        models[name] = {
+            "version": spec.version,
+            "endpoints": {
+                url: {"answers": ok, "breaker": views[url].state}
+                for url, ok in zip(spec.endpoints, answers, strict=True)
+            },
+        }
+        servable |= not spec.is_canary and any(
+            ok and views[url].admits for url, ok in zip(spec.endpoints, answers, strict=True)
+        )
+    if not servable:
+        raise ProbeFailed(f"no model can serve: {models}")
+    return {"models": models}
 
 
 async def probe_worker(client: Client, task_queue: str) -> dict[str, Any]:

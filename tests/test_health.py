@@ -16,7 +16,7 @@ from api.main import create_app
 from infra.resources import Resources
 from infra.settings import REPO_ROOT, Settings
 from tests.conftest import Services, free_port
-from workers.chat import build_chat_worker
+from workers.chat import build_batch_worker, build_chat_worker
 from workers.ingest import build_ingest_worker
 
 
@@ -46,6 +46,7 @@ def policy_with_chat_queue(tmp_path: Path, queue: str) -> Path:
     data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
     data["task_queues"]["chat"] = queue
     data["task_queues"]["ingest"] = f"{queue}-ingest"
+    data["task_queues"]["batch"] = f"{queue}-batch"
     path = tmp_path / "temporal.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
@@ -56,7 +57,8 @@ async def test_all_components_healthy(services: Services, tmp_path: Path) -> Non
     settings = services.settings.model_copy(update={"policy_file": policy_with_chat_queue(tmp_path, queue)})
     res = await Resources.open(settings)
     try:
-        async with build_chat_worker(res), build_ingest_worker(res), api_client(settings) as api:
+        workers = build_chat_worker(res), build_ingest_worker(res), build_batch_worker(res)
+        async with workers[0], workers[1], workers[2], api_client(settings) as api:
             # A new worker's first poll reaches the server a moment after it starts.
             resp = await eventually(lambda: api.get("/healthz"), lambda r: r.status_code == 200)
     finally:
@@ -65,13 +67,25 @@ async def test_all_components_healthy(services: Services, tmp_path: Path) -> Non
     assert resp.status_code == 200, body
     assert body["status"] == "ok"
     comps = body["components"]
-    assert set(comps) == {"temporal", "postgres", "redis", "model", "worker", "ingest_worker"}
+    assert set(comps) == {
+        "temporal",
+        "postgres",
+        "redis",
+        "model",
+        "models",
+        "worker",
+        "ingest_worker",
+        "batch_worker",
+    }
     assert all(c["status"] == "ok" for c in comps.values())
     assert comps["postgres"]["pgvector"].startswith("0.8")
     assert comps["redis"]["redis_version"]
     assert services.settings.model_name in comps["model"]["models"]
     assert comps["worker"]["task_queue"] == queue and comps["worker"]["pollers"]
     assert comps["ingest_worker"]["task_queue"] == f"{queue}-ingest" and comps["ingest_worker"]["pollers"]
+    assert comps["batch_worker"]["task_queue"] == f"{queue}-batch" and comps["batch_worker"]["pollers"]
+    served = comps["models"]["models"][services.settings.model_name]
+    assert served["endpoints"] == {services.endpoints.model_url: {"answers": True, "breaker": "closed"}}
     assert comps["temporal"]["server_version"]
 
 

@@ -26,9 +26,12 @@ async def _report(res: ResourcesDep, names: tuple[str, ...]) -> JSONResponse:
         "postgres": lambda: probes.probe_postgres(res.engine),
         "redis": lambda: probes.probe_redis(res.redis),
         "model": lambda: probes.probe_model(res.http, res.endpoints.model_url),
+        "models": lambda: probes.probe_models(res.registry, res.breakers),
         "worker": lambda: probes.probe_worker(res.temporal, res.policy.queue("chat")),
         # Document ingestion, re-embedding and purges run only on workers of this queue.
         "ingest_worker": lambda: probes.probe_worker(res.temporal, res.policy.queue("ingest")),
+        # Non-interactive turns run only on workers of this queue (worker processes, not the API).
+        "batch_worker": lambda: probes.probe_worker(res.temporal, res.policy.queue("batch")),
     }
     results = await asyncio.gather(*(_bounded(checks[n]()) for n in names))
     components = dict(zip(names, results, strict=True))
@@ -54,4 +57,6 @@ async def readyz(res: ResourcesDep) -> JSONResponse:
 @router.get("/healthz")
 async def healthz(res: ResourcesDep) -> JSONResponse:
     """Every component of the stack, probed for real; 503 when any is down."""
-    return await _report(res, ("temporal", "postgres", "redis", "model", "worker", "ingest_worker"))
+    return await _report(
+        res, ("temporal", "postgres", "redis", "model", "models", "worker", "ingest_worker", "batch_worker")
+    )
