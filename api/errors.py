@@ -14,8 +14,9 @@ def error_body(message: str, type_: str, code: str | None = None, **extra: objec
 
 
 def turn_error_response(error: dict[str, object], turn_id: str) -> JSONResponse:
-    """A turn that ended in an error, as JSON: 503 when retrying may help, else 400."""
+    """A turn that ended in an error, as JSON: 429 over a quota, 503 when retrying may help, else 400."""
     retryable = bool(error.get("retryable"))
+    status = 429 if error.get("code") == "token_budget_exceeded" else 503 if retryable else 400
     return JSONResponse(
         error_body(
             str(error.get("message")),
@@ -24,7 +25,7 @@ def turn_error_response(error: dict[str, object], turn_id: str) -> JSONResponse:
             retryable=retryable,
             turn_id=turn_id,
         ),
-        status_code=503 if retryable else 400,
+        status_code=status,
     )
 
 

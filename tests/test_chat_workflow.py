@@ -27,6 +27,7 @@ from activities.turn_models import (
     TurnRef,
     ValidateInput,
     ValidateResult,
+    WebhookInput,
 )
 from infra.policy import load_policy
 from infra.settings import REPO_ROOT
@@ -56,7 +57,10 @@ class StandIns:
         chain: list[ModelTarget] | None = None,
         failing_models: frozenset[str] = frozenset(),
         refuse_route: str | None = None,
+        webhook_refuses: bool = False,
     ) -> None:
+        self.webhook_refuses = webhook_refuses
+        self.webhooks: list[WebhookInput] = []
         self.retrieval_fails = retrieval_fails
         self.reject = reject
         self.chain = chain or [target("m")]
@@ -115,6 +119,12 @@ class StandIns:
         self.persisted.append(inp)
         return PersistResult(user_message_id=str(uuid.uuid4()), assistant_message_id=str(uuid.uuid4()))
 
+    @activity.defn(name="notify_webhook")
+    async def notify(self, inp: WebhookInput) -> None:
+        self.webhooks.append(inp)
+        if self.webhook_refuses:
+            raise ApplicationError("410 Gone", type="WebhookRejected", non_retryable=True)
+
     @activity.defn(name="partial_text")
     async def partial(self, inp: TurnRef) -> str:
         return ""
@@ -128,6 +138,7 @@ class StandIns:
             self.validate,
             self.retrieve,
             self.route,
+            self.notify,
             self.assemble,
             self.infer,
             self.persist,
@@ -136,7 +147,9 @@ class StandIns:
         ]
 
 
-async def run_turn(env: WorkflowEnvironment, stand_ins: StandIns) -> ChatTurnResult:
+async def run_turn(
+    env: WorkflowEnvironment, stand_ins: StandIns, webhook_url: str | None = None
+) -> ChatTurnResult:
     queue = f"wf-{uuid.uuid4()}"
     turn_id = f"turn-{uuid.uuid4()}"
     async with Worker(
@@ -156,6 +169,7 @@ async def run_turn(env: WorkflowEnvironment, stand_ins: StandIns) -> ChatTurnRes
                 request_id="r",
                 user_text="hi",
                 model="m",
+                webhook_url=webhook_url,
             ),
             id=turn_id,
             task_queue=queue,
@@ -208,3 +222,10 @@ async def test_a_refused_route_ends_the_turn_with_its_code(time_skipping: Workfl
     assert result.status == "error" and stand_ins.infer_inputs == []
     assert result.error == {"code": "token_budget_exceeded", "message": "no", "retryable": False}
     assert stand_ins.persisted[0].error == result.error
+
+
+async def test_a_refused_webhook_does_not_undo_the_turn(time_skipping: WorkflowEnvironment) -> None:  # noqa: F811
+    stand_ins = StandIns(webhook_refuses=True)
+    result = await run_turn(time_skipping, stand_ins, webhook_url="https://example.com/hook")
+    assert result.status == "completed" and result.text == "hello"
+    assert [w.result.turn_id for w in stand_ins.webhooks] == [result.turn_id]

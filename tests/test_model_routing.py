@@ -406,3 +406,31 @@ async def test_non_interactive_turns_queue_apart_and_never_delay_interactive_one
     expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
     assert headers["x-turnflow-signature"] == expected
     assert reply_row(services, state["result"]["message_id"])["interactive"] is False
+
+
+async def test_a_tenant_over_its_daily_token_budget_is_refused(services: Services, tmp_path: Path) -> None:
+    tenant = f"budget-{uuid.uuid4().hex[:8]}"
+    headers = {"X-Tenant": tenant}
+    settings = isolated_settings(services, tmp_path)
+    async with ApiServer(settings) as api:
+        from api.tenancy import ensure_tenant
+
+        res = await Resources.open(settings)
+        try:
+            await ensure_tenant(res.sessions, tenant)
+        finally:
+            await res.close()
+        with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
+            conn.execute(
+                """UPDATE tenants SET settings = '{"daily_token_budget": 20}' WHERE name = %s""", (tenant,)
+            )
+        conv = await api.conversation(headers)
+        first = await turn(api, conv, headers)  # under budget when it starts: served (and over it after)
+        refused = await api.client.post(
+            f"/v1/conversations/{conv}/messages", json={"content": "Again?", "stream": False}, headers=headers
+        )
+    assert end_of(first).event == "done"
+    assert refused.status_code == 429, refused.text
+    error = refused.json()["error"]
+    assert error["code"] == "token_budget_exceeded" and error["retryable"] is False
+    assert "of its 20 tokens today" in error["message"]

@@ -61,10 +61,17 @@ class ChatTurnWorkflow:
     async def run(self, inp: ChatTurnInput) -> ChatTurnResult:
         result = await self._turn(inp)
         if inp.webhook_url:
-            # Non-interactive callers may ask to be told; the turn's result is already durable.
-            await run_with_policy(
-                inp.options, "notify_webhook", WebhookInput(url=inp.webhook_url, result=result), type(None)
-            )
+            # Non-interactive callers may ask to be told; the turn's result is already durable, and a
+            # webhook that never accepts it does not undo the turn (it can still be polled).
+            try:
+                await run_with_policy(
+                    inp.options,
+                    "notify_webhook",
+                    WebhookInput(url=inp.webhook_url, result=result),
+                    type(None),
+                )
+            except StepFailed as exc:
+                workflow.logger.warning("webhook %s gave up: %s", inp.webhook_url, exc.reason)
         return result
 
     async def _turn(self, inp: ChatTurnInput) -> ChatTurnResult:

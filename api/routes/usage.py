@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated
@@ -63,13 +64,7 @@ async def read_usage(
         rows = await usage_report(session, since, until, uuid.UUID(str(tenant_id)))
     models = [
         ModelUsage(
-            model=r.model,
-            model_version=r.model_version,
-            messages=r.messages,
-            errors=r.errors,
-            input_tokens=r.input_tokens,
-            output_tokens=r.output_tokens,
-            cost_usd=r.cost_usd,
+            **{k: v for k, v in asdict(r).items() if k != "tenant"},
             cost_per_1k_messages_usd=r.cost_per_1k_messages,
         )
         for r in rows
