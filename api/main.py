@@ -9,11 +9,12 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request, Response
 
 from api.errors import install_error_handlers
 from api.routes import conversations, documents, health, openai_compat, turns, usage
-from api.tenancy import DEFAULT_TENANT, ensure_tenant
+from api.tenancy import DEFAULT_TENANT, require
+from db.access import ensure_tenant
 from infra.resources import Resources
 from infra.settings import Settings, get_settings
 from workers.chat import build_chat_worker
@@ -73,10 +74,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 
-    app.include_router(health.router)
-    app.include_router(conversations.router)
-    app.include_router(turns.router)
-    app.include_router(openai_compat.router)
-    app.include_router(documents.router)
-    app.include_router(usage.router)
+    app.include_router(health.router)  # no key: probes and load balancers call these
+    chat, ingest = [Depends(require("chat"))], [Depends(require("ingest"))]
+    app.include_router(conversations.router, dependencies=chat)
+    app.include_router(turns.router, dependencies=chat)
+    app.include_router(openai_compat.router, dependencies=chat)
+    app.include_router(documents.router, dependencies=ingest)
+    app.include_router(documents.search_router, dependencies=[Depends(require("chat", "ingest"))])
+    app.include_router(usage.router, dependencies=[Depends(require("chat", "ingest"))])
     return app

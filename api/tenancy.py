@@ -1,39 +1,58 @@
-"""Which tenant a request acts for. Until API keys exist, the `X-Tenant` header names it (or `default`)."""
+"""Who a request acts for: the tenant of its API key (`Authorization: Bearer tf_...`).
+
+Every route but health needs a key; the scopes a route needs are declared where its router is
+included (api/main.py). Another tenant's objects simply do not exist for a key: 404, never 403.
+"""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import ResourcesDep
-from db.models import Tenant
+from db.access import Principal, find_principal
 
 DEFAULT_TENANT = "default"
+_bearer = HTTPBearer(auto_error=False, description="an API key: `turnflow keys create`")
 
 
-async def ensure_tenant(sessions: async_sessionmaker[AsyncSession], name: str) -> uuid.UUID:
-    async with sessions.begin() as session:
-        await session.execute(insert(Tenant).values(id=uuid.uuid4(), name=name).on_conflict_do_nothing())
-        tenant_id: uuid.UUID = (
-            await session.execute(select(Tenant.id).where(Tenant.name == name))
-        ).scalar_one()
-    return tenant_id
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def current_tenant(
-    res: ResourcesDep, x_tenant: Annotated[str | None, Header(max_length=200)] = None
-) -> uuid.UUID:
-    name = x_tenant or DEFAULT_TENANT
-    async with res.sessions() as session:
-        tenant_id = await session.scalar(select(Tenant.id).where(Tenant.name == name))
-    if tenant_id is None:
-        raise HTTPException(404, f"tenant {name!r} not found")
-    return tenant_id
+async def current_principal(
+    request: Request,
+    res: ResourcesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if credentials is None:
+        raise _unauthorized("an API key is required: Authorization: Bearer <key>")
+    principal = await find_principal(res.sessions, credentials.credentials)
+    if principal is None:
+        raise _unauthorized("the API key is not valid (unknown, revoked or expired)")
+    request.state.principal = principal
+    return principal
+
+
+PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def require(*any_of: str) -> Callable[[Principal], Awaitable[None]]:
+    """A dependency: the key must carry one of these scopes (or `admin`)."""
+
+    async def check(principal: PrincipalDep) -> None:
+        if not principal.may(*any_of):
+            raise HTTPException(403, f"this key lacks the scope for this route (one of: {', '.join(any_of)})")
+
+    return check
+
+
+async def current_tenant(principal: PrincipalDep) -> uuid.UUID:
+    return principal.tenant_id
 
 
 TenantDep = Annotated[uuid.UUID, Depends(current_tenant)]

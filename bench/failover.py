@@ -155,7 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         await wait_http(f"{fallback_url}/v1/models")
         await wait_http(f"{api}/healthz", timeout_s=300)
         print(f"stack up (logs in {scratch})", file=sys.stderr)
-        return await drive(args, api, primary, ports["primary"], scratch)
+        key = await wait_for_file(scratch / "data" / "demo-api-key")
+        return await drive(args, api, key, primary, ports["primary"], scratch)
 
     try:
         return asyncio.run(ready_then_drive())
@@ -168,10 +169,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 proc.wait(timeout=30)
 
 
+async def wait_for_file(path: Path, timeout_s: float = 30) -> str:
+    """`turnflow up` writes the demo key once the stack is up."""
+    deadline = time.monotonic() + timeout_s
+    while not await asyncio.to_thread(path.exists):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} did not appear")
+        await asyncio.sleep(0.2)
+    return (await asyncio.to_thread(path.read_text)).strip()
+
+
 async def drive(
-    args: argparse.Namespace, api: str, primary: subprocess.Popen[bytes], primary_port: int, scratch: Path
+    args: argparse.Namespace,
+    api: str,
+    key: str,
+    primary: subprocess.Popen[bytes],
+    primary_port: int,
+    scratch: Path,
 ) -> dict[str, Any]:
-    async with httpx.AsyncClient(base_url=api, timeout=httpx.Timeout(120, connect=5)) as http:
+    headers = {"Authorization": f"Bearer {key}"}
+    async with httpx.AsyncClient(
+        base_url=api, headers=headers, timeout=httpx.Timeout(120, connect=5)
+    ) as http:
         for _ in range(2):  # warm-up, not measured
             await one_turn(http, time.monotonic())
         t0 = time.monotonic()

@@ -262,7 +262,7 @@ async def ingest_throughput(docs: int) -> dict[str, Any]:
 
     from activities.bulk_ingest import TextDocument, bulk_ingest
     from activities.chunking import Chunker
-    from api.tenancy import ensure_tenant
+    from db.access import ensure_tenant
     from db.models import Tenant
     from infra.resources import Resources
 

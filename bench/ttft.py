@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from activities.prompt import SYSTEM_PROMPT
+from infra.access_cli import read_demo_key
 from infra.endpoints import Endpoints
 from infra.settings import get_settings
 
@@ -135,7 +136,13 @@ async def level(
 ) -> dict[str, Any]:
     ours, theirs = Series(), Series()
     limits = httpx.Limits(max_connections=concurrency * 2 + 4)
-    async with httpx.AsyncClient(timeout=httpx.Timeout(300, connect=10), limits=limits) as http:
+    # The stack's demo key (`turnflow up` writes it); the model server ignores the header.
+    headers = {
+        "Authorization": f"Bearer {os.environ.get('TURNFLOW_API_KEY') or read_demo_key(get_settings())}"
+    }
+    async with httpx.AsyncClient(
+        timeout=httpx.Timeout(300, connect=10), limits=limits, headers=headers
+    ) as http:
 
         async def one(i: int) -> None:
             # Interleave: even requests go direct first, odd ones through turnflow first.

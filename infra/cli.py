@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
@@ -29,6 +30,10 @@ db_app = typer.Typer(help="Database migrations.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 eval_app = typer.Typer(help="Evaluate turnflow's quality on data sets.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
+tenants_app = typer.Typer(help="Tenants and their policies.", no_args_is_help=True)
+app.add_typer(tenants_app, name="tenants")
+keys_app = typer.Typer(help="API keys (stored hashed; shown once).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 models_app = typer.Typer(
     help="The model registry: state, canary promotion and rollback.", no_args_is_help=True
 )
@@ -46,6 +51,18 @@ def _settings() -> Settings:
     except ValueError as exc:
         console.print(f"[red]✗ invalid settings: {exc}[/]")
         raise typer.Exit(2) from exc
+
+
+def _demo_key(settings: Settings) -> str:
+    from infra.access_cli import demo_key_file
+
+    path = demo_key_file(settings)
+    if not path.exists():
+        console.print(
+            f"[red]✗ no API key: pass --api-key (or TURNFLOW_API_KEY); {path} appears on `turnflow up`[/]"
+        )
+        raise typer.Exit(2)
+    return path.read_text().strip()
 
 
 def _policy(settings: Settings) -> Policy:
@@ -197,7 +214,13 @@ def db_reindex() -> None:
 @app.command()
 def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt, .md, .html, .pdf)")],
-    tenant: Annotated[str | None, typer.Option(help="the tenant to ingest for (default: default)")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TURNFLOW_API_KEY",
+            help="an ingest key; its tenant gets the documents (default: the demo key)",
+        ),
+    ] = None,
     api: Annotated[str | None, typer.Option(help="the API's URL (default: this stack's)")] = None,
     wait: Annotated[bool, typer.Option(help="wait until every document is searchable")] = True,
 ) -> None:
@@ -216,7 +239,7 @@ def ingest(
         console.print("[red]✗ nothing to ingest[/]")
         raise typer.Exit(2)
     base = api or f"http://{settings.api_host}:{settings.api_port}"
-    headers = {"X-Tenant": tenant} if tenant else {}
+    headers = {"Authorization": f"Bearer {api_key or _demo_key(settings)}"}
     outcomes = asyncio.run(ingest_files(base, files, headers, console, wait=wait))
     table = Table(title=f"{len(outcomes)} documents")
     for column in ("file", "status", "version", "chunks", "note"):
@@ -391,6 +414,76 @@ def models_rollback(name: Annotated[str, typer.Argument(help="a canary model")])
     from infra.models_cli import set_share
 
     console.print(_with_resources(lambda res: set_share(res, name, 0.0, "rollback")))
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: Annotated[str, typer.Argument(help="a unique name")],
+    residency: Annotated[
+        list[str] | None,
+        typer.Option(help="a residency tag its models must carry (repeatable), e.g. on-prem"),
+    ] = None,
+    cost_ceiling: Annotated[
+        Decimal | None, typer.Option(help="US dollars per 1k output tokens a model may cost at most")
+    ] = None,
+    daily_token_budget: Annotated[
+        int | None, typer.Option(min=1, help="input + output tokens per UTC day")
+    ] = None,
+) -> None:
+    """Create a tenant (or update its policy when it exists)."""
+    from infra.access_cli import create_tenant
+
+    console.print(
+        _with_resources(
+            lambda res: create_tenant(res, name, residency or [], cost_ceiling, daily_token_budget)
+        )
+    )
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """Every tenant: residency, policy settings and live keys."""
+    from infra.access_cli import tenants_table
+
+    console.print(_with_resources(tenants_table))
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="the tenant, by name")],
+    scope: Annotated[
+        list[str] | None, typer.Option(help="chat, ingest or admin (repeatable; default chat)")
+    ] = None,
+    name: Annotated[str, typer.Option(help="what the key is for")] = "cli",
+    expires_in_days: Annotated[int | None, typer.Option(min=1, help="default: never")] = None,
+) -> None:
+    """Create an API key and print it (once: only its hash is stored)."""
+    from infra.access_cli import new_key
+
+    try:
+        console.print(
+            _with_resources(lambda res: new_key(res, tenant, name, scope or ["chat"], expires_in_days)),
+            soft_wrap=True,
+        )
+    except ValueError as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        raise typer.Exit(2) from exc
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="the key, or its prefix")]) -> None:
+    """Revoke a key: the next request with it answers 401."""
+    from infra.access_cli import revoke
+
+    console.print(_with_resources(lambda res: revoke(res, key)))
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str, typer.Option(help="the tenant, by name")]) -> None:
+    """A tenant's keys (prefixes, never secrets)."""
+    from infra.access_cli import keys_table
+
+    console.print(_with_resources(lambda res: keys_table(res, tenant)))
 
 
 @app.command()

@@ -16,7 +16,7 @@ from sqlalchemy import delete, select
 from activities.bulk_ingest import BulkStats, TextDocument, bulk_ingest
 from activities.chunking import Chunker, ChunkerSettings
 from activities.search import SearchMode
-from api.tenancy import ensure_tenant
+from db.access import ensure_tenant
 from db.engine import scope_to_tenant
 from db.models import Document, Tenant
 from infra.beir import BeirDataset

@@ -7,11 +7,13 @@ import logging
 import os
 import signal
 import time
+from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
 from infra.components.base import ComponentFailed
+from infra.endpoints import Endpoints
 from infra.policy import Policy
 from infra.settings import Settings
 from infra.stack import build_stack
@@ -29,6 +31,19 @@ def url_table(urls: dict[str, str], log_dir: str) -> Table:
         table.add_row(name, url)
     table.add_row("Logs", log_dir)
     return table
+
+
+async def _demo_key(settings: Settings, endpoints: Endpoints) -> Path:
+    """The demo tenant and its key (made on the first start, kept in the data dir, owner-only)."""
+    from db.engine import make_engine, make_sessionmaker
+    from infra.access_cli import demo_key_file, ensure_demo_key
+
+    engine = make_engine(endpoints.database_url, role=settings.database_role or None)
+    try:
+        await ensure_demo_key(make_sessionmaker(engine), settings)
+    finally:
+        await engine.dispose()
+    return demo_key_file(settings)
 
 
 async def run_up(settings: Settings, policy: Policy, console: Console) -> int:
@@ -88,7 +103,9 @@ async def run_up(settings: Settings, policy: Policy, console: Console) -> int:
         write_state(settings.data_dir, state)
         console.print(url_table(urls, str(settings.log_dir.resolve())))
         if "API" in urls:
+            key_file = await _demo_key(settings, endpoints)
             console.print(f"Chat: POST {urls['API']}/v1/conversations, then .../v1/conversations/ID/messages")
+            console.print(f"  with Authorization: Bearer $(cat {key_file})  (the demo tenant's key)")
         console.print("Press Ctrl-C to stop.")
         failure = asyncio.create_task(supervisor.run_until_failure())
         await asyncio.wait([failure, stopper], return_when=asyncio.FIRST_COMPLETED)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import yaml
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.main import create_app
+from api.tenancy import DEFAULT_TENANT
+from db.access import create_key, ensure_tenant
 from infra.settings import REPO_ROOT, Settings
 from tests.conftest import Services
 from tests.in_loop_server import InLoopServer
@@ -40,11 +43,30 @@ def isolated_settings(
     return services.settings.model_copy(update={"policy_file": policy, **updates})
 
 
+async def key_headers(
+    sessions: async_sessionmaker[AsyncSession], tenant: str, scopes: tuple[str, ...] = ("chat", "ingest")
+) -> dict[str, str]:
+    """Authorization headers with a new key of ``tenant`` (created if need be)."""
+    key, _ = await create_key(sessions, await ensure_tenant(sessions, tenant), "test", list(scopes))
+    return {"Authorization": f"Bearer {key}"}
+
+
 class ApiServer(InLoopServer):
+    """The API; its client carries a key of the default tenant (chat and ingest scopes)."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        super().__init__(create_app(settings), lifespan="on")
+        self.app = create_app(settings)
+        super().__init__(self.app, lifespan="on")
         self.client = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(120, connect=5))
+
+    async def __aenter__(self) -> Self:
+        await super().__aenter__()
+        self.client.headers.update(await self.headers_for(DEFAULT_TENANT))
+        return self
+
+    async def headers_for(self, tenant: str, scopes: tuple[str, ...] = ("chat", "ingest")) -> dict[str, str]:
+        return await key_headers(self.app.state.resources.sessions, tenant, scopes)
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
@@ -74,3 +96,8 @@ def real_model_entry(**fields: Any) -> dict[str, Any]:
     """temporal.yaml's own entry for the real llama.cpp server, with ``fields`` changed."""
     data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
     return {**data["models"][REAL_MODEL], **fields}
+
+
+def api_key_of(api: ApiServer) -> str:
+    """The key the server's client carries (for clients of its own, like the OpenAI SDK)."""
+    return str(api.client.headers["Authorization"]).removeprefix("Bearer ")

@@ -12,6 +12,7 @@ import httpx
 
 from activities.purge import PurgeInput
 from activities.reembed_models import ReembedInput
+from infra.access_cli import read_demo_key
 from infra.resources import Resources
 from infra.settings import get_settings
 from tests.replay import HISTORIES
@@ -40,7 +41,8 @@ async def main() -> None:
         await record(res, "stack_probe", probe_id)
 
         api = f"http://{settings.api_host}:{settings.api_port}"
-        async with httpx.AsyncClient(base_url=api, timeout=120) as http:
+        auth = {"Authorization": f"Bearer {read_demo_key(settings)}"}
+        async with httpx.AsyncClient(base_url=api, headers=auth, timeout=120) as http:
             conv = (await http.post("/v1/conversations", json={"title": "recorded"})).json()["id"]
             turn = (
                 await http.post(
@@ -51,7 +53,7 @@ async def main() -> None:
         await res.temporal.get_workflow_handle(turn["turn_id"]).result()
         await record(res, "chat_turn", turn["turn_id"])
 
-        async with httpx.AsyncClient(base_url=api, timeout=120) as http:
+        async with httpx.AsyncClient(base_url=api, headers=auth, timeout=120) as http:
             text = " ".join(f"Recorded fact {i}: the Ferrow canal has {i} locks." for i in range(60))
             doc = (
                 await http.post("/v1/documents", json={"text": text, "source": f"rec-{uuid.uuid4()}"})

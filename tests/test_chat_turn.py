@@ -10,7 +10,7 @@ import pytest
 from openai import AsyncOpenAI
 
 from activities.turn_models import ChatTurnResult
-from tests.api_harness import ApiServer
+from tests.api_harness import ApiServer, api_key_of
 from tests.conftest import Services, psycopg_url
 from tests.replay import replay
 from tests.sse import collect, events
@@ -203,6 +203,9 @@ async def test_second_turn_sees_the_first(api: ApiServer) -> None:
     assert usage[1]["input_tokens"] > usage[0]["input_tokens"] + 8
 
 
+BAD_KEY = {"Authorization": "Bearer tf_nope_nope"}
+
+
 @pytest.mark.parametrize(
     ("method", "path", "body", "headers", "status", "code"),
     [
@@ -228,7 +231,22 @@ async def test_second_turn_sees_the_first(api: ApiServer) -> None:
             "validation_error",
         ),
         ("POST", "/v1/conversations/not-a-uuid/messages", {"content": "hi"}, {}, 422, "validation_error"),
-        ("POST", "/v1/conversations/{conv}/messages", {"content": "hi"}, {"X-Tenant": "nobody"}, 404, "404"),
+        (
+            "POST",
+            "/v1/conversations/{conv}/messages",
+            {"content": "hi"},
+            {"Authorization": "Bearer tf_no_pe"},
+            401,
+            "401",
+        ),
+        (
+            "POST",
+            "/v1/conversations/{conv}/messages",
+            {"content": "hi"},
+            {"Authorization": "Basic x"},
+            401,
+            "401",
+        ),
         ("GET", "/v1/conversations/{missing}", None, {}, 404, "404"),
         ("GET", "/v1/turns/turn-nope/events", None, {}, 404, "404"),
         ("POST", "/v1/turns/turn-nope/cancel", None, {}, 404, "404"),
@@ -268,15 +286,7 @@ async def test_malformed_json_is_422(api: ApiServer) -> None:
 async def test_another_tenants_turn_is_not_found(api: ApiServer, services: Services) -> None:
     conv = await api.conversation()
     turn_id, _ = await stream_turn(api, conv, "Hi", max_tokens=4)
-    from api.tenancy import ensure_tenant
-    from infra.resources import Resources
-
-    res = await Resources.open(services.settings)
-    try:
-        await ensure_tenant(res.sessions, "other-tenant")
-    finally:
-        await res.close()
-    other = {"X-Tenant": "other-tenant"}
+    other = await api.headers_for("other-tenant")
     for resp in (
         await api.client.get(f"/v1/turns/{turn_id}/events", headers=other),
         await api.client.post(f"/v1/turns/{turn_id}/cancel", headers=other),
@@ -286,7 +296,7 @@ async def test_another_tenants_turn_is_not_found(api: ApiServer, services: Servi
 
 
 async def test_official_openai_client_works_unchanged(api: ApiServer) -> None:
-    client = AsyncOpenAI(base_url=f"{api.url}/v1", api_key="unused", max_retries=0)
+    client = AsyncOpenAI(base_url=f"{api.url}/v1", api_key=api_key_of(api), max_retries=0)
     reply = await client.chat.completions.create(
         model="any", messages=[{"role": "user", "content": "Say hi"}], max_tokens=12
     )

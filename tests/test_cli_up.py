@@ -118,6 +118,34 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
         assert probe.returncode == 0, probe.stdout
         assert "✓ stack probe: audit row" in probe.stdout
 
+        # The demo tenant's key: written owner-only, named in the output, and it opens the API.
+        key_file = data / "demo-api-key"
+        assert key_file.stat().st_mode & 0o777 == 0o600 and f"$(cat {key_file})" in out
+        demo = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+        assert (
+            httpx.post(f"{up.api()}/v1/conversations", json={}, headers=demo, timeout=10).status_code == 201
+        )
+        assert httpx.post(f"{up.api()}/v1/conversations", json={}, timeout=10).status_code == 401
+
+        # Operators make tenants and keys; a revoked key stops working at once.
+        made = run_cli(env, "tenants", "create", "acme", "--residency", "eu")
+        assert made.returncode == 0 and "acme" in made.stdout, made.stdout + made.stderr
+        created = run_cli(env, "keys", "create", "--tenant", "acme", "--scope", "chat", "--name", "app")
+        assert created.returncode == 0, created.stdout + created.stderr
+        key = created.stdout.split()[0]
+        acme = {"Authorization": f"Bearer {key}"}
+        conv = httpx.post(f"{up.api()}/v1/conversations", json={}, headers=acme, timeout=10)
+        assert conv.status_code == 201
+        # Another tenant's conversation does not exist for the demo key.
+        other = httpx.get(f"{up.api()}/v1/conversations/{conv.json()['id']}", headers=demo, timeout=10)
+        assert other.status_code == 404
+        listed = run_cli(env, "tenants", "list")
+        assert "acme" in listed.stdout and "eu" in listed.stdout
+        assert run_cli(env, "keys", "revoke", key).returncode == 0
+        assert (
+            httpx.post(f"{up.api()}/v1/conversations", json={}, headers=acme, timeout=10).status_code == 401
+        )
+
         # A second `up` on the same data dir is refused, and says why.
         again = run_cli(env, "up")
         assert again.returncode == 1 and "already running" in again.stdout

@@ -11,11 +11,11 @@ from typing import Any
 import psycopg
 from sqlalchemy import func, select, text
 
-from api.tenancy import ensure_tenant
+from db.access import ensure_tenant
 from db.engine import scope_to_tenant
 from db.models import Chunk
 from infra.resources import Resources
-from tests.api_harness import ApiServer
+from tests.api_harness import ApiServer, key_headers
 from tests.conftest import Services, psycopg_url
 from tests.pdf_maker import text_pdf
 
@@ -26,10 +26,16 @@ LIGHTHOUSE = (
 )
 
 
+# The tenant each test key belongs to, by its Authorization header.
+_TENANT_OF: dict[str, str] = {}
+
+
 async def tenant_headers(resources: Resources) -> dict[str, str]:
+    """A key of a new tenant of this test's own."""
     name = f"t-{uuid.uuid4().hex[:8]}"
-    await ensure_tenant(resources.sessions, name)
-    return {"X-Tenant": name}
+    headers = await key_headers(resources.sessions, name)
+    _TENANT_OF[headers["Authorization"]] = name
+    return headers
 
 
 async def ingest(api: ApiServer, headers: dict[str, str], **body: Any) -> Any:
@@ -98,7 +104,7 @@ async def test_ingest_search_reingest_update_delete(api: ApiServer, resources: R
 
 
 async def _tenant(headers: dict[str, str], resources: Resources) -> uuid.UUID:
-    return await ensure_tenant(resources.sessions, headers["X-Tenant"])
+    return await ensure_tenant(resources.sessions, _TENANT_OF[headers["Authorization"]])
 
 
 async def test_file_uploads_pdf_html_markdown(api: ApiServer, resources: Resources) -> None:
@@ -272,20 +278,19 @@ async def test_ingest_command_uploads_a_folder_and_waits(
 ) -> None:
     import os
 
-    name = (await tenant_headers(resources))["X-Tenant"]
+    headers = await tenant_headers(resources)
     folder = tmp_path / "docs"
     (folder / "sub").mkdir(parents=True)
     (folder / "bridge.txt").write_text("The Corvane bridge opened in 1964 and spans the Lisk river.")
     (folder / "sub" / "mill.md").write_text("# Mill\n\nThe Haskel windmill grinds barley every Thursday.\n")
     (folder / "photo.png").write_bytes(b"\x89PNG")
     env = {**os.environ, "TURNFLOW_DATA_DIR": str(services.data_dir), "COLUMNS": "200"}
-    args = ("ingest", str(folder), "--api", api.url, "--tenant", name)
+    key = headers["Authorization"].removeprefix("Bearer ")
+    args = ("ingest", str(folder), "--api", api.url, "--api-key", key)
     code, out = await run_cli(env, *args)
     assert code == 0, out
     assert "skipped" in out and "photo.png" in out and out.count("ready") == 2
-    assert (
-        "Haskel" in (await search(api, {"X-Tenant": name}, "When does the windmill grind barley?"))[0]["text"]
-    )
+    assert "Haskel" in (await search(api, headers, "When does the windmill grind barley?"))[0]["text"]
     code, out = await run_cli(env, *args)
     assert code == 0 and out.count("unchanged") == 2, out
 

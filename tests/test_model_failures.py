@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from infra.components.model import default_gguf
-from tests.api_harness import ApiServer, isolated_settings, model_entry
+from tests.api_harness import ApiServer, api_key_of, isolated_settings, model_entry
 from tests.conftest import Services, free_port
 from tests.fake_model import ScriptedModelServer
 from tests.sse import Event, collect
@@ -164,7 +164,7 @@ async def test_openai_stream_survives_a_fallback_before_any_token(
     scripted.script.status = 500
     settings = app_settings(services, tmp_path, scripted.url, services.endpoints.model_url)
     async with ApiServer(settings) as api:
-        client = AsyncOpenAI(base_url=f"{api.url}/v1", api_key="unused", max_retries=0)
+        client = AsyncOpenAI(base_url=f"{api.url}/v1", api_key=api_key_of(api), max_retries=0)
         stream = await client.chat.completions.create(
             model="any", messages=[{"role": "user", "content": "Say hi"}], max_tokens=12, stream=True
         )

@@ -130,16 +130,9 @@ async def test_residency_holds_under_a_total_outage_of_allowed_models(
     }
     tenant = f"onprem-{uuid.uuid4().hex[:8]}"
     async with ApiServer(settings_with(services, tmp_path, models, breaker={"min_calls": 2})) as api:
-        from api.tenancy import ensure_tenant
-
-        res = await Resources.open(api.settings)
-        try:
-            await ensure_tenant(res.sessions, tenant)
-        finally:
-            await res.close()
+        headers = await api.headers_for(tenant)
         with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
             conn.execute("UPDATE tenants SET residency_tags = '{on-prem}' WHERE name = %s", (tenant,))
-        headers = {"X-Tenant": tenant}
         conv = await api.conversation(headers)
         failed = await turn(api, conv, headers)  # tries on-prem (its retries open the circuit), errors
         refused = await turn(api, conv, headers)  # the circuit is open: refused at routing, at once
@@ -278,16 +271,9 @@ async def test_cost_accounting_sums_match_the_per_message_records(
         ),
     }
     tenant = f"cost-{uuid.uuid4().hex[:8]}"
-    headers = {"X-Tenant": tenant}
     settings = settings_with(services, tmp_path, models)
     async with ApiServer(settings) as api:
-        from api.tenancy import ensure_tenant
-
-        res = await Resources.open(settings)
-        try:
-            await ensure_tenant(res.sessions, tenant)
-        finally:
-            await res.close()
+        headers = await api.headers_for(tenant)
         conv = await api.conversation(headers)
         done = [
             end_of(await turn(api, conv, headers, latency_budget_ms=b)).data
@@ -410,16 +396,9 @@ async def test_non_interactive_turns_queue_apart_and_never_delay_interactive_one
 
 async def test_a_tenant_over_its_daily_token_budget_is_refused(services: Services, tmp_path: Path) -> None:
     tenant = f"budget-{uuid.uuid4().hex[:8]}"
-    headers = {"X-Tenant": tenant}
     settings = isolated_settings(services, tmp_path)
     async with ApiServer(settings) as api:
-        from api.tenancy import ensure_tenant
-
-        res = await Resources.open(settings)
-        try:
-            await ensure_tenant(res.sessions, tenant)
-        finally:
-            await res.close()
+        headers = await api.headers_for(tenant)
         with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
             conn.execute(
                 """UPDATE tenants SET settings = '{"daily_token_budget": 20}' WHERE name = %s""", (tenant,)

@@ -19,7 +19,7 @@ from sqlalchemy import text
 from activities.bulk_ingest import TextDocument, bulk_ingest
 from activities.chunking import Chunker
 from activities.reembed_models import ReembedInput, ReembedResult
-from api.tenancy import ensure_tenant
+from db.access import ensure_tenant
 from db.engine import scope_to_tenant
 from infra.resources import Resources
 from infra.settings import Settings

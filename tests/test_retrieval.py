@@ -8,7 +8,7 @@ import uuid
 from sqlalchemy import update
 
 from activities.retrieval import RetrievalActivities, RetrieveInput
-from api.tenancy import ensure_tenant
+from db.access import ensure_tenant
 from db.engine import scope_to_tenant
 from db.models import Chunk, Document
 from infra.resources import Resources
@@ -87,7 +87,7 @@ async def test_turn_uses_and_records_retrieved_context(api: ApiServer, resources
     name = f"t-{uuid.uuid4().hex[:8]}"
     tenant = await ensure_tenant(resources.sessions, name)
     ids = await add_document(resources, tenant, FACTS)
-    headers = {"X-Tenant": name}
+    headers = await api.headers_for(name)
     conv = await api.conversation(headers)
     async with api.client.stream(
         "POST",

@@ -24,6 +24,8 @@ from db.models import Chunk, Document
 from infra.resources import Resources
 
 router = APIRouter(tags=["documents"])
+# Apps search with chat keys as well as ingest ones: its own router, its own scopes (api/main.py).
+search_router = APIRouter(tags=["search"])
 
 # How long a small upload's request waits for its ingestion before answering 202 instead.
 SYNC_WAIT = timedelta(seconds=60)
@@ -159,7 +161,7 @@ async def delete_document(document_id: uuid.UUID, res: ResourcesDep, tenant: Ten
     return await _view(res, tenant, document_id)
 
 
-@router.post("/v1/search", tags=["search"])
+@search_router.post("/v1/search")
 async def search(body: SearchRequest, res: ResourcesDep, tenant: TenantDep) -> dict[str, Any]:
     """The tenant's top-k chunks for a query, as the chat turn's retrieve step sees them."""
     found = await res.search.search(tenant, body.query, body.k, body.mode)

@@ -1,0 +1,77 @@
+"""Per-tenant rate limits in Redis, over a sliding window (a log of timestamps, one Lua script per check):
+requests per minute on every authenticated route, and tokens per minute before a turn starts.
+
+Limits come from settings (TURNFLOW_RATE_LIMIT_*) and a tenant's own `requests_per_min` /
+`tokens_per_min` (`turnflow tenants create ... --requests-per-min`). Over a limit: 429 with
+Retry-After, the seconds until the oldest entry leaves the window.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+
+from fastapi import HTTPException
+from redis.asyncio import Redis
+
+PREFIX = "turnflow:ratelimit:"
+
+# KEYS: the window's sorted set. ARGV: now_ms, window_ms, limit, member, weight (0: only check).
+# Members are "<id>:<weight>"; returns {allowed (1/0), ms until the oldest entry leaves}.
+_WINDOW = """
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local used = 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  used = used + tonumber(string.match(member, ':(%d+)$'))
+end
+if used >= limit then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, tonumber(oldest[2]) + window - now}
+end
+if tonumber(ARGV[5]) > 0 then
+  redis.call('ZADD', KEYS[1], now, ARGV[4])
+  redis.call('PEXPIRE', KEYS[1], window)
+end
+return {1, 0}
+"""
+
+
+class RateLimited(HTTPException):
+    def __init__(self, what: str, limit: int, retry_ms: int) -> None:
+        retry_s = max(1, math.ceil(retry_ms / 1000))
+        super().__init__(
+            429,
+            f"rate limit: {limit} {what} per window; retry in {retry_s} s",
+            headers={"Retry-After": str(retry_s)},
+        )
+
+
+class RateLimiter:
+    def __init__(self, redis: Redis, window_s: float) -> None:
+        self.redis = redis
+        self.window_ms = int(window_s * 1000)
+        self._window = redis.register_script(_WINDOW)
+
+    async def _take(self, key: str, limit: int, member: str, weight: int) -> int:
+        now = int(time.time() * 1000)
+        allowed, retry_ms = await self._window(
+            keys=[PREFIX + key], args=[now, self.window_ms, limit, f"{member}:{weight}", weight]
+        )
+        return 0 if allowed else int(retry_ms)
+
+    async def request(self, tenant_id: str, limit: int) -> None:
+        """Count one request; 429 when the tenant has made ``limit`` within the window."""
+        if retry := await self._take(f"{tenant_id}:requests", limit, uuid.uuid4().hex, 1):
+            raise RateLimited("requests", limit, retry)
+
+    async def tokens_allow(self, tenant_id: str, limit: int) -> None:
+        """429 when the tenant's turns used ``limit`` tokens within the window (checked before a turn)."""
+        if retry := await self._take(f"{tenant_id}:tokens", limit, "check", 0):
+            raise RateLimited("tokens", limit, retry)
+
+    async def tokens_used(self, tenant_id: str, turn_id: str, tokens: int) -> None:
+        """Record a finished turn's tokens (once per turn: the member is the turn id)."""
+        if tokens > 0:
+            await self._take(f"{tenant_id}:tokens", 2**62, turn_id, tokens)

@@ -1,0 +1,124 @@
+"""Tenants and API keys: create, find, revoke. A key is shown once; only its SHA-256 is stored.
+
+Keys look like ``tf_<prefix>_<secret>``: the prefix (public, unique) finds the row, the hash of the
+whole key proves it. The secret is 256 random bits, so a fast hash is enough (as for GitHub tokens);
+a slow password hash would only add latency to every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.models import ApiKey, Tenant
+
+SCOPES = ("chat", "ingest", "admin")
+KEY_PREFIX = "tf_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request acts as: a key of one tenant, with its scopes."""
+
+    tenant_id: uuid.UUID
+    tenant_name: str
+    key_id: uuid.UUID
+    key_prefix: str
+    scopes: frozenset[str]
+
+    def may(self, *any_of: str) -> bool:
+        return "admin" in self.scopes or bool(self.scopes & set(any_of))
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> tuple[str, str]:
+    """(the full key, its public prefix)."""
+    prefix = secrets.token_hex(6)
+    return f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}", prefix
+
+
+def prefix_of(key: str) -> str | None:
+    if not key.startswith(KEY_PREFIX):
+        return None
+    prefix, _, secret = key[len(KEY_PREFIX) :].partition("_")
+    return prefix if prefix and secret else None
+
+
+async def ensure_tenant(sessions: async_sessionmaker[AsyncSession], name: str) -> uuid.UUID:
+    async with sessions.begin() as session:
+        await session.execute(insert(Tenant).values(id=uuid.uuid4(), name=name).on_conflict_do_nothing())
+        tenant_id: uuid.UUID = (
+            await session.execute(select(Tenant.id).where(Tenant.name == name))
+        ).scalar_one()
+    return tenant_id
+
+
+async def create_key(
+    sessions: async_sessionmaker[AsyncSession],
+    tenant_id: uuid.UUID,
+    name: str,
+    scopes: list[str],
+    expires_at: datetime | None = None,
+) -> tuple[str, ApiKey]:
+    unknown = set(scopes) - set(SCOPES)
+    if unknown or not scopes:
+        raise ValueError(f"scopes must be some of {', '.join(SCOPES)} (got {', '.join(scopes) or 'none'})")
+    key, prefix = new_key()
+    row = ApiKey(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        name=name,
+        prefix=prefix,
+        secret_hash=hash_key(key),
+        scopes=sorted(set(scopes)),
+        expires_at=expires_at,
+    )
+    async with sessions.begin() as session:
+        session.add(row)
+    return key, row
+
+
+async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -> Principal | None:
+    """The key's principal, or None: unknown, wrong secret, revoked and expired keys all look alike."""
+    prefix = prefix_of(key)
+    if prefix is None:
+        return None
+    async with sessions() as session:
+        row = (
+            await session.execute(
+                select(ApiKey, Tenant.name)
+                .join(Tenant, Tenant.id == ApiKey.tenant_id)
+                .where(ApiKey.prefix == prefix)
+            )
+        ).one_or_none()
+    if row is None:
+        return None
+    api_key, tenant_name = row
+    if not hmac.compare_digest(api_key.secret_hash, hash_key(key)):
+        return None
+    now = datetime.now(UTC)
+    if api_key.revoked_at is not None or (api_key.expires_at is not None and api_key.expires_at <= now):
+        return None
+    return Principal(api_key.tenant_id, tenant_name, api_key.id, prefix, frozenset(api_key.scopes))
+
+
+async def revoke_key(sessions: async_sessionmaker[AsyncSession], prefix: str) -> bool:
+    async with sessions.begin() as session:
+        done = await session.execute(
+            update(ApiKey)
+            .where(ApiKey.prefix == prefix, ApiKey.revoked_at.is_(None))
+            .values(revoked_at=datetime.now(UTC))
+            .returning(ApiKey.id)
+        )
+        return done.first() is not None

@@ -1,0 +1,137 @@
+"""`turnflow tenants` and `turnflow keys`, and the demo key `turnflow up` prints."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from db.access import create_key, ensure_tenant, find_principal, prefix_of, revoke_key
+from db.models import ApiKey, Tenant
+from infra.resources import Resources
+from infra.settings import Settings
+
+DEMO_TENANT = "default"
+
+
+def demo_key_file(settings: Settings) -> Path:
+    return settings.data_dir / "demo-api-key"
+
+
+def read_demo_key(settings: Settings) -> str | None:
+    """The demo key `turnflow up` wrote into this data dir, if any (for local tools and benchmarks)."""
+    path = demo_key_file(settings)
+    return path.read_text().strip() if path.exists() else None
+
+
+async def ensure_demo_key(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> str:
+    """The demo tenant's key, kept in the data dir (owner-only); made on the first `up`."""
+    path = demo_key_file(settings)
+    if path.exists() and await find_principal(sessions, key := path.read_text().strip()):
+        return key
+    tenant = await ensure_tenant(sessions, DEMO_TENANT)
+    key, _ = await create_key(sessions, tenant, "demo (turnflow up)", ["chat", "ingest", "admin"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key
+
+
+async def tenant_id(res: Resources, name: str) -> uuid.UUID:
+    async with res.sessions() as session:
+        found = await session.scalar(select(Tenant.id).where(Tenant.name == name))
+    if found is None:
+        raise LookupError(f"no tenant named {name!r} (turnflow tenants create {name})")
+    return found
+
+
+async def create_tenant(
+    res: Resources,
+    name: str,
+    residency: list[str],
+    cost_ceiling: Decimal | None,
+    daily_token_budget: int | None,
+) -> str:
+    created = await ensure_tenant(res.sessions, name)
+    policy: dict[str, object] = {}
+    if cost_ceiling is not None:
+        policy["cost_ceiling_per_1k_tokens"] = str(cost_ceiling)
+    if daily_token_budget is not None:
+        policy["daily_token_budget"] = daily_token_budget
+    async with res.sessions.begin() as session:
+        tenant = await session.get_one(Tenant, created)
+        if residency:
+            tenant.residency_tags = sorted(set(residency))
+        tenant.settings = {**tenant.settings, **policy}
+    return f"tenant {name} ({created}): residency {residency or 'any'}, policy {policy or 'defaults'}"
+
+
+async def tenants_table(res: Resources) -> Table:
+    async with res.sessions() as session:
+        keys = func.count(ApiKey.id).filter(ApiKey.revoked_at.is_(None))
+        rows = (
+            await session.execute(
+                select(Tenant, keys)
+                .outerjoin(ApiKey, ApiKey.tenant_id == Tenant.id)
+                .group_by(Tenant.id)
+                .order_by(Tenant.name)
+            )
+        ).all()
+    table = Table(title=f"{len(rows)} tenants")
+    for column in ("name", "id", "residency", "settings", "live keys", "created"):
+        table.add_column(column)
+    for tenant, live in rows:
+        table.add_row(
+            tenant.name,
+            str(tenant.id),
+            ", ".join(tenant.residency_tags) or "any",
+            ", ".join(f"{k}={v}" for k, v in tenant.settings.items()),
+            str(live),
+            f"{tenant.created_at:%Y-%m-%d %H:%M}",
+        )
+    return table
+
+
+async def new_key(
+    res: Resources, tenant: str, name: str, scopes: list[str], expires_in_days: int | None
+) -> str:
+    expires = datetime.now(UTC) + timedelta(days=expires_in_days) if expires_in_days else None
+    key, row = await create_key(res.sessions, await tenant_id(res, tenant), name, scopes, expires)
+    until = f"until {expires:%Y-%m-%d}" if expires else "no expiry"
+    return f"{key}\n(tenant {tenant}, scopes {', '.join(row.scopes)}, {until}; shown once, stored hashed)"
+
+
+async def revoke(res: Resources, key_or_prefix: str) -> str:
+    prefix = prefix_of(key_or_prefix) or key_or_prefix
+    if not await revoke_key(res.sessions, prefix):
+        raise LookupError(f"no live key with prefix {prefix!r}")
+    return f"revoked key {prefix}"
+
+
+async def keys_table(res: Resources, tenant: str) -> Table:
+    async with res.sessions() as session:
+        rows = (
+            await session.scalars(
+                select(ApiKey)
+                .where(ApiKey.tenant_id == await tenant_id(res, tenant))
+                .order_by(ApiKey.created_at)
+            )
+        ).all()
+    table = Table(title=f"keys of {tenant}")
+    for column in ("prefix", "name", "scopes", "expires", "revoked", "created"):
+        table.add_column(column)
+    for k in rows:
+        table.add_row(
+            k.prefix,
+            k.name,
+            ", ".join(k.scopes),
+            f"{k.expires_at:%Y-%m-%d}" if k.expires_at else "",
+            f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
+            f"{k.created_at:%Y-%m-%d %H:%M}",
+        )
+    return table

@@ -1,0 +1,136 @@
+"""API keys and tenant scoping on every route: the table covers each operation of the OpenAPI schema
+(a new route without a row fails the test); another tenant's objects answer 404, never data."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from db.access import create_key, ensure_tenant, revoke_key
+from tests.api_harness import ApiServer
+
+# Routes that need no key (probes, the schema itself).
+OPEN = {"/livez", "/readyz", "/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+
+# What tenant B's key gets for each route when it names (or would list) tenant A's objects.
+CROSS_TENANT: dict[tuple[str, str], tuple[int, Any]] = {
+    ("POST", "/v1/conversations"): (201, {}),  # creates B's own: nothing of A's involved
+    ("GET", "/v1/conversations/{conversation_id}"): (404, None),
+    ("GET", "/v1/conversations/{conversation_id}/messages"): (404, None),
+    ("POST", "/v1/conversations/{conversation_id}/messages"): (404, {"content": "hi", "stream": False}),
+    ("POST", "/v1/messages"): (
+        404,
+        {"content": "hi", "stream": False, "conversation_id": "{conversation_id}"},
+    ),
+    ("GET", "/v1/turns/{turn_id}"): (404, None),
+    ("GET", "/v1/turns/{turn_id}/events"): (404, None),
+    ("POST", "/v1/turns/{turn_id}/cancel"): (404, None),
+    ("POST", "/v1/chat/completions"): (
+        200,
+        {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    ),
+    ("GET", "/v1/models"): (200, None),
+    ("POST", "/v1/documents"): (201, {"text": "B's own note.", "source": "b-note"}),
+    ("GET", "/v1/documents"): (200, None),
+    ("GET", "/v1/documents/{document_id}"): (404, None),
+    ("DELETE", "/v1/documents/{document_id}"): (404, None),
+    ("POST", "/v1/search"): (200, {"query": "Quillon lighthouse"}),
+    ("GET", "/v1/usage"): (200, None),
+}
+
+
+async def a_objects(api: ApiServer) -> dict[str, str]:
+    """Tenant A (the default tenant of the server's client): a conversation, a turn, a document."""
+    conv = await api.conversation()
+    turn = await api.client.post(
+        f"/v1/conversations/{conv}/messages", json={"content": "Hi", "stream": False, "max_tokens": 2}
+    )
+    doc = await api.client.post(
+        "/v1/documents", json={"text": "The Quillon lighthouse keeper is Ada.", "source": f"a-{uuid.uuid4()}"}
+    )
+    assert turn.status_code == 200 and doc.status_code in (201, 202), (turn.text, doc.text)
+    return {"conversation_id": conv, "turn_id": turn.json()["turn_id"], "document_id": doc.json()["id"]}
+
+
+def fill(value: Any, ids: dict[str, str]) -> Any:
+    if isinstance(value, str):
+        return value.format(**ids)
+    if isinstance(value, dict):
+        return {k: fill(v, ids) for k, v in value.items()}
+    return value
+
+
+def operations(api: ApiServer) -> set[tuple[str, str]]:
+    schema = api.app.openapi()
+    return {(method.upper(), path) for path, item in schema["paths"].items() for method in item} - {
+        (m, p) for m in ("GET", "POST") for p in OPEN
+    }
+
+
+async def test_every_route_needs_a_key(api: ApiServer) -> None:
+    ids = {"conversation_id": str(uuid.uuid4()), "turn_id": "turn-x", "document_id": str(uuid.uuid4())}
+    for method, path in sorted(operations(api)):
+        resp = await api.client.request(
+            method,
+            fill(path, ids),
+            json=fill(CROSS_TENANT.get((method, path), (0, None))[1], ids),
+            headers={"Authorization": ""},
+        )
+        assert resp.status_code == 401, (method, path, resp.text)
+        assert resp.headers["www-authenticate"] == "Bearer"
+        assert resp.json()["error"]["code"] == "401"
+
+
+async def test_another_tenants_objects_do_not_exist_on_any_route(api: ApiServer) -> None:
+    assert operations(api) == set(CROSS_TENANT), "every route needs a row in CROSS_TENANT"
+    ids = await a_objects(api)
+    b = await api.headers_for(f"b-{uuid.uuid4().hex[:8]}")
+    for (method, path), (status, body) in CROSS_TENANT.items():
+        resp = await api.client.request(method, fill(path, ids), json=fill(body, ids), headers=b)
+        assert resp.status_code == status, (method, path, resp.text)
+        # A's content never shows; a 404 may echo the id the caller sent, a success names none of A's.
+        assert "Quillon lighthouse keeper" not in resp.text, (method, path)
+        if status < 300:
+            assert not any(value in resp.text for value in ids.values()), (method, path)
+    # And A still sees its own.
+    mine = await api.client.get(f"/v1/documents/{ids['document_id']}")
+    assert mine.status_code == 200
+
+
+async def test_revoked_expired_and_unscoped_keys(api: ApiServer) -> None:
+    sessions = api.app.state.resources.sessions
+    tenant = await ensure_tenant(sessions, f"keys-{uuid.uuid4().hex[:8]}")
+    live, row = await create_key(sessions, tenant, "live", ["chat"])
+    expired, _ = await create_key(sessions, tenant, "old", ["chat"], datetime.now(UTC) - timedelta(seconds=1))
+    ingest_only, _ = await create_key(sessions, tenant, "ingest", ["ingest"])
+
+    def auth(key: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {key}"}
+
+    assert (await api.client.post("/v1/conversations", json={}, headers=auth(live))).status_code == 201
+    assert (await api.client.post("/v1/conversations", json={}, headers=auth(expired))).status_code == 401
+    tampered = live[:-4] + ("AAAA" if not live.endswith("AAAA") else "BBBB")
+    assert (await api.client.post("/v1/conversations", json={}, headers=auth(tampered))).status_code == 401
+    # Scopes: an ingest key cannot chat, a chat key cannot upload; both may search.
+    refused = await api.client.post("/v1/conversations", json={}, headers=auth(ingest_only))
+    assert refused.status_code == 403 and "scope" in refused.json()["error"]["message"]
+    upload = await api.client.post("/v1/documents", json={"text": "x", "source": "s"}, headers=auth(live))
+    assert upload.status_code == 403
+    for key in (live, ingest_only):
+        found = await api.client.post("/v1/search", json={"query": "x"}, headers=auth(key))
+        assert found.status_code == 200
+
+    assert await revoke_key(sessions, row.prefix)
+    assert (await api.client.post("/v1/conversations", json={}, headers=auth(live))).status_code == 401
+    assert not await revoke_key(sessions, row.prefix)  # already revoked
+
+
+@pytest.mark.parametrize("scopes", [[], ["root"]])
+async def test_keys_need_known_scopes(api: ApiServer, scopes: list[str]) -> None:
+    sessions = api.app.state.resources.sessions
+    tenant = await ensure_tenant(sessions, "default")
+    with pytest.raises(ValueError, match="scopes must be some of chat, ingest, admin"):
+        await create_key(sessions, tenant, "bad", scopes)
