@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from activities.rate_limits import RateLimiter
 from activities.turn_events import TurnEvents
 from activities.turn_models import Message, PersistInput, PersistResult
 from db.models import Message as MessageRow
@@ -24,10 +25,17 @@ def recent_key(conversation_id: str) -> str:
 
 
 class Transcript:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis, events: TurnEvents) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        events: TurnEvents,
+        rate_limits: RateLimiter | None = None,
+    ) -> None:
         self.sessions = sessions
         self.redis = redis
         self.events = events
+        self.rate_limits = rate_limits
 
     async def recent(self, conversation_id: str) -> list[Message]:
         """The last messages, oldest first; from Redis, or from Postgres when Redis has evicted them."""
@@ -133,6 +141,10 @@ class Transcript:
                     {"role": "assistant", "content": inp.assistant_text},
                 ],
             )
+        if self.rate_limits is not None:
+            # The tenant's tokens per window (once per turn, however often this step is retried).
+            used = (inp.input_tokens or 0) + (inp.output_tokens or 0)
+            await self.rate_limits.tokens_used(inp.tenant_id, inp.turn_id, used)
         result = PersistResult(user_message_id=str(ids["user"]), assistant_message_id=str(ids["assistant"]))
         if inp.status == "error":
             await self.events.publish(

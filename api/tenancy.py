@@ -6,6 +6,7 @@ included (api/main.py). Another tenant's objects simply do not exist for a key: 
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -13,11 +14,17 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from activities.rate_limits import RateLimited
 from api.deps import ResourcesDep
 from db.access import Principal, find_principal
 
 DEFAULT_TENANT = "default"
 _bearer = HTTPBearer(auto_error=False, description="an API key: `turnflow keys create`")
+
+
+def too_many(exc: RateLimited) -> HTTPException:
+    retry_s = max(1, math.ceil(exc.retry_ms / 1000))
+    return HTTPException(429, f"{exc}; retry in {retry_s} s", headers={"Retry-After": str(retry_s)})
 
 
 def _unauthorized(message: str) -> HTTPException:
@@ -35,6 +42,11 @@ async def current_principal(
     if principal is None:
         raise _unauthorized("the API key is not valid (unknown, revoked or expired)")
     request.state.principal = principal
+    limit = principal.requests_per_min or res.settings.rate_limit_requests_per_min
+    try:
+        await res.rate_limits.request(str(principal.tenant_id), limit)
+    except RateLimited as exc:
+        raise too_many(exc) from exc
     return principal
 
 
@@ -56,3 +68,12 @@ async def current_tenant(principal: PrincipalDep) -> uuid.UUID:
 
 
 TenantDep = Annotated[uuid.UUID, Depends(current_tenant)]
+
+
+async def tokens_within_limit(res: ResourcesDep, principal: PrincipalDep) -> None:
+    """Before a turn: has the tenant's token use within the window reached its limit?"""
+    limit = principal.tokens_per_min or res.settings.rate_limit_tokens_per_min
+    try:
+        await res.rate_limits.tokens_allow(str(principal.tenant_id), limit)
+    except RateLimited as exc:
+        raise too_many(exc) from exc

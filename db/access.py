@@ -33,6 +33,9 @@ class Principal:
     key_id: uuid.UUID
     key_prefix: str
     scopes: frozenset[str]
+    # The tenant's own rate limits (None: the deployment's defaults).
+    requests_per_min: int | None = None
+    tokens_per_min: int | None = None
 
     def may(self, *any_of: str) -> bool:
         return "admin" in self.scopes or bool(self.scopes & set(any_of))
@@ -97,20 +100,24 @@ async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -
     async with sessions() as session:
         row = (
             await session.execute(
-                select(ApiKey, Tenant.name)
+                select(ApiKey, Tenant.name, Tenant.settings)
                 .join(Tenant, Tenant.id == ApiKey.tenant_id)
                 .where(ApiKey.prefix == prefix)
             )
         ).one_or_none()
     if row is None:
         return None
-    api_key, tenant_name = row
+    api_key, tenant_name, policy = row
     if not hmac.compare_digest(api_key.secret_hash, hash_key(key)):
         return None
     now = datetime.now(UTC)
     if api_key.revoked_at is not None or (api_key.expires_at is not None and api_key.expires_at <= now):
         return None
-    return Principal(api_key.tenant_id, tenant_name, api_key.id, prefix, frozenset(api_key.scopes))
+    limits = {
+        k: int(policy[k]) if policy.get(k) is not None else None
+        for k in ("requests_per_min", "tokens_per_min")
+    }
+    return Principal(api_key.tenant_id, tenant_name, api_key.id, prefix, frozenset(api_key.scopes), **limits)
 
 
 async def revoke_key(sessions: async_sessionmaker[AsyncSession], prefix: str) -> bool:

@@ -56,6 +56,8 @@ async def create_tenant(
     residency: list[str],
     cost_ceiling: Decimal | None,
     daily_token_budget: int | None,
+    requests_per_min: int | None = None,
+    tokens_per_min: int | None = None,
 ) -> str:
     created = await ensure_tenant(res.sessions, name)
     policy: dict[str, object] = {}
@@ -63,6 +65,10 @@ async def create_tenant(
         policy["cost_ceiling_per_1k_tokens"] = str(cost_ceiling)
     if daily_token_budget is not None:
         policy["daily_token_budget"] = daily_token_budget
+    if requests_per_min is not None:
+        policy["requests_per_min"] = requests_per_min
+    if tokens_per_min is not None:
+        policy["tokens_per_min"] = tokens_per_min
     async with res.sessions.begin() as session:
         tenant = await session.get_one(Tenant, created)
         if residency:

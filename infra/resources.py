@@ -14,6 +14,7 @@ from temporalio.client import Client
 from activities.breaker import CircuitBreakers
 from activities.embedder import Embedders, LocalEmbedder, RemoteEmbedder
 from activities.model_registry import ModelRegistry
+from activities.rate_limits import RateLimiter
 from activities.safety import SafetyEngine
 from activities.search import HybridSearch, SearchSettings
 from activities.tokens import LocalGGUFCounter, RemoteCounter, TokenCounter
@@ -46,6 +47,7 @@ class Resources:
     _search: HybridSearch | None = None
     _registry: ModelRegistry | None = None
     _breakers: CircuitBreakers | None = None
+    _rate_limits: RateLimiter | None = None
 
     @classmethod
     async def open(cls, settings: Settings, *, lazy_temporal: bool = False) -> Resources:
@@ -95,6 +97,12 @@ class Resources:
                 http=self.http,
             )
         return self._registry
+
+    @property
+    def rate_limits(self) -> RateLimiter:
+        if self._rate_limits is None:
+            self._rate_limits = RateLimiter(self.redis, self.settings.rate_limit_window_s)
+        return self._rate_limits
 
     @property
     def breakers(self) -> CircuitBreakers:

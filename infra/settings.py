@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     batch_worker_slots: int = Field(
         default=2, ge=1, description="concurrent non-interactive turns per worker process (their own queue)"
     )
+    rate_limit_requests_per_min: int = Field(
+        default=600, ge=1, description="requests per tenant per window (a tenant's own limit overrides it)"
+    )
+    rate_limit_tokens_per_min: int = Field(
+        default=200_000,
+        ge=1,
+        description="input + output tokens per tenant per window, checked before a turn",
+    )
+    rate_limit_window_s: float = Field(default=60.0, gt=0, description="the sliding window of both limits")
     webhook_secret: str | None = Field(
         default=None, description="signs webhook bodies (X-Turnflow-Signature: sha256=HMAC)"
     )

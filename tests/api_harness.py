@@ -40,7 +40,9 @@ def isolated_settings(
     data["breaker"] = {**data["breaker"], "slow_call": "10m", **(breaker or {})}
     policy = tmp_path / f"temporal-{uuid.uuid4().hex[:8]}.yaml"
     policy.write_text(yaml.safe_dump(data))
-    return services.settings.model_copy(update={"policy_file": policy, **updates})
+    # Every test's default tenant is the same one: only the tests about rate limits set their own.
+    limits = {"rate_limit_requests_per_min": 1_000_000, "rate_limit_tokens_per_min": 1_000_000_000}
+    return services.settings.model_copy(update={"policy_file": policy, **limits, **updates})
 
 
 async def key_headers(

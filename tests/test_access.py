@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from db.access import create_key, ensure_tenant, revoke_key
-from tests.api_harness import ApiServer
+from tests.api_harness import ApiServer, isolated_settings
+from tests.conftest import Services, psycopg_url
 
 # Routes that need no key (probes, the schema itself).
 OPEN = {"/livez", "/readyz", "/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -134,3 +138,42 @@ async def test_keys_need_known_scopes(api: ApiServer, scopes: list[str]) -> None
     tenant = await ensure_tenant(sessions, "default")
     with pytest.raises(ValueError, match="scopes must be some of chat, ingest, admin"):
         await create_key(sessions, tenant, "bad", scopes)
+
+
+async def test_rate_limits_answer_429_with_retry_after_then_recover(
+    services: Services, tmp_path: Path
+) -> None:
+    settings = isolated_settings(services, tmp_path)
+    settings = settings.model_copy(update={"rate_limit_window_s": 3.0})
+    async with ApiServer(settings) as api:
+        name = f"limited-{uuid.uuid4().hex[:8]}"
+        headers = await api.headers_for(name)
+        with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
+            limits = '{"requests_per_min": 4, "tokens_per_min": 5}'
+            conn.execute("UPDATE tenants SET settings = %s::jsonb WHERE name = %s", (limits, name))
+        conv = await api.conversation(headers)  # request 1
+        first = await api.client.post(  # request 2: under both limits; it uses far more than 5 tokens
+            f"/v1/conversations/{conv}/messages",
+            json={"content": "Hi", "stream": False, "max_tokens": 3},
+            headers=headers,
+        )
+        assert first.status_code == 200, first.text
+        over_tokens = await api.client.post(  # request 3: refused for tokens
+            f"/v1/conversations/{conv}/messages", json={"content": "Hi", "stream": False}, headers=headers
+        )
+        assert over_tokens.status_code == 429 and "tokens" in over_tokens.json()["error"]["message"]
+        assert 1 <= int(over_tokens.headers["Retry-After"]) <= 3
+        await api.client.get(f"/v1/conversations/{conv}", headers=headers)  # request 4
+        over_requests = await api.client.get(f"/v1/conversations/{conv}", headers=headers)  # 5: over
+        assert over_requests.status_code == 429 and "requests" in over_requests.json()["error"]["message"]
+        assert 1 <= int(over_requests.headers["Retry-After"]) <= 3
+        # Another tenant is not held back by this one's limits.
+        assert (await api.client.get("/v1/models")).status_code == 200
+
+        await asyncio.sleep(3.2)  # the window slides past both
+        again = await api.client.post(
+            f"/v1/conversations/{conv}/messages",
+            json={"content": "Hi", "stream": False, "max_tokens": 3},
+            headers=headers,
+        )
+        assert again.status_code == 200, again.text

@@ -13,14 +13,14 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from api.deps import ResourcesDep
 from api.errors import error_body, turn_error_response
 from api.routes.turns import SSE_HEADERS, IdempotencyKey, request_id
-from api.tenancy import TenantDep
+from api.tenancy import TenantDep, tokens_within_limit
 from api.turn_starter import start_turn
 from api.turn_stream import follow
 from db.models import Conversation
@@ -72,7 +72,7 @@ def _usage(done: dict[str, Any]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-@router.post("/chat/completions", response_model=None)
+@router.post("/chat/completions", response_model=None, dependencies=[Depends(tokens_within_limit)])
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,

@@ -6,7 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, HttpUrl
 from sse_starlette.sse import EventSourceResponse
@@ -17,7 +17,7 @@ from activities.turn_models import ChatTurnResult
 from api.deps import ResourcesDep
 from api.errors import turn_error_response
 from api.routes.conversations import get_conversation
-from api.tenancy import TenantDep
+from api.tenancy import TenantDep, tokens_within_limit
 from api.turn_starter import start_turn, tenant_of_turn
 from api.turn_stream import as_sse, follow
 from infra.resources import Resources
@@ -106,7 +106,11 @@ async def _post_message(
     return await _json_result(handle, turn_id)
 
 
-@router.post("/v1/conversations/{conversation_id}/messages", response_model=None)
+@router.post(
+    "/v1/conversations/{conversation_id}/messages",
+    response_model=None,
+    dependencies=[Depends(tokens_within_limit)],
+)
 async def post_message(
     conversation_id: uuid.UUID,
     body: MessageCreate,
@@ -119,7 +123,7 @@ async def post_message(
     return await _post_message(res, tenant, conversation_id, body, idempotency_key, request_id(request))
 
 
-@router.post("/v1/messages", response_model=None)
+@router.post("/v1/messages", response_model=None, dependencies=[Depends(tokens_within_limit)])
 async def post_message_flat(
     body: MessageCreateWithConversation,
     request: Request,

@@ -1,18 +1,16 @@
-"""Per-tenant rate limits in Redis, over a sliding window (a log of timestamps, one Lua script per check):
-requests per minute on every authenticated route, and tokens per minute before a turn starts.
+"""Per-tenant rate limits in Redis over a sliding window (a log of entries, one Lua script per check):
+requests per window on every authenticated route (api/tenancy.py), and tokens per window, checked
+before a turn starts and counted when its reply is persisted (activities/transcript.py).
 
 Limits come from settings (TURNFLOW_RATE_LIMIT_*) and a tenant's own `requests_per_min` /
-`tokens_per_min` (`turnflow tenants create ... --requests-per-min`). Over a limit: 429 with
-Retry-After, the seconds until the oldest entry leaves the window.
+`tokens_per_min`. Over a limit the caller learns how long until the oldest entry leaves the window.
 """
 
 from __future__ import annotations
 
-import math
 import time
 import uuid
 
-from fastapi import HTTPException
 from redis.asyncio import Redis
 
 PREFIX = "turnflow:ratelimit:"
@@ -38,14 +36,12 @@ return {1, 0}
 """
 
 
-class RateLimited(HTTPException):
+class RateLimited(Exception):
     def __init__(self, what: str, limit: int, retry_ms: int) -> None:
-        retry_s = max(1, math.ceil(retry_ms / 1000))
-        super().__init__(
-            429,
-            f"rate limit: {limit} {what} per window; retry in {retry_s} s",
-            headers={"Retry-After": str(retry_s)},
-        )
+        super().__init__(f"rate limit: {limit} {what} per window")
+        self.what = what
+        self.limit = limit
+        self.retry_ms = retry_ms
 
 
 class RateLimiter:
@@ -62,12 +58,12 @@ class RateLimiter:
         return 0 if allowed else int(retry_ms)
 
     async def request(self, tenant_id: str, limit: int) -> None:
-        """Count one request; 429 when the tenant has made ``limit`` within the window."""
+        """Count one request; RateLimited when the tenant has made ``limit`` within the window."""
         if retry := await self._take(f"{tenant_id}:requests", limit, uuid.uuid4().hex, 1):
             raise RateLimited("requests", limit, retry)
 
     async def tokens_allow(self, tenant_id: str, limit: int) -> None:
-        """429 when the tenant's turns used ``limit`` tokens within the window (checked before a turn)."""
+        """RateLimited when the tenant's turns used ``limit`` tokens within the window (before a turn)."""
         if retry := await self._take(f"{tenant_id}:tokens", limit, "check", 0):
             raise RateLimited("tokens", limit, retry)
 
