@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.breaker import CircuitBreakers
 from activities.model_registry import ModelRegistry
 from activities.routing import NoEligibleModel, RouteDecision, RouteRequest, TenantPolicy, route
-from db.models import Message, Tenant
+from db.models import AuditEvent, Message, Tenant
 
 # Runtime canary shares (`turnflow models promote|rollback`), read by every worker on every turn.
 SHARES_KEY = "turnflow:models:shares"
@@ -76,12 +76,27 @@ class RouteActivities:
             )
         return int(used or 0)
 
+    async def _audit_refusal(self, req: RouteRequest, code: str, details: dict[str, object]) -> None:
+        """A refused turn (residency, budget, no model) is an audited decision, not just an error."""
+        async with self.sessions.begin() as session:
+            session.add(
+                AuditEvent(
+                    tenant_id=uuid.UUID(req.tenant_id),
+                    actor="router",
+                    action=f"routing.refused.{code}",
+                    object_type="turn",
+                    object_id=req.turn_id,
+                    details=details,
+                )
+            )
+
     @activity.defn(name="route_turn")
     async def route_turn(self, req: RouteRequest) -> RouteDecision:
         tenant = await self.tenant_policy(req.tenant_id)
         if tenant.daily_token_budget is not None:
             used = await self.tokens_today(req.tenant_id)
             if used >= tenant.daily_token_budget:
+                await self._audit_refusal(req, "token_budget_exceeded", {"used": used})
                 raise ApplicationError(
                     f"this tenant has used {used} of its {tenant.daily_token_budget} tokens today; "
                     "try again tomorrow or raise the budget",
@@ -101,6 +116,9 @@ class RouteActivities:
                 default_max_tokens=self.default_max_tokens,
             )
         except NoEligibleModel as exc:
+            await self._audit_refusal(
+                req, exc.code, {"residency": sorted(tenant.residency), "reason": str(exc)}
+            )
             raise ApplicationError(
                 str(exc), exc.code, exc.retryable, type="RouteRefused", non_retryable=True
             ) from exc

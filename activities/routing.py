@@ -57,6 +57,7 @@ class ModelTarget(BaseModel):
 class RouteRequest(BaseModel):
     tenant_id: str
     conversation_id: str
+    turn_id: str | None = None
     requested_model: str | None = None
     latency_budget_ms: int | None = None
     interactive: bool = True

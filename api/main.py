@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, Response
 
+from api.audit import audit_middleware
 from api.errors import install_error_handlers
 from api.routes import conversations, documents, health, openai_compat, turns, usage
 from api.tenancy import DEFAULT_TENANT, require
@@ -73,6 +74,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         response = await call_next(request)
         response.headers["X-Request-ID"] = request.state.request_id
         return response
+
+    app.middleware("http")(audit_middleware(lambda: app.state.resources.sessions))
 
     app.include_router(health.router)  # no key: probes and load balancers call these
     chat, ingest = [Depends(require("chat"))], [Depends(require("ingest"))]

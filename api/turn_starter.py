@@ -43,13 +43,18 @@ async def start_turn(
     latency_budget_ms: int | None = None,
     interactive: bool = True,
     webhook_url: str | None = None,
+    audit: dict[str, object] | None = None,
 ) -> tuple[str, WorkflowHandle[object, ChatTurnResult]]:
     """Start the turn (routing picks its model in the workflow). Non-interactive turns go to the
     batch queue and its own workers; interactive ones start eagerly in this process's worker."""
     try:
         guarded = guard_input(text, res.safety)  # before Temporal: raw PII never reaches history
     except InputRejected as exc:
+        if audit is not None:
+            audit["refused"] = exc.code
         raise HTTPException(_REJECTION_STATUS[exc.code], str(exc)) from exc
+    if audit is not None and guarded.pii_counts:
+        audit["pii_redacted"] = guarded.pii_counts  # what kinds, how many: never the values
     turn_id = turn_id_for(tenant_id, conversation_id, idempotency_key or str(uuid.uuid4()))
     options = res.policy.options_for("chat_turn")
     turn = ChatTurnInput(

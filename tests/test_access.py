@@ -177,3 +177,55 @@ async def test_rate_limits_answer_429_with_retry_after_then_recover(
             headers=headers,
         )
         assert again.status_code == 200, again.text
+
+
+def audit_rows(services: Services, request_id: str) -> list[tuple[Any, ...]]:
+    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
+        return conn.execute(
+            "SELECT actor, action, object_type, object_id, details, tenant_id::text FROM audit_events"
+            " WHERE request_id = %s ORDER BY id",
+            (request_id,),
+        ).fetchall()
+
+
+async def test_writes_and_refusals_are_audited_with_key_tenant_object_and_request(
+    api: ApiServer, services: Services
+) -> None:
+    name = f"audited-{uuid.uuid4().hex[:8]}"
+    headers = await api.headers_for(name)
+    prefix = headers["Authorization"].removeprefix("Bearer tf_").split("_")[0]
+    rid = uuid.uuid4().hex
+
+    made = await api.client.post("/v1/conversations", json={}, headers={**headers, "X-Request-ID": rid})
+    conv = made.json()["id"]
+    [(actor, action, _, _, details, tenant)] = audit_rows(services, rid)
+    assert actor == f"key:{prefix}" and action == "POST /v1/conversations" and details == {"status": 201}
+    assert tenant is not None
+
+    rid = uuid.uuid4().hex
+    said = await api.client.post(
+        f"/v1/conversations/{conv}/messages",
+        json={"content": "Mail me at jane.doe@example.com", "stream": False, "max_tokens": 2},
+        headers={**headers, "X-Request-ID": rid},
+    )
+    assert said.status_code == 200
+    [(_, action, object_type, object_id, details, _)] = audit_rows(services, rid)
+    assert action == "POST /v1/conversations/{conversation_id}/messages"
+    assert (object_type, object_id) == ("conversation", conv)
+    assert details["pii_redacted"] == {"EMAIL": 1} and "jane.doe" not in str(details)
+
+    rid = uuid.uuid4().hex
+    other = await api.client.get(f"/v1/conversations/{conv}", headers={"X-Request-ID": rid})  # default tenant
+    assert other.status_code == 404
+    [(actor, action, _, object_id, details, _)] = audit_rows(services, rid)
+    assert action == "GET /v1/conversations/{conversation_id}" and details == {"status": 404}
+    assert object_id == conv and actor != f"key:{prefix}"
+
+    rid = uuid.uuid4().hex
+    await api.client.get("/v1/models", headers={"Authorization": "Bearer tf_bad_key", "X-Request-ID": rid})
+    [(actor, _, _, _, details, tenant)] = audit_rows(services, rid)
+    assert actor == "anonymous" and details == {"status": 401} and tenant is None
+
+    rid = uuid.uuid4().hex
+    assert (await api.client.get("/v1/models", headers={"X-Request-ID": rid})).status_code == 200
+    assert audit_rows(services, rid) == []  # a successful read is not a write

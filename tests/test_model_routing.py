@@ -143,6 +143,13 @@ async def test_residency_holds_under_a_total_outage_of_allowed_models(
         assert events[-1].data["code"] == "model_unavailable" and events[-1].data["retryable"] is True
     assert "token" not in [e.event for e in failed + refused]
     assert scripted.requests == 1 and end_of(other).data["model"] == "managed"
+    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
+        refusals = conn.execute(
+            "SELECT a.action, a.details->'residency' FROM audit_events a JOIN tenants t ON t.id = a.tenant_id"
+            " WHERE t.name = %s AND a.actor = 'router'",
+            (tenant,),
+        ).fetchall()
+    assert refusals == [("routing.refused.model_unavailable", ["on-prem"])]  # the refused second turn
     # The managed adapter's privacy knobs: no provider-side storage, the configured header, the model name.
     assert scripted.bodies[0]["store"] is False and scripted.bodies[0]["model"] == "gpt-managed"
     assert scripted.headers[0]["x-privacy-mode"] == "no-log"

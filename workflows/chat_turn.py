@@ -104,6 +104,7 @@ class ChatTurnWorkflow:
                     RouteRequest(
                         tenant_id=inp.tenant_id,
                         conversation_id=inp.conversation_id,
+                        turn_id=inp.turn_id,
                         requested_model=inp.model,
                         latency_budget_ms=inp.latency_budget_ms,
                         interactive=inp.interactive,

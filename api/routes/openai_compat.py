@@ -86,6 +86,8 @@ async def chat_completions(
     async with res.sessions.begin() as session:
         conversation = Conversation(id=uuid.uuid4(), tenant_id=tenant, title="chat.completions")
         session.add(conversation)
+    audit: dict[str, object] = {}
+    request.state.audit = audit
     turn_id, handle = await start_turn(
         res,
         tenant,
@@ -97,6 +99,7 @@ async def chat_completions(
         temperature=body.temperature,
         history=[m.model_dump() for m in history],
         model=body.model,
+        audit=audit,
     )
     # Routing picks the model; until the turn says which, the stream names the one asked for.
     cid, created, asked = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model or "turnflow"

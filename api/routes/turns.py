@@ -77,6 +77,7 @@ async def _post_message(
     body: MessageCreate,
     key: str | None,
     rid: str,
+    audit: dict[str, object],
 ) -> Any:
     await get_conversation(res, tenant, conversation_id)
     turn_id, handle = await start_turn(
@@ -92,6 +93,7 @@ async def _post_message(
         latency_budget_ms=body.latency_budget_ms,
         interactive=body.interactive,
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
+        audit=audit,
     )
     if not body.interactive:
         # Queued behind other batch work, never in front of an interactive turn: poll, or await the webhook.
@@ -120,7 +122,11 @@ async def post_message(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Start a turn; answers `text/event-stream` (events turn, token, reset, done, error, redact) or JSON."""
-    return await _post_message(res, tenant, conversation_id, body, idempotency_key, request_id(request))
+    audit: dict[str, object] = {}
+    request.state.audit = audit
+    return await _post_message(
+        res, tenant, conversation_id, body, idempotency_key, request_id(request), audit
+    )
 
 
 @router.post("/v1/messages", response_model=None, dependencies=[Depends(tokens_within_limit)])
@@ -132,7 +138,11 @@ async def post_message_flat(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """The same as `POST /v1/conversations/{id}/messages`, with the conversation id in the body."""
-    return await _post_message(res, tenant, body.conversation_id, body, idempotency_key, request_id(request))
+    audit: dict[str, object] = {}
+    request.state.audit = audit
+    return await _post_message(
+        res, tenant, body.conversation_id, body, idempotency_key, request_id(request), audit
+    )
 
 
 async def _turn_handle(
