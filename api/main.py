@@ -10,10 +10,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 
 from api.audit import audit_middleware
 from api.errors import install_error_handlers
-from api.routes import conversations, documents, health, openai_compat, turns, usage
+from api.routes import codec, conversations, documents, health, openai_compat, turns, usage
 from api.tenancy import DEFAULT_TENANT, require
 from db.access import ensure_tenant
 from infra.resources import Resources
@@ -85,4 +86,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(documents.router, dependencies=ingest)
     app.include_router(documents.search_router, dependencies=[Depends(require("chat", "ingest"))])
     app.include_router(usage.router, dependencies=[Depends(require("chat", "ingest"))])
+    app.include_router(codec.router, dependencies=[Depends(require("admin"))])
+    # The Temporal web UI calls /codec from the browser: its origin may, with an admin key.
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[o.strip() for o in settings.codec_cors_origins.split(",") if o.strip()],
+        allow_methods=["POST"],
+        allow_headers=["Authorization", "Content-Type", "X-Namespace"],
+        allow_credentials=True,
+    )
     return app

@@ -102,13 +102,16 @@ def _policy_summary(settings: Settings) -> str:
 
 async def run_probe(settings: Settings) -> tuple[bool, str]:
     """Run StackProbeWorkflow on the running stack: a Postgres row, a Redis key, a streamed reply."""
+    from infra.payload_codec import codec_for
     from infra.temporal_client import connect_temporal
     from workflows.stack_probe import StackProbeInput, StackProbeResult
 
     policy = load_policy(settings.policy_file)
     endpoints = Endpoints.resolve(settings)
     try:
-        client = await connect_temporal(endpoints.temporal_address, policy.namespace)
+        client = await connect_temporal(
+            endpoints.temporal_address, policy.namespace, codec=codec_for(settings)
+        )
         result = await asyncio.wait_for(
             client.execute_workflow(
                 "stack_probe",

@@ -23,6 +23,7 @@ from db.engine import make_engine, make_sessionmaker
 from infra.components.model import default_gguf
 from infra.endpoints import Endpoints
 from infra.model_client import make_inference_client
+from infra.payload_codec import AesGcmCodec, codec_for
 from infra.policy import Policy, load_policy
 from infra.settings import Settings
 from infra.temporal_client import connect_temporal
@@ -41,6 +42,7 @@ class Resources:
     http: httpx.AsyncClient
     events: TurnEvents
     safety: SafetyEngine
+    codec: AesGcmCodec
     embedder: LocalEmbedder = field(default_factory=LocalEmbedder)
     _counter: TokenCounter | None = None
     _embedders: Embedders | None = None
@@ -53,7 +55,10 @@ class Resources:
     async def open(cls, settings: Settings, *, lazy_temporal: bool = False) -> Resources:
         policy = load_policy(settings.policy_file)
         endpoints = Endpoints.resolve(settings)
-        temporal = await connect_temporal(endpoints.temporal_address, policy.namespace, lazy=lazy_temporal)
+        codec = codec_for(settings)
+        temporal = await connect_temporal(
+            endpoints.temporal_address, policy.namespace, lazy=lazy_temporal, codec=codec
+        )
         engine = make_engine(endpoints.database_url, role=settings.database_role or None)
         redis = Redis.from_url(endpoints.redis_url, socket_timeout=5, socket_connect_timeout=2)
         return cls(
@@ -68,6 +73,7 @@ class Resources:
             http=httpx.AsyncClient(timeout=5.0),
             events=TurnEvents(redis, settings.event_retention_s),
             safety=SafetyEngine.load(),
+            codec=codec,
         )
 
     @property

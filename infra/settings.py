@@ -53,6 +53,15 @@ class Settings(BaseSettings):
     batch_worker_slots: int = Field(
         default=2, ge=1, description="concurrent non-interactive turns per worker process (their own queue)"
     )
+    payload_keys: str | None = Field(
+        default=None,
+        description="AES-256 keys for Temporal payloads, `id:base64,...`, current first; "
+        "empty: <data dir>/payload-keys (made on first use)",
+    )
+    codec_cors_origins: str = Field(
+        default="http://127.0.0.1:8233,http://localhost:8233",
+        description="web origins (the Temporal UI) allowed to call /codec/*",
+    )
     rate_limit_requests_per_min: int = Field(
         default=600, ge=1, description="requests per tenant per window (a tenant's own limit overrides it)"
     )
@@ -145,6 +154,10 @@ class Settings(BaseSettings):
                 names = ", ".join(f"TURNFLOW_{n.upper()}" for n in missing)
                 raise ValueError(f"production needs external services; set {names}")
         return self
+
+    @property
+    def payload_key_file(self) -> Path:
+        return self.data_dir / "payload-keys"
 
     @property
     def log_dir(self) -> Path:

@@ -33,6 +33,7 @@ def build_stack(settings: Settings, policy: Policy) -> tuple[Endpoints, list[Com
             policy.namespace,
             http_port=settings.temporal_http_port,
             metrics_port=settings.temporal_metrics_port,
+            codec_endpoint=f"http://{settings.api_host}:{settings.api_port}/codec",
             startup_timeout_s=timeout,
         ),
         "postgres": lambda: postgres_component(

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import DataConverter, PayloadCodec
 
 
-async def connect_temporal(address: str, namespace: str, *, lazy: bool = False) -> Client:
+def data_converter(codec: PayloadCodec | None) -> DataConverter:
+    """Pydantic payloads, encrypted by ``codec`` (infra/payload_codec.py) when one is given."""
+    return dataclasses.replace(pydantic_data_converter, payload_codec=codec)
+
+
+async def connect_temporal(
+    address: str, namespace: str, *, lazy: bool = False, codec: PayloadCodec | None = None
+) -> Client:
+    """``codec``: every client that starts workflows or reads their payloads passes the deployment's
+    (readiness probes, which read none, need not)."""
     # lazy: the API must start (and report 503) even while Temporal is down.
-    return await Client.connect(
-        address, namespace=namespace, data_converter=pydantic_data_converter, lazy=lazy
-    )
+    return await Client.connect(address, namespace=namespace, data_converter=data_converter(codec), lazy=lazy)

@@ -5,19 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from temporalio.client import WorkflowHistory
-from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.converter import PayloadCodec
 from temporalio.worker import Replayer
 
+from infra.temporal_client import data_converter
 from workers.chat import WORKFLOWS, sandbox_runner
 from workers.ingest import INGEST_WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def replay(history: WorkflowHistory) -> None:
+async def replay(history: WorkflowHistory, codec: PayloadCodec | None = None) -> None:
+    """``codec``: the deployment's, for histories whose payloads are encrypted."""
     replayer = Replayer(
         workflows=[*WORKFLOWS, *INGEST_WORKFLOWS],
-        data_converter=pydantic_data_converter,
+        data_converter=data_converter(codec),
         workflow_runner=sandbox_runner(),
     )
     await replayer.replay_workflow(history)

@@ -43,6 +43,8 @@ CROSS_TENANT: dict[tuple[str, str], tuple[int, Any]] = {
     ("DELETE", "/v1/documents/{document_id}"): (404, None),
     ("POST", "/v1/search"): (200, {"query": "Quillon lighthouse"}),
     ("GET", "/v1/usage"): (200, None),
+    ("POST", "/codec/encode"): (403, {"payloads": []}),  # operators' (admin keys) only
+    ("POST", "/codec/decode"): (403, {"payloads": []}),
 }
 
 

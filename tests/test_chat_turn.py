@@ -80,15 +80,11 @@ async def test_streaming_happy_path(api: ApiServer, services: Services) -> None:
 
     # Its history replays on the current code.
     res_history = await api_history(api, turn_id)
-    await replay(res_history)
+    await replay(res_history, codec=api.app.state.resources.codec)
 
 
 async def api_history(api: ApiServer, turn_id: str):
-    from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
-    client = await Client.connect(api.settings.temporal_address or "", data_converter=pydantic_data_converter)
-    return await client.get_workflow_handle(turn_id).fetch_history()
+    return await api.app.state.resources.temporal.get_workflow_handle(turn_id).fetch_history()
 
 
 async def test_same_idempotency_key_is_one_turn(api: ApiServer, services: Services) -> None:
@@ -141,11 +137,8 @@ async def test_client_disconnect_does_not_cancel_the_turn(api: ApiServer, servic
 
 
 async def workflow_handle(api: ApiServer, turn_id: str):
-    from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
-    client = await Client.connect(api.settings.temporal_address or "", data_converter=pydantic_data_converter)
-    return client.get_workflow_handle(turn_id, result_type=ChatTurnResult)
+    """The turn's handle, through the API's own client (it holds the payload keys)."""
+    return api.app.state.resources.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)
 
 
 async def test_cancel_stops_generation_and_keeps_the_partial_reply(

@@ -33,6 +33,7 @@ def temporal_component(
     *,
     http_port: int | None = None,
     metrics_port: int | None = None,
+    codec_endpoint: str | None = None,
     startup_timeout_s: float = 120,
 ) -> Component:
     address = f"127.0.0.1:{port}"
@@ -73,6 +74,8 @@ def temporal_component(
             *(arg for key in ALL for arg in ("--search-attribute", f"{key.name}=Keyword")),
             *(["--http-port", str(http_port)] if http_port else []),
             *(["--metrics-port", str(metrics_port)] if metrics_port else []),
+            # Payloads are encrypted; the UI asks turnflow's API to decode them for the operator.
+            *(["--ui-codec-endpoint", codec_endpoint] if codec_endpoint else []),
         ],
         ready=ready,
         urls={"Temporal (gRPC)": address, "Temporal web UI": ui_url},
