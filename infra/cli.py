@@ -34,6 +34,8 @@ tenants_app = typer.Typer(help="Tenants and their policies.", no_args_is_help=Tr
 app.add_typer(tenants_app, name="tenants")
 keys_app = typer.Typer(help="API keys (stored hashed; shown once).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+codec_app = typer.Typer(help="The keys that encrypt Temporal payloads.", no_args_is_help=True)
+app.add_typer(codec_app, name="codec")
 models_app = typer.Typer(
     help="The model registry: state, canary promotion and rollback.", no_args_is_help=True
 )
@@ -484,6 +486,22 @@ def keys_list(tenant: Annotated[str, typer.Option(help="the tenant, by name")]) 
     from infra.access_cli import keys_table
 
     console.print(_with_resources(lambda res: keys_table(res, tenant)))
+
+
+@codec_app.command("rotate")
+def codec_rotate() -> None:
+    """Add a new payload key to <data dir>/payload-keys: processes started from now on encrypt with it;
+    payloads written with older keys still decrypt. (With TURNFLOW_PAYLOAD_KEYS, put a new key first.)"""
+    from infra.payload_codec import rotate
+
+    settings = _settings()
+    if settings.payload_keys:
+        console.print("[red]✗ keys come from TURNFLOW_PAYLOAD_KEYS: put the new key first there[/]")
+        raise typer.Exit(2)
+    key_id = rotate(settings.payload_key_file)
+    console.print(
+        f"new payload key {key_id} in {settings.payload_key_file}; restart the stack to encrypt with it"
+    )
 
 
 @app.command()

@@ -25,7 +25,7 @@ async def test_stack_probe_touches_every_service(resources: Resources, task_queu
         )
         history = await resources.temporal.get_workflow_handle(workflow_id).fetch_history()
     # The history just made replays cleanly against the current workflow code.
-    await replay(history)
+    await replay(history, codec=resources.codec)
 
     # A row in Postgres, written by the activity, keyed by the workflow id.
     async with resources.sessions() as session:
