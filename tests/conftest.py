@@ -7,6 +7,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -141,6 +142,12 @@ def fresh_database(services: Services) -> str:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return url.set(database=name).render_as_string(hide_password=False)
+
+
+def db_rows(services: Services, sql: str, *params: object) -> list[tuple[Any, ...]]:
+    """Rows of one query against the test database, as its owner (row-level security aside)."""
+    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
+        return conn.execute(sql, params).fetchall()
 
 
 def psycopg_url(url: str) -> str:

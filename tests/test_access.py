@@ -14,7 +14,7 @@ import pytest
 
 from db.access import create_key, ensure_tenant, revoke_key
 from tests.api_harness import ApiServer, isolated_settings
-from tests.conftest import Services, psycopg_url
+from tests.conftest import Services, db_rows, psycopg_url
 
 # Routes that need no key (probes, the schema itself).
 OPEN = {"/livez", "/readyz", "/healthz", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
@@ -182,12 +182,12 @@ async def test_rate_limits_answer_429_with_retry_after_then_recover(
 
 
 def audit_rows(services: Services, request_id: str) -> list[tuple[Any, ...]]:
-    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
-        return conn.execute(
-            "SELECT actor, action, object_type, object_id, details, tenant_id::text FROM audit_events"
-            " WHERE request_id = %s ORDER BY id",
-            (request_id,),
-        ).fetchall()
+    return db_rows(
+        services,
+        "SELECT actor, action, object_type, object_id, details, tenant_id::text FROM audit_events"
+        " WHERE request_id = %s ORDER BY id",
+        request_id,
+    )
 
 
 async def test_writes_and_refusals_are_audited_with_key_tenant_object_and_request(

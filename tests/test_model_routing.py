@@ -31,7 +31,7 @@ from infra.resources import Resources
 from infra.settings import REPO_ROOT, Settings
 from infra.supervisor import Supervisor
 from tests.api_harness import REAL_MODEL, ApiServer, isolated_settings, model_entry, real_model_entry
-from tests.conftest import Services, free_port, psycopg_url
+from tests.conftest import Services, db_rows, free_port, psycopg_url
 from tests.fake_model import ScriptedModelServer
 from tests.in_loop_server import InLoopServer
 from tests.sse import Event, collect
@@ -143,12 +143,12 @@ async def test_residency_holds_under_a_total_outage_of_allowed_models(
         assert events[-1].data["code"] == "model_unavailable" and events[-1].data["retryable"] is True
     assert "token" not in [e.event for e in failed + refused]
     assert scripted.requests == 1 and end_of(other).data["model"] == "managed"
-    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
-        refusals = conn.execute(
-            "SELECT a.action, a.details->'residency' FROM audit_events a JOIN tenants t ON t.id = a.tenant_id"
-            " WHERE t.name = %s AND a.actor = 'router'",
-            (tenant,),
-        ).fetchall()
+    refusals = db_rows(
+        services,
+        "SELECT a.action, a.details->'residency' FROM audit_events a JOIN tenants t ON t.id = a.tenant_id"
+        " WHERE t.name = %s AND a.actor = 'router'",
+        tenant,
+    )
     assert refusals == [("routing.refused.model_unavailable", ["on-prem"])]  # the refused second turn
     # The managed adapter's privacy knobs: no provider-side storage, the configured header, the model name.
     assert scripted.bodies[0]["store"] is False and scripted.bodies[0]["model"] == "gpt-managed"
@@ -290,12 +290,12 @@ async def test_cost_accounting_sums_match_the_per_message_records(
         other = await api.client.get("/v1/usage", params={"tenant": "default"}, headers=headers)
     assert other.status_code == 404  # another tenant's usage does not exist for this one
 
-    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
-        rows = conn.execute(
-            "SELECT m.model_id, m.input_tokens, m.output_tokens, m.cost_usd FROM messages m"
-            " JOIN tenants t ON t.id = m.tenant_id WHERE t.name = %s AND m.role = 'assistant'",
-            (tenant,),
-        ).fetchall()
+    rows = db_rows(
+        services,
+        "SELECT m.model_id, m.input_tokens, m.output_tokens, m.cost_usd FROM messages m"
+        " JOIN tenants t ON t.id = m.tenant_id WHERE t.name = %s AND m.role = 'assistant'",
+        tenant,
+    )
     assert len(rows) == 5 and [d["cost_usd"] for d in done] != [None] * 5
     prices = {"big": (Decimal("0.0031"), Decimal("0.0127")), "small": (Decimal("0.0003"), Decimal("0.0011"))}
     for model, tokens_in, tokens_out, cost in rows:
