@@ -488,6 +488,47 @@ def keys_list(tenant: Annotated[str, typer.Option(help="the tenant, by name")]) 
     console.print(_with_resources(lambda res: keys_table(res, tenant)))
 
 
+@app.command()
+def replay(
+    turn_id: Annotated[str | None, typer.Argument(help="the turn (its X-Turn-ID)")] = None,
+    history: Annotated[
+        Path | None, typer.Option(help="replay an exported <turn>.history.json instead of fetching it")
+    ] = None,
+    export_dir: Annotated[
+        Path | None, typer.Option("--export", help="write the history and the reconstruction here")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the reconstruction as JSON")] = False,
+) -> None:
+    """Replay a past turn against the current workflow code and show what it did: input as redacted,
+    route, retrieved chunks with versions, the exact prompt, model and version, output, moderation,
+    timings. Exit 1 when the recorded decisions are not reproduced."""
+    import json
+
+    from infra.replay_cli import export, fetch_history, load_exported, show, turn_audit
+
+    if (turn_id is None) == (history is None):
+        console.print("[red]✗ name a turn id, or --history FILE[/]")
+        raise typer.Exit(2)
+    if history is not None and not history.is_file():
+        console.print(f"[red]✗ {history}: no such file[/]")
+        raise typer.Exit(2)
+
+    async def work(res: Resources) -> tuple[dict[str, object], list[Path]]:
+        recorded = load_exported(history) if history else await fetch_history(res, str(turn_id))
+        report = await turn_audit(res, recorded)
+        return report, export(export_dir, recorded, report) if export_dir else []
+
+    report, files = _with_resources(work)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        show(console, report)
+    for path in files:
+        console.print(f"wrote {path}")
+    if not report["replay"]["reproduced"]:  # type: ignore[index]
+        raise typer.Exit(1)
+
+
 @codec_app.command("rotate")
 def codec_rotate() -> None:
     """Add a new payload key to <data dir>/payload-keys: processes started from now on encrypt with it;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any, Self
@@ -103,3 +104,17 @@ def real_model_entry(**fields: Any) -> dict[str, Any]:
 def api_key_of(api: ApiServer) -> str:
     """The key the server's client carries (for clients of its own, like the OpenAI SDK)."""
     return str(api.client.headers["Authorization"]).removeprefix("Bearer ")
+
+
+def cli_env(settings: Settings) -> dict[str, str]:
+    """The environment a `turnflow` subprocess needs to reach the same services (and payload keys)."""
+    return {
+        **os.environ,
+        "TURNFLOW_DATA_DIR": str(settings.data_dir),
+        "TURNFLOW_DATABASE_URL": str(settings.database_url),
+        "TURNFLOW_REDIS_URL": str(settings.redis_url),
+        "TURNFLOW_TEMPORAL_ADDRESS": str(settings.temporal_address),
+        "TURNFLOW_TGI_URL": str(settings.tgi_url),
+        "TURNFLOW_POLICY_FILE": str(settings.policy_file),
+        "COLUMNS": "200",
+    }

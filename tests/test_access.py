@@ -31,6 +31,7 @@ CROSS_TENANT: dict[tuple[str, str], tuple[int, Any]] = {
     ),
     ("GET", "/v1/turns/{turn_id}"): (404, None),
     ("GET", "/v1/turns/{turn_id}/events"): (404, None),
+    ("GET", "/v1/turns/{turn_id}/audit"): (403, None),  # admin keys only (and then 404)
     ("POST", "/v1/turns/{turn_id}/cancel"): (404, None),
     ("POST", "/v1/chat/completions"): (
         200,

@@ -8,7 +8,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -30,7 +29,7 @@ from infra.models_cli import set_share
 from infra.resources import Resources
 from infra.settings import REPO_ROOT, Settings
 from infra.supervisor import Supervisor
-from tests.api_harness import REAL_MODEL, ApiServer, isolated_settings, model_entry, real_model_entry
+from tests.api_harness import REAL_MODEL, ApiServer, cli_env, isolated_settings, model_entry, real_model_entry
 from tests.conftest import Services, db_rows, free_port, psycopg_url
 from tests.fake_model import ScriptedModelServer
 from tests.in_loop_server import InLoopServer
@@ -315,7 +314,7 @@ async def test_cost_accounting_sums_match_the_per_message_records(
     assert Decimal(usage["cost_usd"]) == sum(r[3] for r in rows)
 
     # The operator's view says the same.
-    env = {**os.environ, **_env(settings)}
+    env = cli_env(settings)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -334,17 +333,6 @@ async def test_cost_accounting_sums_match_the_per_message_records(
     cli = {r["model"]: r for r in json.loads(stdout)["rows"]}
     assert {m: Decimal(r["cost_usd"]) for m, r in cli.items()} == {
         m: Decimal(u["cost_usd"]) for m, u in by_model.items()
-    }
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    return {
-        "TURNFLOW_DATA_DIR": str(settings.data_dir),
-        "TURNFLOW_DATABASE_URL": str(settings.database_url),
-        "TURNFLOW_REDIS_URL": str(settings.redis_url),
-        "TURNFLOW_TEMPORAL_ADDRESS": str(settings.temporal_address),
-        "TURNFLOW_TGI_URL": str(settings.tgi_url),
-        "TURNFLOW_POLICY_FILE": str(settings.policy_file),
     }
 
 

@@ -17,9 +17,10 @@ from activities.turn_models import ChatTurnResult
 from api.deps import ResourcesDep
 from api.errors import turn_error_response
 from api.routes.conversations import get_conversation
-from api.tenancy import TenantDep, tokens_within_limit
+from api.tenancy import TenantDep, require, tokens_within_limit
 from api.turn_starter import start_turn, tenant_of_turn
 from api.turn_stream import as_sse, follow
+from infra.replay_cli import fetch_history, turn_audit
 from infra.resources import Resources
 
 router = APIRouter(tags=["turns"])
@@ -178,6 +179,14 @@ async def read_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> TurnS
         result = await handle.result()
         return TurnState(turn_id=turn_id, status=result.status, result=result)
     return TurnState(turn_id=turn_id, status="error")
+
+
+@router.get("/v1/turns/{turn_id}/audit", dependencies=[Depends(require("admin"))])
+async def audit_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dict[str, Any]:
+    """For compliance (admin keys): the turn's history replayed against the current workflow code, and
+    reconstructed (input as redacted, route, retrieved chunks, exact prompt, model, output, moderation)."""
+    await _turn_handle(res, tenant, turn_id)
+    return await turn_audit(res, await fetch_history(res, turn_id))
 
 
 @router.get("/v1/turns/{turn_id}/events", response_model=None)
