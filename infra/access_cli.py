@@ -58,6 +58,7 @@ async def create_tenant(
     daily_token_budget: int | None,
     requests_per_min: int | None = None,
     tokens_per_min: int | None = None,
+    retention_days: int | None = None,
 ) -> str:
     created = await ensure_tenant(res.sessions, name)
     policy: dict[str, object] = {}
@@ -69,6 +70,8 @@ async def create_tenant(
         policy["requests_per_min"] = requests_per_min
     if tokens_per_min is not None:
         policy["tokens_per_min"] = tokens_per_min
+    if retention_days is not None:
+        policy["retention_days"] = retention_days
     async with res.sessions.begin() as session:
         tenant = await session.get_one(Tenant, created)
         if residency:

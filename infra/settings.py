@@ -62,6 +62,11 @@ class Settings(BaseSettings):
         default="http://127.0.0.1:8233,http://localhost:8233",
         description="web origins (the Temporal UI) allowed to call /codec/*",
     )
+    transcript_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="days transcripts are kept (a tenant's retention_days overrides; empty: kept)",
+    )
     rate_limit_requests_per_min: int = Field(
         default=600, ge=1, description="requests per tenant per window (a tenant's own limit overrides it)"
     )

@@ -128,7 +128,7 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
         assert httpx.post(f"{up.api()}/v1/conversations", json={}, timeout=10).status_code == 401
 
         # Operators make tenants and keys; a revoked key stops working at once.
-        made = run_cli(env, "tenants", "create", "acme", "--residency", "eu")
+        made = run_cli(env, "tenants", "create", "acme", "--residency", "eu", "--retention-days", "30")
         assert made.returncode == 0 and "acme" in made.stdout, made.stdout + made.stderr
         created = run_cli(env, "keys", "create", "--tenant", "acme", "--scope", "chat", "--name", "app")
         assert created.returncode == 0, created.stdout + created.stderr
@@ -142,6 +142,8 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
         listed = run_cli(env, "tenants", "list")
         assert "acme" in listed.stdout and "eu" in listed.stdout
         assert run_cli(env, "keys", "revoke", key).returncode == 0
+        retention = run_cli(env, "retention", "--dry-run")
+        assert retention.returncode == 0 and "acme" in retention.stdout and "dry run" in retention.stdout
         assert (
             httpx.post(f"{up.api()}/v1/conversations", json={}, headers=acme, timeout=10).status_code == 401
         )

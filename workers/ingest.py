@@ -9,13 +9,15 @@ from temporalio.worker import Worker
 from activities.ingestion import IngestionActivities
 from activities.purge import PurgeActivities
 from activities.reembed import ReembedActivities
+from activities.retention import RetentionActivities
 from infra.resources import Resources
 from workers.chat import sandbox_runner
 from workflows.ingest_document import IngestDocumentWorkflow
 from workflows.purge import PurgeTombstonesWorkflow
 from workflows.reembed import ReembedWorkflow
+from workflows.retention import RetentionWorkflow
 
-INGEST_WORKFLOWS = [IngestDocumentWorkflow, ReembedWorkflow, PurgeTombstonesWorkflow]
+INGEST_WORKFLOWS = [IngestDocumentWorkflow, ReembedWorkflow, PurgeTombstonesWorkflow, RetentionWorkflow]
 
 
 def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
@@ -36,6 +38,9 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
             reembed.reembed_switch,
             reembed.reembed_drop_other_versions,
             PurgeActivities(res.sessions).purge_tombstones,
+            RetentionActivities(
+                res.sessions, res.redis, res.settings.transcript_retention_days
+            ).retention_purge,
         ],
         workflow_runner=sandbox_runner(),
         graceful_shutdown_timeout=timedelta(seconds=10),
