@@ -431,13 +431,27 @@ def tenants_create(
     daily_token_budget: Annotated[
         int | None, typer.Option(min=1, help="input + output tokens per UTC day")
     ] = None,
+    requests_per_min: Annotated[
+        int | None, typer.Option(min=1, help="its rate limit (default: settings)")
+    ] = None,
+    tokens_per_min: Annotated[int | None, typer.Option(min=1, help="its token rate limit")] = None,
+    retention_days: Annotated[int | None, typer.Option(min=1, help="days its transcripts are kept")] = None,
 ) -> None:
     """Create a tenant (or update its policy when it exists)."""
     from infra.access_cli import create_tenant
 
     console.print(
         _with_resources(
-            lambda res: create_tenant(res, name, residency or [], cost_ceiling, daily_token_budget)
+            lambda res: create_tenant(
+                res,
+                name,
+                residency or [],
+                cost_ceiling,
+                daily_token_budget,
+                requests_per_min,
+                tokens_per_min,
+                retention_days,
+            )
         )
     )
 

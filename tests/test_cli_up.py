@@ -128,7 +128,18 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
         assert httpx.post(f"{up.api()}/v1/conversations", json={}, timeout=10).status_code == 401
 
         # Operators make tenants and keys; a revoked key stops working at once.
-        made = run_cli(env, "tenants", "create", "acme", "--residency", "eu", "--retention-days", "30")
+        made = run_cli(
+            env,
+            "tenants",
+            "create",
+            "acme",
+            "--residency",
+            "eu",
+            "--retention-days",
+            "30",
+            "--requests-per-min",
+            "50",
+        )
         assert made.returncode == 0 and "acme" in made.stdout, made.stdout + made.stderr
         created = run_cli(env, "keys", "create", "--tenant", "acme", "--scope", "chat", "--name", "app")
         assert created.returncode == 0, created.stdout + created.stderr
@@ -140,7 +151,7 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
         other = httpx.get(f"{up.api()}/v1/conversations/{conv.json()['id']}", headers=demo, timeout=10)
         assert other.status_code == 404
         listed = run_cli(env, "tenants", "list")
-        assert "acme" in listed.stdout and "eu" in listed.stdout
+        assert "acme" in listed.stdout and "eu" in listed.stdout and "requests_per_min=50" in listed.stdout
         assert run_cli(env, "keys", "revoke", key).returncode == 0
         retention = run_cli(env, "retention", "--dry-run")
         assert retention.returncode == 0 and "acme" in retention.stdout and "dry run" in retention.stdout
