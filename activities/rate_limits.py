@@ -15,14 +15,19 @@ from redis.asyncio import Redis
 
 PREFIX = "turnflow:ratelimit:"
 
-# KEYS: the window's sorted set. ARGV: now_ms, window_ms, limit, member, weight (0: only check).
-# Members are "<id>:<weight>"; returns {allowed (1/0), ms until the oldest entry leaves}.
+# KEYS: the window's sorted set. ARGV: now_ms, window_ms, limit, member, weight (0: only check),
+# "count" when every entry weighs 1 (else "sum"). Members are "<id>:<weight>"; returns
+# {allowed (1/0), ms until the oldest entry leaves}.
 _WINDOW = """
 local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local used = 0
-for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  used = used + tonumber(string.match(member, ':(%d+)$'))
+if ARGV[6] == 'count' then
+  used = redis.call('ZCARD', KEYS[1])  -- every entry weighs 1: no need to read them
+else
+  for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+    used = used + tonumber(string.match(member, ':(%d+)$'))
+  end
 end
 if used >= limit then
   local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
@@ -50,16 +55,17 @@ class RateLimiter:
         self.window_ms = int(window_s * 1000)
         self._window = redis.register_script(_WINDOW)
 
-    async def _take(self, key: str, limit: int, member: str, weight: int) -> int:
+    async def _take(self, key: str, limit: int, member: str, weight: int, *, unit: bool = False) -> int:
         now = int(time.time() * 1000)
+        mode = "count" if unit else "sum"
         allowed, retry_ms = await self._window(
-            keys=[PREFIX + key], args=[now, self.window_ms, limit, f"{member}:{weight}", weight]
+            keys=[PREFIX + key], args=[now, self.window_ms, limit, f"{member}:{weight}", weight, mode]
         )
         return 0 if allowed else int(retry_ms)
 
     async def request(self, tenant_id: str, limit: int) -> None:
         """Count one request; RateLimited when the tenant has made ``limit`` within the window."""
-        if retry := await self._take(f"{tenant_id}:requests", limit, uuid.uuid4().hex, 1):
+        if retry := await self._take(f"{tenant_id}:requests", limit, uuid.uuid4().hex, 1, unit=True):
             raise RateLimited("requests", limit, retry)
 
     async def tokens_allow(self, tenant_id: str, limit: int) -> None:
