@@ -58,11 +58,13 @@ class IngestionActivities:
                     chunk_count=count, embedding_model=embedder.model_id, embedding_version=embedder.version
                 )
             content, mime = upload.content, upload.mime_type
+            owner = await session.get(Tenant, tenant)
+            pii_policy = (owner.settings.get("pii") if owner else None) or {}
         try:
             text = await asyncio.to_thread(parse, content, mime)
         except DocumentRejected as exc:
             raise ApplicationError(str(exc), exc.code, type="DocumentRejected", non_retryable=True) from exc
-        redacted = redact(text)  # before the index or any model sees the text
+        redacted = redact(text, pii_policy)  # before the index or any model sees the text
         chunker = Chunker(
             self.tokenizer_file,
             ChunkerSettings(max_tokens=inp.chunker.max_tokens, overlap_tokens=inp.chunker.overlap_tokens),

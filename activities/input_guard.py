@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from activities.pii import redact
+from activities.pii import PiiPolicy, redact
 from activities.safety import SafetyEngine, Verdict
 
 
@@ -25,7 +25,7 @@ class GuardedInput:
     safety_version: str
 
 
-def guard_input(text: str, engine: SafetyEngine) -> GuardedInput:
+def guard_input(text: str, engine: SafetyEngine, pii_policy: PiiPolicy | None = None) -> GuardedInput:
     """Raises InputRejected (code: empty_message, message_too_long, content_policy_violation)."""
     if not text.strip():
         raise InputRejected("empty_message", "the message is empty")
@@ -34,7 +34,7 @@ def guard_input(text: str, engine: SafetyEngine) -> GuardedInput:
         raise InputRejected(
             "message_too_long", f"the message has {len(text)} characters; the limit is {limit}"
         )
-    redaction = redact(text)
+    redaction = redact(text, pii_policy)
     verdict: Verdict = engine.check_input(redaction.text)
     if not verdict.allowed:
         raise InputRejected(

@@ -1,14 +1,23 @@
 """PII redaction: the patterns in one tested module (no offline library covers these without a model).
 
 Each finding is replaced by a typed placeholder such as ``[EMAIL]``; card numbers must pass the Luhn
-check and IBANs the mod-97 check, so ordinary long numbers are left alone.
+check and IBANs the mod-97 check, so ordinary long numbers are left alone. A tenant's policy may
+instead mask a kind (``j***@example.com``, ``**** **** **** 4242``: enough to recognise, not to use) or
+allow it (left as written, not counted).
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Literal
+
+LABELS = ("EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE")
+Action = Literal["redact", "mask", "allow"]
+ACTIONS: tuple[Action, ...] = ("redact", "mask", "allow")
+PiiPolicy = Mapping[str, str]
 
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\b")
 _CARD = re.compile(r"\b(?:\d[ -]?){12,18}\d\b")
@@ -51,16 +60,48 @@ class Redaction:
         return bool(self.counts)
 
 
-def redact(text: str) -> Redaction:
-    """Replace PII with placeholders; the order matters (cards before phones, IBANs before both)."""
+def check_policy(policy: PiiPolicy) -> dict[str, str]:
+    """A tenant's PII policy, validated: kinds among LABELS, actions among ACTIONS."""
+    for label, action in policy.items():
+        if label not in LABELS:
+            raise ValueError(f"unknown PII kind {label!r}: one of {', '.join(LABELS)}")
+        if action not in ACTIONS:
+            raise ValueError(f"unknown PII action {action!r} for {label}: one of {', '.join(ACTIONS)}")
+    return dict(policy)
+
+
+def mask(found: str) -> str:
+    """Keep an email's first letter and domain, or a number's last four; hide the rest."""
+    if "@" in found:
+        user, _, domain = found.partition("@")
+        return f"{user[:1]}***@{domain}"
+    keep = 4
+    out, seen = [], 0
+    for ch in reversed(found):
+        if ch.isalnum():
+            seen += 1
+            out.append(ch if seen <= keep else "*")
+        else:
+            out.append(ch)
+    return "".join(reversed(out))
+
+
+def redact(text: str, policy: PiiPolicy | None = None) -> Redaction:
+    """Replace PII with placeholders (or mask or allow it, per ``policy``); the order matters (cards
+    before phones, IBANs before both)."""
     counts: Counter[str] = Counter()
+    policy = policy or {}
 
     def sub(pattern: re.Pattern[str], label: str, text: str, valid: object = None) -> str:
+        action = policy.get(label, "redact")
+
         def repl(m: re.Match[str]) -> str:
             if valid is not None and not valid(m.group(0)):  # type: ignore[operator]
                 return m.group(0)
+            if action == "allow":
+                return m.group(0)
             counts[label] += 1
-            return f"[{label}]"
+            return mask(m.group(0)) if action == "mask" else f"[{label}]"
 
         return pattern.sub(repl, text)
 

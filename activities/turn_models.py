@@ -26,6 +26,8 @@ class ChatTurnInput(BaseModel):
     # Already redacted by the API (raw PII never reaches history).
     user_text: str
     pii_counts: dict[str, int] = Field(default_factory=dict)
+    # The tenant's PII policy (kind → redact | mask | allow); the validate step applies the same.
+    pii_policy: dict[str, str] = Field(default_factory=dict)
     # Given by OpenAI-style requests that carry their own history; else it is loaded.
     history: list[Message] | None = None
     # The model the request names, if any (routing decides; turns recorded before routing carry the
@@ -45,6 +47,7 @@ class ValidateInput(BaseModel):
     tenant_id: str
     conversation_id: str
     text: str
+    pii_policy: dict[str, str] = Field(default_factory=dict)
 
 
 class ValidateResult(BaseModel):

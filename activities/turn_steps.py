@@ -46,7 +46,7 @@ class TurnSteps:
     @activity.defn(name="validate_turn")
     async def validate_turn(self, inp: ValidateInput) -> ValidateResult:
         try:
-            guarded = guard_input(inp.text, self.safety)
+            guarded = guard_input(inp.text, self.safety, inp.pii_policy)
         except InputRejected as exc:
             raise ApplicationError(str(exc), exc.code, type="InputRejected", non_retryable=True) from exc
         async with self.sessions() as session:

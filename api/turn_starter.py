@@ -44,11 +44,13 @@ async def start_turn(
     interactive: bool = True,
     webhook_url: str | None = None,
     audit: dict[str, object] | None = None,
+    pii_policy: dict[str, str] | None = None,
 ) -> tuple[str, WorkflowHandle[object, ChatTurnResult]]:
     """Start the turn (routing picks its model in the workflow). Non-interactive turns go to the
     batch queue and its own workers; interactive ones start eagerly in this process's worker."""
     try:
-        guarded = guard_input(text, res.safety)  # before Temporal: raw PII never reaches history
+        # Before Temporal: raw PII never reaches history (what the tenant's policy allows aside).
+        guarded = guard_input(text, res.safety, pii_policy)
     except InputRejected as exc:
         if audit is not None:
             audit["refused"] = exc.code
@@ -65,6 +67,7 @@ async def start_turn(
         request_id=request_id,
         user_text=guarded.text,
         pii_counts=guarded.pii_counts,
+        pii_policy=pii_policy or {},
         history=history,
         model=model,
         max_tokens=max_tokens,

@@ -11,7 +11,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import select, update
@@ -36,6 +36,8 @@ class Principal:
     # The tenant's own rate limits (None: the deployment's defaults).
     requests_per_min: int | None = None
     tokens_per_min: int | None = None
+    # The tenant's PII policy: kind → redact | mask | allow (activities/pii.py); absent kinds are redacted.
+    pii: dict[str, str] = field(default_factory=dict)
 
     def may(self, *any_of: str) -> bool:
         return "admin" in self.scopes or bool(self.scopes & set(any_of))
@@ -117,7 +119,15 @@ async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -
         k: int(policy[k]) if policy.get(k) is not None else None
         for k in ("requests_per_min", "tokens_per_min")
     }
-    return Principal(api_key.tenant_id, tenant_name, api_key.id, prefix, frozenset(api_key.scopes), **limits)
+    return Principal(
+        api_key.tenant_id,
+        tenant_name,
+        api_key.id,
+        prefix,
+        frozenset(api_key.scopes),
+        **limits,
+        pii=dict(policy.get("pii") or {}),
+    )
 
 
 async def revoke_key(sessions: async_sessionmaker[AsyncSession], prefix: str) -> bool:

@@ -59,6 +59,7 @@ async def create_tenant(
     requests_per_min: int | None = None,
     tokens_per_min: int | None = None,
     retention_days: int | None = None,
+    pii: dict[str, str] | None = None,
 ) -> str:
     created = await ensure_tenant(res.sessions, name)
     policy: dict[str, object] = {}
@@ -72,6 +73,8 @@ async def create_tenant(
         policy["tokens_per_min"] = tokens_per_min
     if retention_days is not None:
         policy["retention_days"] = retention_days
+    if pii:
+        policy["pii"] = pii
     async with res.sessions.begin() as session:
         tenant = await session.get_one(Tenant, created)
         if residency:

@@ -436,9 +436,20 @@ def tenants_create(
     ] = None,
     tokens_per_min: Annotated[int | None, typer.Option(min=1, help="its token rate limit")] = None,
     retention_days: Annotated[int | None, typer.Option(min=1, help="days its transcripts are kept")] = None,
+    pii: Annotated[
+        list[str] | None,
+        typer.Option(help="KIND=redact|mask|allow for EMAIL, IBAN, CARD, SSN, IP, PHONE (repeatable)"),
+    ] = None,
 ) -> None:
     """Create a tenant (or update its policy when it exists)."""
+    from activities.pii import check_policy
     from infra.access_cli import create_tenant
+
+    try:
+        pii_policy = check_policy(dict(item.split("=", 1) for item in pii or [] if "=" in item))
+    except ValueError as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        raise typer.Exit(2) from exc
 
     console.print(
         _with_resources(
@@ -451,6 +462,7 @@ def tenants_create(
                 requests_per_min,
                 tokens_per_min,
                 retention_days,
+                pii_policy,
             )
         )
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from activities.input_guard import InputRejected, guard_input
-from activities.pii import iban_ok, luhn_ok, redact
+from activities.pii import check_policy, iban_ok, luhn_ok, redact
 from activities.safety import SafetyEngine
 
 
@@ -79,3 +79,21 @@ def test_output_monitor_catches_a_rule_split_across_tokens(engine: SafetyEngine)
 def test_moderation_rules(engine: SafetyEngine) -> None:
     assert not engine.moderate("you should hurt yourself").allowed
     assert engine.moderate("you should rest yourself").allowed
+
+
+def test_a_tenant_policy_masks_or_allows_kinds() -> None:
+    text = "Mail jane.doe@example.com, card 4242 4242 4242 4242, call +44 20 7946 0958."
+    masked = redact(text, {"EMAIL": "mask", "CARD": "mask", "PHONE": "allow"})
+    assert masked.text == "Mail j***@example.com, card **** **** **** 4242, call +44 20 7946 0958."
+    assert masked.counts == {"EMAIL": 1, "CARD": 1}  # allowed kinds are not counted
+    # What a mask leaves is not found again (the validate step runs the same policy on it).
+    assert redact(masked.text, {"PHONE": "allow"}).text == masked.text
+    assert redact(text).text == "Mail [EMAIL], card [CARD], call [PHONE]."
+
+
+@pytest.mark.parametrize(
+    ("policy", "message"), [({"EMAIL": "hide"}, "unknown PII action"), ({"NAME": "mask"}, "unknown PII kind")]
+)
+def test_pii_policies_are_checked(policy: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_policy(policy)

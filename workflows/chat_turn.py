@@ -85,7 +85,10 @@ class ChatTurnWorkflow:
                 opts,
                 "validate_turn",
                 ValidateInput(
-                    tenant_id=inp.tenant_id, conversation_id=inp.conversation_id, text=inp.user_text
+                    tenant_id=inp.tenant_id,
+                    conversation_id=inp.conversation_id,
+                    text=inp.user_text,
+                    pii_policy=inp.pii_policy,
                 ),
                 ValidateResult,
             ),

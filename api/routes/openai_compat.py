@@ -100,6 +100,7 @@ async def chat_completions(
         history=[m.model_dump() for m in history],
         model=body.model,
         audit=audit,
+        pii_policy=request.state.principal.pii,
     )
     # Routing picks the model; until the turn says which, the stream names the one asked for.
     cid, created, asked = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model or "turnflow"

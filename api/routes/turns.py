@@ -79,6 +79,7 @@ async def _post_message(
     key: str | None,
     rid: str,
     audit: dict[str, object],
+    pii: dict[str, str],
 ) -> Any:
     await get_conversation(res, tenant, conversation_id)
     turn_id, handle = await start_turn(
@@ -95,6 +96,7 @@ async def _post_message(
         interactive=body.interactive,
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
         audit=audit,
+        pii_policy=pii,
     )
     if not body.interactive:
         # Queued behind other batch work, never in front of an interactive turn: poll, or await the webhook.
@@ -125,8 +127,9 @@ async def post_message(
     """Start a turn; answers `text/event-stream` (events turn, token, reset, done, error, redact) or JSON."""
     audit: dict[str, object] = {}
     request.state.audit = audit
+    pii = request.state.principal.pii
     return await _post_message(
-        res, tenant, conversation_id, body, idempotency_key, request_id(request), audit
+        res, tenant, conversation_id, body, idempotency_key, request_id(request), audit, pii
     )
 
 
@@ -141,8 +144,9 @@ async def post_message_flat(
     """The same as `POST /v1/conversations/{id}/messages`, with the conversation id in the body."""
     audit: dict[str, object] = {}
     request.state.audit = audit
+    pii = request.state.principal.pii
     return await _post_message(
-        res, tenant, body.conversation_id, body, idempotency_key, request_id(request), audit
+        res, tenant, body.conversation_id, body, idempotency_key, request_id(request), audit, pii
     )
 
 
