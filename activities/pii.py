@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-LABELS = ("EMAIL", "IBAN", "CARD", "SSN", "IP", "PHONE")
+LABELS = ("EMAIL", "IBAN", "CARD", "SSN", "NATIONAL_ID", "IP", "PHONE")
 Action = Literal["redact", "mask", "allow"]
 ACTIONS: tuple[Action, ...] = ("redact", "mask", "allow")
 PiiPolicy = Mapping[str, str]
@@ -25,6 +25,11 @@ _IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,4}
 _IPV4 = re.compile(r"\b(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)\b")
 _IPV6 = re.compile(r"\b(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\b")
 _SSN = re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b")
+# National ids beside the US SSN: the UK National Insurance number (two letters from its allowed set,
+# six digits, a suffix A-D).
+_NINO = re.compile(
+    r"\b(?!BG|GB|NK|KN|TN|NT|ZZ)[A-CEGHJ-PR-TW-Z][A-CEGHJ-NPR-TW-Z] ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"
+)
 _PHONE = re.compile(
     # Not part of a longer run of digit groups (a card number that failed its check, say).
     r"(?<![\w+])(?<!\d[ .-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?"
@@ -109,6 +114,7 @@ def redact(text: str, policy: PiiPolicy | None = None) -> Redaction:
     text = sub(_IBAN, "IBAN", text, iban_ok)
     text = sub(_CARD, "CARD", text, lambda s: luhn_ok(re.sub(r"\D", "", s)))
     text = sub(_SSN, "SSN", text)
+    text = sub(_NINO, "NATIONAL_ID", text)
     text = sub(_IPV6, "IP", text)
     text = sub(_IPV4, "IP", text)
     text = sub(_PHONE, "PHONE", text, lambda s: 7 <= len(re.sub(r"\D", "", s)) <= 15)

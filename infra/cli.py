@@ -438,7 +438,9 @@ def tenants_create(
     retention_days: Annotated[int | None, typer.Option(min=1, help="days its transcripts are kept")] = None,
     pii: Annotated[
         list[str] | None,
-        typer.Option(help="KIND=redact|mask|allow for EMAIL, IBAN, CARD, SSN, IP, PHONE (repeatable)"),
+        typer.Option(
+            help="KIND=redact|mask|allow for EMAIL, IBAN, CARD, SSN, NATIONAL_ID, IP, PHONE (repeatable)"
+        ),
     ] = None,
 ) -> None:
     """Create a tenant (or update its policy when it exists)."""

@@ -19,6 +19,8 @@ from activities.safety import SafetyEngine
         ("from 192.168.1.20 today", "from [IP] today", "IP"),
         ("v6 2001:0db8:85a3:0000:0000:8a2e:0370:7334", "v6 [IP]", "IP"),
         ("ssn 123-45-6789", "ssn [SSN]", "SSN"),
+        ("NI number JG 12 34 56 C on file", "NI number [NATIONAL_ID] on file", "NATIONAL_ID"),
+        ("nino AB123456D.", "nino [NATIONAL_ID].", "NATIONAL_ID"),
         ("call +1 415-555-2671 please", "call [PHONE] please", "PHONE"),
         ("call (020) 7946 0958", "call [PHONE]", "PHONE"),
     ],
@@ -37,6 +39,9 @@ def test_pii_is_replaced_by_its_kind(text: str, expected: str, kind: str) -> Non
         "version 1.2.3 of the app, 2024-05-01",
         "I have 3 cats and 12 dogs",
         "the year 1887",
+        "GB 12 34 56 A uses a prefix no NI number has",
+        "Meet at 10 AM in room B 12, or call extension 5678 before noon.",
+        "The patch AB12C fixed issue 3456 in release 7.8.",
     ],
 )
 def test_ordinary_text_is_left_alone(text: str) -> None:
