@@ -224,6 +224,15 @@ BAD_KEY = {"Authorization": "Bearer tf_nope_nope"}
             "validation_error",
         ),
         ("POST", "/v1/conversations/not-a-uuid/messages", {"content": "hi"}, {}, 422, "validation_error"),
+        # A webhook is for non-interactive turns (an interactive caller has the stream).
+        (
+            "POST",
+            "/v1/conversations/{conv}/messages",
+            {"content": "hi", "webhook_url": "https://hooks.example/t"},
+            {},
+            422,
+            "validation_error",
+        ),
         (
             "POST",
             "/v1/conversations/{conv}/messages",

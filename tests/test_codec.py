@@ -81,6 +81,8 @@ async def test_codec_endpoint_decodes_for_admins_only(api: ApiServer) -> None:
         await api.client.post("/codec/decode", content=body, headers={"Authorization": ""})
     ).status_code == 401
     assert (await api.client.post("/codec/decode", content=body, headers=chat)).status_code == 403
+    garbage = await api.client.post("/codec/decode", content=b"{not proto json", headers=admin)
+    assert garbage.status_code == 422 and garbage.json()["error"]["code"] == "422"
     decoded = await api.client.post("/codec/decode", content=body, headers=admin)
     assert decoded.status_code == 200
     assert list(json_format.Parse(decoded.text, Payloads()).payloads) == [plain("for operators")]

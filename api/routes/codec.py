@@ -4,7 +4,7 @@ message as proto JSON, get one back."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, HTTPException, Request, Response
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
@@ -14,7 +14,10 @@ router = APIRouter(prefix="/codec", tags=["codec"])
 
 
 async def _payloads(request: Request) -> Payloads:
-    return json_format.Parse(await request.body(), Payloads())
+    try:
+        return json_format.Parse(await request.body(), Payloads())
+    except json_format.ParseError as exc:
+        raise HTTPException(422, f"not a Payloads message in proto JSON: {exc}") from exc
 
 
 def _answer(payloads: Payloads) -> Response:

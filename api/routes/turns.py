@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, HttpUrl
+from pydantic import BaseModel, Field, HttpUrl, model_validator
 from sse_starlette.sse import EventSourceResponse
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
@@ -42,7 +42,16 @@ class MessageCreate(BaseModel):
         default=True,
         description="false: a batch turn, run on its own queue; answered 202 with the turn to poll",
     )
-    webhook_url: HttpUrl | None = Field(default=None, description="POSTed the turn's result when it ends")
+    webhook_url: HttpUrl | None = Field(
+        default=None, description="non-interactive turns: POSTed the turn's result when it ends"
+    )
+
+    @model_validator(mode="after")
+    def _webhooks_are_for_batch_turns(self) -> MessageCreate:
+        # An interactive caller has the stream (or the JSON answer); a webhook would only hold it up.
+        if self.webhook_url is not None and self.interactive:
+            raise ValueError("webhook_url is for non-interactive turns: send it with interactive: false")
+        return self
 
 
 class MessageCreateWithConversation(MessageCreate):
