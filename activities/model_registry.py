@@ -35,6 +35,8 @@ class ModelRegistry:
             for name, spec in declared.items()
         }
         self._embedded_gguf = embedded_gguf
+        # Every turn's routing reads these endpoints' breakers: computed once.
+        self._endpoints = sorted({url for spec in self.models.values() for url in spec.endpoints})
         # `auto` tokenizers read the GGUF only for models served where the embedded model runs.
         self._on_model_url = {n for n, spec in declared.items() if "{model_url}" in "".join(spec.endpoints)}
         self._http = http
@@ -50,7 +52,7 @@ class ModelRegistry:
         return self.models[name]
 
     def endpoints(self) -> list[str]:
-        return sorted({url for spec in self.models.values() for url in spec.endpoints})
+        return self._endpoints
 
     def _gguf(self, path: Path) -> LocalGGUFCounter:
         if path not in self._gguf_counters:

@@ -3,6 +3,7 @@ tenant's tokens today), then decide with the pure router. Its result lands in th
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 
@@ -105,14 +106,17 @@ class RouteActivities:
                     type="RouteRefused",
                     non_retryable=True,
                 )
-        views = await self.breakers.views(self.registry.endpoints())
+        # Breaker states and canary shares in one concurrent round: routing sits before the first token.
+        views, shares = await asyncio.gather(
+            self.breakers.views(self.registry.endpoints()), runtime_shares(self.redis)
+        )
         try:
             return route(
                 self.registry.models,
                 req,
                 tenant,
                 lambda url: views[url].admits,
-                shares=await runtime_shares(self.redis),
+                shares=shares,
                 default_max_tokens=self.default_max_tokens,
             )
         except NoEligibleModel as exc:
