@@ -148,7 +148,12 @@ async def test_cancel_stops_generation_and_keeps_the_partial_reply(
     async with api.client.stream(
         "POST",
         f"/v1/conversations/{conv}/messages",
-        json={"content": "Write a very long story about a lighthouse keeper.", "max_tokens": 600},
+        # Greedy, so the story is long every time: a sampled one can end on its own before the cancel lands.
+        json={
+            "content": "Write a very long story about a lighthouse keeper.",
+            "max_tokens": 600,
+            "temperature": 0,
+        },
     ) as resp:
         turn_id = resp.headers["x-turn-id"]
         seen = []
