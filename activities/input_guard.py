@@ -18,6 +18,17 @@ class InputRejected(ValueError):
         self.code = code
 
 
+def unstorable(text: str) -> str | None:
+    """Why Postgres (or any UTF-8 store) could not keep this text, or None when it can."""
+    if "\x00" in text:
+        return "contains a NUL (\\u0000) character"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "is not valid Unicode (it has a lone surrogate)"
+    return None
+
+
 @dataclass(frozen=True)
 class GuardedInput:
     text: str
@@ -26,9 +37,12 @@ class GuardedInput:
 
 
 def guard_input(text: str, engine: SafetyEngine, pii_policy: PiiPolicy | None = None) -> GuardedInput:
-    """Raises InputRejected (code: empty_message, message_too_long, content_policy_violation)."""
+    """Raises InputRejected (code: empty_message, invalid_text, message_too_long,
+    content_policy_violation)."""
     if not text.strip():
         raise InputRejected("empty_message", "the message is empty")
+    if why := unstorable(text):
+        raise InputRejected("invalid_text", f"the message {why}")
     limit = engine.rules.input.max_chars
     if len(text) > limit:
         raise InputRejected(

@@ -2,11 +2,50 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException
+from starlette.routing import Match, Route
+
+
+class ErrorDetail(BaseModel):
+    # Some errors say more: `details` (which fields were invalid), `retryable`, `turn_id`.
+    model_config = ConfigDict(extra="allow")
+
+    message: str
+    type: str
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+_WHEN = {
+    400: "The body could not be read, or the turn was refused (see `error.code`)",
+    401: "No API key, or one that is unknown, revoked or expired",
+    403: "The key lacks the scope this route needs",
+    404: "Not found (another tenant's objects are not found either)",
+    409: "The object is not in a state that allows this",
+    415: "Unsupported content type",
+    422: "The request is invalid (`error.details` lists the fields)",
+    429: "Over the tenant's rate limit or token budget: retry after `Retry-After` seconds",
+    503: "A dependency failed; retrying may help (`error.retryable`)",
+}
+
+# What every route behind an API key may answer besides its own outcomes.
+KEYED = (401, 403, 422, 429)
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all in the one documented shape."""
+    return {s: {"model": ErrorResponse, "description": _WHEN[s]} for s in statuses}
 
 
 def error_body(message: str, type_: str, code: str | None = None, **extra: object) -> dict[str, object]:
@@ -29,24 +68,36 @@ def turn_error_response(error: dict[str, object], turn_id: str) -> JSONResponse:
     )
 
 
-async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves on this path: Starlette's 405 names only the first route's."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] != Match.NONE:
+            methods |= route.methods
+    return ", ".join(sorted(methods))
+
+
+async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     type_ = "invalid_request_error" if exc.status_code < 500 else "server_error"
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request)
     return JSONResponse(
         error_body(str(exc.detail), type_, str(exc.status_code)),
         status_code=exc.status_code,
-        headers=exc.headers,
+        headers=headers,
     )
 
 
-async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    details = jsonable_encoder(exc.errors())
+async def _validation_error(_: Request, exc: RequestValidationError) -> Response:
+    # Inputs are echoed back; bytes that are not UTF-8 (a garbled body) as replacement characters.
+    details = jsonable_encoder(exc.errors(), custom_encoder={bytes: lambda b: b.decode("utf-8", "replace")})
     first = details[0] if details else {}
     where = ".".join(str(p) for p in first.get("loc", []))
     message = f"{where}: {first.get('msg', 'invalid request')}" if where else "invalid request"
-    return JSONResponse(
-        error_body(message, "invalid_request_error", "validation_error", details=details),
-        status_code=422,
-    )
+    # ASCII-escaped: the details echo the input, which may hold a lone surrogate UTF-8 cannot carry.
+    body = error_body(message, "invalid_request_error", "validation_error", details=details)
+    return Response(json.dumps(body), status_code=422, media_type="application/json")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -13,7 +13,7 @@ from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 
 from api.audit import audit_middleware
-from api.errors import install_error_handlers
+from api.errors import KEYED, error_responses, install_error_handlers
 from api.routes import codec, conversations, documents, health, openai_compat, turns, usage
 from api.tenancy import DEFAULT_TENANT, require
 from db.access import ensure_tenant
@@ -80,13 +80,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.include_router(health.router)  # no key: probes and load balancers call these
     chat, ingest = [Depends(require("chat"))], [Depends(require("ingest"))]
-    app.include_router(conversations.router, dependencies=chat)
-    app.include_router(turns.router, dependencies=chat)
-    app.include_router(openai_compat.router, dependencies=chat)
-    app.include_router(documents.router, dependencies=ingest)
-    app.include_router(documents.search_router, dependencies=[Depends(require("chat", "ingest"))])
-    app.include_router(usage.router, dependencies=[Depends(require("chat", "ingest"))])
-    app.include_router(codec.router, dependencies=[Depends(require("admin"))])
+    either, admin = [Depends(require("chat", "ingest"))], [Depends(require("admin"))]
+    keyed = error_responses(*KEYED)
+    app.include_router(conversations.router, dependencies=chat, responses=keyed)
+    app.include_router(turns.router, dependencies=chat, responses=keyed)
+    app.include_router(openai_compat.router, dependencies=chat, responses=keyed)
+    app.include_router(documents.router, dependencies=ingest, responses=keyed)
+    app.include_router(documents.search_router, dependencies=either, responses=keyed)
+    app.include_router(usage.router, dependencies=either, responses=keyed)
+    app.include_router(codec.router, dependencies=admin, responses=keyed)
     # The Temporal web UI calls /codec from the browser: its origin may, with an admin key.
     app.add_middleware(
         CORSMiddleware,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import uuid
+from typing import Any
 
 from fastapi import HTTPException
 from temporalio.client import WorkflowHandle
@@ -14,11 +17,41 @@ from activities.turn_models import ChatTurnInput, ChatTurnResult, Message
 from infra.resources import Resources
 from workflows.search_attributes import turn_attributes
 
-_REJECTION_STATUS = {"empty_message": 422, "message_too_long": 413, "content_policy_violation": 400}
+_REJECTION_STATUS = {"empty_message": 422, "invalid_text": 422, "message_too_long": 413, "content_policy_violation": 400}
 
 
 def turn_id_for(tenant_id: uuid.UUID, conversation_id: uuid.UUID, idempotency_key: str) -> str:
     return f"turn-{tenant_id}-{conversation_id}-{idempotency_key}"
+
+
+def request_fingerprint(turn: ChatTurnInput) -> str:
+    """What a retried POST must repeat to join the turn: everything the caller chose, not the ids."""
+    asked = turn.model_dump(mode="json", include=_ASKED)
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
+_ASKED = {
+    "conversation_id",
+    "user_text",
+    "history",
+    "model",
+    "max_tokens",
+    "temperature",
+    "latency_budget_ms",
+    "interactive",
+    "webhook_url",
+}
+
+
+async def _same_request(handle: WorkflowHandle[Any, Any], fingerprint: str) -> bool:
+    # The start response says whether this call started the turn (then there is nothing to compare);
+    # the SDK keeps it private, so without it the turn's memo is read back.
+    response = getattr(handle, "_start_workflow_response", None)
+    if response is not None and getattr(response, "started", False):
+        return True
+    desc = await handle.describe()
+    recorded = await desc.memo_value("request_fingerprint", None)
+    return recorded is None or recorded == fingerprint  # None: a turn from before fingerprints
 
 
 def tenant_of_turn(turn_id: str) -> str | None:
@@ -78,6 +111,7 @@ async def start_turn(
         webhook_url=webhook_url,
     )
     queue = res.policy.workflows["chat_turn"].task_queue if interactive else "batch"
+    fingerprint = request_fingerprint(turn)
     try:
         handle = await res.temporal.start_workflow(
             "chat_turn",
@@ -89,6 +123,7 @@ async def start_turn(
             # A retried POST while the turn runs joins it; after it ended, the start is refused (below).
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={"request_fingerprint": fingerprint},
             search_attributes=TypedSearchAttributes(
                 turn_attributes(str(tenant_id), str(conversation_id), model)
             ),
@@ -97,4 +132,12 @@ async def start_turn(
         )
     except WorkflowAlreadyStartedError:
         handle = res.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)
+    if idempotency_key and not await _same_request(handle, fingerprint):
+        # Joining would answer this request with another one's turn (IETF Idempotency-Key draft: 422).
+        if audit is not None:
+            audit["refused"] = "idempotency_key_reused"
+        raise HTTPException(
+            422,
+            f"Idempotency-Key {idempotency_key!r} was used for a different request in this conversation",
+        )
     return turn_id, handle

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 
 import psycopg
@@ -102,6 +103,46 @@ async def test_same_idempotency_key_is_one_turn(api: ApiServer, services: Servic
     assert [r[0] for r in messages_of(services, t1)] == ["user", "assistant"]
     listed = (await api.client.get(f"/v1/conversations/{conv}/messages")).json()
     assert len(listed) == 2
+
+
+async def test_same_idempotency_key_with_another_request_is_refused(
+    api: ApiServer, services: Services
+) -> None:
+    """A key reused for a different message (or a batch turn) must not be answered with the first turn."""
+    conv = await api.conversation()
+    key = str(uuid.uuid4())
+    t1, _ = await stream_turn(api, conv, PROMPT, key, max_tokens=8)
+    url = f"/v1/conversations/{conv}/messages"
+    for body in (
+        {"content": "Something else entirely.", "max_tokens": 8},
+        {"content": PROMPT, "max_tokens": 9},
+        {"content": PROMPT, "max_tokens": 8, "interactive": False},
+    ):
+        resp = await api.client.post(url, json=body, headers={"Idempotency-Key": key})
+        assert resp.status_code == 422, resp.text
+        assert "Idempotency-Key" in resp.json()["error"]["message"]
+    assert [r[0] for r in messages_of(services, t1)] == ["user", "assistant"]
+    assert len((await api.client.get(f"{url}")).json()) == 2
+
+
+async def test_unstorable_text_and_bad_event_ids_are_422(api: ApiServer) -> None:
+    """Found by fuzzing: a NUL in a message failed the turn at persist time, a malformed Last-Event-ID
+    broke the stream inside Redis. Both are the client's mistake, said as such before anything starts."""
+    conv = await api.conversation()
+    for content in ("nul\x00inside", "lone \ud800 surrogate"):
+        resp = await api.client.post(
+            f"/v1/conversations/{conv}/messages",
+            content=json.dumps({"content": content}),
+            headers={"Content-Type": "application/json"},
+        )
+        assert resp.status_code == 422, resp.text
+        assert resp.json()["error"]["code"] == "validation_error"
+    resp = await api.client.post("/v1/conversations", json={"metadata": {"k": ["a\x00"]}})
+    assert resp.status_code == 422 and "NUL" in resp.json()["error"]["message"]
+    turn_id, _ = await stream_turn(api, conv, "Hi", max_tokens=4)
+    for bad in ("x", "1-2-3", "99999999999999999999999"):
+        resp = await api.client.get(f"/v1/turns/{turn_id}/events", headers={"Last-Event-ID": bad})
+        assert resp.status_code == 422, (bad, resp.text)
 
 
 async def test_resume_with_last_event_id_has_no_gap_and_no_duplicate(api: ApiServer) -> None:

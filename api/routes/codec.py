@@ -4,6 +4,8 @@ message as proto JSON, get one back."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, HTTPException, Request, Response
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
@@ -16,22 +18,54 @@ router = APIRouter(prefix="/codec", tags=["codec"])
 async def _payloads(request: Request) -> Payloads:
     try:
         return json_format.Parse(await request.body(), Payloads())
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, UnicodeDecodeError) as exc:
         raise HTTPException(422, f"not a Payloads message in proto JSON: {exc}") from exc
+
+
+# Temporal's `Payloads` in proto JSON (the body is parsed by protobuf, so declared here for OpenAPI).
+_PAYLOADS = {
+    "type": "object",
+    "properties": {
+        "payloads": {
+            "type": ["array", "null"],  # proto JSON: null is the empty list
+            "items": {
+                "type": "object",
+                "properties": {
+                    "metadata": {
+                        "type": "object",
+                        "additionalProperties": {"type": "string", "format": "byte"},
+                    },
+                    "data": {"type": "string", "format": "byte"},
+                },
+            },
+        }
+    },
+}
+_CODEC_ROUTE: dict[str, Any] = {
+    "openapi_extra": {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _PAYLOADS}}}
+    },
+    "responses": {
+        200: {
+            "description": "The payloads, encoded or decoded",
+            "content": {"application/json": {"schema": _PAYLOADS}},
+        }
+    },
+}
 
 
 def _answer(payloads: Payloads) -> Response:
     return Response(json_format.MessageToJson(payloads), media_type="application/json")
 
 
-@router.post("/encode")
+@router.post("/encode", **_CODEC_ROUTE)
 async def encode(request: Request, res: ResourcesDep) -> Response:
     """Encrypt payloads with the current key."""
     payloads = await _payloads(request)
     return _answer(Payloads(payloads=await res.codec.encode(payloads.payloads)))
 
 
-@router.post("/decode")
+@router.post("/decode", **_CODEC_ROUTE)
 async def decode(request: Request, res: ResourcesDep) -> Response:
     """Decrypt payloads (any key this deployment holds); unencrypted ones come back as they are."""
     payloads = await _payloads(request)

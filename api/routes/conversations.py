@@ -4,22 +4,24 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from api.deps import ResourcesDep
+from api.errors import error_responses
 from api.tenancy import TenantDep
+from api.text_fields import StorableObject, StorableStr
 from db.models import Conversation, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 
 
 class ConversationCreate(BaseModel):
-    title: str | None = Field(default=None, max_length=500)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    title: StorableStr | None = Field(default=None, max_length=500)
+    metadata: StorableObject = Field(default_factory=dict)
 
 
 class ConversationOut(BaseModel):
@@ -60,7 +62,7 @@ async def get_conversation(res: ResourcesDep, tenant: uuid.UUID, conversation_id
     return conv
 
 
-@router.post("", status_code=201)
+@router.post("", status_code=201, responses=error_responses(400))
 async def create_conversation(
     body: ConversationCreate, res: ResourcesDep, tenant: TenantDep
 ) -> ConversationOut:
@@ -71,16 +73,19 @@ async def create_conversation(
         return _out(await session.get_one(Conversation, conv.id))
 
 
-@router.get("/{conversation_id}")
+@router.get("/{conversation_id}", responses=error_responses(404))
 async def read_conversation(
     conversation_id: uuid.UUID, res: ResourcesDep, tenant: TenantDep
 ) -> ConversationOut:
     return _out(await get_conversation(res, tenant, conversation_id))
 
 
-@router.get("/{conversation_id}/messages")
+@router.get("/{conversation_id}/messages", responses=error_responses(404))
 async def list_messages(
-    conversation_id: uuid.UUID, res: ResourcesDep, tenant: TenantDep, limit: int = 100
+    conversation_id: uuid.UUID,
+    res: ResourcesDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[MessageOut]:
     await get_conversation(res, tenant, conversation_id)
     async with res.sessions() as session:
@@ -89,7 +94,7 @@ async def list_messages(
                 select(Message)
                 .where(Message.conversation_id == conversation_id)
                 .order_by(Message.created_at, Message.role.desc())
-                .limit(min(max(limit, 1), 1000))
+                .limit(limit)
             )
         ).all()
     # A message moderation redacted keeps its row (the audit trail) but not its text.

@@ -14,11 +14,14 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, select, update
 
 from activities.ingest_models import IngestResult
+from activities.input_guard import unstorable
 from activities.parsing import DocumentRejected, mime_type_of
 from activities.search import invalidate_tenant
 from api.deps import ResourcesDep
 from api.document_intake import Upload, document_view, rejected, take_in
+from api.errors import error_responses
 from api.tenancy import TenantDep
+from api.text_fields import StorableStr
 from db.engine import scope_to_tenant
 from db.models import Chunk, Document
 from infra.resources import Resources
@@ -32,16 +35,16 @@ SYNC_WAIT = timedelta(seconds=60)
 
 
 class DocumentCreate(BaseModel):
-    text: str = Field(min_length=1, description="the document's content")
-    source: str | None = Field(
+    text: StorableStr = Field(min_length=1, description="the document's content")
+    source: StorableStr | None = Field(
         default=None, max_length=1000, description="where it comes from; one document per source"
     )
-    title: str | None = Field(default=None, max_length=1000)
+    title: StorableStr | None = Field(default=None, max_length=1000)
     mime_type: Literal["text/plain", "text/markdown", "text/html"] = "text/plain"
 
 
 class SearchRequest(BaseModel):
-    query: str = Field(min_length=1, max_length=4000)
+    query: StorableStr = Field(min_length=1, max_length=4000)
     k: int = Field(default=5, ge=1, le=100)
     mode: Literal["hybrid", "vector", "text"] = "hybrid"
 
@@ -60,6 +63,9 @@ async def _upload_from(request: Request) -> Upload:
             raise rejected(exc) from exc
         source = str(form.get("source") or file.filename or f"upload-{uuid.uuid4()}")
         title = form.get("title")
+        for name, value in (("source", source), ("title", title)):
+            if isinstance(value, str) and (why := unstorable(value)):
+                raise HTTPException(422, f"the {name} {why}")
         return Upload(content, mime, source[:1000], str(title) if title else None)
     if kind in ("application/json", ""):
         try:
@@ -71,7 +77,37 @@ async def _upload_from(request: Request) -> Upload:
     raise HTTPException(415, f"send JSON or multipart/form-data, not {kind}")
 
 
-@router.post("/v1/documents", response_model=None, status_code=201)
+# The body is read by hand (JSON or multipart), so its schema is declared here for the OpenAPI document.
+_UPLOAD_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": DocumentCreate.model_json_schema()},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "source": {"type": "string", "maxLength": 1000},
+                    "title": {"type": "string", "maxLength": 1000},
+                },
+            }
+        },
+    },
+}
+
+
+@router.post(
+    "/v1/documents",
+    response_model=None,
+    status_code=201,
+    openapi_extra={"requestBody": _UPLOAD_BODY},
+    responses={
+        200: {"description": "The same bytes were already ingested: nothing changed (`unchanged: true`)"},
+        202: {"description": "Accepted: ingestion goes on; poll `Location`"},
+        **error_responses(400, 415),
+    },
+)
 async def create_document(
     request: Request, res: ResourcesDep, tenant: TenantDep, wait: bool = True
 ) -> JSONResponse:
@@ -110,7 +146,7 @@ async def _view(res: Resources, tenant: uuid.UUID, document_id: uuid.UUID) -> di
     return document_view(doc)
 
 
-@router.get("/v1/documents/{document_id}")
+@router.get("/v1/documents/{document_id}", responses=error_responses(404))
 async def get_document(document_id: uuid.UUID, res: ResourcesDep, tenant: TenantDep) -> dict[str, Any]:
     """Status and counts: `status` is pending, ingesting, ready, failed or deleted;
     `embedded_count` of `chunk_count` shows progress."""
@@ -122,7 +158,7 @@ async def list_documents(
     res: ResourcesDep,
     tenant: TenantDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**31)] = 0,
     include_deleted: bool = False,
 ) -> dict[str, Any]:
     async with res.sessions.begin() as session:
@@ -143,7 +179,7 @@ async def list_documents(
     return {"data": [document_view(d) for d in docs], "total": total, "limit": limit, "offset": offset}
 
 
-@router.delete("/v1/documents/{document_id}")
+@router.delete("/v1/documents/{document_id}", responses=error_responses(404))
 async def delete_document(document_id: uuid.UUID, res: ResourcesDep, tenant: TenantDep) -> dict[str, Any]:
     """Tombstone the document: its chunks never come back from a query; a purge removes them later."""
     async with res.sessions.begin() as session:
@@ -161,7 +197,7 @@ async def delete_document(document_id: uuid.UUID, res: ResourcesDep, tenant: Ten
     return await _view(res, tenant, document_id)
 
 
-@search_router.post("/v1/search")
+@search_router.post("/v1/search", responses=error_responses(400))
 async def search(body: SearchRequest, res: ResourcesDep, tenant: TenantDep) -> dict[str, Any]:
     """The tenant's top-k chunks for a query, as the chat turn's retrieve step sees them."""
     found = await res.search.search(tenant, body.query, body.k, body.mode)

@@ -7,11 +7,23 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.deps import ResourcesDep
 from infra import probes
 
 router = APIRouter(tags=["health"])
+
+
+class HealthReport(BaseModel):
+    status: str  # ok or unavailable
+    components: dict[str, dict[str, Any]]
+
+
+_REPORTS: dict[int | str, dict[str, Any]] = {
+    200: {"model": HealthReport, "description": "Every component answered"},
+    503: {"model": HealthReport, "description": "Some component is down: `components` says which"},
+}
 
 PROBE_TIMEOUT_S = 3.0
 
@@ -48,13 +60,13 @@ async def livez() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses=_REPORTS)
 async def readyz(res: ResourcesDep) -> JSONResponse:
     """The API's own dependencies answer: it can accept requests."""
     return await _report(res, ("temporal", "postgres", "redis"))
 
 
-@router.get("/healthz")
+@router.get("/healthz", responses=_REPORTS)
 async def healthz(res: ResourcesDep) -> JSONResponse:
     """Every component of the stack, probed for real; 503 when any is down."""
     return await _report(

@@ -18,9 +18,10 @@ from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from api.deps import ResourcesDep
-from api.errors import error_body, turn_error_response
+from api.errors import error_body, error_responses, turn_error_response
 from api.routes.turns import SSE_HEADERS, IdempotencyKey, request_id
 from api.tenancy import TenantDep, tokens_within_limit
+from api.text_fields import StorableStr
 from api.turn_starter import start_turn
 from api.turn_stream import follow
 from db.models import Conversation
@@ -30,7 +31,7 @@ router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
 class ChatMessage(BaseModel):
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: StorableStr
 
 
 class StreamOptions(BaseModel):
@@ -38,7 +39,7 @@ class StreamOptions(BaseModel):
 
 
 class ChatCompletionRequest(BaseModel):
-    model: str | None = None
+    model: StorableStr | None = Field(default=None, max_length=200)
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
     stream_options: StreamOptions | None = None
@@ -72,7 +73,27 @@ def _usage(done: dict[str, Any]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-@router.post("/chat/completions", response_model=None, dependencies=[Depends(tokens_within_limit)])
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    dependencies=[Depends(tokens_within_limit)],
+    responses={
+        200: {
+            "description": "A `chat.completion`, or with `stream: true` `chat.completion.chunk` events",
+            # Unnamed events, each `data` a chat.completion.chunk in JSON, the last one `[DONE]`.
+            "content": {
+                "text/event-stream": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["data"],
+                        "properties": {"data": {"type": "string"}},
+                    }
+                }
+            },
+        },
+        **error_responses(400, 503),
+    },
+)
 async def chat_completions(
     body: ChatCompletionRequest,
     request: Request,

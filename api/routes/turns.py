@@ -6,18 +6,20 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, HttpUrl, model_validator
 from sse_starlette.sse import EventSourceResponse
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
+from activities.turn_events import EVENT_TYPES
 from activities.turn_models import ChatTurnResult
 from api.deps import ResourcesDep
-from api.errors import turn_error_response
+from api.errors import error_responses, turn_error_response
 from api.routes.conversations import get_conversation
 from api.tenancy import TenantDep, require, tokens_within_limit
+from api.text_fields import StorableStr
 from api.turn_starter import start_turn, tenant_of_turn
 from api.turn_stream import as_sse, follow
 from infra.replay_cli import fetch_history, turn_audit
@@ -25,18 +27,23 @@ from infra.resources import Resources
 
 router = APIRouter(tags=["turns"])
 
+# An event's `id:` (its Redis stream position), as a client sends it back to resume.
+EVENT_ID = r"^\d{1,19}(-\d{1,19})?$"
 SSE_HEADERS = {"X-Accel-Buffering": "no", "Cache-Control": "no-cache"}
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 
 
 class MessageCreate(BaseModel):
-    content: str = Field(min_length=1, description="the user's message")
+    content: StorableStr = Field(min_length=1, description="the user's message")
     stream: bool = True
     max_tokens: int | None = Field(default=None, ge=1, le=4096)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0, description="default: the model's")
-    model: str | None = Field(default=None, max_length=200, description="a registry model to prefer")
+    model: StorableStr | None = Field(default=None, max_length=200, description="a registry model to prefer")
     latency_budget_ms: int | None = Field(
-        default=None, ge=1, description="first-token budget: routing prefers a model that meets it"
+        default=None,
+        ge=1,
+        le=600_000,
+        description="first-token budget: routing prefers a model that meets it",
     )
     interactive: bool = Field(
         default=True,
@@ -56,6 +63,38 @@ class MessageCreate(BaseModel):
 
 class MessageCreateWithConversation(MessageCreate):
     conversation_id: uuid.UUID
+
+
+class TurnQueued(BaseModel):
+    turn_id: str
+    status: str
+    status_url: str
+
+
+# One SSE event: `id` (its stream position, for Last-Event-ID), `event`, and `data` as JSON.
+_SSE = {
+    "text/event-stream": {
+        "schema": {
+            "type": "object",
+            "required": ["event", "data"],
+            "properties": {
+                "id": {"type": "string"},
+                "event": {"enum": list(EVENT_TYPES)},
+                "data": {"type": "string", "contentMediaType": "application/json"},
+            },
+        }
+    }
+}
+_TURN_STARTED: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "`text/event-stream` (events turn, token, reset, done, error, redact); "
+        "with `stream: false`, the turn's result as JSON",
+        "model": ChatTurnResult,
+        "content": _SSE,
+    },
+    202: {"description": "Non-interactive: queued; poll `Location`", "model": TurnQueued},
+    **error_responses(400, 404, 503),
+}
 
 
 def request_id(request: Request) -> str:
@@ -124,6 +163,7 @@ async def _post_message(
     "/v1/conversations/{conversation_id}/messages",
     response_model=None,
     dependencies=[Depends(tokens_within_limit)],
+    responses=_TURN_STARTED,
 )
 async def post_message(
     conversation_id: uuid.UUID,
@@ -142,7 +182,9 @@ async def post_message(
     )
 
 
-@router.post("/v1/messages", response_model=None, dependencies=[Depends(tokens_within_limit)])
+@router.post(
+    "/v1/messages", response_model=None, dependencies=[Depends(tokens_within_limit)], responses=_TURN_STARTED
+)
 async def post_message_flat(
     body: MessageCreateWithConversation,
     request: Request,
@@ -181,7 +223,7 @@ class TurnState(BaseModel):
     result: ChatTurnResult | None = None
 
 
-@router.get("/v1/turns/{turn_id}")
+@router.get("/v1/turns/{turn_id}", responses=error_responses(404))
 async def read_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> TurnState:
     """A turn's state, and its result once it has ended (how non-interactive callers poll)."""
     handle, desc = await _turn_handle(res, tenant, turn_id)
@@ -194,7 +236,9 @@ async def read_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> TurnS
     return TurnState(turn_id=turn_id, status="error")
 
 
-@router.get("/v1/turns/{turn_id}/audit", dependencies=[Depends(require("admin"))])
+@router.get(
+    "/v1/turns/{turn_id}/audit", dependencies=[Depends(require("admin"))], responses=error_responses(404)
+)
 async def audit_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dict[str, Any]:
     """For compliance (admin keys): the turn's history replayed against the current workflow code, and
     reconstructed (input as redacted, route, retrieved chunks, exact prompt, model, output, moderation)."""
@@ -202,20 +246,24 @@ async def audit_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dict
     return await turn_audit(res, await fetch_history(res, turn_id))
 
 
-@router.get("/v1/turns/{turn_id}/events", response_model=None)
+@router.get(
+    "/v1/turns/{turn_id}/events",
+    response_model=None,
+    responses={200: {"description": "The turn's events", "content": _SSE}, **error_responses(404)},
+)
 async def turn_events(
     turn_id: str,
     res: ResourcesDep,
     tenant: TenantDep,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
-    after: str | None = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=EVENT_ID)] = None,
+    after: Annotated[str | None, Query(pattern=EVENT_ID, description="as Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Replay the turn's events after `Last-Event-ID` (or `?after=`), then follow it live."""
     handle, _ = await _turn_handle(res, tenant, turn_id)
     return _sse(res, handle, turn_id, last_event_id or after)
 
 
-@router.post("/v1/turns/{turn_id}/cancel", status_code=202)
+@router.post("/v1/turns/{turn_id}/cancel", status_code=202, responses=error_responses(404, 409))
 async def cancel_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dict[str, str]:
     """Ask the turn to stop generating; what was streamed is kept, and the turn ends `cancelled`."""
     handle, desc = await _turn_handle(res, tenant, turn_id)

@@ -14,7 +14,9 @@ from sqlalchemy import select
 
 from activities.routing import Usd
 from api.deps import ResourcesDep
+from api.errors import error_responses
 from api.tenancy import TenantDep
+from api.text_fields import StorableStr
 from db.models import Tenant
 from db.usage import usage_report
 
@@ -43,11 +45,13 @@ class UsageOut(BaseModel):
     cost_usd: Usd
 
 
-@router.get("/v1/usage")
+@router.get("/v1/usage", responses=error_responses(404))
 async def read_usage(
     res: ResourcesDep,
     tenant_id: TenantDep,
-    tenant: Annotated[str | None, Query(description="tenant name (default: the caller's)")] = None,
+    tenant: Annotated[
+        StorableStr | None, Query(max_length=200, description="tenant name (default: the caller's)")
+    ] = None,
     since: Annotated[datetime | None, Query(description="ISO 8601; default: 30 days ago")] = None,
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive; default: now")] = None,
 ) -> UsageOut:
