@@ -6,7 +6,7 @@ are the old vectors dropped."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from redis.asyncio import Redis
@@ -43,11 +43,17 @@ _MISSING = """
 
 class ReembedActivities:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], embedders: Embedders, redis: Redis
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        embedders: Embedders,
+        redis: Redis,
+        embedder_residency: Iterable[str] = (),
     ) -> None:
         self.sessions = sessions
         self.embedders = embedders
         self.redis = redis
+        # A tenant's text goes to the embedder only if it carries all the tenant's residency tags.
+        self.embedder_residency = sorted(set(embedder_residency))
 
     def _embedder(self, target: Target) -> Embedder:
         return self.embedders.require(target.model, target.version)
@@ -64,13 +70,23 @@ class ReembedActivities:
         async with self.sessions() as session:
             rows = await session.execute(
                 text(
-                    "SELECT id FROM tenants WHERE embedding_model IS NOT NULL"
+                    "SELECT id, residency_tags <@ CAST(:allowed AS text[]) FROM tenants"
+                    " WHERE embedding_model IS NOT NULL"
                     " AND (embedding_model, embedding_version) IS DISTINCT FROM (:model, :version)"
                     " ORDER BY created_at"
                 ),
-                {"model": target.model, "version": target.version},
+                {"model": target.model, "version": target.version, "allowed": self.embedder_residency},
             )
-            tenants = [str(r[0]) for r in rows]
+            tenants: list[str] = []
+            excluded: list[str] = []
+            for tenant, allowed in rows:
+                (tenants if allowed else excluded).append(str(tenant))
+        if excluded:
+            activity.logger.warning(
+                "not re-embedding %d tenant(s) whose residency the embedder lacks: %s",
+                len(excluded),
+                ", ".join(excluded),
+            )
         if inp.tenant_ids is not None:
             wanted = set(inp.tenant_ids)
             tenants = [t for t in tenants if t in wanted]

@@ -48,6 +48,16 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {s: {"model": ErrorResponse, "description": _WHEN[s]} for s in statuses}
 
 
+class ApiError(HTTPException):
+    """An HTTP error with its own `error.code` (a plain HTTPException's code is its status)."""
+
+    def __init__(
+        self, status: int, message: str, *, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status, message, headers=headers)
+        self.code = code
+
+
 def error_body(message: str, type_: str, code: str | None = None, **extra: object) -> dict[str, object]:
     return {"error": {"message": message, "type": type_, "code": code, **extra}}
 
@@ -83,7 +93,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request)
     return JSONResponse(
-        error_body(str(exc.detail), type_, str(exc.status_code)),
+        error_body(str(exc.detail), type_, getattr(exc, "code", None) or str(exc.status_code)),
         status_code=exc.status_code,
         headers=headers,
     )

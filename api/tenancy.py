@@ -16,7 +16,9 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from activities.rate_limits import RateLimited
 from api.deps import ResourcesDep
+from api.errors import ApiError
 from db.access import Principal, find_principal
+from infra.residency import describe_gaps, residency_gaps
 
 DEFAULT_TENANT = "default"
 _bearer = HTTPBearer(auto_error=False, description="an API key: `turnflow keys create`")
@@ -42,6 +44,15 @@ async def current_principal(
     if principal is None:
         raise _unauthorized("the API key is not valid (unknown, revoked or expired)")
     request.state.principal = principal
+    if gaps := residency_gaps(principal.residency, res.policy.stores):
+        # Hard, like the models' rule: never serve the tenant from a store its residency excludes.
+        request.state.audit = {"refused": "residency_violation", "stores": gaps}
+        raise ApiError(
+            403,
+            f"this deployment cannot hold tenant {principal.tenant_name!r}'s data "
+            f"(residency {', '.join(sorted(principal.residency))}): {describe_gaps(gaps)}",
+            code="residency_violation",
+        )
     limit = principal.requests_per_min or res.settings.rate_limit_requests_per_min
     try:
         await res.rate_limits.request(str(principal.tenant_id), limit)

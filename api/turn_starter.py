@@ -17,7 +17,12 @@ from activities.turn_models import ChatTurnInput, ChatTurnResult, Message
 from infra.resources import Resources
 from workflows.search_attributes import turn_attributes
 
-_REJECTION_STATUS = {"empty_message": 422, "invalid_text": 422, "message_too_long": 413, "content_policy_violation": 400}
+_REJECTION_STATUS = {
+    "empty_message": 422,
+    "invalid_text": 422,
+    "message_too_long": 413,
+    "content_policy_violation": 400,
+}
 
 
 def turn_id_for(tenant_id: uuid.UUID, conversation_id: uuid.UUID, idempotency_key: str) -> str:

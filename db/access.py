@@ -38,6 +38,8 @@ class Principal:
     tokens_per_min: int | None = None
     # The tenant's PII policy: kind → redact | mask | allow (activities/pii.py); absent kinds are redacted.
     pii: dict[str, str] = field(default_factory=dict)
+    # Where the tenant's data may live: every store and model it uses must carry all of these.
+    residency: frozenset[str] = frozenset()
 
     def may(self, *any_of: str) -> bool:
         return "admin" in self.scopes or bool(self.scopes & set(any_of))
@@ -102,14 +104,14 @@ async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -
     async with sessions() as session:
         row = (
             await session.execute(
-                select(ApiKey, Tenant.name, Tenant.settings)
+                select(ApiKey, Tenant.name, Tenant.settings, Tenant.residency_tags)
                 .join(Tenant, Tenant.id == ApiKey.tenant_id)
                 .where(ApiKey.prefix == prefix)
             )
         ).one_or_none()
     if row is None:
         return None
-    api_key, tenant_name, policy = row
+    api_key, tenant_name, policy, residency = row
     if not hmac.compare_digest(api_key.secret_hash, hash_key(key)):
         return None
     now = datetime.now(UTC)
@@ -127,6 +129,7 @@ async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -
         frozenset(api_key.scopes),
         **limits,
         pii=dict(policy.get("pii") or {}),
+        residency=frozenset(residency or ()),
     )
 
 

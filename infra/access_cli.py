@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -12,7 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.access import create_key, ensure_tenant, find_principal, prefix_of, revoke_key
-from db.models import ApiKey, Tenant
+from db.models import ApiKey, AuditEvent, Tenant
+from infra.residency import describe_gaps, residency_gaps
 from infra.resources import Resources
 from infra.settings import Settings
 
@@ -42,6 +44,10 @@ async def ensure_demo_key(sessions: async_sessionmaker[AsyncSession], settings: 
     return key
 
 
+class ResidencyViolation(ValueError):
+    """A tenant whose residency the deployment's stores cannot meet."""
+
+
 async def tenant_id(res: Resources, name: str) -> uuid.UUID:
     async with res.sessions() as session:
         found = await session.scalar(select(Tenant.id).where(Tenant.name == name))
@@ -61,6 +67,23 @@ async def create_tenant(
     retention_days: int | None = None,
     pii: dict[str, str] | None = None,
 ) -> str:
+    tags = sorted(set(residency))
+    if gaps := residency_gaps(tags, res.policy.stores):
+        # Refused before anything is written: the tenant's data could not live here.
+        async with res.sessions.begin() as session:
+            session.add(
+                AuditEvent(
+                    actor=f"cli:{getpass.getuser()}",
+                    action="tenants.create",
+                    object_type="tenant",
+                    object_id=name,
+                    details={"refused": "residency_violation", "residency": tags, "stores": gaps},
+                )
+            )
+        raise ResidencyViolation(
+            f"tenant {name} not created: residency {', '.join(tags)}, but {describe_gaps(gaps)} "
+            f"(stores: in {res.settings.policy_file})"
+        )
     created = await ensure_tenant(res.sessions, name)
     policy: dict[str, object] = {}
     if cost_ceiling is not None:
@@ -78,7 +101,7 @@ async def create_tenant(
     async with res.sessions.begin() as session:
         tenant = await session.get_one(Tenant, created)
         if residency:
-            tenant.residency_tags = sorted(set(residency))
+            tenant.residency_tags = tags
         tenant.settings = {**tenant.settings, **policy}
     return f"tenant {name} ({created}): residency {residency or 'any'}, policy {policy or 'defaults'}"
 

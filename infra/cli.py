@@ -423,7 +423,7 @@ def tenants_create(
     name: Annotated[str, typer.Argument(help="a unique name")],
     residency: Annotated[
         list[str] | None,
-        typer.Option(help="a residency tag its models must carry (repeatable), e.g. on-prem"),
+        typer.Option(help="a residency tag its models and stores must carry (repeatable), e.g. on-prem"),
     ] = None,
     cost_ceiling: Annotated[
         Decimal | None, typer.Option(help="US dollars per 1k output tokens a model may cost at most")
@@ -445,16 +445,11 @@ def tenants_create(
 ) -> None:
     """Create a tenant (or update its policy when it exists)."""
     from activities.pii import check_policy
-    from infra.access_cli import create_tenant
+    from infra.access_cli import ResidencyViolation, create_tenant
 
     try:
         pii_policy = check_policy(dict(item.split("=", 1) for item in pii or [] if "=" in item))
-    except ValueError as exc:
-        console.print(f"[red]✗ {exc}[/]")
-        raise typer.Exit(2) from exc
-
-    console.print(
-        _with_resources(
+        done = _with_resources(
             lambda res: create_tenant(
                 res,
                 name,
@@ -467,7 +462,10 @@ def tenants_create(
                 pii_policy,
             )
         )
-    )
+    except (ValueError, ResidencyViolation) as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        raise typer.Exit(2) from exc
+    console.print(done)
 
 
 @tenants_app.command("list")

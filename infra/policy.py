@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from infra.durations import Duration, parse_duration
 from infra.models import BreakerPolicy, ModelSpec, check_registry
+from infra.residency import StoreName, StoreSpec
 
 __all__ = ["Duration", "parse_duration"]  # re-exported: callers read durations through the policy
 
@@ -85,6 +86,8 @@ class Policy(_Strict):
     # The model registry (infra/models.py) and when a model endpoint's circuit opens.
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     breaker: BreakerPolicy = BreakerPolicy()
+    # Where each store keeps tenants' data (infra/residency.py); a store left out has no tags.
+    stores: dict[StoreName, StoreSpec] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:

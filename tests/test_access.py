@@ -13,6 +13,7 @@ import psycopg
 import pytest
 
 from db.access import create_key, ensure_tenant, revoke_key
+from infra.residency import StoreName, StoreSpec, describe_gaps, residency_gaps
 from tests.api_harness import ApiServer, isolated_settings
 from tests.conftest import Services, db_rows, psycopg_url
 
@@ -232,3 +233,46 @@ async def test_writes_and_refusals_are_audited_with_key_tenant_object_and_reques
     rid = uuid.uuid4().hex
     assert (await api.client.get("/v1/models", headers={"X-Request-ID": rid})).status_code == 200
     assert audit_rows(services, rid) == []  # a successful read is not a write
+
+
+def test_residency_gaps_name_each_store_and_what_it_lacks() -> None:
+    stores: dict[StoreName, StoreSpec] = {
+        "postgres": StoreSpec(residency=["eu", "on-prem"]),
+        "redis": StoreSpec(residency=["on-prem"]),
+        "embedder": StoreSpec(),
+    }
+    assert residency_gaps([], stores) == {}
+    assert residency_gaps(["on-prem"], stores) == {"embedder": ["on-prem"]}
+    gaps = residency_gaps(["eu", "on-prem"], stores)
+    assert gaps == {"embedder": ["eu", "on-prem"], "redis": ["eu"]}
+    assert describe_gaps(gaps) == "embedder lacks eu, on-prem; redis lacks eu"
+
+
+async def test_a_tenant_whose_residency_the_stores_lack_is_refused_and_audited(
+    api: ApiServer, services: Services
+) -> None:
+    """The stores are on-prem (temporal.yaml); a tenant moved to `eu` after its keys were made (or a
+    store re-tagged) is refused on every route, not served from a store its residency excludes."""
+    served, moved = f"onprem-{uuid.uuid4().hex[:8]}", f"eu-{uuid.uuid4().hex[:8]}"
+    ok, refused = await api.headers_for(served), await api.headers_for(moved)
+    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
+        conn.execute("UPDATE tenants SET residency_tags = '{on-prem}' WHERE name = %s", (served,))
+        conn.execute("UPDATE tenants SET residency_tags = '{eu,on-prem}' WHERE name = %s", (moved,))
+    assert (await api.client.post("/v1/conversations", json={}, headers=ok)).status_code == 201
+    rid = uuid.uuid4().hex
+    for method, path in (("POST", "/v1/conversations"), ("GET", "/v1/documents"), ("GET", "/v1/usage")):
+        resp = await api.client.request(method, path, json={}, headers={**refused, "X-Request-ID": rid})
+        assert resp.status_code == 403, resp.text
+        error = resp.json()["error"]
+        assert error["code"] == "residency_violation" and "postgres lacks eu" in error["message"]
+    rows = audit_rows(services, rid)
+    assert len(rows) == 3
+    for _, _, _, _, details, tenant in rows:
+        assert details["refused"] == "residency_violation" and details["status"] == 403
+        assert details["stores"]["postgres"] == ["eu"] and tenant is not None
+    # Nothing was written for the refused tenant.
+    assert db_rows(
+        services,
+        "SELECT count(*) FROM conversations c JOIN tenants t ON t.id = c.tenant_id WHERE t.name = %s",
+        moved,
+    ) == [(0,)]

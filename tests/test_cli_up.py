@@ -127,6 +127,12 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
         )
         assert httpx.post(f"{up.api()}/v1/conversations", json={}, timeout=10).status_code == 401
 
+        # A tenant whose residency this stack's stores cannot meet is not created (they are on-prem).
+        refused = run_cli(env, "tenants", "create", "eu-only", "--residency", "eu")
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        said = " ".join(refused.stdout.split())  # rich may wrap the line
+        assert "postgres lacks eu" in said and "embedder lacks eu" in said
+        assert "eu-only" not in run_cli(env, "tenants", "list").stdout
         # Operators make tenants and keys; a revoked key stops working at once.
         made = run_cli(
             env,
@@ -134,7 +140,7 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
             "create",
             "acme",
             "--residency",
-            "eu",
+            "on-prem",
             "--retention-days",
             "30",
             "--requests-per-min",
@@ -151,7 +157,9 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
         other = httpx.get(f"{up.api()}/v1/conversations/{conv.json()['id']}", headers=demo, timeout=10)
         assert other.status_code == 404
         listed = run_cli(env, "tenants", "list")
-        assert "acme" in listed.stdout and "eu" in listed.stdout and "requests_per_min=50" in listed.stdout
+        assert (
+            "acme" in listed.stdout and "on-prem" in listed.stdout and "requests_per_min=50" in listed.stdout
+        )
         assert run_cli(env, "keys", "revoke", key).returncode == 0
         retention = run_cli(env, "retention", "--dry-run")
         assert retention.returncode == 0 and "acme" in retention.stdout and "dry run" in retention.stdout

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 from sqlalchemy import text
+from temporalio.testing import ActivityEnvironment
 
 from activities.bulk_ingest import TextDocument, bulk_ingest
 from activities.chunking import Chunker
+from activities.reembed import ReembedActivities
 from activities.reembed_models import ReembedInput, ReembedResult
 from db.access import ensure_tenant
 from db.engine import scope_to_tenant
@@ -208,3 +210,34 @@ async def test_a_failed_canary_keeps_the_tenant_on_its_version(
         found = await res.search.search(tenant, "Which town makes clocks?", 3, use_cache=False)
         assert found.embedding_version == res.embedder.version and found.chunks
         await res.close()
+
+
+async def test_the_plan_leaves_out_tenants_whose_residency_the_embedder_lacks(
+    resources: Resources,
+) -> None:
+    """Re-embedding sends every chunk's text to the embedder: only tenants it may see are planned."""
+    onprem = await ensure_tenant(resources.sessions, f"t-{uuid.uuid4().hex[:8]}")
+    eu = await ensure_tenant(resources.sessions, f"t-{uuid.uuid4().hex[:8]}")
+    async with resources.sessions.begin() as session:
+        for tenant, tags in ((onprem, ["on-prem"]), (eu, ["eu"])):
+            await session.execute(
+                text(
+                    "UPDATE tenants SET residency_tags = :tags, embedding_model = 'old-model',"
+                    " embedding_version = 'old' WHERE id = :id"
+                ),
+                {"tags": tags, "id": tenant},
+            )
+    acts = ReembedActivities(resources.sessions, resources.embedders, resources.redis, ["on-prem"])
+    wanted = [str(onprem), str(eu)]
+    plan = await ActivityEnvironment().run(
+        acts.reembed_plan, ReembedInput(options=resources.policy.options_for("reembed"), tenant_ids=wanted)
+    )
+    assert plan.tenant_ids == [str(onprem)]
+    everywhere = ReembedActivities(
+        resources.sessions, resources.embedders, resources.redis, ["on-prem", "eu"]
+    )
+    plan = await ActivityEnvironment().run(
+        everywhere.reembed_plan,
+        ReembedInput(options=resources.policy.options_for("reembed"), tenant_ids=wanted),
+    )
+    assert plan.tenant_ids == wanted

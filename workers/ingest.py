@@ -22,7 +22,10 @@ INGEST_WORKFLOWS = [IngestDocumentWorkflow, ReembedWorkflow, PurgeTombstonesWork
 
 def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
     ingestion = IngestionActivities(res.sessions, res.embedders, res.redis, res.embedder.tokenizer_file)
-    reembed = ReembedActivities(res.sessions, res.embedders, res.redis)
+    embedder = res.policy.stores.get("embedder")
+    reembed = ReembedActivities(
+        res.sessions, res.embedders, res.redis, embedder.residency if embedder else ()
+    )
     return Worker(
         res.temporal,
         task_queue=task_queue or res.policy.queue("ingest"),
