@@ -166,3 +166,8 @@ class ChatTurnResult(BaseModel):
 class WebhookInput(BaseModel):
     url: str
     result: ChatTurnResult
+
+
+class WebhookDelivery(BaseModel):
+    options: WorkflowOptions
+    webhook: WebhookInput

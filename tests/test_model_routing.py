@@ -337,11 +337,18 @@ async def test_cost_accounting_sums_match_the_per_message_records(
 
 
 class WebhookReceiver(InLoopServer):
-    def __init__(self) -> None:
+    """Accepts deliveries, after refusing the first ``refuse_first`` (503) on purpose."""
+
+    def __init__(self, refuse_first: int = 0) -> None:
         self.calls: list[tuple[dict[str, str], bytes]] = []
+        self.refused = 0
+        self.refuse_first = refuse_first
         super().__init__(Starlette(routes=[Route("/hook", self._hook, methods=["POST"])]))
 
     async def _hook(self, request: Request) -> Response:
+        if self.refused < self.refuse_first:
+            self.refused += 1
+            return Response(status_code=503)
         self.calls.append((dict(request.headers), await request.body()))
         return Response(status_code=204)
 
@@ -350,7 +357,8 @@ async def test_non_interactive_turns_queue_apart_and_never_delay_interactive_one
     services: Services, tmp_path: Path
 ) -> None:
     settings = isolated_settings(services, tmp_path, webhook_secret="s3cret")
-    async with WebhookReceiver() as hook, ApiServer(settings) as api:
+    # The receiver refuses twice (retried 1 s, then 2 s later): the turn must not wait for it.
+    async with WebhookReceiver(refuse_first=2) as hook, ApiServer(settings) as api:
         conv = await api.conversation()
         resp = await api.client.post(
             f"/v1/conversations/{conv}/messages",
@@ -373,14 +381,19 @@ async def test_non_interactive_turns_queue_apart_and_never_delay_interactive_one
         res = await Resources.open(settings)
         try:
             async with build_batch_worker(res):
+                delivered_when_completed = None
                 for _ in range(150):
                     state = (await api.client.get(f"/v1/turns/{batch_id}")).json()
-                    if state["status"] not in ("queued", "running") and hook.calls:
+                    if state["status"] not in ("queued", "running") and delivered_when_completed is None:
+                        delivered_when_completed = len(hook.calls)
+                    if delivered_when_completed is not None and hook.calls:
                         break
                     await asyncio.sleep(0.2)
         finally:
             await res.close()
     assert state["status"] == "completed" and state["result"]["text"]
+    # Completed while the receiver was still refusing; delivered afterwards, by the webhook's own workflow.
+    assert delivered_when_completed == 0 and hook.refused == 2 and len(hook.calls) == 1
     assert state["result"]["model"] == REAL_MODEL and state["result"]["cost_usd"] is not None
     headers, body = hook.calls[0]
     assert json.loads(body)["turn_id"] == batch_id

@@ -21,8 +21,9 @@ from infra.resources import Resources
 from workflows.chat_turn import ChatTurnWorkflow
 from workflows.moderation import ModerationWorkflow
 from workflows.stack_probe import StackProbeWorkflow
+from workflows.webhook import DeliverWebhookWorkflow
 
-WORKFLOWS = [ChatTurnWorkflow, ModerationWorkflow, StackProbeWorkflow]
+WORKFLOWS = [ChatTurnWorkflow, ModerationWorkflow, StackProbeWorkflow, DeliverWebhookWorkflow]
 
 # Heavy or stateless libraries are imported once outside the sandbox rather than per workflow run.
 PASSTHROUGH = (

@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
         TurnStatus,
         ValidateInput,
         ValidateResult,
+        WebhookDelivery,
         WebhookInput,
     )
     from infra.policy import WorkflowOptions
@@ -37,9 +38,12 @@ with workflow.unsafe.imports_passed_through():
 from workflows.moderation import ModerationWorkflow
 from workflows.policy_options import StepFailed, run_with_policy
 from workflows.search_attributes import MODEL, TENANT
+from workflows.webhook import DeliverWebhookWorkflow
 
 # Turns started before model routing existed replay down the old path (one model, fallback activity).
 ROUTING_PATCH = "model-routing"
+# Turns started before webhooks had their own workflow deliver them inline (and wait for it).
+WEBHOOK_CHILD_PATCH = "webhook-child"
 
 
 def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
@@ -60,9 +64,18 @@ class ChatTurnWorkflow:
     @workflow.run
     async def run(self, inp: ChatTurnInput) -> ChatTurnResult:
         result = await self._turn(inp)
-        if inp.webhook_url:
-            # Non-interactive callers may ask to be told; the turn's result is already durable, and a
-            # webhook that never accepts it does not undo the turn (it can still be polled).
+        if inp.webhook_url and workflow.patched(WEBHOOK_CHILD_PATCH):
+            # Non-interactive callers may ask to be told; delivery is a child of its own, so the turn
+            # ends now (polls see it completed) however long the receiver takes to accept it.
+            await workflow.start_child_workflow(
+                DeliverWebhookWorkflow.run,
+                WebhookDelivery(
+                    options=inp.options, webhook=WebhookInput(url=inp.webhook_url, result=result)
+                ),
+                id=f"{inp.turn_id}/webhook",
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
+        elif inp.webhook_url:
             try:
                 await run_with_policy(
                     inp.options,
