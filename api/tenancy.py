@@ -17,10 +17,11 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from activities.rate_limits import RateLimited
 from api.deps import ResourcesDep
 from api.errors import ApiError
-from db.access import Principal, find_principal
+from db.access import Principal, find_principal, touch_key
 from infra.residency import describe_gaps, residency_gaps
 
 DEFAULT_TENANT = "default"
+KEY_USE_RESOLUTION_S = 60
 _bearer = HTTPBearer(auto_error=False, description="an API key: `turnflow keys create`")
 
 
@@ -53,6 +54,9 @@ async def current_principal(
             f"(residency {', '.join(sorted(principal.residency))}): {describe_gaps(gaps)}",
             code="residency_violation",
         )
+    # `last used` to the minute: one write per key per minute, not one per request.
+    if await res.redis.set(f"tf:key-used:{principal.key_id}", 1, nx=True, ex=KEY_USE_RESOLUTION_S):
+        await touch_key(res.sessions, principal.key_id)
     limit = principal.requests_per_min or res.settings.rate_limit_requests_per_min
     try:
         await res.rate_limits.request(str(principal.tenant_id), limit)

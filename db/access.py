@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -131,6 +131,12 @@ async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -
         pii=dict(policy.get("pii") or {}),
         residency=frozenset(residency or ()),
     )
+
+
+async def touch_key(sessions: async_sessionmaker[AsyncSession], key_id: uuid.UUID) -> None:
+    """Record that the key was just used (shown by `turnflow keys list`)."""
+    async with sessions.begin() as session:
+        await session.execute(update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=func.now()))
 
 
 async def revoke_key(sessions: async_sessionmaker[AsyncSession], prefix: str) -> bool:

@@ -158,7 +158,7 @@ async def keys_table(res: Resources, tenant: str) -> Table:
             )
         ).all()
     table = Table(title=f"keys of {tenant}")
-    for column in ("prefix", "name", "scopes", "expires", "revoked", "created"):
+    for column in ("prefix", "name", "scopes", "expires", "revoked", "created", "last used"):
         table.add_column(column)
     for k in rows:
         table.add_row(
@@ -168,5 +168,6 @@ async def keys_table(res: Resources, tenant: str) -> Table:
             f"{k.expires_at:%Y-%m-%d}" if k.expires_at else "",
             f"{k.revoked_at:%Y-%m-%d %H:%M}" if k.revoked_at else "",
             f"{k.created_at:%Y-%m-%d %H:%M}",
+            f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
         )
     return table

@@ -276,3 +276,17 @@ async def test_a_tenant_whose_residency_the_stores_lack_is_refused_and_audited(
         "SELECT count(*) FROM conversations c JOIN tenants t ON t.id = c.tenant_id WHERE t.name = %s",
         moved,
     ) == [(0,)]
+
+
+async def test_a_key_records_when_it_was_last_used_to_the_minute(api: ApiServer, services: Services) -> None:
+    tenant = f"used-{uuid.uuid4().hex[:8]}"
+    headers = await api.headers_for(tenant)
+    prefix = headers["Authorization"].removeprefix("Bearer tf_").split("_")[0]
+    query = "SELECT last_used_at FROM api_keys WHERE prefix = %s"
+    assert db_rows(services, query, prefix) == [(None,)]
+    assert (await api.client.get("/v1/models", headers=headers)).status_code == 200
+    [(first,)] = db_rows(services, query, prefix)
+    assert first is not None and (datetime.now(UTC) - first) < timedelta(minutes=1)
+    # Within the minute, requests do not write again (one write per key per minute).
+    assert (await api.client.get("/v1/models", headers=headers)).status_code == 200
+    assert db_rows(services, query, prefix) == [(first,)]
