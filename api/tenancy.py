@@ -7,6 +7,7 @@ included (api/main.py). Another tenant's objects simply do not exist for a key: 
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Annotated
@@ -22,6 +23,7 @@ from infra.residency import describe_gaps, residency_gaps
 
 DEFAULT_TENANT = "default"
 KEY_USE_RESOLUTION_S = 60
+_key_touched: dict[uuid.UUID, float] = {}  # key id → when this process last recorded its use
 _bearer = HTTPBearer(auto_error=False, description="an API key: `turnflow keys create`")
 
 
@@ -54,8 +56,10 @@ async def current_principal(
             f"(residency {', '.join(sorted(principal.residency))}): {describe_gaps(gaps)}",
             code="residency_violation",
         )
-    # `last used` to the minute: one write per key per minute, not one per request.
-    if await res.redis.set(f"tf:key-used:{principal.key_id}", 1, nx=True, ex=KEY_USE_RESOLUTION_S):
+    # `last used` to the minute: one write per key per minute and process, and no I/O otherwise.
+    now = time.monotonic()
+    if now - _key_touched.get(principal.key_id, -KEY_USE_RESOLUTION_S) >= KEY_USE_RESOLUTION_S:
+        _key_touched[principal.key_id] = now
         await touch_key(res.sessions, principal.key_id)
     limit = principal.requests_per_min or res.settings.rate_limit_requests_per_min
     try:

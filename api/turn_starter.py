@@ -14,6 +14,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.input_guard import InputRejected, guard_input
 from activities.turn_models import ChatTurnInput, ChatTurnResult, Message
+from api.errors import ApiError
 from infra.resources import Resources
 from workflows.search_attributes import turn_attributes
 
@@ -116,7 +117,8 @@ async def start_turn(
         webhook_url=webhook_url,
     )
     queue = res.policy.workflows["chat_turn"].task_queue if interactive else "batch"
-    fingerprint = request_fingerprint(turn)
+    # Only a turn a client may join again (it named a key) needs to remember what was asked.
+    fingerprint = request_fingerprint(turn) if idempotency_key else None
     try:
         handle = await res.temporal.start_workflow(
             "chat_turn",
@@ -128,7 +130,7 @@ async def start_turn(
             # A retried POST while the turn runs joins it; after it ended, the start is refused (below).
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            memo={"request_fingerprint": fingerprint},
+            memo={"request_fingerprint": fingerprint} if fingerprint else None,
             search_attributes=TypedSearchAttributes(
                 turn_attributes(str(tenant_id), str(conversation_id), model)
             ),
@@ -137,12 +139,13 @@ async def start_turn(
         )
     except WorkflowAlreadyStartedError:
         handle = res.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)
-    if idempotency_key and not await _same_request(handle, fingerprint):
+    if fingerprint and not await _same_request(handle, fingerprint):
         # Joining would answer this request with another one's turn (IETF Idempotency-Key draft: 422).
         if audit is not None:
             audit["refused"] = "idempotency_key_reused"
-        raise HTTPException(
+        raise ApiError(
             422,
             f"Idempotency-Key {idempotency_key!r} was used for a different request in this conversation",
+            code="idempotency_key_reused",
         )
     return turn_id, handle

@@ -120,7 +120,8 @@ async def test_same_idempotency_key_with_another_request_is_refused(
     ):
         resp = await api.client.post(url, json=body, headers={"Idempotency-Key": key})
         assert resp.status_code == 422, resp.text
-        assert "Idempotency-Key" in resp.json()["error"]["message"]
+        error = resp.json()["error"]
+        assert error["code"] == "idempotency_key_reused" and "Idempotency-Key" in error["message"]
     assert [r[0] for r in messages_of(services, t1)] == ["user", "assistant"]
     assert len((await api.client.get(f"{url}")).json()) == 2
 

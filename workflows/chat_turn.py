@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.moderation import ModerationWorkflow
 from workflows.policy_options import StepFailed, run_with_policy
 from workflows.search_attributes import MODEL, TENANT
-from workflows.webhook import DeliverWebhookWorkflow
+from workflows.webhook import DeliverWebhookWorkflow, deliver
 
 # Turns started before model routing existed replay down the old path (one model, fallback activity).
 ROUTING_PATCH = "model-routing"
@@ -64,27 +64,20 @@ class ChatTurnWorkflow:
     @workflow.run
     async def run(self, inp: ChatTurnInput) -> ChatTurnResult:
         result = await self._turn(inp)
-        if inp.webhook_url and workflow.patched(WEBHOOK_CHILD_PATCH):
+        if not inp.webhook_url:
+            return result
+        webhook = WebhookInput(url=inp.webhook_url, result=result)
+        if workflow.patched(WEBHOOK_CHILD_PATCH):
             # Non-interactive callers may ask to be told; delivery is a child of its own, so the turn
             # ends now (polls see it completed) however long the receiver takes to accept it.
             await workflow.start_child_workflow(
                 DeliverWebhookWorkflow.run,
-                WebhookDelivery(
-                    options=inp.options, webhook=WebhookInput(url=inp.webhook_url, result=result)
-                ),
+                WebhookDelivery(options=inp.options, webhook=webhook),
                 id=f"{inp.turn_id}/webhook",
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
             )
-        elif inp.webhook_url:
-            try:
-                await run_with_policy(
-                    inp.options,
-                    "notify_webhook",
-                    WebhookInput(url=inp.webhook_url, result=result),
-                    type(None),
-                )
-            except StepFailed as exc:
-                workflow.logger.warning("webhook %s gave up: %s", inp.webhook_url, exc.reason)
+        else:
+            await deliver(inp.options, webhook)
         return result
 
     async def _turn(self, inp: ChatTurnInput) -> ChatTurnResult:

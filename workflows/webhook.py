@@ -9,19 +9,24 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.turn_models import WebhookDelivery
+    from activities.turn_models import WebhookDelivery, WebhookInput
+    from infra.policy import WorkflowOptions
 
 from workflows.policy_options import StepFailed, run_with_policy
+
+
+async def deliver(options: WorkflowOptions, webhook: WebhookInput) -> bool:
+    """True once delivered; False when the receiver never accepted it (the turn stands either way)."""
+    try:
+        await run_with_policy(options, "notify_webhook", webhook, type(None))
+    except StepFailed as exc:
+        workflow.logger.warning("webhook %s gave up: %s", webhook.url, exc.reason)
+        return False
+    return True
 
 
 @workflow.defn(name="deliver_webhook")
 class DeliverWebhookWorkflow:
     @workflow.run
     async def run(self, inp: WebhookDelivery) -> bool:
-        """True once delivered; False when the receiver never accepted it (the turn stands either way)."""
-        try:
-            await run_with_policy(inp.options, "notify_webhook", inp.webhook, type(None))
-        except StepFailed as exc:
-            workflow.logger.warning("webhook %s gave up: %s", inp.webhook.url, exc.reason)
-            return False
-        return True
+        return await deliver(inp.options, inp.webhook)
