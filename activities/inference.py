@@ -21,6 +21,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.breaker import CircuitBreakers
 from activities.model_adapters import ModelAdapter
+from activities.model_call import ModelCall
 from activities.model_registry import ModelRegistry
 from activities.routing import ModelTarget
 from activities.safety import SafetyEngine
@@ -102,23 +103,24 @@ class InferenceActivities:
         }
         await self.events.publish(inp.turn_id, "turn" if inp.first_choice and attempt == 1 else "reset", meta)
         adapter = self.registry.adapter(target.name)
-        try:
-            async with keep_heartbeating():
-                result = await self._stream(adapter, target, inp)
-        except HfHubHTTPError as exc:
-            status = exc.response.status_code if exc.response is not None else None
-            if status is not None and 400 <= status < 500 and status not in (408, 429):
-                # Our request was wrong, not the endpoint: the breaker does not count it.
-                raise ApplicationError(
-                    f"{target.name} refused the request: {exc}",
-                    type="ModelRequestRejected",
-                    non_retryable=True,
-                ) from exc
-            await self._failed(target, exc)
-            raise
-        except _UNREACHABLE as exc:
-            await self._failed(target, exc)
-            raise
+        with ModelCall(target, inp) as call:
+            try:
+                async with keep_heartbeating():
+                    result = await self._stream(adapter, target, inp, call)
+            except HfHubHTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status is not None and 400 <= status < 500 and status not in (408, 429):
+                    # Our request was wrong, not the endpoint: the breaker does not count it.
+                    raise ApplicationError(
+                        f"{target.name} refused the request: {exc}",
+                        type="ModelRequestRejected",
+                        non_retryable=True,
+                    ) from exc
+                await self._failed(target, exc)
+                raise
+            except _UNREACHABLE as exc:
+                await self._failed(target, exc)
+                raise
         await self.breakers.record(target.endpoint, self.breakers.outcome_of(result.ttft_ms))
         return result
 
@@ -129,7 +131,9 @@ class InferenceActivities:
                 f"{target.name}: circuit opened ({exc})", type="CircuitOpen", non_retryable=True
             ) from exc
 
-    async def _stream(self, adapter: ModelAdapter, target: ModelTarget, inp: InferInput) -> InferResult:
+    async def _stream(
+        self, adapter: ModelAdapter, target: ModelTarget, inp: InferInput, call: ModelCall
+    ) -> InferResult:
         monitor = self.safety.output_monitor()
         start = time.perf_counter()
         ttft_ms: float | None = None
@@ -137,6 +141,7 @@ class InferenceActivities:
         finish_reason = "stop"
         safety_rule = None
         input_tokens = output_tokens = None
+        response_model = None
         try:
             async for delta in adapter.stream_chat(
                 target.endpoint, inp.messages, inp.max_tokens, inp.temperature
@@ -144,6 +149,7 @@ class InferenceActivities:
                 if delta.text:
                     if ttft_ms is None:
                         ttft_ms = (time.perf_counter() - start) * 1000
+                        call.first_token()
                     verdict = monitor.feed(delta.text)
                     if not verdict.allowed:
                         finish_reason, safety_rule = "content_filter", verdict.rule
@@ -156,10 +162,11 @@ class InferenceActivities:
                     finish_reason = delta.finish_reason
                 input_tokens = delta.input_tokens or input_tokens
                 output_tokens = delta.output_tokens or output_tokens
+                response_model = delta.model or response_model
         except asyncio.CancelledError:
             activity.logger.info("turn %s cancelled after %d tokens", inp.turn_id, len(parts))
             raise
-        return InferResult(
+        result = InferResult(
             text="".join(parts),
             model=target.name,
             model_version=target.version,
@@ -170,3 +177,5 @@ class InferenceActivities:
             finish_reason=finish_reason,
             safety_rule=safety_rule,
         )
+        call.finished(result, response_model)
+        return result

@@ -31,6 +31,8 @@ class Delta:
     finish_reason: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    # The model the server says answered (GenAI `gen_ai.response.model`).
+    model: str | None = None
 
 
 class ModelAdapter:
@@ -97,7 +99,9 @@ class ModelAdapter:
             if not chunk.choices:
                 continue
             choice = chunk.choices[0]
-            yield Delta(text=choice.delta.content or "", finish_reason=choice.finish_reason)
+            yield Delta(
+                text=choice.delta.content or "", finish_reason=choice.finish_reason, model=chunk.model or None
+            )
 
     async def count_tokens(self, text: str) -> int:
         return await self.counter.count(text)

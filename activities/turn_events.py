@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
 
 EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact", "moderated")
@@ -45,14 +46,17 @@ class TurnEvents:
                 pipe.expire(key, self.retention_s)
                 entry_id, _ = await pipe.execute()
         else:
-            entry_id = await self.redis.xadd(key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+            # One span per token would drown the turn's trace: token timing is in the metrics instead.
+            with suppress_instrumentation():
+                entry_id = await self.redis.xadd(key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
     async def read(
         self, turn_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 512
     ) -> list[TurnEvent]:
         """Up to ``count`` events after ``after``; with block_ms, waits that long for the first new one."""
-        result: Any = await self.redis.xread({stream_key(turn_id): after}, block=block_ms, count=count)
+        with suppress_instrumentation():  # a live follower reads once per token or so: no span each
+            result: Any = await self.redis.xread({stream_key(turn_id): after}, block=block_ms, count=count)
         events = []
         for _key, entries in result or []:
             for entry_id, fields in entries:

@@ -88,6 +88,8 @@ class InferInput(BaseModel):
     target: ModelTarget | None = None
     route_rule: str | None = None
     first_choice: bool = True
+    # The prompt as our tokenizer counted it (for telemetry when the server reports no usage).
+    prompt_tokens: int | None = None
 
 
 class InferResult(BaseModel):

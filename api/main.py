@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
+from opentelemetry import trace
+from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api.audit import audit_middleware
 from api.errors import KEYED, error_responses, install_error_handlers
@@ -19,6 +21,8 @@ from api.tenancy import DEFAULT_TENANT, require
 from db.access import ensure_tenant
 from infra.resources import Resources
 from infra.settings import Settings, get_settings
+from infra.span_store import REQUEST_ID
+from infra.telemetry import SERVICE_API
 from workers.chat import build_chat_worker
 
 log = logging.getLogger("turnflow.api")
@@ -45,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        res = await Resources.open(settings, lazy_temporal=not settings.api_worker)
+        res = await Resources.open(settings, lazy_temporal=not settings.api_worker, service=SERVICE_API)
         app.state.resources = res
         try:
             await ensure_tenant(res.sessions, DEFAULT_TENANT)
@@ -72,11 +76,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         rid = request.headers.get("X-Request-ID") or str(uuid.uuid4())
         request.state.request_id = rid[:100]
+        trace.get_current_span().set_attribute(REQUEST_ID, request.state.request_id)
         response = await call_next(request)
         response.headers["X-Request-ID"] = request.state.request_id
         return response
 
     app.middleware("http")(audit_middleware(lambda: app.state.resources.sessions))
+    if settings.telemetry:
+        # One span per request (the root of a turn's trace); not one per SSE event sent, and none
+        # for probes and scrapes.
+        FastAPIInstrumentor.instrument_app(
+            app, excluded_urls="/metrics,/livez,/readyz,/healthz", exclude_spans=["send", "receive"]
+        )
 
     app.include_router(health.router)  # no key: probes and load balancers call these
     chat, ingest = [Depends(require("chat"))], [Depends(require("ingest"))]

@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 from fastapi import HTTPException
+from opentelemetry import trace
 from temporalio.client import WorkflowHandle
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -16,6 +17,7 @@ from activities.input_guard import InputRejected, guard_input
 from activities.turn_models import ChatTurnInput, ChatTurnResult, Message
 from api.errors import ApiError
 from infra.resources import Resources
+from infra.span_store import TURN_ID
 from workflows.search_attributes import turn_attributes
 
 _REJECTION_STATUS = {
@@ -97,6 +99,8 @@ async def start_turn(
     if audit is not None and guarded.pii_counts:
         audit["pii_redacted"] = guarded.pii_counts  # what kinds, how many: never the values
     turn_id = turn_id_for(tenant_id, conversation_id, idempotency_key or str(uuid.uuid4()))
+    # `turnflow trace TURN_ID` finds the turn's trace by this (the request's span is its root).
+    trace.get_current_span().set_attribute(TURN_ID, turn_id)
     options = res.policy.options_for("chat_turn")
     turn = ChatTurnInput(
         options=options,

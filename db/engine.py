@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import event, make_url, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -32,6 +32,11 @@ def make_engine(database_url: str, *, pool_size: int = 10, role: str | None = AP
             dbapi_connection.commit()
 
     return engine
+
+
+def libpq_url(database_url: str) -> str:
+    """SQLAlchemy's URL (``postgresql+psycopg://``) as libpq and plain psycopg take it."""
+    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

@@ -246,3 +246,43 @@ class AuditEvent(Base):
     object_id: Mapped[str | None] = mapped_column(String(300))
     request_id: Mapped[str | None] = mapped_column(String(100))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+
+
+class TraceSpan(Base):
+    """Recent spans of every process (infra/span_store.py), for `turnflow trace` without a collector."""
+
+    __tablename__ = "trace_spans"
+    __table_args__ = (
+        Index("ix_trace_spans_trace", "trace_id"),
+        Index("ix_trace_spans_turn", "turn_id"),
+        Index("ix_trace_spans_start", "start_time"),
+    )
+
+    trace_id: Mapped[str] = mapped_column(String(32))
+    span_id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    parent_span_id: Mapped[str | None] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(500))
+    kind: Mapped[str] = mapped_column(String(20))
+    service: Mapped[str] = mapped_column(String(100))
+    start_time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    duration_ms: Mapped[float]
+    status: Mapped[str] = mapped_column(String(10))
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, default=dict)
+    events: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, default=list)
+    turn_id: Mapped[str | None] = mapped_column(String(300))
+
+
+class RetrievalObservation(Base):
+    """What one turn's retrieval saw (scores, the query's embedding): the raw material of drift signals."""
+
+    __tablename__ = "retrieval_observations"
+    __table_args__ = (Index("ix_retrieval_observations_tenant_at", "tenant_id", "at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True), server_default=func.now())
+    results: Mapped[int] = mapped_column(Integer)
+    top_score: Mapped[float | None]
+    mean_score: Mapped[float | None]
+    embedding_version: Mapped[str | None] = mapped_column(String(100))
+    query_embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))

@@ -556,6 +556,25 @@ def replay(
 
 
 @app.command()
+def trace(
+    turn_id: Annotated[str, typer.Argument(help="the turn (its X-Turn-ID)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the span tree as JSON")] = False,
+) -> None:
+    """A recent turn's trace from the trace store: API request → workflow → every step → model call,
+    database and Redis calls, as a tree with durations (no collector needed)."""
+    import json
+
+    from infra.trace_cli import load_trace, show
+
+    found = _with_resources(lambda res: load_trace(res, turn_id))
+    if as_json:
+        roots = [r.as_dict() for r in found.roots]
+        print(json.dumps({"turn_id": turn_id, "trace_id": found.trace_id, "spans": roots}, indent=2))
+    else:
+        show(console, found)
+
+
+@app.command()
 def retention(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="only report what would go")] = False,
 ) -> None:

@@ -26,6 +26,7 @@ from infra.model_client import make_inference_client
 from infra.payload_codec import AesGcmCodec, codec_for
 from infra.policy import Policy, load_policy
 from infra.settings import Settings
+from infra.telemetry import setup_telemetry
 from infra.temporal_client import connect_temporal
 
 
@@ -52,14 +53,22 @@ class Resources:
     _rate_limits: RateLimiter | None = None
 
     @classmethod
-    async def open(cls, settings: Settings, *, lazy_temporal: bool = False) -> Resources:
+    async def open(
+        cls, settings: Settings, *, lazy_temporal: bool = False, service: str | None = None
+    ) -> Resources:
+        """``service``: the process is one of turnflow's services (API, worker) and is traced and
+        measured under that name; tools and one-off commands pass none."""
         policy = load_policy(settings.policy_file)
         endpoints = Endpoints.resolve(settings)
         codec = codec_for(settings)
+        telemetry = setup_telemetry(settings, endpoints.database_url, service) if service else None
         temporal = await connect_temporal(
-            endpoints.temporal_address, policy.namespace, lazy=lazy_temporal, codec=codec
+            endpoints.temporal_address, policy.namespace, lazy=lazy_temporal, codec=codec, telemetry=telemetry
         )
         engine = make_engine(endpoints.database_url, role=settings.database_role or None)
+        if telemetry:
+            telemetry.instrument_engine(engine)
+            telemetry.start_temporal_metrics()
         redis = Redis.from_url(endpoints.redis_url, socket_timeout=5, socket_connect_timeout=2)
         return cls(
             settings=settings,

@@ -141,6 +141,19 @@ class Settings(BaseSettings):
     model_context: int = 2048
     model_threads: int | None = None
 
+    # Observability.
+    telemetry: bool = Field(default=True, description="traces and metrics (off: no spans, no /metrics)")
+    otlp_endpoint: str | None = Field(
+        default=None, description="OTLP/HTTP collector base URL (e.g. http://otel:4318): spans go there too"
+    )
+    trace_store: bool = Field(
+        default=True, description="keep recent spans in Postgres for `turnflow trace` (no collector needed)"
+    )
+    trace_retention_h: float = Field(default=24.0, gt=0, description="hours the trace store keeps spans")
+    worker_metrics_port: int | None = Field(
+        default=9464, description="the worker's Prometheus /metrics port (empty: none)"
+    )
+
     # Supervision of embedded components.
     startup_timeout_s: float = 120.0
     restart_max: int = 5

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import sys
 import uuid
 from pathlib import Path
 from typing import Any, Self
@@ -118,3 +120,19 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "TURNFLOW_POLICY_FILE": str(settings.policy_file),
         "COLUMNS": "200",
     }
+
+
+async def run_cli(api: ApiServer, *args: str) -> tuple[int, str]:
+    """`turnflow ARGS...` as a subprocess against the same services: (exit code, output)."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "infra.cli",
+        *args,
+        env=cli_env(api.settings),
+        cwd=REPO_ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    out, _ = await asyncio.wait_for(proc.communicate(), 120)
+    return proc.returncode or 0, out.decode()

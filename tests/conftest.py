@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy.engine import make_url
 
+from db.engine import libpq_url
 from db.migrate import upgrade_async
 from infra.components.model import model_component
 from infra.components.postgres import postgres_component
@@ -150,6 +151,4 @@ def db_rows(services: Services, sql: str, *params: object) -> list[tuple[Any, ..
         return conn.execute(sql, params).fetchall()
 
 
-def psycopg_url(url: str) -> str:
-    """The SQLAlchemy URL as psycopg (and libpq) take it."""
-    return url.replace("postgresql+psycopg://", "postgresql://")
+psycopg_url = libpq_url  # the name the tests use

@@ -3,10 +3,12 @@ under the real names: a failed retrieval degrades the turn; a refused input ends
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from decimal import Decimal
 
 from temporalio import activity
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -159,7 +161,7 @@ async def run_turn(
         activities=stand_ins.all(),
         workflow_runner=sandbox_runner(),
     ):
-        return await env.client.execute_workflow(
+        result = await env.client.execute_workflow(
             "chat_turn",
             ChatTurnInput(
                 options=load_policy(REPO_ROOT / "temporal.yaml").options_for("chat_turn"),
@@ -175,6 +177,11 @@ async def run_turn(
             task_queue=queue,
             result_type=ChatTurnResult,
         )
+        if webhook_url:
+            # The delivery is a child the turn does not wait for: let it finish before the worker stops.
+            with contextlib.suppress(WorkflowFailureError):
+                await env.client.get_workflow_handle(f"{turn_id}/webhook").result()
+        return result
 
 
 async def test_failed_retrieval_degrades_the_turn(time_skipping: WorkflowEnvironment) -> None:  # noqa: F811

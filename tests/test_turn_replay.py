@@ -3,14 +3,11 @@ reconstructed; a history the code no longer reproduces is reported as such, not 
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from infra.settings import REPO_ROOT
-from tests.api_harness import ApiServer, cli_env
+from tests.api_harness import ApiServer, run_cli
 from tests.conftest import Services, db_rows
 
 
@@ -22,21 +19,6 @@ async def a_turn(api: ApiServer) -> dict[str, Any]:
     )
     assert resp.status_code == 200, resp.text
     return dict(resp.json())
-
-
-async def run_cli(services: Services, api: ApiServer, *args: str) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "infra.cli",
-        *args,
-        env=cli_env(api.settings),
-        cwd=REPO_ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    out, _ = await asyncio.wait_for(proc.communicate(), 120)
-    return proc.returncode or 0, out.decode()
 
 
 async def test_audit_endpoint_replays_and_reconstructs_a_turn(api: ApiServer, services: Services) -> None:
@@ -69,7 +51,7 @@ async def test_replay_command_exports_and_reports_a_changed_workflow(
     api: ApiServer, services: Services, tmp_path: Path
 ) -> None:
     turn = await a_turn(api)
-    code, out = await run_cli(services, api, "replay", turn["turn_id"], "--export", str(tmp_path))
+    code, out = await run_cli(api, "replay", turn["turn_id"], "--export", str(tmp_path))
     assert code == 0, out
     assert (
         "reproduced by the current workflow code" in out and "I am [EMAIL]" in out and turn["text"][:5] in out
@@ -80,7 +62,7 @@ async def test_replay_command_exports_and_reports_a_changed_workflow(
     assert "jane.doe" not in history.read_text() and "Name a colour" not in history.read_text()  # encrypted
 
     # An exported history replays later, offline from Temporal; one the code no longer matches fails clearly.
-    code, out = await run_cli(services, api, "replay", "--history", str(history))
+    code, out = await run_cli(api, "replay", "--history", str(history))
     assert code == 0, out
     events = json.loads(history.read_text())
     for event in events["events"]:
@@ -89,6 +71,6 @@ async def test_replay_command_exports_and_reports_a_changed_workflow(
             scheduled["activityType"]["name"] = "infer_somewhere_else"
     tampered = tmp_path / "tampered.history.json"
     tampered.write_text(json.dumps(events))
-    code, out = await run_cli(services, api, "replay", "--history", str(tampered))
+    code, out = await run_cli(api, "replay", "--history", str(tampered))
     assert code == 1, out
     assert "NOT reproduced (non-deterministic)" in out and "Traceback" not in out

@@ -11,6 +11,7 @@ from infra.resources import Resources
 from infra.schedules import ensure_schedules
 from infra.search_attributes import ensure_search_attributes
 from infra.settings import Settings, get_settings
+from infra.telemetry import SERVICE_WORKER
 from workers.chat import build_batch_worker, build_chat_worker
 from workers.ingest import build_ingest_worker
 
@@ -18,7 +19,7 @@ log = logging.getLogger("turnflow.worker")
 
 
 async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
-    res = await Resources.open(settings)
+    res = await Resources.open(settings, service=SERVICE_WORKER)
     try:
         await ensure_search_attributes(res.temporal)
         await ensure_schedules(res.temporal, res.policy)

@@ -176,6 +176,7 @@ class ChatTurnWorkflow:
             max_tokens=max_tokens,
             temperature=inp.temperature if route else (inp.temperature or 0.7),
             degraded=degraded,
+            prompt_tokens=prompt.prompt_tokens,
         )
         status: TurnStatus = "completed"
         fallbacks: list[dict[str, str]] = []
