@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 from pydantic import BaseModel
 from temporalio import activity
 
 from activities.prompt import ContextChunk
+from activities.retrieval_observer import RetrievalObserver
 from activities.search import HybridSearch
+from infra import metrics
 
 
 class RetrieveInput(BaseModel):
@@ -22,12 +26,17 @@ class RetrieveResult(BaseModel):
 
 
 class RetrievalActivities:
-    def __init__(self, search: HybridSearch) -> None:
+    def __init__(self, search: HybridSearch, observer: RetrievalObserver | None = None) -> None:
         self.search = search
+        self.observer = observer
 
     @activity.defn(name="retrieve")
     async def retrieve(self, inp: RetrieveInput) -> RetrieveResult:
+        started = time.perf_counter()
         found = await self.search.search(inp.tenant_id, inp.query, inp.k)
+        metrics.retrieval_duration.record(time.perf_counter() - started, {"cached": found.cached})
+        if self.observer is not None and inp.k > 0:
+            self.observer.observe(inp.tenant_id, found)
         return RetrieveResult(
             chunks=found.chunks,
             embedding_model=found.embedding_model,

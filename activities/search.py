@@ -25,6 +25,7 @@ from activities.embedder import Embedder, Embedders
 from activities.prompt import ContextChunk
 from db.engine import scope_to_tenant
 from db.vector_index import AnnIndex
+from infra import metrics
 
 SearchMode = Literal["hybrid", "vector", "text"]
 RRF_K = 60  # the constant from Cormack et al. (2009); ranks past ~60 barely count
@@ -107,6 +108,8 @@ class SearchResult:
     embedding_model: str | None
     embedding_version: str | None
     cached: bool = False
+    # The query's embedding, when this search computed or fetched one (drift signals read it).
+    query_vector: np.ndarray | None = None
 
 
 def _vector_sql(index: AnnIndex) -> TextClause:
@@ -192,7 +195,7 @@ class HybridSearch:
             use_cache = use_cache and self.settings.cache_ttl_s > 0
             cache_key = await self._cache_key(tenant, model, version, mode, k, query) if use_cache else None
             if cache_key and (hit := await self.redis.get(cache_key)):
-                await self.redis.hincrby(STATS_KEY, "result_cache_hit", 1)
+                await self._count_cache("result", hit=True)
                 chunks = [ContextChunk.model_validate(c) for c in json.loads(hit)]
                 return SearchResult(chunks, model, version, cached=True)
             params = {
@@ -211,7 +214,8 @@ class HybridSearch:
             )
             if not size:  # a tenant without documents costs one indexed lookup, not an embedding
                 return SearchResult([], model, version)
-            literal = vector_literal(await self.query_vector(embedder, query))
+            query_vector = await self.query_vector(embedder, query)
+            literal = vector_literal(query_vector)
             candidates: dict[str, Candidate] = {}
             if mode in ("hybrid", "vector") and size <= self.settings.exact_max_rows:
                 rows = await session.execute(_EXACT_VECTOR_SQL, {**params, "vector": literal})
@@ -244,8 +248,8 @@ class HybridSearch:
             await self.redis.set(
                 cache_key, json.dumps([c.model_dump() for c in chunks]), ex=self.settings.cache_ttl_s
             )
-            await self.redis.hincrby(STATS_KEY, "result_cache_miss", 1)
-        return SearchResult(chunks, model, version)
+            await self._count_cache("result", hit=False)
+        return SearchResult(chunks, model, version, query_vector=query_vector)
 
     def _rank(self, query: str, candidates: list[Candidate], mode: SearchMode) -> list[Candidate]:
         if mode == "vector":
@@ -264,13 +268,18 @@ class HybridSearch:
         key = f"qemb:{embedder.model_id}:{embedder.version}:{digest}"
         cached = await self.redis.get(key)
         if cached is not None:
-            await self.redis.hincrby(STATS_KEY, "embedding_cache_hit", 1)
+            await self._count_cache("embedding", hit=True)
             return np.frombuffer(bytes(cached), dtype=np.float32)  # type: ignore[arg-type]
         [vector] = await embedder.embed([query])
         array = np.asarray(vector, dtype=np.float32)
         await self.redis.set(key, array.tobytes(), ex=86_400)
-        await self.redis.hincrby(STATS_KEY, "embedding_cache_miss", 1)
+        await self._count_cache("embedding", hit=False)
         return array
+
+    async def _count_cache(self, cache: str, *, hit: bool) -> None:
+        result = "hit" if hit else "miss"
+        metrics.retrieval_cache.add(1, {"cache": cache, "result": result})
+        await self.redis.hincrby(STATS_KEY, f"{cache}_cache_{result}", 1)
 
     async def _cache_key(self, tenant: str, model: str, version: str, mode: str, k: int, query: str) -> str:
         generation = int(await self.redis.get(generation_key(tenant)) or 0)

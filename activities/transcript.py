@@ -13,8 +13,10 @@ from temporalio import activity
 
 from activities.rate_limits import RateLimiter
 from activities.turn_events import TurnEvents
+from activities.turn_metrics import record_turn
 from activities.turn_models import Message, PersistInput, PersistResult
 from db.models import Message as MessageRow
+from db.models import Tenant
 
 RECENT_MESSAGES = 20
 RECENT_TTL_S = 24 * 3600
@@ -36,6 +38,8 @@ class Transcript:
         self.redis = redis
         self.events = events
         self.rate_limits = rate_limits
+        # Metrics label tenants by name (ids would be unbounded in dashboards' eyes); names never change.
+        self._tenant_names: dict[str, str] = {}
 
     async def recent(self, conversation_id: str) -> list[Message]:
         """The last messages, oldest first; from Redis, or from Postgres when Redis has evicted them."""
@@ -86,6 +90,7 @@ class Transcript:
             "finish_reason": inp.finish_reason,
             "route": inp.route,
             "cost_usd": inp.cost_usd,
+            "error": inp.error,
         }
         common = {
             "tenant_id": tenant,
@@ -125,6 +130,9 @@ class Transcript:
                 ).all()
             )
             inserted = len(ids) == len(rows)
+            if inserted and inp.tenant_id not in self._tenant_names:
+                name = await session.scalar(select(Tenant.name).where(Tenant.id == tenant))
+                self._tenant_names[inp.tenant_id] = name or inp.tenant_id
             if not inserted:  # a retry: an earlier attempt wrote them
                 ids = dict(
                     (
@@ -133,6 +141,8 @@ class Transcript:
                         )
                     ).all()
                 )
+        if inserted:
+            record_turn(inp, self._tenant_names[inp.tenant_id])
         if inserted and inp.status == "completed" and inp.assistant_text:
             await self._remember(
                 inp.conversation_id,

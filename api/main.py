@@ -16,7 +16,18 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api.audit import audit_middleware
 from api.errors import KEYED, error_responses, install_error_handlers
-from api.routes import codec, conversations, documents, health, openai_compat, turns, usage
+from api.routes import (
+    codec,
+    conversations,
+    dashboard,
+    documents,
+    health,
+    metrics,
+    observability,
+    openai_compat,
+    turns,
+    usage,
+)
 from api.tenancy import DEFAULT_TENANT, require
 from db.access import ensure_tenant
 from infra.resources import Resources
@@ -90,6 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(health.router)  # no key: probes and load balancers call these
+    app.include_router(metrics.router)  # no key: Prometheus scrapes it
     chat, ingest = [Depends(require("chat"))], [Depends(require("ingest"))]
     either, admin = [Depends(require("chat", "ingest"))], [Depends(require("admin"))]
     keyed = error_responses(*KEYED)
@@ -100,6 +112,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(documents.search_router, dependencies=either, responses=keyed)
     app.include_router(usage.router, dependencies=either, responses=keyed)
     app.include_router(codec.router, dependencies=admin, responses=keyed)
+    app.include_router(observability.router, responses=keyed)  # any key: its tenant; operators: all
+    app.include_router(observability.operators, responses=keyed)
+    app.include_router(dashboard.router)  # the page itself holds nothing: it asks for a key
     # The Temporal web UI calls /codec from the browser: its origin may, with an admin key.
     app.add_middleware(
         CORSMiddleware,

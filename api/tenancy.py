@@ -19,6 +19,7 @@ from activities.rate_limits import RateLimited
 from api.deps import ResourcesDep
 from api.errors import ApiError
 from db.access import Principal, find_principal, touch_key
+from infra import metrics
 from infra.residency import describe_gaps, residency_gaps
 
 DEFAULT_TENANT = "default"
@@ -28,6 +29,7 @@ _bearer = HTTPBearer(auto_error=False, description="an API key: `turnflow keys c
 
 
 def too_many(exc: RateLimited) -> HTTPException:
+    metrics.rate_limited.add(1, {"limit": exc.what})
     retry_s = max(1, math.ceil(exc.retry_ms / 1000))
     return HTTPException(429, f"{exc}; retry in {retry_s} s", headers={"Retry-After": str(retry_s)})
 

@@ -20,7 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import ApiKey, Tenant
 
-SCOPES = ("chat", "ingest", "admin")
+SCOPES = ("chat", "ingest", "admin", "operator")
+# Scopes over the whole platform, not one tenant: a tenant's admin does not hold them.
+PLATFORM_SCOPES = frozenset({"operator"})
 KEY_PREFIX = "tf_"
 
 
@@ -42,7 +44,9 @@ class Principal:
     residency: frozenset[str] = frozenset()
 
     def may(self, *any_of: str) -> bool:
-        return "admin" in self.scopes or bool(self.scopes & set(any_of))
+        if self.scopes & set(any_of):
+            return True
+        return "admin" in self.scopes and not set(any_of) <= PLATFORM_SCOPES
 
 
 def hash_key(key: str) -> str:

@@ -124,6 +124,8 @@ class Message(Base):
     # What the reply cost, from the serving model's prices (exact decimal: usage reports sum these).
     cost_usd: Mapped[Decimal | None] = mapped_column(Numeric(18, 10))
     interactive: Mapped[bool] = mapped_column(Boolean, default=True, server_default="true")
+    # A failed turn's error as its client saw it: code, message, retryable (SLOs tell ours from theirs).
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
     pii_redacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     redacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     redaction_reason: Mapped[str | None] = mapped_column(Text)

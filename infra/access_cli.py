@@ -37,7 +37,8 @@ async def ensure_demo_key(sessions: async_sessionmaker[AsyncSession], settings: 
     if path.exists() and await find_principal(sessions, key := path.read_text().strip()):
         return key
     tenant = await ensure_tenant(sessions, DEMO_TENANT)
-    key, _ = await create_key(sessions, tenant, "demo (turnflow up)", ["chat", "ingest", "admin"])
+    # A dev stack's one user is also its operator (SLOs, drift, the dashboard).
+    key, _ = await create_key(sessions, tenant, "demo (turnflow up)", ["chat", "ingest", "admin", "operator"])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text(key + "\n")

@@ -480,7 +480,11 @@ def tenants_list() -> None:
 def keys_create(
     tenant: Annotated[str, typer.Option(help="the tenant, by name")],
     scope: Annotated[
-        list[str] | None, typer.Option(help="chat, ingest or admin (repeatable; default chat)")
+        list[str] | None,
+        typer.Option(
+            help="chat, ingest, admin (all of its tenant) or operator (platform-wide SLOs, drift, "
+            "dashboard); repeatable; default chat"
+        ),
     ] = None,
     name: Annotated[str, typer.Option(help="what the key is for")] = "cli",
     expires_in_days: Annotated[int | None, typer.Option(min=1, help="default: never")] = None,
@@ -572,6 +576,112 @@ def trace(
         print(json.dumps({"turn_id": turn_id, "trace_id": found.trace_id, "spans": roots}, indent=2))
     else:
         show(console, found)
+
+
+@app.command()
+def slo(
+    window: Annotated[
+        str | None, typer.Option(help="e.g. 15m, 1h, 7d (default: temporal.yaml's slo.window)")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="one tenant, by name (default: the platform)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+) -> None:
+    """Each objective of temporal.yaml's `slo:` over the window: value, met or not, error budget left.
+    Exit 1 when an objective is not met."""
+    from infra.durations import parse_duration
+    from infra.slo_cli import show_slo, slo_for
+
+    try:
+        span = parse_duration(window) if window else None
+    except ValueError as exc:
+        console.print(f"[red]✗ --window: {exc}[/]")
+        raise typer.Exit(2) from exc
+    report = _with_resources(lambda res: slo_for(res, span, tenant))
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        show_slo(console, report)
+    if any(o.met is False for o in report.objectives):
+        raise typer.Exit(1)
+
+
+@app.command()
+def synth(
+    rate: Annotated[float, typer.Option(min=0.01, help="turns per second (Poisson arrivals)")] = 0.3,
+    duration: Annotated[
+        float, typer.Option(min=1, help="seconds of arrivals (turns under way then finish)")
+    ] = 60,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar="TURNFLOW_API_KEY", help="a chat+ingest key (default: the demo key)"),
+    ] = None,
+    api: Annotated[str | None, typer.Option(help="the API's URL (default: this stack's)")] = None,
+    max_tokens: Annotated[int, typer.Option(min=1, help="reply budget per turn")] = 32,
+    max_in_flight: Annotated[int, typer.Option(min=1, help="conversations at once, at most")] = 4,
+    seed: Annotated[int, typer.Option(help="the traffic's random seed")] = 7,
+) -> None:
+    """Synthetic conversational traffic (multi-turn, with retrieval over a small corpus it ingests,
+    prompts from a sentence to a paragraph) against a running stack; prints the SLO report at the end."""
+    from rich.live import Live
+
+    from infra.observability import SloOut
+    from infra.slo_cli import show_slo
+    from infra.synth import Synth, Tally, percentile
+
+    settings = _settings()
+    base = api or f"http://{settings.api_host}:{settings.api_port}"
+    key = api_key or _demo_key(settings)
+
+    async def run() -> tuple[Tally, dict[str, object]]:
+        traffic = Synth(base, key, max_tokens=max_tokens, max_in_flight=max_in_flight, seed=seed)
+        started = time.monotonic()
+        try:
+            await traffic.ingest_corpus()
+            with Live(console=console, transient=True) as live:
+
+                def progress(t: Tally, running: int) -> None:
+                    live.update(
+                        f"{time.monotonic() - started:5.0f} s  {t.started} turns started, {t.completed} "
+                        f"completed, {sum(t.errors.values())} failed, {running} conversations under way"
+                    )
+
+                tally = await traffic.run(rate, duration, progress)
+            return tally, await traffic.slo(time.monotonic() - started)
+        finally:
+            await traffic.aclose()
+
+    try:
+        tally, report = asyncio.run(run())
+    except (httpx.HTTPError, RuntimeError) as exc:
+        console.print(f"[red]✗ {exc}[/] (is the stack up? `turnflow up`)")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"synthetic traffic: {tally.started} turns")
+    for column in ("completed", "failed", "TTFT p50 / p95 ms", "turn p50 / p95 ms"):
+        table.add_column(column, justify="right")
+
+    def pair(values: list[float]) -> str:
+        p50, p95 = percentile(values, 50), percentile(values, 95)
+        return "-" if p50 is None or p95 is None else f"{p50:.0f} / {p95:.0f}"
+
+    failed = ", ".join(f"{k}: {v}" for k, v in tally.errors.items()) or "0"
+    table.add_row(str(tally.completed), failed, pair(tally.ttft_ms), pair(tally.total_ms))
+    console.print(table)
+    show_slo(console, SloOut.model_validate(report))
+
+
+@app.command()
+def drift(as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False) -> None:
+    """Retrieval score distributions and query centroids per tenant, and p95 latency per model version:
+    the recent window against its baseline, flagged past temporal.yaml's `drift:`. Exit 1 when flagged."""
+    from infra.slo_cli import drift_now, show_drift
+
+    report = _with_resources(drift_now)
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        show_drift(console, report)
+    if report.flagged:
+        raise typer.Exit(1)
 
 
 @app.command()

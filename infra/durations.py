@@ -36,3 +36,13 @@ def parse_duration(value: Any) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def format_duration(span: timedelta) -> str:
+    """In the largest exact unit: ``1d``, ``2h``, ``15m``, ``30s``, ``500ms`` (as parse_duration reads)."""
+    ms = round(span.total_seconds() * 1000)
+    for unit in ("d", "h", "m", "s"):
+        size = int(_UNIT_SECONDS[unit] * 1000)
+        if ms and ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"

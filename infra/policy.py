@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from infra.durations import Duration, parse_duration
 from infra.models import BreakerPolicy, ModelSpec, check_registry
+from infra.objectives import DriftPolicy, SloPolicy
 from infra.residency import StoreName, StoreSpec
 
 __all__ = ["Duration", "parse_duration"]  # re-exported: callers read durations through the policy
@@ -88,6 +89,9 @@ class Policy(_Strict):
     breaker: BreakerPolicy = BreakerPolicy()
     # Where each store keeps tenants' data (infra/residency.py); a store left out has no tags.
     stores: dict[StoreName, StoreSpec] = Field(default_factory=dict)
+    # What operators hold the platform to (GET /v1/slo), and when retrieval or latency has drifted.
+    slo: SloPolicy = SloPolicy()
+    drift: DriftPolicy = DriftPolicy()
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:

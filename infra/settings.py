@@ -150,6 +150,9 @@ class Settings(BaseSettings):
         default=True, description="keep recent spans in Postgres for `turnflow trace` (no collector needed)"
     )
     trace_retention_h: float = Field(default=24.0, gt=0, description="hours the trace store keeps spans")
+    temporal_ui_url: str | None = Field(
+        default=None, description="the Temporal web UI operators open (empty: the embedded one's)"
+    )
     worker_metrics_port: int | None = Field(
         default=9464, description="the worker's Prometheus /metrics port (empty: none)"
     )
@@ -176,6 +179,10 @@ class Settings(BaseSettings):
     @property
     def payload_key_file(self) -> Path:
         return self.data_dir / "payload-keys"
+
+    @property
+    def temporal_ui(self) -> str:
+        return self.temporal_ui_url or f"http://{self.api_host}:{self.temporal_ui_port}"
 
     @property
     def log_dir(self) -> Path:

@@ -19,8 +19,9 @@ from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
 from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
-from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics import Histogram, MeterProvider
 from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetricReader
+from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -30,8 +31,9 @@ from temporalio.contrib.opentelemetry import (
     ReplaySafeMeterProvider,
     create_tracer_provider,
 )
-from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
+from temporalio.runtime import MetricBuffer, MetricBufferDurationFormat, Runtime, TelemetryConfig
 
+from infra.metrics import LATENCY_BUCKETS_S
 from infra.settings import Settings
 from infra.span_store import PostgresSpanExporter
 
@@ -94,11 +96,17 @@ def setup_telemetry(settings: Settings, database_url: str, service: str) -> Tele
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics")))
     trace.set_tracer_provider(tracer_provider)
     # Replay-safe: a workflow replaying its history must not count its metrics twice.
-    meter_provider = MeterProvider(metric_readers=readers, resource=resource)
+    # Temporal's SDK metrics in seconds, as Prometheus expects, with buckets that suit them.
+    temporal_latencies = View(
+        instrument_name="temporal_*",
+        instrument_type=Histogram,
+        aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS_S),
+    )
+    meter_provider = MeterProvider(metric_readers=readers, resource=resource, views=[temporal_latencies])
     metrics.set_meter_provider(ReplaySafeMeterProvider(meter_provider))
     RedisInstrumentor().instrument()
     HTTPXClientInstrumentor().instrument()
-    buffer = MetricBuffer(100_000)
+    buffer = MetricBuffer(100_000, MetricBufferDurationFormat.SECONDS)
     runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
     _current = Telemetry(service=service, runtime=runtime, metric_buffer=buffer)
     log.info("telemetry (%s): trace store %s, OTLP %s", service, settings.trace_store, settings.otlp_endpoint)

@@ -140,7 +140,7 @@ async def test_revoked_expired_and_unscoped_keys(api: ApiServer) -> None:
 async def test_keys_need_known_scopes(api: ApiServer, scopes: list[str]) -> None:
     sessions = api.app.state.resources.sessions
     tenant = await ensure_tenant(sessions, "default")
-    with pytest.raises(ValueError, match="scopes must be some of chat, ingest, admin"):
+    with pytest.raises(ValueError, match="scopes must be some of chat, ingest, admin, operator"):
         await create_key(sessions, tenant, "bad", scopes)
 
 

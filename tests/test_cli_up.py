@@ -33,6 +33,7 @@ def stack_env(data_dir: Path) -> dict[str, str]:
         TURNFLOW_POSTGRES_PORT=str(free_port()),
         TURNFLOW_REDIS_PORT=str(free_port()),
         TURNFLOW_MODEL_PORT=str(free_port()),
+        TURNFLOW_WORKER_METRICS_PORT=str(free_port()),
         COLUMNS="200",
     )
     return env
@@ -108,6 +109,13 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
         assert {c["status"] for c in health.json()["components"].values()} == {"ok"}
         ui = httpx.get(f"http://127.0.0.1:{env['TURNFLOW_TEMPORAL_UI_PORT']}/", timeout=10)
         assert ui.status_code == 200
+        # Prometheus reads the API and each worker; the worker's includes the Temporal SDK's own
+        # metrics (its pollers report from the start).
+        worker_metrics = f"http://127.0.0.1:{env['TURNFLOW_WORKER_METRICS_PORT']}/metrics"
+        assert worker_metrics in out
+        scraped = httpx.get(worker_metrics, timeout=10)
+        assert scraped.status_code == 200 and "temporal_" in scraped.text, scraped.text[:500]
+        assert httpx.get(f"{up.api()}/metrics", timeout=10).status_code == 200
 
         status = run_cli(env, "status")
         assert status.returncode == 0, status.stdout + status.stderr

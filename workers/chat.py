@@ -12,6 +12,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.inference import InferenceActivities
 from activities.moderation import ModerationActivities
 from activities.retrieval import RetrievalActivities
+from activities.retrieval_observer import RetrievalObserver
 from activities.route_turn import RouteActivities
 from activities.stack_probe import StackProbeActivities
 from activities.transcript import Transcript
@@ -56,7 +57,7 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
         steps.validate_turn,
         steps.assemble_prompt,
         steps.partial_text,
-        RetrievalActivities(res.search).retrieve,
+        RetrievalActivities(res.search, RetrievalObserver(res.sessions)).retrieve,
         router.route_turn,
         inference.infer,
         transcript.persist_turn,

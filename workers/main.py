@@ -6,6 +6,8 @@ import asyncio
 import logging
 import signal
 
+from prometheus_client import start_http_server
+
 from infra.logging_setup import configure_logging
 from infra.resources import Resources
 from infra.schedules import ensure_schedules
@@ -20,6 +22,9 @@ log = logging.getLogger("turnflow.worker")
 
 async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
     res = await Resources.open(settings, service=SERVICE_WORKER)
+    if settings.telemetry and settings.worker_metrics_port:
+        # Prometheus scrapes each worker process on its own port (the API serves its own /metrics).
+        start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     try:
         await ensure_search_attributes(res.temporal)
         await ensure_schedules(res.temporal, res.policy)

@@ -34,6 +34,9 @@ def worker_component(settings: Settings, endpoints: Endpoints, namespace: str, t
         client = await connect_temporal(endpoints.temporal_address, namespace)
         await probes.probe_worker(client, task_queue)
 
+    worker_urls = {}
+    if settings.telemetry and settings.worker_metrics_port:
+        worker_urls["Worker metrics"] = f"http://{settings.api_host}:{settings.worker_metrics_port}/metrics"
     return Component(
         name="worker",
         argv=[sys.executable, "-m", "workers.main"],
@@ -43,6 +46,8 @@ def worker_component(settings: Settings, endpoints: Endpoints, namespace: str, t
         # The schema must be current before any activity runs, embedded database or not.
         prepare=lambda: upgrade(endpoints.database_url),
         startup_timeout_s=60,
+        urls=worker_urls,
+        ports=[settings.worker_metrics_port] if settings.worker_metrics_port else [],
         # Longer than the worker's graceful shutdown, so in-flight activities can finish.
         stop_timeout_s=20,
     )

@@ -1,4 +1,4 @@
-"""observability: recent spans for `turnflow trace`, and retrieval observations for drift signals
+"""observability: recent spans for `turnflow trace`, retrieval observations for drift, failed turns' errors
 
 Revision ID: 0004
 Revises: 0003
@@ -21,6 +21,7 @@ APP_ROLE = "turnflow_app"
 
 
 def upgrade() -> None:
+    op.add_column("messages", sa.Column("error", postgresql.JSONB(), nullable=True))
     op.create_table(
         "trace_spans",
         sa.Column("trace_id", sa.String(32), nullable=False),
@@ -59,3 +60,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("retrieval_observations")
     op.drop_table("trace_spans")
+    op.drop_column("messages", "error")

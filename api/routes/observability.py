@@ -1,0 +1,107 @@
+"""SLOs, drift signals and the operators' dashboard data.
+
+`GET /v1/slo` reports the caller's tenant; an `operator` key sees the whole platform (or one tenant by
+name). Drift and the dashboard are platform-wide: operators only.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from sqlalchemy import select
+
+from api.deps import ResourcesDep
+from api.errors import error_responses
+from api.routes.metrics import refresh_breakers
+from api.tenancy import PrincipalDep, require
+from api.text_fields import StorableStr
+from db.models import Tenant
+from db.ops_summary import model_summaries, recent_failures
+from infra import metrics
+from infra.durations import parse_duration
+from infra.observability import DriftOut, SloOut, compute_drift, compute_slo
+
+router = APIRouter(tags=["observability"])
+operators = APIRouter(tags=["observability"], dependencies=[Depends(require("operator"))])
+
+MAX_WINDOW = timedelta(days=90)
+
+
+WindowQuery = Annotated[
+    str | None,
+    Query(
+        max_length=20,
+        pattern=r"^\d+(\.\d+)?(ms|s|m|h|d)$",
+        description="e.g. 15m, 1h, 7d (default: temporal.yaml's)",
+    ),
+]
+
+
+def _window(res: ResourcesDep, window: str | None) -> timedelta:
+    span = parse_duration(window) if window else res.policy.slo.window
+    if not timedelta(0) < span <= MAX_WINDOW:
+        raise HTTPException(422, f"window must be more than 0 and at most {MAX_WINDOW.days} days")
+    return span
+
+
+@router.get("/v1/slo", responses=error_responses(404))
+async def read_slo(
+    res: ResourcesDep,
+    principal: PrincipalDep,
+    window: WindowQuery = None,
+    tenant: Annotated[
+        StorableStr | None, Query(max_length=200, description="one tenant by name (operators; default: all)")
+    ] = None,
+) -> SloOut:
+    """Each objective of temporal.yaml's `slo:` over the window: its value, whether it is met, and the
+    error budget left. Computed from the recorded turns, so it matches a hand count over them."""
+    span = _window(res, window)
+    if "operator" not in principal.scopes:
+        if tenant is not None and tenant != principal.tenant_name:
+            raise HTTPException(404, f"tenant {tenant!r} not found")
+        return await compute_slo(res, span, principal.tenant_id, principal.tenant_name)
+    if tenant is None:
+        return await compute_slo(res, span, None, "platform")
+    async with res.sessions() as session:
+        found = await session.scalar(select(Tenant.id).where(Tenant.name == tenant))
+    if found is None:
+        raise HTTPException(404, f"tenant {tenant!r} not found")
+    return await compute_slo(res, span, found, tenant)
+
+
+@operators.get("/v1/drift", responses=error_responses(404))
+async def read_drift(res: ResourcesDep) -> DriftOut:
+    """Retrieval score distributions and query-embedding centroids per tenant, and p95 latency per model
+    version: the recent window against the baseline before it, flagged past temporal.yaml's `drift:`."""
+    return await compute_drift(res)
+
+
+@operators.get("/v1/dashboard/summary", responses=error_responses(404))
+async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> dict[str, Any]:
+    """What /dashboard shows: SLOs, per-model latency percentiles, TTFT, tokens/s and cost per 1k
+    messages, breaker states, drift flags and recent failed turns with links into the Temporal UI."""
+    span = _window(res, window)
+    slo = await compute_slo(res, span, None, "platform")
+    until = datetime.now(UTC)
+    async with res.sessions() as session:
+        models = await model_summaries(session, until - span, until)
+        failures = await recent_failures(session, limit=20)
+    await refresh_breakers(res)
+    ui = res.settings.temporal_ui.rstrip("/")
+    namespace = res.policy.namespace
+    return {
+        "generated_at": until.isoformat(),
+        "slo": slo.model_dump(mode="json"),
+        "models": models,
+        "breakers": [
+            {"model": model, "endpoint": endpoint, "state": state}
+            for (model, endpoint), state in sorted(metrics.breaker_view.items())
+        ],
+        "drift": (await compute_drift(res)).model_dump(mode="json"),
+        "failures": [
+            {**f, "temporal_url": f"{ui}/namespaces/{namespace}/workflows/{f['turn_id']}"} for f in failures
+        ],
+        "temporal_ui": ui,
+    }

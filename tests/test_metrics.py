@@ -1,0 +1,147 @@
+"""Prometheus metrics move by exactly what known traffic did: turns, tokens, cost, time to first token,
+cache hits, rate-limit refusals; breaker states and the Temporal SDK's own metrics are exported."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections import Counter
+from decimal import Decimal
+from pathlib import Path
+
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from infra.resources import Resources
+from tests.api_harness import ApiServer, isolated_settings, real_model_entry
+from tests.conftest import Services, psycopg_url
+from workers.ingest import build_ingest_worker
+
+Samples = Counter[tuple[str, frozenset[tuple[str, str]]]]
+
+
+async def scrape(api: ApiServer) -> Samples:
+    resp = await api.client.get("/metrics", headers={"Authorization": ""})  # no key needed
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    samples: Samples = Counter()
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] += s.value
+    return samples
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of ``name``'s series whose labels include ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return total(after, name, **labels) - total(before, name, **labels)
+
+
+async def test_metrics_move_by_what_known_traffic_did(services: Services, tmp_path: Path) -> None:
+    # A model of this test's own (the real server under a new name) makes the GenAI series exact,
+    # whatever other tests' turns are still doing in this process.
+    model = f"probe-{uuid.uuid4().hex[:6]}"
+    entry = real_model_entry(cost={"input_per_1k": 0.5, "output_per_1k": 2.0})
+    settings = isolated_settings(services, tmp_path, models={model: entry})
+    res = await Resources.open(settings)  # an ingest worker, as a deployment runs beside the API
+    async with build_ingest_worker(res), ApiServer(settings) as api:
+        tenant = f"metrics-{uuid.uuid4().hex[:8]}"
+        headers = await api.headers_for(tenant)
+        doc = await api.client.post(
+            "/v1/documents",
+            json={
+                "text": "The Zorblat lighthouse keeper paints the lamp room teal every spring.",
+                "source": "zorblat.txt",
+            },
+            headers=headers,
+        )
+        assert doc.status_code == 201, doc.text
+        conv = await api.conversation(headers)
+        question = f"What colour is the Zorblat lamp room? ({uuid.uuid4().hex[:6]})"
+
+        before = await scrape(api)
+        results = []
+        for _ in range(2):  # the same question twice: the second search is a cached result
+            resp = await api.client.post(
+                f"/v1/conversations/{conv}/messages",
+                json={"content": question, "stream": False, "max_tokens": 8},
+                headers=headers,
+            )
+            assert resp.status_code == 200, resp.text
+            results.append(resp.json())
+        after = await scrape(api)
+        queue = api.app.state.resources.policy.queue("chat")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            sdk_after = await scrape(api)
+            if total(sdk_after, "temporal_activity_execution_latency_seconds_count", activity_type="infer"):
+                break
+            await asyncio.sleep(0.5)
+    await res.close()
+
+    assert all(r["status"] == "completed" and r["model"] == model for r in results)
+    by_model = {"gen_ai_request_model": model}
+    out_tokens = sum(r["output_tokens"] for r in results)
+    in_tokens = sum(r["input_tokens"] for r in results)
+    assert delta(before, after, "turnflow_turns_total", tenant=tenant, model=model, status="completed") == 2
+    cost = sum(Decimal(r["cost_usd"]) for r in results)
+    assert cost > 0
+    assert delta(before, after, "turnflow_cost_usd_total", tenant=tenant, model=model) == pytest.approx(
+        float(cost), rel=1e-9
+    )
+    output, inputs = {"gen_ai_token_type": "output", **by_model}, {"gen_ai_token_type": "input", **by_model}
+    assert delta(before, after, "gen_ai_client_token_usage_sum", **output) == out_tokens
+    assert delta(before, after, "gen_ai_client_token_usage_count", **output) == 2
+    assert delta(before, after, "gen_ai_client_token_usage_sum", **inputs) == in_tokens
+    assert delta(before, after, "gen_ai_client_operation_duration_seconds_count", **by_model) == 2
+    ttft_s = sum(r["ttft_ms"] for r in results) / 1000
+    assert delta(before, after, "gen_ai_server_time_to_first_token_seconds_count", **by_model) == 2
+    assert delta(before, after, "gen_ai_server_time_to_first_token_seconds_sum", **by_model) == pytest.approx(
+        ttft_s, abs=0.05
+    )
+    decoding = sum(1 for r in results if r["output_tokens"] > 1)
+    assert delta(before, after, "gen_ai_server_time_per_output_token_seconds_count", **by_model) == decoding
+    assert delta(before, after, "turnflow_inference_output_tokens_per_second_count", **by_model) == decoding
+    assert delta(before, after, "turnflow_turn_duration_seconds_count", model=model, status="completed") == 2
+    # First turn: the query is embedded and searched (two misses); second: the cached result.
+    for cache, result, n in (("result", "miss", 1), ("result", "hit", 1), ("embedding", "miss", 1)):
+        assert (
+            delta(before, after, "turnflow_retrieval_cache_requests_total", cache=cache, result=result) == n
+        )
+    assert delta(before, after, "turnflow_retrieval_duration_seconds_count") == 2
+    assert total(after, "turnflow_model_breaker_state", model=model) == 0  # closed
+    # The Temporal SDK's own metrics (drained into ours every second): queue lag (schedule-to-start)
+    # and activity latencies by type, local activities included.
+    sdk = {
+        "temporal_activity_schedule_to_start_latency_seconds_count": {"task_queue": queue},
+        "temporal_activity_execution_latency_seconds_count": {"activity_type": "infer"},
+        "temporal_local_activity_execution_latency_seconds_count": {"activity_type": "retrieve"},
+    }
+    assert all(total(sdk_after, name, **labels) > 0 for name, labels in sdk.items()), sdk
+
+
+async def test_rate_limit_refusals_are_counted(services: Services, tmp_path: Path) -> None:
+    async with ApiServer(isolated_settings(services, tmp_path)) as api:
+        name = f"limited-{uuid.uuid4().hex[:8]}"
+        headers = await api.headers_for(name)
+        with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
+            conn.execute(
+                "UPDATE tenants SET settings = '{\"requests_per_min\": 2}'::jsonb WHERE name = %s", (name,)
+            )
+        before = await scrape(api)
+        codes = [(await api.client.get("/v1/models", headers=headers)).status_code for _ in range(3)]
+        after = await scrape(api)
+    assert codes == [200, 200, 429]
+    assert delta(before, after, "turnflow_rate_limit_refusals_total", limit="requests") == 1
+
+
+async def test_metrics_off_when_telemetry_is_off(services: Services, tmp_path: Path) -> None:
+    settings = isolated_settings(services, tmp_path, telemetry=False)
+    async with ApiServer(settings) as api:
+        resp = await api.client.get("/metrics")
+    assert resp.status_code == 404 and "telemetry is off" in resp.json()["error"]["message"]
