@@ -9,7 +9,10 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=O
 # TORCH_INDEX="--index-url https://download.pytorch.org/whl/cpu".
 TORCH_INDEX ?=
 
-.PHONY: install run test lint fmt clean
+# The dashboard's browser test drives Debian's Chromium (Playwright never downloads a browser here).
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install browser run test lint fmt clean
 
 install: $(STAMP)
 
@@ -27,7 +30,13 @@ $(STAMP): pyproject.toml
 run: install
 	$(BIN)/turnflow up
 
-test: install
+browser:
+	@test -x $(CHROMIUM) || { echo "installing Debian's chromium for the dashboard test"; \
+		$$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends chromium >/dev/null \
+		|| { $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get update -q && \
+		     $$( [ "$$(id -u)" = 0 ] || echo sudo ) apt-get install -y --no-install-recommends chromium; }; }
+
+test: install browser
 	$(BIN)/python -m pytest
 
 lint: install

@@ -28,6 +28,8 @@ _URL_PLACEHOLDER = "dummy"
 
 def _error_type(exc: BaseException) -> str:
     """Low-cardinality, as the conventions ask: our error type, the HTTP status, or the class."""
+    if isinstance(exc, ApplicationError) and exc.type == "CircuitOpen" and exc.__cause__ is not None:
+        return _error_type(exc.__cause__)  # the failure that opened it, not our reaction to it
     if isinstance(exc, ApplicationError) and exc.type:
         return exc.type
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:

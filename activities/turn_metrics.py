@@ -10,7 +10,9 @@ from infra import metrics
 
 def record_turn(inp: PersistInput, tenant: str) -> None:
     model = inp.model_id or "none"
-    metrics.turns.add(1, {"tenant": tenant, "model": model, "status": inp.status})
+    # Whose fault a failed turn was: ours (the client may retry) or the request's (refused input).
+    fault = "none" if inp.status != "error" else "ours" if (inp.error or {}).get("retryable") else "request"
+    metrics.turns.add(1, {"tenant": tenant, "model": model, "status": inp.status, "fault": fault})
     if inp.latency_ms is not None:
         metrics.turn_duration.record(
             inp.latency_ms / 1000, {"model": model, "status": inp.status, "interactive": inp.interactive}

@@ -1,7 +1,8 @@
 """Drift signals: the recent window against the baseline window before it.
 
-- retrieval scores, per tenant: the population stability index of each turn's top score (bins from
-  the baseline's deciles);
+- retrieval scores, per tenant: the population stability index of each turn's top score (bins at the
+  baseline's quantiles, one per 10 samples of the smaller window, 2 to 10), flagged only when a
+  two-sample Kolmogorov-Smirnov test also says the move is not sampling noise (p < 0.01);
 - query embeddings, per tenant: cosine distance between the two windows' centroids (pgvector's avg);
 - latency, per model version: p95 turn latency, recent over baseline.
 Each is flagged past its threshold in `temporal.yaml` (``drift:``), given enough samples on both sides.
@@ -11,18 +12,20 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+from scipy.stats import ks_2samp
 from sqlalchemy import Float, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import Message, RetrievalObservation, Tenant
 from infra.objectives import DriftPolicy
 
-PSI_BINS = 10
+MAX_BINS = 10
+SIGNIFICANCE = 0.01
 _EPSILON = 1e-4  # an empty bin counts as this share, so the index stays finite
 
 
@@ -38,13 +41,16 @@ class DriftSignal:
     threshold: float
     flagged: bool
     note: str = ""
+    p_value: float | None = None  # retrieval scores: the KS test's
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def population_stability(baseline: list[float], recent: list[float], bins: int = PSI_BINS) -> float:
-    """PSI = sum over bins of (r - b) ln(r / b), with bins cut at the baseline's quantiles."""
+def population_stability(baseline: list[float], recent: list[float]) -> float:
+    """PSI = sum over bins of (r - b) ln(r / b), with bins cut at the baseline's quantiles. Fewer
+    samples, fewer bins: PSI's noise grows with bins over samples."""
+    bins = max(2, min(MAX_BINS, min(len(baseline), len(recent)) // 10))
     edges = np.unique(np.quantile(np.asarray(baseline), np.linspace(0, 1, bins + 1)[1:-1]))
 
     def shares(values: list[float]) -> np.ndarray:
@@ -96,16 +102,13 @@ async def drift_report(session: AsyncSession, policy: DriftPolicy, now: datetime
     for name, (recent, baseline) in sorted(by_tenant.items()):
         psi = population_stability(baseline, recent) if recent and baseline else None
         means = (float(np.mean(recent)) if recent else None, float(np.mean(baseline)) if baseline else None)
-        signals.append(
-            _signal(
-                policy,
-                "retrieval_scores",
-                name,
-                (len(recent), len(baseline)),
-                (*means, psi),
-                policy.score_psi,
-            )
+        found = _signal(
+            policy, "retrieval_scores", name, (len(recent), len(baseline)), (*means, psi), policy.score_psi
         )
+        if recent and baseline:
+            p = float(ks_2samp(baseline, recent).pvalue)
+            found = replace(found, p_value=round(p, 6), flagged=found.flagged and p < SIGNIFICANCE)
+        signals.append(found)
 
     recent_window = and_(obs.at >= recent_from, obs.at < now)
     baseline_window = and_(obs.at >= baseline_from, obs.at < recent_from)

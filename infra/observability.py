@@ -46,6 +46,7 @@ class DriftSignalOut(BaseModel):
     threshold: float
     flagged: bool
     note: str
+    p_value: float | None = None
 
 
 class DriftOut(BaseModel):

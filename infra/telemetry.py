@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass, field
 
 from opentelemetry import metrics, trace
@@ -38,6 +39,10 @@ from infra.settings import Settings
 from infra.span_store import PostgresSpanExporter
 
 log = logging.getLogger("turnflow.telemetry")
+
+# The stable HTTP conventions (http.server.request.duration in seconds, labelled by route, not by
+# URL): read by the instrumentations when they first instrument, so set before any of them does.
+os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")
 
 SERVICE_API = "turnflow-api"
 SERVICE_WORKER = "turnflow-worker"

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from infra.resources import Resources
 from tests.api_harness import ApiServer, isolated_settings, real_model_entry
-from tests.conftest import Services, psycopg_url
+from tests.conftest import Services, db_rows, psycopg_url
 from workers.ingest import build_ingest_worker
 
 Samples = Counter[tuple[str, frozenset[tuple[str, str]]]]
@@ -82,9 +82,24 @@ async def test_metrics_move_by_what_known_traffic_did(services: Services, tmp_pa
             if total(sdk_after, "temporal_activity_execution_latency_seconds_count", activity_type="infer"):
                 break
             await asyncio.sleep(0.5)
+        # Drift signals' raw material: each turn's retrieval, recorded off the turn's path.
+        observed: list[tuple[object, ...]] = []
+        for _ in range(50):
+            observed = db_rows(
+                services,
+                "SELECT o.results, o.top_score, vector_dims(o.query_embedding) FROM retrieval_observations o"
+                " JOIN tenants t ON t.id = o.tenant_id WHERE t.name = %s ORDER BY o.id",
+                tenant,
+            )
+            if len(observed) == 2:
+                break
+            await asyncio.sleep(0.2)
     await res.close()
 
     assert all(r["status"] == "completed" and r["model"] == model for r in results)
+    # The first search embedded the question; the second was the cached result (no embedding needed).
+    assert [(n, dims) for n, _, dims in observed] == [(1, 384), (1, None)], observed
+    assert all(isinstance(score, float) for _, score, _ in observed)
     by_model = {"gen_ai_request_model": model}
     out_tokens = sum(r["output_tokens"] for r in results)
     in_tokens = sum(r["input_tokens"] for r in results)

@@ -77,7 +77,13 @@ def api_component(settings: Settings, endpoints: Endpoints) -> Component:
         env=_child_env(settings, endpoints),
         cwd=REPO_ROOT,
         ready=ready,
-        urls={"API": base, "API docs": f"{base}/docs", "Health": f"{base}/healthz"},
+        urls={
+            "API": base,
+            "API docs": f"{base}/docs",
+            "Health": f"{base}/healthz",
+            "Dashboard": f"{base}/dashboard",
+            "Metrics": f"{base}/metrics",
+        },
         ports=[settings.api_port],
         startup_timeout_s=60,
     )
