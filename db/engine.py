@@ -6,12 +6,8 @@ import uuid
 from typing import Any
 
 from sqlalchemy import event, make_url, text
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 # The role migrations create for the application: row-level security binds it (see 0002).
 APP_ROLE = "turnflow_app"
@@ -21,7 +17,8 @@ def make_engine(database_url: str, *, pool_size: int = 10, role: str | None = AP
     """``role``: every connection switches to it, so tenant isolation holds even for a login that
     owns the tables (the embedded stack's superuser). None keeps the login's own role."""
     # pool_pre_ping: a Postgres restart must not hand out dead connections.
-    engine = create_async_engine(database_url, pool_size=pool_size, pool_pre_ping=True)
+    # Through the module, so that tracing (infra/telemetry.py), once set up, wraps the call.
+    engine = sqlalchemy_asyncio.create_async_engine(database_url, pool_size=pool_size, pool_pre_ping=True)
     if role:
 
         @event.listens_for(engine.sync_engine, "connect")

@@ -593,7 +593,7 @@ def slo(
 
     try:
         span = parse_duration(window) if window else None
-    except ValueError as exc:
+    except (ValueError, OverflowError) as exc:
         console.print(f"[red]✗ --window: {exc}[/]")
         raise typer.Exit(2) from exc
     report = _with_resources(lambda res: slo_for(res, span, tenant))

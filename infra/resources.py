@@ -67,7 +67,6 @@ class Resources:
         )
         engine = make_engine(endpoints.database_url, role=settings.database_role or None)
         if telemetry:
-            telemetry.instrument_engine(engine)
             telemetry.start_temporal_metrics()
         redis = Redis.from_url(endpoints.redis_url, socket_timeout=5, socket_connect_timeout=2)
         return cls(

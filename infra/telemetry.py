@@ -25,7 +25,6 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio.contrib.opentelemetry import (
     MetricsExporter,
     OpenTelemetryPlugin,
@@ -67,11 +66,6 @@ class Telemetry:
             exporter = MetricsExporter(self.metric_buffer, metrics.get_meter_provider())
             self._temporal_metrics = asyncio.get_running_loop().create_task(exporter.run())
 
-    def instrument_engine(self, engine: AsyncEngine) -> None:
-        # The instrumentation declares SQLAlchemy < 2.1 though it works with 2.1 (same event hooks);
-        # without skipping the check it silently instruments nothing.
-        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine, skip_dep_check=True)
-
 
 _current: Telemetry | None = None
 
@@ -111,6 +105,10 @@ def setup_telemetry(settings: Settings, database_url: str, service: str) -> Tele
     metrics.set_meter_provider(ReplaySafeMeterProvider(meter_provider))
     RedisInstrumentor().instrument()
     HTTPXClientInstrumentor().instrument()
+    # Every engine made from now on is traced (db/engine.py creates them through the wrapped
+    # function). The instrumentation declares SQLAlchemy < 2.1 though it works with 2.1 (the same
+    # event hooks); without skipping the check it silently instruments nothing.
+    SQLAlchemyInstrumentor().instrument(skip_dep_check=True)
     buffer = MetricBuffer(100_000, MetricBufferDurationFormat.SECONDS)
     runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
     _current = Telemetry(service=service, runtime=runtime, metric_buffer=buffer)

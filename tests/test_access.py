@@ -47,6 +47,9 @@ CROSS_TENANT: dict[tuple[str, str], tuple[int, Any]] = {
     ("GET", "/v1/usage"): (200, None),
     ("POST", "/codec/encode"): (403, {"payloads": []}),  # operators' (admin keys) only
     ("POST", "/codec/decode"): (403, {"payloads": []}),
+    ("GET", "/v1/slo"): (200, None),  # its own tenant's
+    ("GET", "/v1/drift"): (403, None),  # platform-wide: operator keys only
+    ("GET", "/v1/dashboard/summary"): (403, None),
 }
 
 

@@ -6,7 +6,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -93,9 +95,37 @@ def wait_gone(pids: list[int], timeout: float = 30) -> list[int]:
     return alive
 
 
+class OtlpCollector(ThreadingHTTPServer):
+    """Stands in for an OpenTelemetry collector: keeps what is POSTed to /v1/traces and /v1/metrics."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, bytes]] = []
+        collector = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                collector.received.append((self.path, body))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
 def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
     data = tmp_path / "data"
     env = stack_env(data)
+    collector = OtlpCollector()
+    env["TURNFLOW_OTLP_ENDPOINT"] = collector.url
     up = Up(env, tmp_path / "up.out")
     try:
         up.wait_for("Press Ctrl-C to stop.")
@@ -134,6 +164,11 @@ def test_up_serves_a_healthy_stack_then_stops_cleanly(tmp_path: Path) -> None:
             httpx.post(f"{up.api()}/v1/conversations", json={}, headers=demo, timeout=10).status_code == 201
         )
         assert httpx.post(f"{up.api()}/v1/conversations", json={}, timeout=10).status_code == 401
+        # With a collector configured, the API's spans are exported to it over OTLP/HTTP (protobuf).
+        deadline = time.monotonic() + 20
+        while not any(path == "/v1/traces" and b"turnflow-api" in body for path, body in collector.received):
+            assert time.monotonic() < deadline, [path for path, _ in collector.received]
+            time.sleep(0.5)
 
         # A tenant whose residency this stack's stores cannot meet is not created (they are on-prem).
         refused = run_cli(env, "tenants", "create", "eu-only", "--residency", "eu")

@@ -56,7 +56,7 @@ async def test_a_turn_is_one_trace_with_every_step_and_genai_attributes(api: Api
     # One trace. This test's own httpx client is instrumented too and sent a `traceparent`: the API's
     # span joins the caller's trace, as any instrumented caller's would.
     [caller] = found["spans"]
-    assert caller["kind"] == "client" and caller["attributes"]["http.method"] == "POST"
+    assert caller["kind"] == "client" and caller["attributes"]["http.request.method"] == "POST"
     [root] = caller["children"]
     assert root["name"] == "POST /v1/conversations/{conversation_id}/messages" and root["kind"] == "server"
     assert root["attributes"]["turnflow.request.id"] == rid

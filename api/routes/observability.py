@@ -40,7 +40,10 @@ WindowQuery = Annotated[
 
 
 def _window(res: ResourcesDep, window: str | None) -> timedelta:
-    span = parse_duration(window) if window else res.policy.slo.window
+    try:
+        span = parse_duration(window) if window else res.policy.slo.window
+    except (ValueError, OverflowError) as exc:
+        raise HTTPException(422, f"window: not a duration turnflow can use ({window})") from exc
     if not timedelta(0) < span <= MAX_WINDOW:
         raise HTTPException(422, f"window must be more than 0 and at most {MAX_WINDOW.days} days")
     return span
