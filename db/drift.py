@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, replace
 from datetime import datetime
-from typing import Any
 
 import numpy as np
+from pydantic import BaseModel
 from scipy.stats import ks_2samp
 from sqlalchemy import Float, and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -29,8 +28,7 @@ SIGNIFICANCE = 0.01
 _EPSILON = 1e-4  # an empty bin counts as this share, so the index stays finite
 
 
-@dataclass(frozen=True)
-class DriftSignal:
+class DriftSignal(BaseModel):
     signal: str  # retrieval_scores, query_centroid or latency
     subject: str  # a tenant's name, or model@version
     recent_samples: int
@@ -42,9 +40,6 @@ class DriftSignal:
     flagged: bool
     note: str = ""
     p_value: float | None = None  # retrieval scores: the KS test's
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def population_stability(baseline: list[float], recent: list[float]) -> float:
@@ -107,7 +102,9 @@ async def drift_report(session: AsyncSession, policy: DriftPolicy, now: datetime
         )
         if recent and baseline:
             p = float(ks_2samp(baseline, recent).pvalue)
-            found = replace(found, p_value=round(p, 6), flagged=found.flagged and p < SIGNIFICANCE)
+            found = found.model_copy(
+                update={"p_value": round(p, 6), "flagged": found.flagged and p < SIGNIFICANCE}
+            )
         signals.append(found)
 
     recent_window = and_(obs.at >= recent_from, obs.at < now)

@@ -9,11 +9,10 @@ eligible turns allowed over the threshold.
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
 
+from pydantic import BaseModel
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -25,8 +24,7 @@ from infra.objectives import Objective
 _OURS = Message.error["retryable"].as_boolean().is_(True)
 
 
-@dataclass(frozen=True)
-class ObjectiveReport:
+class ObjectiveReport(BaseModel):
     name: str
     kind: str
     description: str
@@ -37,9 +35,6 @@ class ObjectiveReport:
     good: int  # of those, turns within it
     met: bool | None  # None: no data in the window
     error_budget_remaining: float | None  # 1: untouched, 0: spent, below 0: overspent
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _budget(bad: int, allowed: float) -> float | None:

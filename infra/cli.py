@@ -673,9 +673,10 @@ def synth(
 def drift(as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False) -> None:
     """Retrieval score distributions and query centroids per tenant, and p95 latency per model version:
     the recent window against its baseline, flagged past temporal.yaml's `drift:`. Exit 1 when flagged."""
-    from infra.slo_cli import drift_now, show_drift
+    from infra.observability import compute_drift
+    from infra.slo_cli import show_drift
 
-    report = _with_resources(drift_now)
+    report = _with_resources(compute_drift)
     if as_json:
         print(report.model_dump_json(indent=2))
     else:

@@ -7,23 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 from pydantic import BaseModel
 
-from db.drift import drift_report
-from db.slo import slo_report
+from db.drift import DriftSignal, drift_report
+from db.slo import ObjectiveReport, slo_report
 from infra.durations import format_duration
 from infra.resources import Resources
-
-
-class ObjectiveOut(BaseModel):
-    name: str
-    kind: str
-    description: str
-    objective: str
-    value: float | None
-    unit: str
-    eligible: int
-    good: int
-    met: bool | None
-    error_budget_remaining: float | None
 
 
 class SloOut(BaseModel):
@@ -32,21 +19,7 @@ class SloOut(BaseModel):
     since: datetime
     until: datetime
     turns: int
-    objectives: list[ObjectiveOut]
-
-
-class DriftSignalOut(BaseModel):
-    signal: str
-    subject: str
-    recent_samples: int
-    baseline_samples: int
-    recent: float | None
-    baseline: float | None
-    score: float | None
-    threshold: float
-    flagged: bool
-    note: str
-    p_value: float | None = None
+    objectives: list[ObjectiveReport]
 
 
 class DriftOut(BaseModel):
@@ -54,7 +27,7 @@ class DriftOut(BaseModel):
     until: datetime
     baseline_since: datetime
     flagged: int
-    signals: list[DriftSignalOut]
+    signals: list[DriftSignal]
 
 
 async def compute_slo(res: Resources, span: timedelta, tenant: uuid.UUID | None, scope: str) -> SloOut:
@@ -68,7 +41,7 @@ async def compute_slo(res: Resources, span: timedelta, tenant: uuid.UUID | None,
         since=since,
         until=until,
         turns=turns,
-        objectives=[ObjectiveOut(**r.as_dict()) for r in reports],
+        objectives=reports,
     )
 
 
@@ -82,5 +55,5 @@ async def compute_drift(res: Resources) -> DriftOut:
         until=now,
         baseline_since=now - policy.window - policy.baseline,
         flagged=sum(s.flagged for s in signals),
-        signals=[DriftSignalOut(**s.as_dict()) for s in signals],
+        signals=signals,
     )

@@ -8,7 +8,7 @@ from rich.console import Console
 from rich.table import Table
 
 from infra.access_cli import tenant_id
-from infra.observability import DriftOut, SloOut, compute_drift, compute_slo
+from infra.observability import DriftOut, SloOut, compute_slo
 from infra.resources import Resources
 
 
@@ -46,10 +46,6 @@ def show_slo(console: Console, report: SloOut) -> None:
             f"{o.good} / {o.eligible}",
         )
     console.print(table)
-
-
-async def drift_now(res: Resources) -> DriftOut:
-    return await compute_drift(res)
 
 
 def show_drift(console: Console, report: DriftOut) -> None:

@@ -70,10 +70,6 @@ class Telemetry:
 _current: Telemetry | None = None
 
 
-def current_telemetry() -> Telemetry | None:
-    return _current
-
-
 def setup_telemetry(settings: Settings, database_url: str, service: str) -> Telemetry | None:
     """Once per process (later calls return the first setup); None when telemetry is off."""
     global _current
@@ -94,7 +90,6 @@ def setup_telemetry(settings: Settings, database_url: str, service: str) -> Tele
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{base}/v1/traces")))
         readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(endpoint=f"{base}/v1/metrics")))
     trace.set_tracer_provider(tracer_provider)
-    # Replay-safe: a workflow replaying its history must not count its metrics twice.
     # Temporal's SDK metrics in seconds, as Prometheus expects, with buckets that suit them.
     temporal_latencies = View(
         instrument_name="temporal_*",
@@ -102,6 +97,7 @@ def setup_telemetry(settings: Settings, database_url: str, service: str) -> Tele
         aggregation=ExplicitBucketHistogramAggregation(LATENCY_BUCKETS_S),
     )
     meter_provider = MeterProvider(metric_readers=readers, resource=resource, views=[temporal_latencies])
+    # Replay-safe: a workflow replaying its history must not count its metrics twice.
     metrics.set_meter_provider(ReplaySafeMeterProvider(meter_provider))
     RedisInstrumentor().instrument()
     HTTPXClientInstrumentor().instrument()
