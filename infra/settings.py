@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     trace_store: bool = Field(
         default=True, description="keep recent spans in Postgres for `turnflow trace` (no collector needed)"
     )
+    trace_sample_ratio: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="share of new traces recorded (a caller's traceparent decides its own)",
+    )
     trace_retention_h: float = Field(default=24.0, gt=0, description="hours the trace store keeps spans")
     temporal_ui_url: str | None = Field(
         default=None, description="the Temporal web UI operators open (empty: the embedded one's)"

@@ -25,6 +25,7 @@ from opentelemetry.sdk.metrics.export import MetricReader, PeriodicExportingMetr
 from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from temporalio.contrib.opentelemetry import (
     MetricsExporter,
     OpenTelemetryPlugin,
@@ -78,12 +79,14 @@ def setup_telemetry(settings: Settings, database_url: str, service: str) -> Tele
     if _current is not None:
         return _current
     resource = Resource.create({"service.name": service, "service.namespace": "turnflow"})
-    tracer_provider = create_tracer_provider(resource=resource)
+    # Parent-based: a caller's sampling decision (its traceparent) is kept; new traces by the ratio.
+    sampler = ParentBased(TraceIdRatioBased(settings.trace_sample_ratio))
+    tracer_provider = create_tracer_provider(resource=resource, sampler=sampler)
     if settings.trace_store:
         store = PostgresSpanExporter(
             database_url, role=settings.database_role or None, retention_h=settings.trace_retention_h
         )
-        tracer_provider.add_span_processor(BatchSpanProcessor(store, schedule_delay_millis=1000))
+        tracer_provider.add_span_processor(BatchSpanProcessor(store))
     readers: list[MetricReader] = [PrometheusMetricReader()]
     if settings.otlp_endpoint:
         base = settings.otlp_endpoint.rstrip("/")
