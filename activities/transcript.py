@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
+from activities.admission import TurnAdmission
 from activities.rate_limits import RateLimiter
 from activities.turn_events import TurnEvents
 from activities.turn_metrics import record_turn
@@ -33,11 +34,13 @@ class Transcript:
         redis: Redis,
         events: TurnEvents,
         rate_limits: RateLimiter | None = None,
+        admission: TurnAdmission | None = None,
     ) -> None:
         self.sessions = sessions
         self.redis = redis
         self.events = events
         self.rate_limits = rate_limits
+        self.admission = admission
         # Metrics label tenants by name (ids would be unbounded in dashboards' eyes); names never change.
         self._tenant_names: dict[str, str] = {}
 
@@ -155,6 +158,8 @@ class Transcript:
             # The tenant's tokens per window (once per turn, however often this step is retried).
             used = (inp.input_tokens or 0) + (inp.output_tokens or 0)
             await self.rate_limits.tokens_used(inp.tenant_id, inp.turn_id, used)
+        if self.admission is not None:
+            await self.admission.release(inp.turn_id)  # recorded, however it ended: room for the next
         result = PersistResult(user_message_id=str(ids["user"]), assistant_message_id=str(ids["assistant"]))
         if inp.status == "error":
             await self.events.publish(

@@ -52,10 +52,17 @@ class ApiError(HTTPException):
     """An HTTP error with its own `error.code` (a plain HTTPException's code is its status)."""
 
     def __init__(
-        self, status: int, message: str, *, code: str, headers: dict[str, str] | None = None
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str,
+        headers: dict[str, str] | None = None,
+        retryable: bool | None = None,
     ) -> None:
         super().__init__(status, message, headers=headers)
         self.code = code
+        self.retryable = retryable
 
 
 def error_body(message: str, type_: str, code: str | None = None, **extra: object) -> dict[str, object]:
@@ -92,8 +99,10 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request)
+    retryable = getattr(exc, "retryable", None)
+    extra = {"retryable": retryable} if retryable is not None else {}
     return JSONResponse(
-        error_body(str(exc.detail), type_, getattr(exc, "code", None) or str(exc.status_code)),
+        error_body(str(exc.detail), type_, getattr(exc, "code", None) or str(exc.status_code), **extra),
         status_code=exc.status_code,
         headers=headers,
     )

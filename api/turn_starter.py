@@ -13,6 +13,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities.admission import Overloaded
 from activities.input_guard import InputRejected, guard_input
 from activities.turn_models import ChatTurnInput, ChatTurnResult, Message
 from api.errors import ApiError
@@ -120,6 +121,21 @@ async def start_turn(
         interactive=interactive,
         webhook_url=webhook_url,
     )
+    if interactive:
+        # Batch turns queue by design; an interactive one the platform cannot serve now is refused now.
+        timeout = options.execution_timeout.total_seconds() if options.execution_timeout else 600.0
+        try:
+            await res.admission.admit(turn_id, timeout)
+        except Overloaded as exc:
+            if audit is not None:
+                audit["refused"] = "overloaded"
+            raise ApiError(
+                503,
+                str(exc),
+                code="overloaded",
+                headers={"Retry-After": str(exc.retry_after_s)},
+                retryable=True,
+            ) from exc
     queue = res.policy.workflows["chat_turn"].task_queue if interactive else "batch"
     # Only a turn a client may join again (it named a key) needs to remember what was asked.
     fingerprint = request_fingerprint(turn) if idempotency_key else None
@@ -143,6 +159,10 @@ async def start_turn(
         )
     except WorkflowAlreadyStartedError:
         handle = res.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)
+    except BaseException:
+        if interactive:
+            await res.admission.release(turn_id)  # never started: it holds no place
+        raise
     if fingerprint and not await _same_request(handle, fingerprint):
         # Joining would answer this request with another one's turn (IETF Idempotency-Key draft: 422).
         if audit is not None:

@@ -80,6 +80,9 @@ retrieval_cache = _meter.create_counter(
     unit="{request}",
     description="Retrieval cache lookups by cache (query_embedding, results) and result (hit, miss)",
 )
+turns_shed = _meter.create_counter(
+    "turnflow.turns.shed", unit="{turn}", description="Interactive turns refused at capacity (503, retryable)"
+)
 rate_limited = _meter.create_counter(
     "turnflow.rate_limit.refusals", unit="{request}", description="Requests refused by a tenant's limit"
 )

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
+from activities.admission import TurnAdmission
 from activities.breaker import CircuitBreakers
 from activities.embedder import Embedders, LocalEmbedder, RemoteEmbedder
 from activities.model_registry import ModelRegistry
@@ -51,6 +52,7 @@ class Resources:
     _registry: ModelRegistry | None = None
     _breakers: CircuitBreakers | None = None
     _rate_limits: RateLimiter | None = None
+    _admission: TurnAdmission | None = None
 
     @classmethod
     async def open(
@@ -117,6 +119,14 @@ class Resources:
         if self._rate_limits is None:
             self._rate_limits = RateLimiter(self.redis, self.settings.rate_limit_window_s)
         return self._rate_limits
+
+    @property
+    def admission(self) -> TurnAdmission:
+        if self._admission is None:
+            s = self.settings
+            queue = self.policy.queue("chat")
+            self._admission = TurnAdmission(self.redis, queue, s.max_inflight_turns, s.overload_retry_after_s)
+        return self._admission
 
     @property
     def breakers(self) -> CircuitBreakers:

@@ -50,6 +50,14 @@ class Settings(BaseSettings):
         description="run a worker inside the API process, so turns start eagerly (lowest latency)",
     )
     api_worker_slots: int = Field(default=8, ge=1, description="concurrent tasks of the API's worker")
+    max_inflight_turns: int = Field(
+        default=256,
+        ge=1,
+        description="interactive turns in flight across the platform; past it new ones get 503 + Retry-After",
+    )
+    overload_retry_after_s: int = Field(
+        default=2, ge=1, description="the Retry-After of a turn refused at capacity"
+    )
     batch_worker_slots: int = Field(
         default=2, ge=1, description="concurrent non-interactive turns per worker process (their own queue)"
     )

@@ -12,6 +12,7 @@ from typing import Any
 import psycopg
 import pytest
 import pytest_asyncio
+from opentelemetry import trace
 from sqlalchemy.engine import make_url
 
 from db.engine import libpq_url
@@ -100,6 +101,10 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         await upgrade_async(database_url)
         yield Services(settings, Endpoints.resolve(settings), policy, supervisor, data)
     finally:
+        # Spans still batched go to the trace store while its Postgres is up.
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            provider.force_flush()
         await supervisor.stop()
 
 

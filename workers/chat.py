@@ -48,7 +48,7 @@ def sandbox_runner() -> SandboxedWorkflowRunner:
 
 def chat_activities(res: Resources) -> list[Callable[..., Any]]:
     res.registry.check()
-    transcript = Transcript(res.sessions, res.redis, res.events, res.rate_limits)
+    transcript = Transcript(res.sessions, res.redis, res.events, res.rate_limits, res.admission)
     steps = TurnSteps(res.sessions, res.safety, transcript, res.counter, res.events, res.registry)
     inference = InferenceActivities(res.registry, res.breakers, res.events, res.safety)
     router = RouteActivities(res.registry, res.breakers, res.sessions, res.redis, res.settings.max_tokens)
