@@ -70,7 +70,13 @@ class Resources:
         engine = make_engine(endpoints.database_url, role=settings.database_role or None)
         if telemetry:
             telemetry.start_temporal_metrics()
-        redis = Redis.from_url(endpoints.redis_url, socket_timeout=5, socket_connect_timeout=2)
+        redis = Redis.from_url(
+            endpoints.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            # redis-py's default of 100 refused the 101st open stream (found by bench/load.py).
+            max_connections=settings.redis_max_connections,
+        )
         return cls(
             settings=settings,
             policy=policy,

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         default=None, description="Base URL of a TGI or any OpenAI-compatible model server."
     )
     tgi_token: str | None = None
+    redis_max_connections: int = Field(
+        default=1024,
+        ge=8,
+        description="Redis connections per process (each live SSE stream holds one while it waits)",
+    )
     database_role: str | None = Field(
         default="turnflow_app",
         description="role each connection switches to (row-level security binds it); empty: the login's",

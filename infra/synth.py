@@ -77,7 +77,13 @@ def percentile(values: list[float], p: float) -> float | None:
 class Synth:
     def __init__(self, api: str, key: str, *, max_tokens: int, max_in_flight: int, seed: int) -> None:
         self.http = httpx.AsyncClient(
-            base_url=api, headers={"Authorization": f"Bearer {key}"}, timeout=httpx.Timeout(300, connect=10)
+            base_url=api,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=httpx.Timeout(300, connect=10),
+            # A connection per conversation: the client must not queue what it measures.
+            limits=httpx.Limits(
+                max_connections=max_in_flight + 4, max_keepalive_connections=max_in_flight + 4
+            ),
         )
         self.max_tokens = max_tokens
         self.slots = asyncio.Semaphore(max_in_flight)
@@ -130,7 +136,11 @@ class Synth:
 
     async def conversation(self) -> None:
         async with self.slots:
-            resp = await self.http.post("/v1/conversations", json={"title": "synthetic"})
+            try:
+                resp = await self.http.post("/v1/conversations", json={"title": "synthetic"})
+            except httpx.HTTPError as exc:
+                self.tally.errors[type(exc).__name__] += 1
+                return
             if resp.status_code != 201:
                 self.tally.errors[f"http_{resp.status_code}"] += 1
                 return

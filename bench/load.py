@@ -1,0 +1,227 @@
+"""Load: N concurrent SSE users, each holding multi-turn conversations with retrieval, for a fixed time,
+at rising N. Reports throughput, TTFT and end-to-end latency p50/p95/p99, errors by type, and the peak
+memory of every stack process; writes the curve as JSON and a PNG plot.
+
+The benchmark starts its own stack (`turnflow up` in a scratch dir, on free ports). `--model fake` serves
+turns from bench/fast_fake_model.py (a FAKE, fast, fixed-pace server: the platform's own cost);
+`--model real` from the embedded llama.cpp server (the real figure on this machine).
+
+    .venv/bin/python -m bench.load --model fake                       # 1, 8, 32, 128, 256 users
+    .venv/bin/python -m bench.load --model real --levels 1 4 8 --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.failover import free_port, wait_for_file, wait_http
+from infra.components.model import default_gguf
+from infra.state import read_state
+from infra.synth import Synth, percentile
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+async def watch_memory(data_dir: Path, peaks: dict[str, float], stop: asyncio.Event) -> None:
+    """Each stack process's peak resident memory, sampled every half second."""
+    while not stop.is_set():
+        state = read_state(data_dir)
+        for name, pid in (state.pids if state else {}).items():
+            if (mb := rss_mb(pid)) is not None:
+                peaks[name] = max(peaks.get(name, 0.0), mb)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.5)
+
+
+async def level(api: str, key: str, users: int, args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+    traffic = Synth(api, key, max_tokens=args.max_tokens, max_in_flight=users, seed=users)
+    peaks: dict[str, float] = {}
+    stop = asyncio.Event()
+    memory = asyncio.create_task(watch_memory(data_dir, peaks, stop))
+    started = time.monotonic()
+    deadline = started + args.duration
+
+    async def user() -> None:
+        while time.monotonic() < deadline:
+            await traffic.conversation()
+
+    try:
+        await asyncio.gather(*(user() for _ in range(users)))
+    finally:
+        elapsed = time.monotonic() - started
+        stop.set()
+        await memory
+        await traffic.aclose()
+    t = traffic.tally
+
+    def pcts(values: list[float]) -> dict[str, float | None]:
+        return {f"p{p}": None if (v := percentile(values, p)) is None else round(v, 1) for p in (50, 95, 99)}
+
+    return {
+        "users": users,
+        "seconds": round(elapsed, 1),
+        "turns": t.started,
+        "completed": t.completed,
+        "throughput_turns_per_s": round(t.completed / elapsed, 2),
+        "ttft_ms": pcts(t.ttft_ms),
+        "total_ms": pcts(t.total_ms),
+        "errors": dict(t.errors),
+        "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.items())},
+    }
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return False
+    rows = result["levels"]
+    users = [r["users"] for r in rows]
+    fig, (lat, thr) = plt.subplots(1, 2, figsize=(11, 4))
+    for key, label in (("ttft_ms", "TTFT"), ("total_ms", "end to end")):
+        for p, style in (("p50", "-o"), ("p95", "--o")):
+            lat.plot(users, [r[key][p] for r in rows], style, label=f"{label} {p}")
+    lat.set(xscale="log", yscale="log", xlabel="concurrent users", ylabel="ms", title="latency")
+    lat.legend()
+    thr.plot(users, [r["throughput_turns_per_s"] for r in rows], "-o", label="completed turns/s")
+    thr.plot(users, [sum(r["errors"].values()) for r in rows], "-x", label="errors")
+    thr.set(xscale="log", xlabel="concurrent users", title="throughput and errors")
+    thr.legend()
+    fig.suptitle(f"turnflow load, {result['model']} model, {result['date'][:10]}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    return True
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    scratch = Path(tempfile.mkdtemp(prefix="turnflow-load-"))
+    ports = {k: free_port() for k in ("api", "temporal", "ui", "postgres", "redis", "metrics", "model")}
+    data_dir = scratch / "data"
+    env = {
+        **os.environ,
+        "TURNFLOW_DATA_DIR": str(data_dir),
+        "TURNFLOW_API_PORT": str(ports["api"]),
+        "TURNFLOW_TEMPORAL_PORT": str(ports["temporal"]),
+        "TURNFLOW_TEMPORAL_UI_PORT": str(ports["ui"]),
+        "TURNFLOW_POSTGRES_PORT": str(ports["postgres"]),
+        "TURNFLOW_REDIS_PORT": str(ports["redis"]),
+        "TURNFLOW_WORKER_METRICS_PORT": str(ports["metrics"]),
+        "TURNFLOW_MODEL_PORT": str(ports["model"]),
+        # One tenant plays every user: its rate limits are not what this measures.
+        "TURNFLOW_RATE_LIMIT_REQUESTS_PER_MIN": "100000000",
+        "TURNFLOW_RATE_LIMIT_TOKENS_PER_MIN": "100000000000",
+    }
+    fake = None
+    if args.model == "fake":
+        fake = subprocess.Popen(
+            [sys.executable, "-m", "bench.fast_fake_model", "--port", str(ports["model"])],
+            stdout=(scratch / "fake-model.log").open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+        # The stack talks to it as to any server; prompts are counted with the embedded model's GGUF.
+        env |= {
+            "TURNFLOW_TGI_URL": f"http://127.0.0.1:{ports['model']}",
+            "TURNFLOW_MODEL_PATH": str(default_gguf()),
+        }
+    turnflow = str(Path(sys.executable).parent / "turnflow")
+    stack = subprocess.Popen(
+        [turnflow, "up"], env=env, stdout=(scratch / "up.log").open("wb"), stderr=subprocess.STDOUT
+    )
+    api = f"http://127.0.0.1:{ports['api']}"
+
+    async def drive() -> list[dict[str, Any]]:
+        await wait_http(f"{api}/healthz", timeout_s=300)
+        key = await wait_for_file(data_dir / "demo-api-key")
+        warm = Synth(api, key, max_tokens=args.max_tokens, max_in_flight=1, seed=0)
+        await warm.ingest_corpus()  # the retrieval corpus, and a first turn or two: not measured
+        await warm.conversation()
+        await warm.aclose()
+        rows = []
+        for users in args.levels:
+            row = await level(api, key, users, args, data_dir)
+            print(json.dumps(row), file=sys.stderr)
+            rows.append(row)
+        return rows
+
+    try:
+        print(f"starting the stack ({args.model} model; logs in {scratch})", file=sys.stderr)
+        rows = asyncio.run(drive())
+    finally:
+        subprocess.run([turnflow, "down"], env=env, capture_output=True, timeout=120, check=False)
+        stack.wait(timeout=60)
+        if fake is not None:
+            fake.terminate()
+            fake.wait(timeout=10)
+    by_users = {r["users"]: r for r in rows}
+    ratio = None
+    if 1 in by_users and 32 in by_users and by_users[1]["ttft_ms"]["p50"]:
+        ratio = round(by_users[32]["ttft_ms"]["p50"] / by_users[1]["ttft_ms"]["p50"], 2)
+    return {
+        "benchmark": "load",
+        "model": args.model,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "duration_s_per_level": args.duration,
+        "max_tokens": args.max_tokens,
+        "levels": rows,
+        "ttft_p50_ratio_32_over_1": ratio,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", choices=("fake", "real"), default="fake")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 128, 256])
+    parser.add_argument("--duration", type=float, default=30, help="seconds of arrivals per level")
+    parser.add_argument("--max-tokens", type=int, default=32)
+    args = parser.parse_args()
+    result = run(args)
+    RESULTS.mkdir(exist_ok=True)
+    stem = RESULTS / f"load-{args.model}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
+    print(f"wrote {stem.with_suffix('.json')}")
+    if plot(result, stem.with_suffix(".png")):
+        print(f"wrote {stem.with_suffix('.png')}")
+    for r in result["levels"]:
+        print(
+            f"{r['users']:>4} users  {r['throughput_turns_per_s']:>6} turns/s  "
+            f"TTFT p50/p95/p99 {r['ttft_ms']['p50']}/{r['ttft_ms']['p95']}/{r['ttft_ms']['p99']} ms  "
+            f"e2e p50/p95 {r['total_ms']['p50']}/{r['total_ms']['p95']} ms  errors {r['errors'] or 0}"
+        )
+    print(f"TTFT p50 at 32 users over 1 user: {result['ttft_p50_ratio_32_over_1']}")
+
+
+if __name__ == "__main__":
+    main()
