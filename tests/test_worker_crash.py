@@ -14,7 +14,7 @@ import pytest
 
 from infra.settings import REPO_ROOT, Settings
 from tests.api_harness import ApiServer, isolated_settings
-from tests.conftest import Services
+from tests.conftest import Services, free_port
 from tests.sse import events
 from tests.test_chat_turn import messages_of
 
@@ -30,6 +30,7 @@ def start_worker(settings: Settings, log: Path, **extra_env: str) -> subprocess.
         TURNFLOW_TGI_URL=settings.tgi_url or "",
         TURNFLOW_POLICY_FILE=str(settings.policy_file),
         TURNFLOW_DATA_DIR=str(settings.data_dir),
+        TURNFLOW_WORKER_METRICS_PORT=str(free_port()),  # never a port another process holds
         **extra_env,
     )
     return subprocess.Popen(
