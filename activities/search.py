@@ -29,7 +29,6 @@ from infra import metrics
 
 SearchMode = Literal["hybrid", "vector", "text"]
 RRF_K = 60  # the constant from Cormack et al. (2009); ranks past ~60 barely count
-STATS_KEY = "turnflow:stats:search"
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
     "a an and are as at be by for from has have in is it its of on or that the to was were what when "
@@ -195,7 +194,7 @@ class HybridSearch:
             use_cache = use_cache and self.settings.cache_ttl_s > 0
             cache_key = await self._cache_key(tenant, model, version, mode, k, query) if use_cache else None
             if cache_key and (hit := await self.redis.get(cache_key)):
-                await self._count_cache("result", hit=True)
+                _count_cache("result", hit=True)
                 chunks = [ContextChunk.model_validate(c) for c in json.loads(hit)]
                 return SearchResult(chunks, model, version, cached=True)
             params = {
@@ -248,7 +247,7 @@ class HybridSearch:
             await self.redis.set(
                 cache_key, json.dumps([c.model_dump() for c in chunks]), ex=self.settings.cache_ttl_s
             )
-            await self._count_cache("result", hit=False)
+            _count_cache("result", hit=False)
         return SearchResult(chunks, model, version, query_vector=query_vector)
 
     def _rank(self, query: str, candidates: list[Candidate], mode: SearchMode) -> list[Candidate]:
@@ -268,23 +267,23 @@ class HybridSearch:
         key = f"qemb:{embedder.model_id}:{embedder.version}:{digest}"
         cached = await self.redis.get(key)
         if cached is not None:
-            await self._count_cache("embedding", hit=True)
+            _count_cache("embedding", hit=True)
             return np.frombuffer(bytes(cached), dtype=np.float32)  # type: ignore[arg-type]
         [vector] = await embedder.embed([query])
         array = np.asarray(vector, dtype=np.float32)
         await self.redis.set(key, array.tobytes(), ex=86_400)
-        await self._count_cache("embedding", hit=False)
+        _count_cache("embedding", hit=False)
         return array
-
-    async def _count_cache(self, cache: str, *, hit: bool) -> None:
-        result = "hit" if hit else "miss"
-        metrics.retrieval_cache.add(1, {"cache": cache, "result": result})
-        await self.redis.hincrby(STATS_KEY, f"{cache}_cache_{result}", 1)
 
     async def _cache_key(self, tenant: str, model: str, version: str, mode: str, k: int, query: str) -> str:
         generation = int(await self.redis.get(generation_key(tenant)) or 0)
         digest = query_digest(query)[:32]
         return f"search:{tenant}:{generation}:{model}:{version}:{mode}:{k}:{digest}"
+
+
+def _count_cache(cache: str, *, hit: bool) -> None:
+    """A metric, not a Redis counter: no round trip on the search path."""
+    metrics.retrieval_cache.add(1, {"cache": cache, "result": "hit" if hit else "miss"})
 
 
 def generation_key(tenant: str) -> str:

@@ -50,7 +50,6 @@ SERVICE_WORKER = "turnflow-worker"
 
 @dataclass
 class Telemetry:
-    service: str
     runtime: Runtime
     metric_buffer: MetricBuffer
     _temporal_metrics: asyncio.Task[None] | None = field(default=None, repr=False)
@@ -110,6 +109,6 @@ def setup_telemetry(settings: Settings, database_url: str, service: str) -> Tele
     SQLAlchemyInstrumentor().instrument(skip_dep_check=True)
     buffer = MetricBuffer(100_000, MetricBufferDurationFormat.SECONDS)
     runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer))
-    _current = Telemetry(service=service, runtime=runtime, metric_buffer=buffer)
+    _current = Telemetry(runtime=runtime, metric_buffer=buffer)
     log.info("telemetry (%s): trace store %s, OTLP %s", service, settings.trace_store, settings.otlp_endpoint)
     return _current

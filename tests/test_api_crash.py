@@ -5,38 +5,26 @@ to the worker process), and the transcript holds exactly the reply the client as
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from infra.resources import Resources
-from infra.settings import REPO_ROOT, Settings
+from infra.settings import Settings
 from tests.api_harness import isolated_settings, key_headers
 from tests.conftest import Services, free_port
 from tests.sse import Event, events
 from tests.test_chat_turn import messages_of
-from tests.test_worker_crash import start_worker, wait_for_log
+from tests.test_worker_crash import start_service, start_worker, wait_for_log
 
 pytestmark = pytest.mark.timeout(300)
 
 
 def start_api(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TURNFLOW_")}
-    env.update(
-        TURNFLOW_TEMPORAL_ADDRESS=settings.temporal_address or "",
-        TURNFLOW_DATABASE_URL=settings.database_url or "",
-        TURNFLOW_REDIS_URL=settings.redis_url or "",
-        TURNFLOW_TGI_URL=settings.tgi_url or "",
-        TURNFLOW_POLICY_FILE=str(settings.policy_file),
-        TURNFLOW_DATA_DIR=str(settings.data_dir),
-    )
-    argv = [sys.executable, "-m", "uvicorn", "api.main:create_app", "--factory", "--port", str(port)]
-    return subprocess.Popen(argv, cwd=REPO_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+    return start_service(["uvicorn", "api.main:create_app", "--factory", "--port", str(port)], settings, log)
 
 
 async def wait_live(base: str) -> None:

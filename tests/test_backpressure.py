@@ -7,8 +7,8 @@ from pathlib import Path
 
 from tests.api_harness import ApiServer, isolated_settings
 from tests.conftest import Services
+from tests.prometheus import delta, scrape
 from tests.sse import events
-from tests.test_metrics import delta, scrape
 
 LONG = {"content": "Tell a long story about a lighthouse keeper.", "max_tokens": 200, "temperature": 0}
 

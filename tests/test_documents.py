@@ -18,6 +18,7 @@ from infra.resources import Resources
 from tests.api_harness import ApiServer, key_headers
 from tests.conftest import Services, psycopg_url
 from tests.pdf_maker import text_pdf
+from tests.prometheus import scrape, total
 
 LIGHTHOUSE = (
     "The Zorblat lighthouse stands on the island of Quentara. It was built in 1887 by the engineer "
@@ -226,15 +227,19 @@ async def test_tenant_isolation_in_queries_and_by_row_level_security(
 async def test_search_results_and_query_embeddings_are_cached_until_documents_change(
     api: ApiServer, resources: Resources
 ) -> None:
-    from activities.search import STATS_KEY
-
     h = await tenant_headers(resources)
     await ingest(api, h, text=LIGHTHOUSE, source="a.txt")
     query = f"Who built the lighthouse on Quentara? ({uuid.uuid4().hex[:6]})"
 
     async def stats() -> dict[str, int]:
-        raw = await resources.redis.hgetall(STATS_KEY)
-        return {k.decode(): int(v) for k, v in raw.items()}
+        scraped = await scrape(api)
+        return {
+            f"{cache}_cache_{result}": int(
+                total(scraped, "turnflow_retrieval_cache_requests_total", cache=cache, result=result)
+            )
+            for cache in ("embedding", "result")
+            for result in ("hit", "miss")
+        }
 
     async def ask() -> dict[str, Any]:
         resp = await api.client.post("/v1/search", json={"query": query, "k": 3}, headers=h)

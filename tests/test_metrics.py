@@ -6,40 +6,17 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections import Counter
 from decimal import Decimal
 from pathlib import Path
 
 import psycopg
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from infra.resources import Resources
 from tests.api_harness import ApiServer, isolated_settings, real_model_entry
 from tests.conftest import Services, db_rows, psycopg_url
+from tests.prometheus import delta, scrape, total
 from workers.ingest import build_ingest_worker
-
-Samples = Counter[tuple[str, frozenset[tuple[str, str]]]]
-
-
-async def scrape(api: ApiServer) -> Samples:
-    resp = await api.client.get("/metrics", headers={"Authorization": ""})  # no key needed
-    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
-    samples: Samples = Counter()
-    for family in text_string_to_metric_families(resp.text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] += s.value
-    return samples
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    """The sum of ``name``'s series whose labels include ``labels``."""
-    want = set(labels.items())
-    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
-
-
-def delta(before: Samples, after: Samples, name: str, **labels: str) -> float:
-    return total(after, name, **labels) - total(before, name, **labels)
 
 
 async def test_metrics_move_by_what_known_traffic_did(services: Services, tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ from infra.settings import REPO_ROOT
 from tests.api_harness import REAL_MODEL, ApiServer, isolated_settings, model_entry, real_model_entry
 from tests.conftest import Services, psycopg_url
 from tests.fake_model import ScriptedModelServer
-from tests.test_metrics import Samples, delta, scrape, total
+from tests.prometheus import Samples, delta, scrape, total
 from workers.ingest import build_ingest_worker
 
 GRAFANA = REPO_ROOT / "infra" / "grafana" / "turnflow.json"

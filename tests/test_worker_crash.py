@@ -21,7 +21,10 @@ from tests.test_chat_turn import messages_of
 pytestmark = pytest.mark.timeout(300)
 
 
-def start_worker(settings: Settings, log: Path, **extra_env: str) -> subprocess.Popen[bytes]:
+def start_service(
+    argv: list[str], settings: Settings, log: Path, **extra_env: str
+) -> subprocess.Popen[bytes]:
+    """One of turnflow's processes (``python -m ...``) against the test services, logging to ``log``."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TURNFLOW_")}
     env.update(
         TURNFLOW_TEMPORAL_ADDRESS=settings.temporal_address or "",
@@ -34,12 +37,12 @@ def start_worker(settings: Settings, log: Path, **extra_env: str) -> subprocess.
         **extra_env,
     )
     return subprocess.Popen(
-        [sys.executable, "-m", "workers.main"],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
+        [sys.executable, "-m", *argv], cwd=REPO_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
     )
+
+
+def start_worker(settings: Settings, log: Path, **extra_env: str) -> subprocess.Popen[bytes]:
+    return start_service(["workers.main"], settings, log, **extra_env)
 
 
 async def wait_for_log(log: Path, needle: str, timeout: float = 90) -> None:

@@ -7,6 +7,7 @@ name). Drift and the dashboard are platform-wide: operators only.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -18,12 +19,19 @@ from api.routes.metrics import refresh_breakers
 from api.tenancy import PrincipalDep, require
 from api.text_fields import StorableStr
 from db.models import Tenant
-from db.ops_summary import model_summaries, recent_failures
+from db.ops_summary import recent_failures
+from db.usage import model_health
 from infra import metrics
 from infra.durations import parse_duration
 from infra.observability import DriftOut, SloOut, compute_drift, compute_slo
 
 router = APIRouter(tags=["observability"])
+
+
+def _maybe_float(value: Decimal | None) -> float | None:
+    return float(value) if value is not None else None
+
+
 operators = APIRouter(tags=["observability"], dependencies=[Depends(require("operator"))])
 
 MAX_WINDOW = timedelta(days=90)
@@ -89,7 +97,7 @@ async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> di
     slo = await compute_slo(res, span, None, "platform")
     until = datetime.now(UTC)
     async with res.sessions() as session:
-        models = await model_summaries(session, until - span, until)
+        models = await model_health(session, until - span, until)
         failures = await recent_failures(session, limit=20)
     await refresh_breakers(res)
     ui = res.settings.temporal_ui.rstrip("/")
@@ -97,7 +105,19 @@ async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> di
     return {
         "generated_at": until.isoformat(),
         "slo": slo.model_dump(mode="json"),
-        "models": models,
+        "models": [
+            {
+                "model": m.model,
+                "model_version": m.model_version,
+                "turns": m.replies,
+                "errors": m.errors,
+                "ttft_ms": {"p50": m.ttft_p50_ms, "p95": m.ttft_p95_ms},
+                "turn_ms": {"p50": m.turn_p50_ms, "p95": m.turn_p95_ms},
+                "tokens_per_s": m.tokens_per_s,
+                "cost_per_1k_messages_usd": _maybe_float(m.cost_per_1k_messages),
+            }
+            for m in models
+        ],
         "breakers": [
             {"model": model, "endpoint": endpoint, "state": state}
             for (model, endpoint), state in sorted(metrics.breaker_view.items())
