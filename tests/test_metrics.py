@@ -53,10 +53,18 @@ async def test_metrics_move_by_what_known_traffic_did(services: Services, tmp_pa
             results.append(resp.json())
         after = await scrape(api)
         queue = api.app.state.resources.policy.queue("chat")
-        deadline = time.monotonic() + 10
+        # The Temporal SDK's own metrics (drained into ours every second): queue lag (schedule-to-start)
+        # and activity latencies by type, local activities included. Each is drained on its own
+        # schedule, so wait for all of them.
+        sdk = {
+            "temporal_activity_schedule_to_start_latency_seconds_count": {"task_queue": queue},
+            "temporal_activity_execution_latency_seconds_count": {"activity_type": "infer"},
+            "temporal_local_activity_execution_latency_seconds_count": {"activity_type": "retrieve"},
+        }
+        deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             sdk_after = await scrape(api)
-            if total(sdk_after, "temporal_activity_execution_latency_seconds_count", activity_type="infer"):
+            if all(total(sdk_after, name, **labels) > 0 for name, labels in sdk.items()):
                 break
             await asyncio.sleep(0.5)
         # Drift signals' raw material: each turn's retrieval, recorded off the turn's path.
@@ -107,13 +115,6 @@ async def test_metrics_move_by_what_known_traffic_did(services: Services, tmp_pa
         )
     assert delta(before, after, "turnflow_retrieval_duration_seconds_count") == 2
     assert total(after, "turnflow_model_breaker_state", model=model) == 0  # closed
-    # The Temporal SDK's own metrics (drained into ours every second): queue lag (schedule-to-start)
-    # and activity latencies by type, local activities included.
-    sdk = {
-        "temporal_activity_schedule_to_start_latency_seconds_count": {"task_queue": queue},
-        "temporal_activity_execution_latency_seconds_count": {"activity_type": "infer"},
-        "temporal_local_activity_execution_latency_seconds_count": {"activity_type": "retrieve"},
-    }
     assert all(total(sdk_after, name, **labels) > 0 for name, labels in sdk.items()), sdk
 
 
