@@ -18,6 +18,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
+from activities.redis_outage import REDIS_UNAVAILABLE, degraded
 from infra.models import BreakerPolicy
 
 State = Literal["closed", "open", "half_open"]
@@ -117,7 +118,13 @@ class CircuitBreakers:
             pipe.hmget(PREFIX + url, "state", "open_until", "probe_until")
         now = self._now_ms()
         views: dict[str, BreakerView] = {}
-        for url, (state, open_until, probe_until) in zip(endpoints, await pipe.execute(), strict=True):
+        try:
+            states = await pipe.execute()
+        except REDIS_UNAVAILABLE as exc:
+            # Breakers fail open: a Redis outage must not take every model down with it.
+            degraded("circuit breakers read as closed", exc)
+            return dict.fromkeys(endpoints, BreakerView("closed"))
+        for url, (state, open_until, probe_until) in zip(endpoints, states, strict=True):
             if state is None or state == b"closed":
                 views[url] = BreakerView("closed")
                 continue
@@ -130,23 +137,31 @@ class CircuitBreakers:
     async def acquire(self, endpoint: str) -> bool:
         """May a call go to this endpoint now? Closed: yes. Open and cooled down: one probe at a time."""
         probe_ms = int(self.policy.cooldown.total_seconds() * 1000)
-        return bool(await self._acquire(keys=self._keys(endpoint)[:1], args=[self._now_ms(), probe_ms]))
+        try:
+            return bool(await self._acquire(keys=self._keys(endpoint)[:1], args=[self._now_ms(), probe_ms]))
+        except REDIS_UNAVAILABLE as exc:
+            degraded("circuit breakers admit every call", exc)
+            return True
 
     async def record(self, endpoint: str, outcome: Outcome) -> State:
         p = self.policy
-        state = await self._record(
-            keys=self._keys(endpoint),
-            args=[
-                self._now_ms(),
-                0 if outcome == "ok" else 1,
-                int(p.window.total_seconds() * 1000),
-                p.min_calls,
-                p.failure_rate,
-                int(p.cooldown.total_seconds() * 1000),
-                f"{self._now_ms()}:{uuid.uuid4().hex}",
-                p.consecutive_failures,
-            ],
-        )
+        try:
+            state = await self._record(
+                keys=self._keys(endpoint),
+                args=[
+                    self._now_ms(),
+                    0 if outcome == "ok" else 1,
+                    int(p.window.total_seconds() * 1000),
+                    p.min_calls,
+                    p.failure_rate,
+                    int(p.cooldown.total_seconds() * 1000),
+                    f"{self._now_ms()}:{uuid.uuid4().hex}",
+                    p.consecutive_failures,
+                ],
+            )
+        except REDIS_UNAVAILABLE as exc:
+            degraded("circuit breakers not told of call outcomes", exc)
+            return "closed"
         return "open" if state == b"open" else "closed"
 
     def outcome_of(self, ttft_ms: float | None) -> Outcome:

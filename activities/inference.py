@@ -25,7 +25,7 @@ from activities.model_call import ModelCall
 from activities.model_registry import ModelRegistry
 from activities.routing import ModelTarget
 from activities.safety import SafetyEngine
-from activities.turn_events import TurnEvents
+from activities.turn_events import TurnEvents, TurnPublisher
 from activities.turn_models import InferInput, InferResult
 
 # An endpoint that cannot be reached, drops the stream, or does not answer in time. huggingface_hub's
@@ -40,6 +40,8 @@ _UNREACHABLE = (
     OSError,
     TimeoutError,
 )
+# How long a finished reply waits for Redis to take the events it holds (an outage mid-stream).
+EVENT_FLUSH_GRACE_S = 30.0
 
 
 @asynccontextmanager
@@ -101,12 +103,20 @@ class InferenceActivities:
             "degraded": inp.degraded,
             "attempt": attempt,
         }
-        await self.events.publish(inp.turn_id, "turn" if inp.first_choice and attempt == 1 else "reset", meta)
+        publisher = TurnPublisher(self.events, inp.turn_id)
+        await publisher.publish("turn" if inp.first_choice and attempt == 1 else "reset", meta)
         adapter = self.registry.adapter(target.name)
         with ModelCall(target, inp) as call:
             try:
                 async with keep_heartbeating():
-                    result = await self._stream(adapter, target, inp, call)
+                    result = await self._stream(adapter, target, inp, call, publisher)
+                    if not await publisher.flush(EVENT_FLUSH_GRACE_S):
+                        activity.logger.warning(
+                            "turn %s: %d events never reached Redis; clients get the reply from the"
+                            " turn's result",
+                            inp.turn_id,
+                            len(publisher.pending),
+                        )
             except HfHubHTTPError as exc:
                 status = exc.response.status_code if exc.response is not None else None
                 if status is not None and 400 <= status < 500 and status not in (408, 429):
@@ -132,7 +142,12 @@ class InferenceActivities:
             ) from exc
 
     async def _stream(
-        self, adapter: ModelAdapter, target: ModelTarget, inp: InferInput, call: ModelCall
+        self,
+        adapter: ModelAdapter,
+        target: ModelTarget,
+        inp: InferInput,
+        call: ModelCall,
+        publisher: TurnPublisher,
     ) -> InferResult:
         monitor = self.safety.output_monitor()
         start = time.perf_counter()
@@ -155,9 +170,7 @@ class InferenceActivities:
                         finish_reason, safety_rule = "content_filter", verdict.rule
                         break
                     parts.append(delta.text)
-                    await self.events.publish(
-                        inp.turn_id, "token", {"text": delta.text, "index": len(parts) - 1}
-                    )
+                    await publisher.publish("token", {"text": delta.text, "index": len(parts) - 1})
                 if delta.finish_reason:
                     finish_reason = delta.finish_reason
                 input_tokens = delta.input_tokens or input_tokens

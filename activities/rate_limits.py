@@ -13,6 +13,8 @@ import uuid
 
 from redis.asyncio import Redis
 
+from activities.redis_outage import REDIS_UNAVAILABLE, degraded
+
 PREFIX = "turnflow:ratelimit:"
 
 # KEYS: the window's sorted set. ARGV: now_ms, window_ms, limit, member, weight (0: only check),
@@ -58,9 +60,15 @@ class RateLimiter:
     async def _take(self, key: str, limit: int, member: str, weight: int, *, unit: bool = False) -> int:
         now = int(time.time() * 1000)
         mode = "count" if unit else "sum"
-        allowed, retry_ms = await self._window(
-            keys=[PREFIX + key], args=[now, self.window_ms, limit, f"{member}:{weight}", weight, mode]
-        )
+        try:
+            allowed, retry_ms = await self._window(
+                keys=[PREFIX + key], args=[now, self.window_ms, limit, f"{member}:{weight}", weight, mode]
+            )
+        except REDIS_UNAVAILABLE as exc:
+            # Limits fail open (as Envoy's rate limiter does by default): an outage of the counter
+            # must not refuse every request. Turns stay bounded by admission, which fails closed.
+            degraded("rate limits not enforced", exc)
+            return 0
         return 0 if allowed else int(retry_ms)
 
     async def request(self, tenant_id: str, limit: int) -> None:

@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.breaker import CircuitBreakers
 from activities.model_registry import ModelRegistry
+from activities.redis_outage import REDIS_UNAVAILABLE, degraded
 from activities.routing import NoEligibleModel, RouteDecision, RouteRequest, TenantPolicy, route
 from db.models import AuditEvent, Message, Tenant
 
@@ -58,6 +59,13 @@ class RouteActivities:
         policy = TenantPolicy.from_row(row[0], row[1]) if row else TenantPolicy()
         self._tenants[tenant_id] = (time.monotonic(), policy)
         return policy
+
+    async def _runtime_shares(self) -> dict[str, float]:
+        try:
+            return await runtime_shares(self.redis)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("canary shares as declared in temporal.yaml", exc)
+            return {}
 
     async def tokens_today(self, tenant_id: str) -> int:
         async with self.sessions() as session:
@@ -108,7 +116,7 @@ class RouteActivities:
                 )
         # Breaker states and canary shares in one concurrent round: routing sits before the first token.
         views, shares = await asyncio.gather(
-            self.breakers.views(self.registry.endpoints()), runtime_shares(self.redis)
+            self.breakers.views(self.registry.endpoints()), self._runtime_shares()
         )
         try:
             return route(

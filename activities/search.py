@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.embedder import Embedder, Embedders
 from activities.prompt import ContextChunk
+from activities.redis_outage import REDIS_UNAVAILABLE, degraded
 from db.engine import scope_to_tenant
 from db.vector_index import AnnIndex
 from infra import metrics
@@ -193,7 +194,7 @@ class HybridSearch:
             model, version = embedder.model_id, embedder.version
             use_cache = use_cache and self.settings.cache_ttl_s > 0
             cache_key = await self._cache_key(tenant, model, version, mode, k, query) if use_cache else None
-            if cache_key and (hit := await self.redis.get(cache_key)):
+            if cache_key and (hit := await self._cache_get(cache_key)):
                 _count_cache("result", hit=True)
                 chunks = [ContextChunk.model_validate(c) for c in json.loads(hit)]
                 return SearchResult(chunks, model, version, cached=True)
@@ -244,9 +245,7 @@ class HybridSearch:
             for c in ranked
         ]
         if cache_key:
-            await self.redis.set(
-                cache_key, json.dumps([c.model_dump() for c in chunks]), ex=self.settings.cache_ttl_s
-            )
+            await self._cache_set(cache_key, json.dumps([c.model_dump() for c in chunks]))
             _count_cache("result", hit=False)
         return SearchResult(chunks, model, version, query_vector=query_vector)
 
@@ -265,20 +264,43 @@ class HybridSearch:
         """The query's embedding, from Redis when this model version has embedded the same text."""
         digest = query_digest(query)
         key = f"qemb:{embedder.model_id}:{embedder.version}:{digest}"
-        cached = await self.redis.get(key)
+        cached = await self._cache_get(key)
         if cached is not None:
             _count_cache("embedding", hit=True)
-            return np.frombuffer(bytes(cached), dtype=np.float32)  # type: ignore[arg-type]
+            return np.frombuffer(cached, dtype=np.float32)
         [vector] = await embedder.embed([query])
         array = np.asarray(vector, dtype=np.float32)
-        await self.redis.set(key, array.tobytes(), ex=86_400)
+        await self._cache_set(key, array.tobytes(), ttl_s=86_400)
         _count_cache("embedding", hit=False)
         return array
 
-    async def _cache_key(self, tenant: str, model: str, version: str, mode: str, k: int, query: str) -> str:
-        generation = int(await self.redis.get(generation_key(tenant)) or 0)
+    async def _cache_key(
+        self, tenant: str, model: str, version: str, mode: str, k: int, query: str
+    ) -> str | None:
+        """None while Redis is unreachable: without the tenant's generation, a cached result
+        could be stale, so the search neither reads nor writes the cache."""
+        try:
+            generation = int(await self.redis.get(generation_key(tenant)) or 0)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("search cache skipped", exc)
+            return None
         digest = query_digest(query)[:32]
         return f"search:{tenant}:{generation}:{model}:{version}:{mode}:{k}:{digest}"
+
+    # The cache is only a cache: Redis down means a miss, and nothing stored.
+    async def _cache_get(self, key: str) -> bytes | None:
+        try:
+            value = await self.redis.get(key)
+            return value.encode() if isinstance(value, str) else value
+        except REDIS_UNAVAILABLE as exc:
+            degraded("search cache read missed", exc)
+            return None
+
+    async def _cache_set(self, key: str, value: str | bytes, ttl_s: int | None = None) -> None:
+        try:
+            await self.redis.set(key, value, ex=ttl_s or self.settings.cache_ttl_s)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("search cache write skipped", exc)
 
 
 def _count_cache(cache: str, *, hit: bool) -> None:

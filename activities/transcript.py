@@ -13,6 +13,7 @@ from temporalio import activity
 
 from activities.admission import TurnAdmission
 from activities.rate_limits import RateLimiter
+from activities.redis_outage import REDIS_UNAVAILABLE, degraded
 from activities.turn_events import TurnEvents
 from activities.turn_metrics import record_turn
 from activities.turn_models import Message, PersistInput, PersistResult
@@ -21,6 +22,16 @@ from db.models import Tenant
 
 RECENT_MESSAGES = 20
 RECENT_TTL_S = 24 * 3600
+
+
+# KEYS: the recent list, a per-turn marker ('' for none). ARGV: max length, ttl, messages...
+_APPEND_ONCE = """
+if KEYS[2] ~= '' and not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
 
 
 def recent_key(conversation_id: str) -> str:
@@ -41,12 +52,17 @@ class Transcript:
         self.events = events
         self.rate_limits = rate_limits
         self.admission = admission
+        self._append = redis.register_script(_APPEND_ONCE)
         # Metrics label tenants by name (ids would be unbounded in dashboards' eyes); names never change.
         self._tenant_names: dict[str, str] = {}
 
     async def recent(self, conversation_id: str) -> list[Message]:
         """The last messages, oldest first; from Redis, or from Postgres when Redis has evicted them."""
-        cached = await self.redis.lrange(recent_key(conversation_id), 0, -1)
+        try:
+            cached = await self.redis.lrange(recent_key(conversation_id), 0, -1)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("recent context read from Postgres", exc)
+            cached = []
         if cached:
             return [json.loads(item) for item in cached]
         async with self.sessions() as session:
@@ -66,16 +82,20 @@ class Transcript:
             ).all()
         messages = [{"role": r.role, "content": r.content} for r in reversed(rows)]
         if messages:
-            await self._remember(conversation_id, messages)
+            try:
+                await self._remember(conversation_id, messages)
+            except REDIS_UNAVAILABLE as exc:
+                degraded("recent context not cached", exc)
         return messages
 
-    async def _remember(self, conversation_id: str, messages: list[Message]) -> None:
-        key = recent_key(conversation_id)
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.rpush(key, *[json.dumps(m) for m in messages])
-            pipe.ltrim(key, -RECENT_MESSAGES, -1)
-            pipe.expire(key, RECENT_TTL_S)
-            await pipe.execute()
+    async def _remember(self, conversation_id: str, messages: list[Message], turn_id: str = "") -> None:
+        """Append to the conversation's cached context; with a turn id, at most once per turn, so a
+        retried persist (its Redis step failed after the commit) never caches the exchange twice."""
+        marker = f"turnflow:conv:{conversation_id}:cached:{turn_id}" if turn_id else ""
+        await self._append(
+            keys=[recent_key(conversation_id), marker],
+            args=[RECENT_MESSAGES, RECENT_TTL_S, *[json.dumps(m) for m in messages]],
+        )
 
     @activity.defn(name="persist_turn")
     async def persist_turn(self, inp: PersistInput) -> PersistResult:
@@ -146,13 +166,17 @@ class Transcript:
                 )
         if inserted:
             record_turn(inp, self._tenant_names[inp.tenant_id])
-        if inserted and inp.status == "completed" and inp.assistant_text:
+        # Past the commit, Redis must be reached (context cache, limits, the turn's place, its
+        # terminal event): while it is down this step fails and is retried, and each part is
+        # idempotent, so the retry completes what the first attempt could not.
+        if inp.status == "completed" and inp.assistant_text:
             await self._remember(
                 inp.conversation_id,
                 [
                     {"role": "user", "content": inp.user_text},
                     {"role": "assistant", "content": inp.assistant_text},
                 ],
+                turn_id=inp.turn_id,
             )
         if self.rate_limits is not None:
             # The tenant's tokens per window (once per turn, however often this step is retried).

@@ -7,12 +7,17 @@ expires a retention window after the turn ends.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
+
+from activities.redis_outage import REDIS_UNAVAILABLE, degraded
 
 EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact", "moderated")
 TERMINAL = ("done", "error")
@@ -71,3 +76,44 @@ class TurnEvents:
         while batch := await self.read(turn_id, events[-1].id if events else "0-0"):
             events.extend(batch)
         return events
+
+
+class TurnPublisher:
+    """One turn's events, published in order by the step that makes them. While Redis is unreachable
+    they wait here (the model keeps generating; the worker never blocks on the bus) and go out, in
+    order, once it is back; clients following the stream see a pause, not a gap."""
+
+    RETRY_EVERY_S = 0.25
+
+    def __init__(self, events: TurnEvents, turn_id: str) -> None:
+        self.events = events
+        self.turn_id = turn_id
+        self.pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self._next_try = 0.0
+
+    async def publish(self, type_: str, data: dict[str, Any]) -> None:
+        self.pending.append((type_, data))
+        if time.monotonic() >= self._next_try:
+            await self._drain()
+
+    async def _drain(self) -> bool:
+        while self.pending:
+            type_, data = self.pending[0]
+            try:
+                await self.events.publish(self.turn_id, type_, data)
+            except REDIS_UNAVAILABLE as exc:
+                degraded("turn events held in the worker until Redis is back", exc)
+                self._next_try = time.monotonic() + self.RETRY_EVERY_S
+                return False
+            self.pending.popleft()
+        return True
+
+    async def flush(self, grace_s: float) -> bool:
+        """Publish what is still held, retrying for up to ``grace_s``. False if some could not go:
+        clients then get the reply from the turn's result instead of the stream."""
+        deadline = time.monotonic() + grace_s
+        while not await self._drain():
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(self.RETRY_EVERY_S)
+        return True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,8 +11,14 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.redis_outage import REDIS_UNAVAILABLE
+
+log = logging.getLogger("turnflow.api")
 
 
 class ErrorDetail(BaseModel):
@@ -119,6 +126,47 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> Response
     return Response(json.dumps(body), status_code=422, media_type="application/json")
 
 
+# A dependency down or restarting: the request can be retried as it is, in a moment.
+RETRY_AFTER_OUTAGE_S = 2
+_TEMPORAL_OUTAGE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
+
+
+def _unavailable(dependency: str, exc: Exception) -> JSONResponse:
+    log.warning("%s unavailable: %s: %s", dependency, exc.__class__.__name__, exc)
+    return JSONResponse(
+        error_body(
+            f"{dependency} is unreachable right now; retry in a moment",
+            "server_error",
+            "dependency_unavailable",
+            retryable=True,
+            dependency=dependency.lower(),
+        ),
+        status_code=503,
+        headers={"Retry-After": str(RETRY_AFTER_OUTAGE_S)},
+    )
+
+
+async def _redis_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    return _unavailable("Redis", exc)
+
+
+async def _postgres_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    return _unavailable("Postgres", exc)
+
+
+async def _temporal_error(_: Request, exc: RPCError) -> JSONResponse:
+    if exc.status in _TEMPORAL_OUTAGE:
+        return _unavailable("Temporal", exc)
+    log.error("Temporal refused a call: %s", exc, exc_info=exc)
+    return JSONResponse(error_body("internal error", "server_error", "internal_error"), status_code=500)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
+    # A dependency's outage is a 503 the client may retry, never a bare 500.
+    for redis_error in REDIS_UNAVAILABLE:
+        app.add_exception_handler(redis_error, _redis_unavailable)
+    # A connection that failed or broke (Postgres down or restarting), not a bad statement.
+    app.add_exception_handler(OperationalError, _postgres_unavailable)
+    app.add_exception_handler(RPCError, _temporal_error)  # type: ignore[arg-type]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 
+from activities.redis_outage import REDIS_UNAVAILABLE, degraded
 from activities.turn_events import TERMINAL, TurnEvent, TurnEvents
 from activities.turn_models import ChatTurnResult
 
@@ -31,12 +33,20 @@ async def follow(
 ) -> AsyncIterator[TurnEvent]:
     """Events after ``after`` until the turn's terminal event; if the turn ended without one
     (timed out, terminated, or its events were lost), a final event is made from the workflow itself.
+    While Redis is unreachable the client waits (SSE pings keep it connected) and the stream goes on
+    from where it was when Redis is back; if the turn ends first, the final event carries the reply.
     With ``moderation``, a `done` whose verdict is pending is followed by `moderated` or `redact`."""
     last = after or "0-0"
     closed: WorkflowExecutionStatus | None = None
     while True:
-        # Once the workflow has closed, drain what is left without waiting.
-        batch = await events.read(turn_id, last, block_ms=None if closed else IDLE_CHECK_MS)
+        try:
+            # Once the workflow has closed, drain what is left without waiting.
+            batch = await events.read(turn_id, last, block_ms=None if closed else IDLE_CHECK_MS)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("streams wait, then end with the turn's result", exc)
+            batch = []
+            if not closed:
+                await asyncio.sleep(IDLE_CHECK_MS / 1000)
         for event in batch:
             yield event
             last = event.id
@@ -57,7 +67,12 @@ async def follow(
 
 
 async def _moderation_verdict(events: TurnEvents, turn_id: str, after: str) -> AsyncIterator[TurnEvent]:
-    for event in await events.read(turn_id, after, block_ms=MODERATION_WAIT_MS, count=1):
+    try:
+        verdict = await events.read(turn_id, after, block_ms=MODERATION_WAIT_MS, count=1)
+    except REDIS_UNAVAILABLE as exc:
+        degraded("moderation verdicts not streamed (see the message's record)", exc)
+        return
+    for event in verdict:
         if event.type in ("redact", "moderated"):
             yield event
 

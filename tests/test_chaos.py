@@ -7,22 +7,66 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from redis.asyncio import Redis
 
+from activities.transcript import recent_key
 from db.engine import libpq_url
 from db.migrate import upgrade_async
 from infra.components.postgres import postgres_component
+from infra.components.redis import redis_component
 from infra.endpoints import EMBEDDED_DB_NAME, EMBEDDED_DB_USER
 from infra.supervisor import Supervisor
 from tests.api_harness import ApiServer, isolated_settings
-from tests.conftest import Services, free_port
-from tests.sse import events
+from tests.conftest import Services, db_rows, free_port
+from tests.sse import Event, events
 
 pytestmark = pytest.mark.timeout(240)
+
+
+class StreamedTurn:
+    """One client streaming one turn, in a task: what it saw, when, and the reply it assembled."""
+
+    def __init__(self, api: ApiServer, conv: str, n: int, *, max_tokens: int) -> None:
+        self.api, self.conv = api, conv
+        self.body = {"content": f"Tell story number {n}.", "max_tokens": max_tokens, "temperature": 0}
+        self.turn_id = ""
+        self.seen: list[tuple[float, Event]] = []  # (monotonic time, event)
+        self.streaming = asyncio.Event()  # its first token arrived
+        self.task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        url = f"/v1/conversations/{self.conv}/messages"
+        async with self.api.client.stream("POST", url, json=self.body) as resp:
+            assert resp.status_code == 200, await resp.aread()
+            async for event in events(resp):
+                self.seen.append((time.monotonic(), event))
+                if event.event == "turn":
+                    self.turn_id = event.data["turn_id"]
+                elif event.event == "token":
+                    self.streaming.set()
+                elif event.event in ("done", "error"):
+                    return
+
+    @property
+    def last(self) -> str:
+        return self.seen[-1][1].event if self.seen else ""
+
+    def tokens(self) -> list[dict[str, Any]]:
+        """The latest attempt's tokens (a `reset` starts the reply over)."""
+        tokens: list[dict[str, Any]] = []
+        for _, event in self.seen:
+            if event.event == "reset":
+                tokens.clear()
+            elif event.event == "token":
+                tokens.append(event.data)
+        return tokens
 
 
 async def test_turns_in_flight_complete_across_a_postgres_kill(services: Services, tmp_path: Path) -> None:
@@ -39,29 +83,12 @@ async def test_turns_in_flight_complete_across_a_postgres_kill(services: Service
         await upgrade_async(url)
         async with ApiServer(isolated_settings(services, tmp_path, database_url=url)) as api:
             conv = await api.conversation()
-            streaming = asyncio.Event()
-
-            async def turn(n: int) -> tuple[str, str]:
-                body = {"content": f"Tell story number {n}.", "max_tokens": 60, "temperature": 0}
-                turn_id, last = "", ""
-                async with api.client.stream("POST", f"/v1/conversations/{conv}/messages", json=body) as resp:
-                    assert resp.status_code == 200
-                    async for event in events(resp):
-                        if event.event == "turn":
-                            turn_id = event.data["turn_id"]
-                        elif event.event == "token":
-                            streaming.set()
-                        elif event.event in ("done", "error"):
-                            last = event.event
-                            break
-                return turn_id, last
-
-            turns = [asyncio.create_task(turn(n)) for n in range(3)]
-            await asyncio.wait_for(streaming.wait(), 60)
+            turns = [StreamedTurn(api, conv, n, max_tokens=60) for n in range(3)]
+            await asyncio.wait_for(turns[0].streaming.wait(), 60)
             [postgres] = [p for p in supervisor.processes if p.name == "postgres"]
             assert postgres.pid is not None
             os.kill(postgres.pid, signal.SIGKILL)  # while the turns stream; they persist after it is back
-            ended = await asyncio.wait_for(asyncio.gather(*turns), 180)
+            await asyncio.wait_for(asyncio.gather(*(t.task for t in turns)), 180)
     finally:
         watching.cancel()
         await supervisor.stop()
@@ -73,9 +100,75 @@ async def test_turns_in_flight_complete_across_a_postgres_kill(services: Service
             ).fetchall()
     finally:
         await supervisor.stop()
-    assert [last for _, last in ended] == ["done"] * 3, ended
-    for turn_id, _ in ended:
+    assert [t.last for t in turns] == ["done"] * 3, [t.seen for t in turns]
+    for turn_id in (t.turn_id for t in turns):
         mine = sorted((role, reason) for t, role, reason in rows if t == turn_id)
         assert [role for role, _ in mine] == ["assistant", "user"], (turn_id, mine)
         assert mine[0][1] in ("length", "stop"), mine  # a reply, recorded once
     assert len(rows) == 6
+
+
+REDIS_OUTAGE_S = 10.0
+
+
+async def test_turns_in_flight_complete_across_a_redis_outage(services: Services, tmp_path: Path) -> None:
+    """Redis (the event bus and caches) stopped for 10 s while turns stream: each turn completes and
+    is recorded once, its client sees a pause and then the rest of the reply (no gap, nothing twice),
+    a new turn asked for meanwhile gets an explicit retryable 503, and reads keep working."""
+    port = free_port()
+    component = redis_component(tmp_path / "redis", port)
+    url = component.urls["Redis"]
+    first = Supervisor(tmp_path / "logs")
+    await first.start([component])
+    second = Supervisor(tmp_path / "logs")
+    try:
+        async with ApiServer(isolated_settings(services, tmp_path, redis_url=url)) as api:
+            conv = await api.conversation()
+            turns = [StreamedTurn(api, conv, n, max_tokens=80) for n in range(3)]
+            # The model server takes one turn at a time: one streams, the others wait their turn.
+            started = [asyncio.create_task(t.streaming.wait()) for t in turns]
+            await asyncio.wait(started, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+            await first.stop()
+            stopped = time.monotonic()
+            before = [len(t.tokens()) for t in turns]
+            refused = await api.client.post(
+                f"/v1/conversations/{conv}/messages", json={"content": "Hello?", "stream": False}
+            )
+            read = await api.client.get(f"/v1/conversations/{conv}")
+            await asyncio.sleep(REDIS_OUTAGE_S - (time.monotonic() - stopped))
+            await second.start([component])  # the same data dir: its append-only file survives
+            back = time.monotonic()
+            await asyncio.wait_for(asyncio.gather(*(t.task for t in turns)), 180)
+            client = Redis.from_url(url)
+            cached = await client.llen(recent_key(conv))
+            await client.aclose()
+        rows = db_rows(
+            services, "SELECT turn_id, role, content, error FROM messages WHERE conversation_id = %s", conv
+        )
+    finally:
+        await first.stop()
+        await second.stop()
+
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "2"
+    error = refused.json()["error"]
+    assert (error["code"], error["retryable"], error["dependency"]) == (
+        "dependency_unavailable",
+        True,
+        "redis",
+    )
+    assert read.status_code == 200, read.text
+    assert len(rows) == 6, rows  # one question and one reply per turn, none for the refused one
+    for turn, streamed_before in zip(turns, before, strict=True):
+        assert turn.last == "done", turn.seen
+        done_at = turn.seen[-1][0]
+        assert done_at > back  # the turn really spanned the outage...
+        tokens = turn.tokens()
+        assert streamed_before < len(tokens), (streamed_before, len(tokens))  # ...mid-stream
+        # Every token once, in order: what waited in the worker went out after Redis came back.
+        assert [t["index"] for t in tokens] == list(range(len(tokens)))
+        assert any(at > back for at, e in turn.seen if e.event == "token")
+        mine = {role: (content, err) for t, role, content, err in rows if t == turn.turn_id}
+        assert mine["assistant"] == ("".join(t["text"] for t in tokens), None)
+    # The conversation's cached context holds each exchange once, retried persists included.
+    assert cached == 6
