@@ -18,7 +18,7 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
-from activities.redis_outage import REDIS_UNAVAILABLE, degraded
+from activities.outages import REDIS_UNAVAILABLE, degraded
 from infra.models import BreakerPolicy
 
 State = Literal["closed", "open", "half_open"]

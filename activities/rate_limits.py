@@ -13,7 +13,7 @@ import uuid
 
 from redis.asyncio import Redis
 
-from activities.redis_outage import REDIS_UNAVAILABLE, degraded
+from activities.outages import REDIS_UNAVAILABLE, degraded
 
 PREFIX = "turnflow:ratelimit:"
 

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.breaker import CircuitBreakers
 from activities.model_registry import ModelRegistry
-from activities.redis_outage import REDIS_UNAVAILABLE, degraded
+from activities.outages import REDIS_UNAVAILABLE, degraded
 from activities.routing import NoEligibleModel, RouteDecision, RouteRequest, TenantPolicy, route
 from db.models import AuditEvent, Message, Tenant
 

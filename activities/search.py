@@ -22,8 +22,8 @@ from sqlalchemy import Result, TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.embedder import Embedder, Embedders
+from activities.outages import REDIS_UNAVAILABLE, degraded
 from activities.prompt import ContextChunk
-from activities.redis_outage import REDIS_UNAVAILABLE, degraded
 from db.engine import scope_to_tenant
 from db.vector_index import AnnIndex
 from infra import metrics

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.admission import TurnAdmission
+from activities.outages import REDIS_UNAVAILABLE, degraded
 from activities.rate_limits import RateLimiter
-from activities.redis_outage import REDIS_UNAVAILABLE, degraded
 from activities.turn_events import TurnEvents
 from activities.turn_metrics import record_turn
 from activities.turn_models import Message, PersistInput, PersistResult

@@ -17,7 +17,7 @@ from typing import Any
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
 
-from activities.redis_outage import REDIS_UNAVAILABLE, degraded
+from activities.outages import REDIS_UNAVAILABLE, degraded
 
 EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact", "moderated")
 TERMINAL = ("done", "error")

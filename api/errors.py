@@ -14,9 +14,9 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException
 from starlette.routing import Match, Route
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
 
-from activities.redis_outage import REDIS_UNAVAILABLE
+from activities.outages import REDIS_UNAVAILABLE, temporal_unavailable
 
 log = logging.getLogger("turnflow.api")
 
@@ -128,7 +128,6 @@ async def _validation_error(_: Request, exc: RequestValidationError) -> Response
 
 # A dependency down or restarting: the request can be retried as it is, in a moment.
 RETRY_AFTER_OUTAGE_S = 2
-_TEMPORAL_OUTAGE = (RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED)
 
 
 def _unavailable(dependency: str, exc: Exception) -> JSONResponse:
@@ -155,7 +154,7 @@ async def _postgres_unavailable(_: Request, exc: Exception) -> JSONResponse:
 
 
 async def _temporal_error(_: Request, exc: RPCError) -> JSONResponse:
-    if exc.status in _TEMPORAL_OUTAGE:
+    if temporal_unavailable(exc):
         return _unavailable("Temporal", exc)
     log.error("Temporal refused a call: %s", exc, exc_info=exc)
     return JSONResponse(error_body("internal error", "server_error", "internal_error"), status_code=500)

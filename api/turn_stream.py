@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.service import RPCError
 
-from activities.redis_outage import REDIS_UNAVAILABLE, degraded
+from activities.outages import REDIS_UNAVAILABLE, degraded, temporal_unavailable
 from activities.turn_events import TERMINAL, TurnEvent, TurnEvents
 from activities.turn_models import ChatTurnResult
 
@@ -61,7 +62,14 @@ async def follow(
         if closed:
             yield await _final_from_workflow(handle, closed)
             return
-        status = (await handle.describe()).status
+        try:
+            status = (await handle.describe()).status
+        except RPCError as exc:
+            if not temporal_unavailable(exc):
+                raise
+            # Temporal is restarting: the turn goes on in its worker, and its events still flow.
+            degraded("streams follow the turn's events without its status", exc, "temporal")
+            continue
         if status != WorkflowExecutionStatus.RUNNING:
             closed = status
 

@@ -21,6 +21,7 @@ from db.engine import libpq_url
 from db.migrate import upgrade_async
 from infra.components.postgres import postgres_component
 from infra.components.redis import redis_component
+from infra.components.temporal import temporal_component
 from infra.endpoints import EMBEDDED_DB_NAME, EMBEDDED_DB_USER
 from infra.supervisor import Supervisor
 from tests.api_harness import ApiServer, isolated_settings
@@ -172,3 +173,43 @@ async def test_turns_in_flight_complete_across_a_redis_outage(services: Services
         assert mine["assistant"] == ("".join(t["text"] for t in tokens), None)
     # The conversation's cached context holds each exchange once, retried persists included.
     assert cached == 6
+
+
+TEMPORAL_DOWN_S = 5.0
+
+
+async def test_turns_in_flight_resume_across_a_temporal_restart(services: Services, tmp_path: Path) -> None:
+    """The Temporal server restarted (same database file) while turns stream: the turns resume and
+    complete, each recorded once, and each client's stream carries it through to `done`."""
+    component = temporal_component(
+        tmp_path / "temporal", free_port(), free_port(), services.policy.namespace, http_port=free_port()
+    )
+    address = component.urls["Temporal (gRPC)"].removeprefix("http://")
+    first = Supervisor(tmp_path / "logs")
+    await first.start([component])
+    second = Supervisor(tmp_path / "logs")
+    try:
+        async with ApiServer(isolated_settings(services, tmp_path, temporal_address=address)) as api:
+            conv = await api.conversation()
+            turns = [StreamedTurn(api, conv, n, max_tokens=80) for n in range(3)]
+            started = [asyncio.create_task(t.streaming.wait()) for t in turns]
+            await asyncio.wait(started, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+            await first.stop()
+            await asyncio.sleep(TEMPORAL_DOWN_S)  # followers of waiting turns ask it for their status
+            await second.start([component])
+            back = time.monotonic()
+            await asyncio.wait_for(asyncio.gather(*(t.task for t in turns)), 180)
+        rows = db_rows(
+            services, "SELECT turn_id, role, content, error FROM messages WHERE conversation_id = %s", conv
+        )
+    finally:
+        await first.stop()
+        await second.stop()
+    assert len(rows) == 6, rows
+    for turn in turns:
+        assert turn.last == "done", turn.seen
+        assert turn.seen[-1][0] > back  # the turn spanned the restart
+        tokens = turn.tokens()
+        assert [t["index"] for t in tokens] == list(range(len(tokens)))
+        mine = {role: (content, err) for t, role, content, err in rows if t == turn.turn_id}
+        assert mine["assistant"] == ("".join(t["text"] for t in tokens), None)
