@@ -19,11 +19,9 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -33,6 +31,7 @@ from typing import Any
 import httpx
 import yaml
 
+from bench.stack import BenchStack, free_port, wait_http
 from infra.components.model import default_gguf, model_component
 from infra.settings import REPO_ROOT
 
@@ -49,29 +48,10 @@ class Turn:
     resets: int
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def start_model(port: int, alias: str, log: Path) -> subprocess.Popen[bytes]:
     argv = model_component(port, model_path=None, alias=alias, context=2048, threads=1).argv
     with log.open("ab") as out:
         return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-async def wait_http(url: str, timeout_s: float = 180) -> None:
-    deadline = time.monotonic() + timeout_s
-    async with httpx.AsyncClient(timeout=2) as http:
-        while time.monotonic() < deadline:
-            try:
-                if (await http.get(url)).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer 200 within {timeout_s} s")
 
 
 def policy_file(primary: str, fallback: str, directory: Path) -> Path:
@@ -128,55 +108,28 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    scratch = Path(tempfile.mkdtemp(prefix="turnflow-failover-"))
-    ports = {k: free_port() for k in ("api", "temporal", "ui", "postgres", "redis", "primary", "fallback")}
+    ports = {k: free_port() for k in ("primary", "fallback")}
     primary_url, fallback_url = (f"http://127.0.0.1:{ports[k]}" for k in ("primary", "fallback"))
-    primary = start_model(ports["primary"], "primary", scratch / "primary.log")
-    fallback = start_model(ports["fallback"], "fallback", scratch / "fallback.log")
-    env = {
-        **os.environ,
-        "TURNFLOW_DATA_DIR": str(scratch / "data"),
-        "TURNFLOW_POLICY_FILE": str(policy_file(primary_url, fallback_url, scratch)),
-        "TURNFLOW_TGI_URL": fallback_url,
-        "TURNFLOW_API_PORT": str(ports["api"]),
-        "TURNFLOW_TEMPORAL_PORT": str(ports["temporal"]),
-        "TURNFLOW_TEMPORAL_UI_PORT": str(ports["ui"]),
-        "TURNFLOW_POSTGRES_PORT": str(ports["postgres"]),
-        "TURNFLOW_REDIS_PORT": str(ports["redis"]),
-    }
-    turnflow = str(Path(sys.executable).parent / "turnflow")
-    stack = subprocess.Popen(
-        [turnflow, "up"], env=env, stdout=(scratch / "up.log").open("wb"), stderr=subprocess.STDOUT
-    )
-    api = f"http://127.0.0.1:{ports['api']}"
+    stack = BenchStack("failover", model=None)
+    policy = policy_file(primary_url, fallback_url, stack.scratch)
+    stack.env |= {"TURNFLOW_POLICY_FILE": str(policy), "TURNFLOW_TGI_URL": fallback_url}
+    primary = start_model(ports["primary"], "primary", stack.scratch / "primary.log")
+    fallback = start_model(ports["fallback"], "fallback", stack.scratch / "fallback.log")
+    with stack:
 
-    async def ready_then_drive() -> dict[str, Any]:
-        await wait_http(f"{primary_url}/v1/models")
-        await wait_http(f"{fallback_url}/v1/models")
-        await wait_http(f"{api}/healthz", timeout_s=300)
-        print(f"stack up (logs in {scratch})", file=sys.stderr)
-        key = await wait_for_file(scratch / "data" / "demo-api-key")
-        return await drive(args, api, key, primary, ports["primary"], scratch)
+        async def ready_then_drive() -> dict[str, Any]:
+            await wait_http(f"{primary_url}/v1/models")
+            await wait_http(f"{fallback_url}/v1/models")
+            key = await stack.ready()
+            return await drive(args, stack.api, key, primary, ports["primary"], stack.scratch)
 
-    try:
-        return asyncio.run(ready_then_drive())
-    finally:
-        subprocess.run([turnflow, "down"], env=env, capture_output=True, timeout=120, check=False)
-        stack.wait(timeout=60)
-        for proc in (primary, fallback):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(timeout=30)
-
-
-async def wait_for_file(path: Path, timeout_s: float = 30) -> str:
-    """`turnflow up` writes the demo key once the stack is up."""
-    deadline = time.monotonic() + timeout_s
-    while not await asyncio.to_thread(path.exists):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear")
-        await asyncio.sleep(0.2)
-    return (await asyncio.to_thread(path.read_text)).strip()
+        try:
+            return asyncio.run(ready_then_drive())
+        finally:
+            for proc in (primary, fallback):
+                if proc.poll() is None:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                    proc.wait(timeout=30)
 
 
 async def drive(

@@ -21,7 +21,7 @@ from starlette.routing import Route
 MODEL = "fast-fake"
 
 
-def app(tokens: int, token_ms: float, first_token_ms: float) -> Starlette:
+def app(tokens: int, token_ms: float, first_token_ms: float, token_chars: int = 0) -> Starlette:
     async def chat(request: Request) -> StreamingResponse | JSONResponse:
         body = await request.json()
         n = min(tokens, int(body.get("max_tokens") or tokens))
@@ -39,7 +39,7 @@ def app(tokens: int, token_ms: float, first_token_ms: float) -> Starlette:
         async def stream() -> AsyncIterator[str]:
             await asyncio.sleep(first_token_ms / 1000)
             for i in range(n):
-                yield chunk({"content": f" word{i}"})
+                yield chunk({"content": f" word{i}".ljust(token_chars, ".")})
                 await asyncio.sleep(token_ms / 1000)
             yield chunk({}, "length")
             yield "data: [DONE]\n\n"
@@ -64,8 +64,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--token-ms", type=float, default=5.0)
     parser.add_argument("--first-token-ms", type=float, default=20.0)
+    parser.add_argument("--token-chars", type=int, default=0, help="pad each token's text to this length")
     args = parser.parse_args()
-    server = app(args.tokens, args.token_ms, args.first_token_ms)
+    server = app(args.tokens, args.token_ms, args.first_token_ms, args.token_chars)
     uvicorn.run(server, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -18,16 +18,13 @@ import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.failover import free_port, wait_for_file, wait_http
-from infra.components.model import default_gguf
+from bench.stack import BenchStack
 from infra.state import read_state
 from infra.synth import Synth, percentile
 
@@ -120,64 +117,22 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    scratch = Path(tempfile.mkdtemp(prefix="turnflow-load-"))
-    ports = {k: free_port() for k in ("api", "temporal", "ui", "postgres", "redis", "metrics", "model")}
-    data_dir = scratch / "data"
-    env = {
-        **os.environ,
-        "TURNFLOW_DATA_DIR": str(data_dir),
-        "TURNFLOW_API_PORT": str(ports["api"]),
-        "TURNFLOW_TEMPORAL_PORT": str(ports["temporal"]),
-        "TURNFLOW_TEMPORAL_UI_PORT": str(ports["ui"]),
-        "TURNFLOW_POSTGRES_PORT": str(ports["postgres"]),
-        "TURNFLOW_REDIS_PORT": str(ports["redis"]),
-        "TURNFLOW_WORKER_METRICS_PORT": str(ports["metrics"]),
-        "TURNFLOW_MODEL_PORT": str(ports["model"]),
-        # One tenant plays every user: its rate limits are not what this measures.
-        "TURNFLOW_RATE_LIMIT_REQUESTS_PER_MIN": "100000000",
-        "TURNFLOW_RATE_LIMIT_TOKENS_PER_MIN": "100000000000",
-    }
-    fake = None
-    if args.model == "fake":
-        fake = subprocess.Popen(
-            [sys.executable, "-m", "bench.fast_fake_model", "--port", str(ports["model"])],
-            stdout=(scratch / "fake-model.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-        # The stack talks to it as to any server; prompts are counted with the embedded model's GGUF.
-        env |= {
-            "TURNFLOW_TGI_URL": f"http://127.0.0.1:{ports['model']}",
-            "TURNFLOW_MODEL_PATH": str(default_gguf()),
-        }
-    turnflow = str(Path(sys.executable).parent / "turnflow")
-    stack = subprocess.Popen(
-        [turnflow, "up"], env=env, stdout=(scratch / "up.log").open("wb"), stderr=subprocess.STDOUT
-    )
-    api = f"http://127.0.0.1:{ports['api']}"
+    with BenchStack("load", model=args.model) as stack:
 
-    async def drive() -> list[dict[str, Any]]:
-        await wait_http(f"{api}/healthz", timeout_s=300)
-        key = await wait_for_file(data_dir / "demo-api-key")
-        warm = Synth(api, key, max_tokens=args.max_tokens, max_in_flight=1, seed=0)
-        await warm.ingest_corpus()  # the retrieval corpus, and a first turn or two: not measured
-        await warm.conversation()
-        await warm.aclose()
-        rows = []
-        for users in args.levels:
-            row = await level(api, key, users, args, data_dir)
-            print(json.dumps(row), file=sys.stderr)
-            rows.append(row)
-        return rows
+        async def drive() -> list[dict[str, Any]]:
+            key = await stack.ready()
+            warm = Synth(stack.api, key, max_tokens=args.max_tokens, max_in_flight=1, seed=0)
+            await warm.ingest_corpus()  # the retrieval corpus, and a first turn or two: not measured
+            await warm.conversation()
+            await warm.aclose()
+            rows = []
+            for users in args.levels:
+                row = await level(stack.api, key, users, args, stack.data_dir)
+                print(json.dumps(row), file=sys.stderr)
+                rows.append(row)
+            return rows
 
-    try:
-        print(f"starting the stack ({args.model} model; logs in {scratch})", file=sys.stderr)
         rows = asyncio.run(drive())
-    finally:
-        subprocess.run([turnflow, "down"], env=env, capture_output=True, timeout=120, check=False)
-        stack.wait(timeout=60)
-        if fake is not None:
-            fake.terminate()
-            fake.wait(timeout=10)
     by_users = {r["users"]: r for r in rows}
     ratio = None
     if 1 in by_users and 32 in by_users and by_users[1]["ttft_ms"]["p50"]:

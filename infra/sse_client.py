@@ -1,0 +1,41 @@
+"""A small SSE client reader: parses `id:`, `event:` and `data:` lines as they stream in (JSON data;
+the OpenAI route's `[DONE]` stays a string). Used by the benchmarks and the tests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+@dataclass
+class Event:
+    id: str | None
+    event: str
+    data: Any
+
+
+async def events(response: httpx.Response) -> AsyncIterator[Event]:
+    eid: str | None = None
+    name = "message"
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                raw = "\n".join(data)
+                yield Event(eid, name, raw if raw == "[DONE]" else json.loads(raw))
+            eid, name, data = None, "message", []
+        elif line.startswith(":"):
+            continue  # keep-alive ping
+        else:
+            field, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if field == "id":
+                eid = value
+            elif field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)
