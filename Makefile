@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 # The dashboard's browser test drives Debian's Chromium (Playwright never downloads a browser here).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: install browser run test lint fmt clean
+.PHONY: install browser run test bench lint fmt clean
 
 install: $(STAMP)
 
@@ -38,6 +38,11 @@ browser:
 
 test: install browser
 	$(BIN)/python -m pytest
+
+# Every benchmark, then bench/REPORT.md (~25 min; needs the machine to itself).
+bench: install
+	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m bench.all
 
 lint: install
 	$(BIN)/ruff check .

@@ -41,6 +41,30 @@ def rss_mb(pid: int) -> float | None:
     return None
 
 
+def cpu_seconds(roots: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) of each named process and all its descendants (Postgres backends)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    parent, used = {}, {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(stat.parent.name)
+        parent[pid] = int(fields[1])
+        used[pid] = (int(fields[11]) + int(fields[12])) / ticks
+
+    def tree(root: int) -> float:
+        total, todo = 0.0, [root]
+        while todo:
+            pid = todo.pop()
+            total += used.get(pid, 0.0)
+            todo.extend(child for child, ppid in parent.items() if ppid == pid)
+        return total
+
+    return {name: tree(pid) for name, pid in roots.items()}
+
+
 async def watch_memory(data_dir: Path, peaks: dict[str, float], stop: asyncio.Event) -> None:
     """Each stack process's peak resident memory, sampled every half second."""
     while not stop.is_set():
@@ -52,11 +76,16 @@ async def watch_memory(data_dir: Path, peaks: dict[str, float], stop: asyncio.Ev
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
-async def level(api: str, key: str, users: int, args: argparse.Namespace, data_dir: Path) -> dict[str, Any]:
+async def level(
+    api: str, key: str, users: int, args: argparse.Namespace, data_dir: Path, model_pid: int | None = None
+) -> dict[str, Any]:
     traffic = Synth(api, key, max_tokens=args.max_tokens, max_in_flight=users, seed=users)
     peaks: dict[str, float] = {}
     stop = asyncio.Event()
     memory = asyncio.create_task(watch_memory(data_dir, peaks, stop))
+    state = read_state(data_dir)
+    processes = {**(state.pids if state else {}), **({"model": model_pid} if model_pid else {})}
+    cpu_before, own_before = cpu_seconds(processes), time.process_time()
     started = time.monotonic()
     deadline = started + args.duration
 
@@ -72,6 +101,9 @@ async def level(api: str, key: str, users: int, args: argparse.Namespace, data_d
         await memory
         await traffic.aclose()
     t = traffic.tally
+    cpu = cpu_seconds(processes)
+    cpu_used = {name: cpu[name] - cpu_before.get(name, 0.0) for name in cpu}
+    cpu_used["load generator"] = time.process_time() - own_before
 
     def pcts(values: list[float]) -> dict[str, float | None]:
         return {f"p{p}": None if (v := percentile(values, p)) is None else round(v, 1) for p in (50, 95, 99)}
@@ -86,6 +118,8 @@ async def level(api: str, key: str, users: int, args: argparse.Namespace, data_d
         "total_ms": pcts(t.total_ms),
         "errors": dict(t.errors),
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.items())},
+        # Where the two cores went: CPU seconds per completed turn, by process (and its children).
+        "cpu_ms_per_turn": {k: round(v * 1000 / max(t.completed, 1), 1) for k, v in sorted(cpu_used.items())},
     }
 
 
@@ -127,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             await warm.aclose()
             rows = []
             for users in args.levels:
-                row = await level(stack.api, key, users, args, stack.data_dir)
+                row = await level(stack.api, key, users, args, stack.data_dir, stack.model_pid)
                 print(json.dumps(row), file=sys.stderr)
                 rows.append(row)
             return rows

@@ -113,6 +113,11 @@ class BenchStack:
         print(f"starting a stack ({self.model or 'own'} model; logs in {self.scratch})", file=sys.stderr)
         return self
 
+    @property
+    def model_pid(self) -> int | None:
+        """The FAKE model server's process (the embedded one is among `turnflow up`'s own)."""
+        return self._fake.pid if self._fake else None
+
     async def ready(self, timeout_s: float = 300) -> str:
         """Wait until the API answers; the demo API key."""
         await wait_http(f"{self.api}/healthz", timeout_s=timeout_s)

@@ -1,0 +1,91 @@
+"""Every benchmark, then bench/REPORT.md: `make bench` (about 25 minutes on 2 cores).
+
+Each benchmark runs as its own process against a stack of its own; the chaos scenarios run as the
+pytest tests they are (real services, started by the suite's fixtures). `--only` picks some;
+the report always shows the newest result of each.
+
+    .venv/bin/python -m bench.all
+    .venv/bin/python -m bench.all --only slow-consumers chaos
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from bench import report
+from bench.stack import BenchStack
+
+PY = [sys.executable, "-m"]
+
+
+def run(argv: list[str], env: dict[str, str] | None = None) -> None:
+    print(f"\n$ {' '.join(argv[2:] if argv[:2] == PY else argv)}", file=sys.stderr, flush=True)
+    subprocess.run(argv, env=env, check=True)
+
+
+def on_a_stack(name: str, argv: list[str]) -> Callable[[], None]:
+    """A benchmark that measures a running stack (the real model): it gets one of its own."""
+
+    def step() -> None:
+        with BenchStack(name, model="real") as stack:
+            key = asyncio.run(stack.ready())
+            extra = ["--api", stack.api, "--model-url", stack.model_url] if name == "ttft" else []
+            run([*PY, *argv, *extra], {**stack.env, "TURNFLOW_API_KEY": key})
+
+    return step
+
+
+def chaos() -> None:
+    stamp = f"{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    junit = report.RESULTS / f"chaos-{stamp}.xml"
+    report.RESULTS.mkdir(exist_ok=True)
+    # The outcome goes into the report, pass or fail: a failed scenario must show there.
+    subprocess.run(
+        [*PY, "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *report.CHAOS_TESTS]
+    )
+
+
+STEPS: dict[str, Callable[[], None]] = {
+    "chaos": chaos,
+    "ttft": on_a_stack("ttft", ["bench.ttft"]),
+    "load-fake": lambda: run([*PY, "bench.load", "--model", "fake", "--duration", "15"]),
+    "load-real": lambda: run(
+        [*PY, "bench.load", "--model", "real", "--levels", "1", "2", "4", "8", "--duration", "20"]
+    ),
+    "slow-consumers": lambda: run([*PY, "bench.slow_consumers"]),
+    "failover": lambda: run(
+        [*PY, "bench.failover", "--duration", "60", "--kill-at", "15", "--restart-at", "35"]
+    ),
+    "retrieval": on_a_stack("retrieval", ["bench.retrieval", "--rows", "20000", "--queries", "100"]),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", nargs="+", choices=list(STEPS), default=list(STEPS))
+    args = parser.parse_args()
+    started = time.monotonic()
+    failed = []
+    for name in args.only:
+        print(f"\n=== {name} ===", file=sys.stderr, flush=True)
+        try:
+            STEPS[name]()
+        except subprocess.CalledProcessError as exc:
+            failed.append(name)
+            print(f"{name} failed: {exc}", file=sys.stderr)
+    path = report.render()
+    print(f"\nwrote {path} in {(time.monotonic() - started) / 60:.0f} min", file=sys.stderr)
+    if failed:
+        sys.exit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()

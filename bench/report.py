@@ -1,0 +1,430 @@
+"""bench/REPORT.md from the newest result of every benchmark in bench/results/: each one's table and
+plot, the machine, the date and the commit. `make bench` runs the benchmarks and then this;
+`.venv/bin/python -m bench.report` only re-renders what is there."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import load, slow_consumers
+
+BENCH = Path(__file__).parent
+RESULTS = BENCH / "results"
+REPORT = BENCH / "REPORT.md"
+FIGURES = BENCH / "report"  # the report's plots, committed beside it
+
+# Each chaos scenario of the issue, and the test that plays it (run by `make bench`, and by CI).
+CHAOS = {
+    "a worker process SIGKILLed mid-stream": "test_killed_worker_mid_stream",
+    "the API process SIGKILLed mid-stream; the client resumes with Last-Event-ID": (
+        "test_killed_api_mid_stream_then_resume"
+    ),
+    "Redis stopped for 10 s while turns stream": "test_turns_in_flight_complete_across_a_redis_outage",
+    "Postgres SIGKILLed (and restarted) while turns stream": (
+        "test_turns_in_flight_complete_across_a_postgres_kill"
+    ),
+    "the model server stopped mid-turn: fallback model": (
+        "test_stopped_model_server_falls_back_without_hanging"
+    ),
+    "no model left: retryable error frame, no hang": "test_no_model_left_gives_a_retryable_error_frame",
+    "the Temporal server restarted while turns stream": (
+        "test_turns_in_flight_resume_across_a_temporal_restart"
+    ),
+    "past capacity: 503 overloaded with Retry-After at once": (
+        "test_turns_past_capacity_are_refused_at_once_then_admitted"
+    ),
+}
+CHAOS_TESTS = [
+    "tests/test_worker_crash.py",
+    "tests/test_api_crash.py",
+    "tests/test_chaos.py",
+    "tests/test_model_failures.py",
+    "tests/test_backpressure.py",
+]
+
+
+# Where a turn's CPU goes, by process (the load generator is the benchmark's own clients).
+CPU_COLUMNS = ("api", "worker", "temporal", "postgres", "redis", "model", "load generator")
+
+
+def newest(pattern: str) -> Path | None:
+    found = sorted(RESULTS.glob(pattern))
+    return found[-1] if found else None
+
+
+def ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.0f} ms"
+
+
+def table(header: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def figure(name: str, draw: Callable[[Path], object]) -> str:
+    FIGURES.mkdir(exist_ok=True)
+    path = FIGURES / f"{name}.png"
+    draw(path)
+    return f"![{name}](report/{path.name})"
+
+
+# --- each benchmark's section ---
+
+
+def ttft_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+
+    def draw(out: Path) -> None:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        levels = [lv["concurrency"] for lv in r["levels"]]
+        for who, style in (("turnflow", "-o"), ("direct", "--o")):
+            for p in ("p50", "p95"):
+                ax.plot(levels, [lv[who]["ttft_ms"][p] for lv in r["levels"]], style, label=f"{who} {p}")
+        ax.set(
+            xscale="log", yscale="log", xlabel="concurrency", ylabel="TTFT, ms", title="time to first token"
+        )
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+
+    rows = [
+        [
+            lv["concurrency"],
+            f"{ms(lv['turnflow']['ttft_ms']['p50'])} / {ms(lv['turnflow']['ttft_ms']['p95'])}",
+            f"{ms(lv['direct']['ttft_ms']['p50'])} / {ms(lv['direct']['ttft_ms']['p95'])}",
+            f"{lv['overhead']['ttft_ms']['p50']:.0f} / {lv['overhead']['ttft_ms']['p95']:.0f} ms",
+            f"{lv['overhead']['inter_token_ms']['p50']:.1f} ms",
+            lv["turnflow"]["events_per_token"],
+            f"{lv['turnflow']['errors']} / {lv['turnflow']['n'] + lv['turnflow']['errors']}",
+        ]
+        for lv in r["levels"]
+    ]
+    return "\n\n".join(
+        [
+            "## Time to first token (`bench/ttft.py`, real model)",
+            f"Turnflow's SSE API against the same request sent straight to the model server, interleaved; "
+            f"`max_tokens` {r['max_tokens']}. Run {r['date'][:16]} UTC.",
+            table(
+                [
+                    "concurrency",
+                    "TTFT p50 / p95, turnflow",
+                    "direct",
+                    "overhead p50 / p95",
+                    "inter-token overhead p50",
+                    "events per token",
+                    "errors",
+                ],
+                rows,
+            ),
+            "Targets: overhead p50 ≤ 25 ms and p95 ≤ 60 ms at concurrency 1, p95 ≤ 100 ms at 32; "
+            "inter-token overhead p50 ≤ 2 ms; events per token ≥ 0.95.",
+            figure("ttft", draw),
+        ]
+    )
+
+
+def load_section(path: Path, title: str) -> str:
+    r = json.loads(path.read_text())
+    rows = [
+        [
+            lv["users"],
+            lv["throughput_turns_per_s"],
+            f"{ms(lv['ttft_ms']['p50'])} / {ms(lv['ttft_ms']['p95'])} / {ms(lv['ttft_ms']['p99'])}",
+            f"{ms(lv['total_ms']['p50'])} / {ms(lv['total_ms']['p95'])} / {ms(lv['total_ms']['p99'])}",
+            (", ".join(f"{k} {v}" for k, v in lv["errors"].items()) or "0") + f" of {lv['turns']}",
+            " / ".join(f"{lv['peak_rss_mb'].get(p, 0):.0f}" for p in ("api", "worker", "temporal")),
+            " / ".join(f"{lv.get('cpu_ms_per_turn', {}).get(p, 0):.0f}" for p in CPU_COLUMNS),
+        ]
+        for lv in r["levels"]
+    ]
+    ratio = r.get("ttft_p50_ratio_32_over_1")
+    return "\n\n".join(
+        [
+            f"## {title}",
+            f"{r['duration_s_per_level']:.0f} s of arrivals per level, `max_tokens` {r['max_tokens']}, "
+            f"multi-turn conversations with retrieval. Run {r['date'][:16]} UTC.",
+            table(
+                [
+                    "users",
+                    "turns/s",
+                    "TTFT p50 / p95 / p99",
+                    "end to end p50 / p95 / p99",
+                    "errors",
+                    "peak RSS MB: API / worker / Temporal",
+                    "CPU ms per turn: " + " / ".join(CPU_COLUMNS),
+                ],
+                rows,
+            ),
+            f"TTFT p50 at 32 users ÷ at 1 user: **{ratio}** (target ≤ 2)." if ratio is not None else "",
+            figure(path.stem.rsplit("-", 1)[0], lambda out: load.plot(r, out)),
+        ]
+    )
+
+
+def failover_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+
+    def draw(out: Path) -> None:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(9, 3.5))
+        for outcome, marker in (("done", "o"), ("error", "x")):
+            turns = [t for t in r["timeline"] if (t["outcome"] == "done") == (outcome == "done")]
+            for model, color in (("primary", "tab:blue"), ("fallback", "tab:orange"), (None, "tab:red")):
+                mine = [t for t in turns if t["model"] == model]
+                if mine:
+                    ax.scatter(
+                        [t["started_s"] for t in mine],
+                        [t["latency_ms"] for t in mine],
+                        marker=marker,
+                        color=color,
+                        label=f"{outcome} ({model or 'none'})",
+                        s=14,
+                    )
+        ax.axvline(r["killed_at_s"], color="red", linestyle="--", label="primary killed")
+        ax.axvline(r["restarted_at_s"], color="green", linestyle="--", label="restarted")
+        ax.set(xlabel="s since start", ylabel="turn latency, ms", yscale="log", title="failover timeline")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+
+    row = [
+        r["turns"],
+        f"**{r['failed']}**",
+        f"{r['served_by']['primary']} / {r['served_by']['fallback']}",
+        r["turns_with_reset"],
+        f"{ms(r['normal_ms']['p50'])} / {ms(r['normal_ms']['p95'])}",
+        f"{ms(r['outage_ms']['p50'])} / {ms(r['outage_ms']['p95'])}",
+        f"**{r['p95_outage_over_normal']}**",
+        f"{r['recovered_after_restart_s']} s",
+    ]
+    return "\n\n".join(
+        [
+            "## Failover (`bench/failover.py`, two real model servers)",
+            f"One turn per {1 / r['rate_per_s']:.0f} s for {r['duration_s']:.0f} s; the primary's server "
+            f"SIGKILLed at {r['killed_at_s']} s and restarted at {r['restarted_at_s']} s. "
+            f"Run {r['date'][:16]} UTC.",
+            table(
+                [
+                    "turns",
+                    "failed",
+                    "served by primary / fallback",
+                    "turns with a reset",
+                    "before p50 / p95",
+                    "outage p50 / p95",
+                    "p95 outage ÷ before",
+                    "primary back after restart",
+                ],
+                [row],
+            ),
+            "Targets: 0 failed turns with a fallback configured; p95 during the outage ≤ 2x before.",
+            figure("failover", draw),
+        ]
+    )
+
+
+def slow_consumers_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+    rows = [
+        [
+            p["phase"],
+            p["streams"],
+            f"{ms(p['server_latency_ms']['p50'])} / {ms(p['server_latency_ms']['p95'])}",
+            f"{p['complete']} / {p['streams']}",
+            p["stream_mb"],
+            f"{p['rss_growth_mb']['api']} / {p['rss_growth_mb']['worker']}",
+            p["redis_growth_mb"],
+            p["max_stream_entries"],
+        ]
+        for p in r["phases"]
+    ]
+    return "\n\n".join(
+        [
+            "## Slow consumers (`bench/slow_consumers.py`, FAKE fast model)",
+            f"{r['streams']} concurrent turns of {r['tokens_per_turn']} tokens "
+            f"({r['token_chars']} characters each). *Reading*: every client reads as fast as events "
+            f"come. *Stalled*: every client (receive buffer {r['stalled_client_rcvbuf'] // 1024} KiB) "
+            f"reads up to its first token, then nothing "
+            f"until the turn is recorded, then drops the connection and resumes with `Last-Event-ID`. "
+            f"Run {r['date'][:16]} UTC.",
+            table(
+                [
+                    "phase",
+                    "streams",
+                    "server-side turn latency p50 / p95",
+                    "resumed complete (every token once)",
+                    "MB streamed",
+                    "RSS growth MB: API / worker",
+                    "Redis growth MB",
+                    "longest turn stream (entries)",
+                ],
+                rows,
+            ),
+            f"Server-side latency p50, stalled ÷ reading: **{r['server_latency_p50_stalled_over_reading']}** "
+            f"(1.0: a client that stops reading costs the worker nothing). Each turn's stream is capped at "
+            f"{r['stream_max_entries']:,} entries (approximate trim) and expires after the retention window; "
+            f"the API reads a client's events from Redis only as fast as the client takes them.",
+            figure("slow-consumers", lambda out: slow_consumers.plot(r, out)),
+        ]
+    )
+
+
+def retrieval_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+    scenarios = ("unfiltered", "tenant_1pct", "unsatisfiable", "hybrid_tenant")
+    rows = []
+    for name, o in r["options"].items():
+        cells = [name, o["build_seconds"]]
+        for s in scenarios:
+            v = o.get(s)
+            recall = f", recall {v['recall@10']:.3f}" if v and "recall@10" in v else ""
+            cells.append(f"{v['p50_ms']:.2f} / {v['p95_ms']:.2f}{recall}" if v else "-")
+        rows.append(cells)
+
+    def draw(out: Path) -> None:
+        plt = pyplot()
+        fig, ax = plt.subplots(figsize=(8, 3.5))
+        names = list(r["options"])
+        width = 0.8 / len(scenarios)
+        for i, s in enumerate(scenarios):
+            ax.bar(
+                [x + i * width for x in range(len(names))],
+                [r["options"][n].get(s, {}).get("p95_ms", 0) for n in names],
+                width,
+                label=s,
+            )
+        ax.set(
+            xticks=[x + 0.4 - width / 2 for x in range(len(names))],
+            xticklabels=names,
+            ylabel="p95 ms",
+            title=f"vector search, {r['rows']:,} chunks over {r['tenants']} tenants",
+        )
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+
+    ingest = r.get("ingestion")
+    return "\n\n".join(
+        [
+            "## Retrieval (`bench/retrieval.py`)",
+            f"{r['rows']:,} synthetic 384-d chunks over {r['tenants']} tenants, {r['queries']} queries, "
+            f"k = {r['k']}; latency p50 / p95 in ms (recall@10 against exact search). "
+            f"Run {r['date'][:16]} UTC. "
+            "Quality on SciFact and the 100k/1M runs: [RETRIEVAL.md](RETRIEVAL.md).",
+            table(["index", "build s", *scenarios], rows),
+            f"Ingestion: {ingest['chunks_per_second']} chunks/s, embedding included." if ingest else "",
+            figure("retrieval", draw),
+        ]
+    )
+
+
+def chaos_section(path: Path) -> str:
+    cases = {case.get("name", ""): case for case in ET.parse(path).getroot().iter("testcase")}
+    rows = []
+    for scenario, test in CHAOS.items():
+        case = cases.get(test)
+        if case is None:
+            rows.append([scenario, f"`{test}`", "not run", "-"])
+            continue
+        failed = case.find("failure") is not None or case.find("error") is not None
+        skipped = case.find("skipped") is not None
+        outcome = "**failed**" if failed else "skipped" if skipped else "passed"
+        rows.append([scenario, f"`{test}`", outcome, f"{float(case.get('time', 0)):.1f} s"])
+    return "\n\n".join(
+        [
+            "## Chaos scenarios (pytest, real services)",
+            "Each scenario runs while turns stream and then checks the database: every accepted message "
+            "has exactly one reply, or an explicit error, recorded. CI runs the same tests. "
+            f"Run {datetime.fromtimestamp(path.stat().st_mtime, UTC):%Y-%m-%d %H:%M} UTC.",
+            table(["scenario", "test", "outcome", "time"], rows),
+        ]
+    )
+
+
+def machine() -> str:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor() or "unknown CPU",
+    )
+    mem_kb = next(
+        (
+            int(line.split()[1])
+            for line in Path("/proc/meminfo").read_text().splitlines()
+            if line.startswith("MemTotal")
+        ),
+        0,
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=BENCH, check=False
+    ).stdout.strip()
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {mem_kb / 2**20:.0f} GiB memory, no GPU; {platform.platform()}; "
+        f"Python {platform.python_version()}; commit {commit or 'unknown'}. Everything runs on this one "
+        "machine: Temporal dev server, Postgres, Redis, model servers, API, worker and the load generator."
+    )
+
+
+SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
+    ("chaos-*.xml", chaos_section),
+    ("ttft-*.json", ttft_section),
+    ("load-fake-*.json", lambda p: load_section(p, "Load, FAKE fast model (`bench/load.py --model fake`)")),
+    ("load-real-*.json", lambda p: load_section(p, "Load, real model (`bench/load.py --model real`)")),
+    ("slow-consumers-*.json", slow_consumers_section),
+    ("failover-*.json", failover_section),
+    ("retrieval-*.json", retrieval_section),
+]
+
+
+def render() -> Path:
+    if FIGURES.exists():
+        shutil.rmtree(FIGURES)
+    parts = [
+        "# turnflow benchmark report",
+        f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` (re-render: "
+        "`.venv/bin/python -m bench.report`).\n\n" + f"**Machine**: {machine()}",
+    ]
+    missing = []
+    for pattern, section in SECTIONS:
+        path = newest(pattern)
+        if path is None:
+            missing.append(pattern)
+            continue
+        parts.append(section(path))
+    if missing:
+        parts.append("Not run: " + ", ".join(f"`{m}`" for m in missing) + ".")
+    REPORT.write_text("\n\n".join(p for p in parts if p) + "\n")
+    return REPORT
+
+
+def main() -> None:
+    print(f"wrote {render()}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
