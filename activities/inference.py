@@ -131,7 +131,11 @@ class InferenceActivities:
             except _UNREACHABLE as exc:
                 await self._failed(target, exc)
                 raise
-        await self.breakers.record(target.endpoint, self.breakers.outcome_of(result.ttft_ms))
+        # Slowness counts against an endpoint only where a turn could go elsewhere: the last resort,
+        # busy, still answers (admission control is what sheds load, with Retry-After).
+        slow_counts = self.registry.has_alternative(target.name)
+        outcome = self.breakers.outcome_of(result.ttft_ms) if slow_counts else "ok"
+        await self.breakers.record(target.endpoint, outcome)
         return result
 
     async def _failed(self, target: ModelTarget, exc: BaseException) -> None:

@@ -54,6 +54,11 @@ class ModelRegistry:
     def endpoints(self) -> list[str]:
         return self._endpoints
 
+    def has_alternative(self, name: str) -> bool:
+        """Another replica or a fallback model to move a turn to when this model's endpoint is slow."""
+        spec = self.spec(name)
+        return len(spec.endpoints) > 1 or bool(spec.fallback)
+
     def _gguf(self, path: Path) -> LocalGGUFCounter:
         if path not in self._gguf_counters:
             self._gguf_counters[path] = LocalGGUFCounter(path)

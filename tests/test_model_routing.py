@@ -205,6 +205,21 @@ async def test_a_slow_endpoint_opens_its_breaker(
     assert end_of(moved).data["model"] == REAL_MODEL and scripted.requests == 2
 
 
+async def test_a_slow_last_resort_keeps_serving(
+    services: Services, tmp_path: Path, scripted: ScriptedModelServer
+) -> None:
+    """Slow, but with no replica or fallback to move to: its circuit stays closed and turns are served
+    (a busy CPU model's queue is not a reason to refuse every turn)."""
+    models = {"gpu": model_entry(scripted.url, fidelity=10)}
+    scripted.script.first_token_delay_s = 0.6
+    breaker = {"min_calls": 2, "failure_rate": 0.5, "slow_call": "300ms", "cooldown": "1m"}
+    async with ApiServer(settings_with(services, tmp_path, models, breaker=breaker)) as api:
+        conv = await api.conversation()
+        served = [await turn(api, conv) for _ in range(3)]
+    assert [(end_of(e).event, end_of(e).data.get("model")) for e in served] == [("done", "gpu")] * 3
+    assert scripted.requests == 3
+
+
 async def test_canary_is_sticky_matches_the_router_and_follows_promote_and_rollback(
     services: Services, tmp_path: Path, second_model: str
 ) -> None:
