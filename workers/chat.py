@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from temporalio.worker import Worker
@@ -40,10 +42,22 @@ PASSTHROUGH = (
 )
 
 
-def sandbox_runner() -> SandboxedWorkflowRunner:
+def sandbox_runner(bytecode_cache: Path | None = None) -> SandboxedWorkflowRunner:
+    if bytecode_cache is not None:
+        keep_bytecode(bytecode_cache)
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     )
+
+
+def keep_bytecode(cache_dir: Path) -> None:
+    """The sandbox imports a workflow's module afresh for every run. Under PYTHONDONTWRITEBYTECODE
+    (usual in containers, and set on this project's machines) no bytecode is ever cached, so every
+    turn compiled workflows/*.py from source again: ~5 ms of each turn's time to first token. The
+    bytecode goes to a cache in the data dir instead of the source tree."""
+    if sys.dont_write_bytecode:
+        sys.pycache_prefix = sys.pycache_prefix or str(cache_dir.resolve())
+        sys.dont_write_bytecode = False
 
 
 def chat_activities(res: Resources) -> list[Callable[..., Any]]:
@@ -78,7 +92,7 @@ def build_chat_worker(res: Resources, *, task_queue: str | None = None, slots: i
         task_queue=task_queue or res.policy.queue("chat"),
         workflows=WORKFLOWS,
         activities=chat_activities(res),
-        workflow_runner=sandbox_runner(),
+        workflow_runner=sandbox_runner(res.settings.data_dir / "pycache"),
         graceful_shutdown_timeout=timedelta(seconds=10),
         # Heartbeats are what carries a cancel to a generating activity: the SDK's default throttle
         # (80% of the heartbeat timeout, 4 s here) let a cancelled turn generate for seconds more.

@@ -45,7 +45,7 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
                 res.sessions, res.redis, res.settings.transcript_retention_days
             ).retention_purge,
         ],
-        workflow_runner=sandbox_runner(),
+        workflow_runner=sandbox_runner(res.settings.data_dir / "pycache"),
         graceful_shutdown_timeout=timedelta(seconds=10),
         # Embedding is CPU-bound: a few documents at a time keep the machine responsive.
         max_concurrent_activities=2,
