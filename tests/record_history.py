@@ -6,23 +6,46 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
+from typing import Any
 
 import httpx
+from google.protobuf import json_format
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import PayloadCodec
 
 from activities.purge import PurgeInput
 from activities.reembed_models import ReembedInput
 from infra.access_cli import read_demo_key
+from infra.payload_codec import ENCODING as ENCRYPTED
 from infra.resources import Resources
 from infra.settings import get_settings
 from tests.replay import HISTORIES
 from workflows.stack_probe import StackProbeInput, StackProbeResult
 
 
+async def plaintext(node: Any, codec: PayloadCodec) -> Any:
+    """The history's JSON with every encrypted payload decrypted: recorded histories replay in the
+    tests without the recording stack's keys."""
+    if isinstance(node, list):
+        return [await plaintext(item, codec) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if isinstance(node.get("metadata"), dict) and "encoding" in node["metadata"]:
+        payload = json_format.ParseDict(node, Payload())
+        if payload.metadata.get("encoding") == ENCRYPTED:
+            [decoded] = await codec.decode([payload])
+            return json_format.MessageToDict(decoded)
+        return node
+    return {key: await plaintext(value, codec) for key, value in node.items()}
+
+
 async def record(res: Resources, name: str, workflow_id: str) -> None:
     history = await res.temporal.get_workflow_handle(workflow_id).fetch_history()
     HISTORIES.mkdir(exist_ok=True)
-    (HISTORIES / f"{name}.json").write_text(history.to_json())
+    events = await plaintext(history.to_json_dict(), res.codec)
+    (HISTORIES / f"{name}.json").write_text(json.dumps(events, indent=2))
     print(f"recorded {len(history.events)} events of {workflow_id} into {HISTORIES / f'{name}.json'}")
 
 

@@ -13,7 +13,7 @@ import pytest_asyncio
 
 from infra.components.model import default_gguf
 from tests.api_harness import ApiServer, api_key_of, isolated_settings, model_entry
-from tests.conftest import Services, free_port
+from tests.conftest import Services, db_rows, free_port
 from tests.fake_model import ScriptedModelServer
 from tests.sse import Event, collect
 from tests.test_chat_turn import messages_of
@@ -135,24 +135,29 @@ async def test_moderation_redacts_after_the_fact(
 async def test_whole_turn_timeout_ends_the_stream_with_an_error(
     services: Services, tmp_path: Path, scripted: ScriptedModelServer
 ) -> None:
-    """A model slower than the turn's timeout: the workflow is timed out, and the stream says so."""
+    """A model slower than the turn's timeout: the turn ends itself just before the timeout, records
+    an explicit retryable error for the message, and the stream says so."""
     import yaml
 
     scripted.script.reply = ["slow"] * 40
-    scripted.script.token_delay_s = 0.25
+    scripted.script.token_delay_s = 0.25  # 10 s of reply
     settings = app_settings(services, tmp_path, scripted.url, services.endpoints.model_url)
     policy = yaml.safe_load(settings.policy_file.read_text())
-    policy["workflows"]["chat_turn"]["execution_timeout"] = "3s"
+    policy["workflows"]["chat_turn"]["execution_timeout"] = "6s"  # the turn's own deadline: 4 s
     settings.policy_file.write_text(yaml.safe_dump(policy))
     async with ApiServer(settings) as api:
         _, seen = await asyncio.wait_for(turn(api), timeout=60)
     assert seen[0].event == "turn" and "token" in [e.event for e in seen]
     assert seen[-1].event == "error"
-    assert seen[-1].data == {
-        "code": "turn_timed_out",
-        "message": "the turn ended without a reply (timed_out)",
-        "retryable": True,
-    }
+    error = seen[-1].data
+    assert (error["code"], error["retryable"]) == ("turn_timed_out", True)
+    assert error["message"] == "the turn ran out of time (its whole-turn timeout is 6 s); try again"
+    turn_id = seen[0].data["turn_id"]
+    recorded = db_rows(
+        services, "SELECT role, content, error FROM messages WHERE turn_id = %s ORDER BY role DESC", turn_id
+    )
+    assert [role for role, *_ in recorded] == ["user", "assistant"], recorded
+    assert recorded[1][1] == "" and recorded[1][2]["code"] == "turn_timed_out", recorded
 
 
 async def test_openai_stream_survives_a_fallback_before_any_token(

@@ -8,6 +8,8 @@ retries and fallbacks come from temporal.yaml, carried in the input.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from datetime import timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -44,6 +46,12 @@ from workflows.webhook import DeliverWebhookWorkflow, deliver
 ROUTING_PATCH = "model-routing"
 # Turns started before webhooks had their own workflow deliver them inline (and wait for it).
 WEBHOOK_CHILD_PATCH = "webhook-child"
+# Turns started before the turn kept its own deadline ran until the server's timeout ended them,
+# leaving no record.
+DEADLINE_PATCH = "turn-deadline"
+# Of its whole-turn timeout, what a turn keeps to stop its step in progress (which may take a
+# heartbeat or two) and record that it ran out; at most a third of it.
+DEADLINE_RESERVE = timedelta(seconds=15)
 
 
 def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
@@ -61,9 +69,16 @@ def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
 
 @workflow.defn(name="chat_turn")
 class ChatTurnWorkflow:
+    # Set when the turn's own deadline cancels it (as opposed to a client's cancel).
+    _out_of_time = False
+    # The user's text as validation left it, once it has (what a turn that runs out records).
+    _user_text: str | None = None
+
     @workflow.run
     async def run(self, inp: ChatTurnInput) -> ChatTurnResult:
-        result = await self._turn(inp)
+        result = (
+            await self._turn_by_deadline(inp) if workflow.patched(DEADLINE_PATCH) else await self._turn(inp)
+        )
         if not inp.webhook_url:
             return result
         webhook = WebhookInput(url=inp.webhook_url, result=result)
@@ -79,6 +94,33 @@ class ChatTurnWorkflow:
         else:
             await deliver(inp.options, webhook)
         return result
+
+    async def _turn_by_deadline(self, inp: ChatTurnInput) -> ChatTurnResult:
+        """The turn, ended by the workflow itself shortly before the whole-turn timeout would end it
+        without a trace: one that runs out of time is recorded with an explicit, retryable error."""
+        timeout = workflow.info().execution_timeout
+        if not timeout:
+            return await self._turn(inp)
+        turn = asyncio.create_task(self._turn(inp))
+        try:
+            await workflow.wait_condition(turn.done, timeout=timeout - min(DEADLINE_RESERVE, timeout / 3))
+        except TimeoutError:
+            self._out_of_time = True
+            turn.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await turn
+            limit = f"{timeout.total_seconds():g} s"
+            message = f"the turn ran out of time (its whole-turn timeout is {limit}); try again"
+            return await self._record_error(
+                inp,
+                self._user_text or inp.user_text,
+                {"code": "turn_timed_out", "message": message, "retryable": True},
+            )
+        except asyncio.CancelledError:
+            # Cancelled by the client: the turn keeps what was streamed (see _turn) and ends.
+            turn.cancel()
+            return await turn
+        return turn.result()
 
     async def _turn(self, inp: ChatTurnInput) -> ChatTurnResult:
         opts = inp.options
@@ -129,6 +171,7 @@ class ChatTurnWorkflow:
             raise validation
         assert isinstance(validation, ValidateResult)
         valid, user_text = validation, validation.text
+        self._user_text = user_text
         route: RouteDecision | None = None
         if routing:
             if isinstance(routing[0], StepFailed):
@@ -186,6 +229,8 @@ class ChatTurnWorkflow:
             else:
                 reply = await run_with_policy(opts, "infer", infer, InferResult)
         except asyncio.CancelledError:
+            if self._out_of_time:
+                raise  # not the client: the turn's deadline (recorded by _turn_by_deadline)
             # Cancelled by the client: keep what was streamed, and say so.
             status = "cancelled"
             partial = await run_with_policy(opts, "partial_text", TurnRef(turn_id=inp.turn_id), str)
@@ -344,6 +389,17 @@ class ChatTurnWorkflow:
         """Record the user's message with an explicit error reply, and tell the client."""
         code, message, retryable = _error_of(exc)
         error = {"code": code, "message": message, "retryable": retryable}
+        return await self._record_error(inp, user_text, error, prompt, route, fallbacks)
+
+    async def _record_error(
+        self,
+        inp: ChatTurnInput,
+        user_text: str,
+        error: dict[str, object],
+        prompt: AssembleResult | None = None,
+        route: RouteDecision | None = None,
+        fallbacks: list[dict[str, str]] | None = None,
+    ) -> ChatTurnResult:
         await self._persist(
             inp,
             user_text=user_text,
