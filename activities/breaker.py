@@ -118,13 +118,7 @@ class CircuitBreakers:
             pipe.hmget(PREFIX + url, "state", "open_until", "probe_until")
         now = self._now_ms()
         views: dict[str, BreakerView] = {}
-        try:
-            states = await pipe.execute()
-        except REDIS_UNAVAILABLE as exc:
-            # Breakers fail open: a Redis outage must not take every model down with it.
-            degraded("circuit breakers read as closed", exc)
-            return dict.fromkeys(endpoints, BreakerView("closed"))
-        for url, (state, open_until, probe_until) in zip(endpoints, states, strict=True):
+        for url, (state, open_until, probe_until) in zip(endpoints, await pipe.execute(), strict=True):
             if state is None or state == b"closed":
                 views[url] = BreakerView("closed")
                 continue

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.breaker import CircuitBreakers
+from activities.breaker import BreakerView, CircuitBreakers
 from activities.model_registry import ModelRegistry
 from activities.outages import REDIS_UNAVAILABLE, degraded
 from activities.routing import NoEligibleModel, RouteDecision, RouteRequest, TenantPolicy, route
@@ -59,6 +59,14 @@ class RouteActivities:
         policy = TenantPolicy.from_row(row[0], row[1]) if row else TenantPolicy()
         self._tenants[tenant_id] = (time.monotonic(), policy)
         return policy
+
+    async def _breaker_views(self) -> dict[str, BreakerView]:
+        try:
+            return await self.breakers.views(self.registry.endpoints())
+        except REDIS_UNAVAILABLE as exc:
+            # Routing fails open: a Redis outage must not take every model down with it.
+            degraded("circuit breakers read as closed for routing", exc)
+            return dict.fromkeys(self.registry.endpoints(), BreakerView("closed"))
 
     async def _runtime_shares(self) -> dict[str, float]:
         try:
@@ -115,9 +123,7 @@ class RouteActivities:
                     non_retryable=True,
                 )
         # Breaker states and canary shares in one concurrent round: routing sits before the first token.
-        views, shares = await asyncio.gather(
-            self.breakers.views(self.registry.endpoints()), self._runtime_shares()
-        )
+        views, shares = await asyncio.gather(self._breaker_views(), self._runtime_shares())
         try:
             return route(
                 self.registry.models,

@@ -12,7 +12,7 @@ It reports the server-side turn latency (the transcript's `latency_ms`) of both 
 their idle size next to the bytes the stalled clients held back, Redis' memory and the turns' stream
 lengths, and whether every resumed client got every token exactly once.
 
-    .venv/bin/python -m bench.slow_consumers                  # 64 streams
+    .venv/bin/python -m bench.slow_consumers                  # 32 streams
     .venv/bin/python -m bench.slow_consumers --streams 16 --token-chars 100
 """
 
@@ -43,6 +43,7 @@ from infra.synth import percentile
 RESULTS = Path(__file__).parent / "results"
 TOKENS = 1024  # the most a turn may ask of the embedded model's entry (half its context)
 STALLED_RCVBUF = 16 * 1024
+PHASE_TIMEOUT_S = 600  # a phase that takes longer is stuck: fail, with the progress shown
 
 
 def pcts(values: list[float]) -> dict[str, float | None]:
@@ -67,7 +68,24 @@ def complete(tokens: list[dict[str, Any]], reply: dict[str, Any]) -> bool:
     ) == reply["content"]
 
 
-async def one_turn(http: httpx.AsyncClient, conv: str, stall: bool) -> dict[str, Any]:
+class Progress:
+    """How many turns got their first token, were recorded and were read to the end, every 5 s."""
+
+    def __init__(self, phase: str, total: int) -> None:
+        self.phase, self.total = phase, total
+        self.counts = {"streaming": 0, "recorded": 0, "finished": 0}
+
+    def step(self, name: str) -> None:
+        self.counts[name] += 1
+
+    async def report(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            done = ", ".join(f"{n} {v}/{self.total}" for n, v in self.counts.items())
+            print(f"  {self.phase}: {done}", file=sys.stderr, flush=True)
+
+
+async def one_turn(http: httpx.AsyncClient, conv: str, stall: bool, progress: Progress) -> dict[str, Any]:
     body = {"content": "Tell me a very long story.", "max_tokens": TOKENS, "temperature": 0}
     tokens: list[dict[str, Any]] = []
     turn_id, last_id = "", ""
@@ -79,11 +97,14 @@ async def one_turn(http: httpx.AsyncClient, conv: str, stall: bool) -> dict[str,
             elif event.event == "token":
                 tokens.append(event.data)
                 last_id = event.id or last_id
+                if len(tokens) == 1:
+                    progress.step("streaming")
                 if stall:
                     break  # read nothing more while the turn runs...
             elif event.event in ("done", "error"):
                 break
         reply = await recorded(http, conv, turn_id)
+        progress.step("recorded")
     # ...then drop the connection and resume after the last event seen.
     if stall:
         url = f"/v1/turns/{turn_id}/events"
@@ -94,6 +115,7 @@ async def one_turn(http: httpx.AsyncClient, conv: str, stall: bool) -> dict[str,
                     tokens.append(event.data)
                 elif event.event in ("done", "error"):
                     break
+    progress.step("finished")
     return {
         "turn_id": turn_id,
         "latency_ms": reply["latency_ms"],
@@ -125,10 +147,15 @@ async def phase(
             await asyncio.sleep(0.5)
 
     redis_watch = asyncio.create_task(watch_redis())
+    progress = Progress("stalled" if stall else "reading", streams)
+    reporting = asyncio.create_task(progress.report())
     started = time.monotonic()
     try:
-        turns = await asyncio.gather(*(one_turn(http, c, stall) for c in convs))
+        turns = await asyncio.wait_for(
+            asyncio.gather(*(one_turn(http, c, stall, progress) for c in convs)), PHASE_TIMEOUT_S
+        )
     finally:
+        reporting.cancel()
         stop.set()
         await memory
         await redis_watch
@@ -244,7 +271,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--streams", type=int, default=64)
+    parser.add_argument("--streams", type=int, default=32)
     parser.add_argument("--token-chars", type=int, default=400, help="each token's text, padded")
     args = parser.parse_args()
     result = run(args)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -91,6 +92,8 @@ class BenchStack:
         self._up: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> Self:
+        # A benchmark stopped with SIGTERM still takes its stack down (through __exit__).
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
         if self.model == "fake":
             self._fake = subprocess.Popen(
                 [

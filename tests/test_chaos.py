@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 from redis.asyncio import Redis
@@ -19,6 +20,7 @@ from redis.asyncio import Redis
 from activities.transcript import recent_key
 from db.engine import libpq_url
 from db.migrate import upgrade_async
+from infra.components.base import Component
 from infra.components.postgres import postgres_component
 from infra.components.redis import redis_component
 from infra.components.temporal import temporal_component
@@ -70,14 +72,39 @@ class StreamedTurn:
         return tokens
 
 
-async def test_turns_in_flight_complete_across_a_postgres_kill(services: Services, tmp_path: Path) -> None:
-    # A Postgres of this test's own, supervised as `turnflow up` supervises it (restarted when it dies).
+def own_postgres(tmp_path: Path) -> tuple[Component, str]:
+    """A Postgres of the test's own (to kill or stop), and its URL."""
     port, password = free_port(), uuid.uuid4().hex
     url = f"postgresql+psycopg://{EMBEDDED_DB_USER}:{password}@127.0.0.1:{port}/{EMBEDDED_DB_NAME}"
-    supervisor = Supervisor(tmp_path / "logs")
     component = postgres_component(
         tmp_path / "pg", port, superuser=EMBEDDED_DB_USER, password=password, dbname=EMBEDDED_DB_NAME
     )
+    return component, url
+
+
+def own_temporal(services: Services, tmp_path: Path) -> tuple[Component, str]:
+    component = temporal_component(
+        tmp_path / "temporal", free_port(), free_port(), services.policy.namespace, http_port=free_port()
+    )
+    return component, component.urls["Temporal (gRPC)"]
+
+
+def assert_unavailable(resp: httpx.Response, dependency: str) -> None:
+    """An explicit, retryable refusal naming what is down: never a 500."""
+    assert resp.status_code == 503, resp.text
+    assert resp.headers["Retry-After"] == "2"
+    error = resp.json()["error"]
+    assert (error["code"], error["retryable"], error["dependency"]) == (
+        "dependency_unavailable",
+        True,
+        dependency,
+    )
+
+
+async def test_turns_in_flight_complete_across_a_postgres_kill(services: Services, tmp_path: Path) -> None:
+    # Supervised as `turnflow up` supervises it: restarted when it dies.
+    component, url = own_postgres(tmp_path)
+    supervisor = Supervisor(tmp_path / "logs")
     await supervisor.start([component])
     watching = asyncio.create_task(supervisor.run_until_failure())
     try:
@@ -150,14 +177,7 @@ async def test_turns_in_flight_complete_across_a_redis_outage(services: Services
         await first.stop()
         await second.stop()
 
-    assert refused.status_code == 503, refused.text
-    assert refused.headers["Retry-After"] == "2"
-    error = refused.json()["error"]
-    assert (error["code"], error["retryable"], error["dependency"]) == (
-        "dependency_unavailable",
-        True,
-        "redis",
-    )
+    assert_unavailable(refused, "redis")
     assert read.status_code == 200, read.text
     assert len(rows) == 6, rows  # one question and one reply per turn, none for the refused one
     for turn, streamed_before in zip(turns, before, strict=True):
@@ -181,10 +201,7 @@ TEMPORAL_DOWN_S = 5.0
 async def test_turns_in_flight_resume_across_a_temporal_restart(services: Services, tmp_path: Path) -> None:
     """The Temporal server restarted (same database file) while turns stream: the turns resume and
     complete, each recorded once, and each client's stream carries it through to `done`."""
-    component = temporal_component(
-        tmp_path / "temporal", free_port(), free_port(), services.policy.namespace, http_port=free_port()
-    )
-    address = component.urls["Temporal (gRPC)"].removeprefix("http://")
+    component, address = own_temporal(services, tmp_path)
     first = Supervisor(tmp_path / "logs")
     await first.start([component])
     second = Supervisor(tmp_path / "logs")
@@ -213,3 +230,43 @@ async def test_turns_in_flight_resume_across_a_temporal_restart(services: Servic
         assert [t["index"] for t in tokens] == list(range(len(tokens)))
         mine = {role: (content, err) for t, role, content, err in rows if t == turn.turn_id}
         assert mine["assistant"] == ("".join(t["text"] for t in tokens), None)
+
+
+async def test_requests_while_postgres_is_down_get_a_retryable_503(
+    services: Services, tmp_path: Path
+) -> None:
+    component, url = own_postgres(tmp_path)
+    supervisor = Supervisor(tmp_path / "logs")
+    await supervisor.start([component])
+    try:
+        await upgrade_async(url)
+        async with ApiServer(isolated_settings(services, tmp_path, database_url=url)) as api:
+            conv = await api.conversation()
+            await supervisor.stop()
+            read = await api.client.get(f"/v1/conversations/{conv}")
+            turn = await api.client.post(
+                f"/v1/conversations/{conv}/messages", json={"content": "Hello?", "stream": False}
+            )
+    finally:
+        await supervisor.stop()
+    assert_unavailable(read, "postgres")
+    assert_unavailable(turn, "postgres")
+
+
+async def test_a_turn_while_temporal_is_down_gets_a_retryable_503(services: Services, tmp_path: Path) -> None:
+    component, address = own_temporal(services, tmp_path)
+    supervisor = Supervisor(tmp_path / "logs")
+    await supervisor.start([component])
+    try:
+        async with ApiServer(isolated_settings(services, tmp_path, temporal_address=address)) as api:
+            conv = await api.conversation()
+            await supervisor.stop()
+            # The client retries a start for about 10 s before it gives up.
+            turn = await api.client.post(
+                f"/v1/conversations/{conv}/messages", json={"content": "Hello?", "stream": False}
+            )
+            read = await api.client.get(f"/v1/conversations/{conv}")
+    finally:
+        await supervisor.stop()
+    assert_unavailable(turn, "temporal")
+    assert read.status_code == 200, read.text  # what does not need Temporal still works
