@@ -22,6 +22,7 @@ from bench import report
 from bench.stack import BenchStack
 
 PY = [sys.executable, "-m"]
+PACED_LEVELS = ["--levels", "1", "8", "32", "64", "--duration", "45"]
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> None:
@@ -55,6 +56,9 @@ STEPS: dict[str, Callable[[], None]] = {
     "chaos": chaos,
     "ttft": on_a_stack("ttft", ["bench.ttft"]),
     "load-fake": lambda: run([*PY, "bench.load", "--model", "fake", "--duration", "15"]),
+    "load-paced": lambda: run(
+        [*PY, "bench.load", "--model", "fake", "--think-s", "5", "--token-ms", "25", *PACED_LEVELS]
+    ),
     "load-real": lambda: run(
         [*PY, "bench.load", "--model", "real", "--levels", "1", "2", "4", "8", "--duration", "20"]
     ),

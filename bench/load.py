@@ -8,6 +8,11 @@ turns from bench/fast_fake_model.py (a FAKE, fast, fixed-pace server: the platfo
 
     .venv/bin/python -m bench.load --model fake                       # 1, 8, 32, 128, 256 users
     .venv/bin/python -m bench.load --model real --levels 1 4 8 --duration 30
+
+By default users send their next turn as soon as a reply ends: a capacity test, where from the
+saturation point on, turns queue. `--think-s S` gives them a mean pause of S seconds (exponential)
+before each turn, as people reading and typing take, and `--token-ms` paces the fake model like a
+real one: the platform's cost at a given number of concurrent conversations, short of saturation.
 """
 
 from __future__ import annotations
@@ -79,7 +84,9 @@ async def watch_memory(data_dir: Path, peaks: dict[str, float], stop: asyncio.Ev
 async def level(
     api: str, key: str, users: int, args: argparse.Namespace, data_dir: Path, model_pid: int | None = None
 ) -> dict[str, Any]:
-    traffic = Synth(api, key, max_tokens=args.max_tokens, max_in_flight=users, seed=users)
+    traffic = Synth(
+        api, key, max_tokens=args.max_tokens, max_in_flight=users, seed=users, think_s=args.think_s
+    )
     peaks: dict[str, float] = {}
     stop = asyncio.Event()
     memory = asyncio.create_task(watch_memory(data_dir, peaks, stop))
@@ -144,14 +151,15 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     thr.plot(users, [sum(r["errors"].values()) for r in rows], "-x", label="errors")
     thr.set(xscale="log", xlabel="concurrent users", title="throughput and errors")
     thr.legend()
-    fig.suptitle(f"turnflow load, {result['model']} model, {result['date'][:10]}")
+    think = f", users pause {result['think_s']:g} s" if result.get("think_s") else ""
+    fig.suptitle(f"turnflow load, {result['model']} model{think}, {result['date'][:10]}")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    with BenchStack("load", model=args.model) as stack:
+    with BenchStack("load", model=args.model, fake_args=("--token-ms", str(args.token_ms))) as stack:
 
         async def drive() -> list[dict[str, Any]]:
             key = await stack.ready()
@@ -182,6 +190,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "duration_s_per_level": args.duration,
         "max_tokens": args.max_tokens,
+        "think_s": args.think_s,
+        "fake_token_ms": args.token_ms if args.model == "fake" else None,
         "levels": rows,
         "ttft_p50_ratio_32_over_1": ratio,
     }
@@ -195,10 +205,13 @@ def main() -> None:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 128, 256])
     parser.add_argument("--duration", type=float, default=30, help="seconds of arrivals per level")
     parser.add_argument("--max-tokens", type=int, default=32)
+    parser.add_argument("--think-s", type=float, default=0.0, help="users' mean pause before a turn")
+    parser.add_argument("--token-ms", type=float, default=5.0, help="the fake model's pace per token")
     args = parser.parse_args()
     result = run(args)
     RESULTS.mkdir(exist_ok=True)
-    stem = RESULTS / f"load-{args.model}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    paced = f"-think{args.think_s:g}s" if args.think_s else ""
+    stem = RESULTS / f"load-{args.model}{paced}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     print(f"wrote {stem.with_suffix('.json')}")
     if plot(result, stem.with_suffix(".png")):

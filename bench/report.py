@@ -43,6 +43,15 @@ CHAOS = {
     "past capacity: 503 overloaded with Retry-After at once": (
         "test_turns_past_capacity_are_refused_at_once_then_admitted"
     ),
+    "a turn past its whole-turn timeout: an explicit error recorded": (
+        "test_whole_turn_timeout_ends_the_stream_with_an_error"
+    ),
+    "Postgres down: requests get a retryable 503 naming it": (
+        "test_requests_while_postgres_is_down_get_a_retryable_503"
+    ),
+    "Temporal down: a new turn gets a retryable 503": (
+        "test_a_turn_while_temporal_is_down_gets_a_retryable_503"
+    ),
 }
 CHAOS_TESTS = [
     "tests/test_worker_crash.py",
@@ -116,7 +125,9 @@ def ttft_section(path: Path) -> str:
             f"{ms(lv['turnflow']['ttft_ms']['p50'])} / {ms(lv['turnflow']['ttft_ms']['p95'])}",
             f"{ms(lv['direct']['ttft_ms']['p50'])} / {ms(lv['direct']['ttft_ms']['p95'])}",
             f"{lv['overhead']['ttft_ms']['p50']:.0f} / {lv['overhead']['ttft_ms']['p95']:.0f} ms",
-            f"{lv['overhead']['inter_token_ms']['p50']:.1f} ms",
+            f"{abs(lv['overhead']['inter_token_ms']['p50']):.1f} ms"
+            if abs(lv["overhead"]["inter_token_ms"]["p50"]) < 0.05
+            else f"{lv['overhead']['inter_token_ms']['p50']:.1f} ms",
             lv["turnflow"]["events_per_token"],
             f"{lv['turnflow']['errors']} / {lv['turnflow']['n'] + lv['turnflow']['errors']}",
         ]
@@ -165,7 +176,7 @@ def load_section(path: Path, title: str) -> str:
         [
             f"## {title}",
             f"{r['duration_s_per_level']:.0f} s of arrivals per level, `max_tokens` {r['max_tokens']}, "
-            f"multi-turn conversations with retrieval. Run {r['date'][:16]} UTC.",
+            f"multi-turn conversations with retrieval; {pacing(r)}. Run {r['date'][:16]} UTC.",
             table(
                 [
                     "users",
@@ -182,6 +193,17 @@ def load_section(path: Path, title: str) -> str:
             figure(path.stem.rsplit("-", 1)[0], lambda out: load.plot(r, out)),
         ]
     )
+
+
+def pacing(r: dict[str, Any]) -> str:
+    think = r.get("think_s") or 0
+    users = (
+        f"each user pauses {think:g} s on average (exponential) before each turn"
+        if think
+        else "each user sends its next turn as soon as a reply ends (a capacity test)"
+    )
+    token_ms = r.get("fake_token_ms")
+    return users + (f"; the fake model streams a token every {token_ms:g} ms" if token_ms else "")
 
 
 def failover_section(path: Path) -> str:
@@ -393,7 +415,15 @@ def machine() -> str:
 SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("chaos-*.xml", chaos_section),
     ("ttft-*.json", ttft_section),
-    ("load-fake-*.json", lambda p: load_section(p, "Load, FAKE fast model (`bench/load.py --model fake`)")),
+    # (load-fake-2026...: timestamps follow the model at once; paced runs say `-think…` first.)
+    (
+        "load-fake-2*.json",
+        lambda p: load_section(p, "Capacity, FAKE fast model (`bench/load.py --model fake`)"),
+    ),
+    (
+        "load-fake-think*.json",
+        lambda p: load_section(p, "Load, users who pause between turns, FAKE model at a real pace"),
+    ),
     ("load-real-*.json", lambda p: load_section(p, "Load, real model (`bench/load.py --model real`)")),
     ("slow-consumers-*.json", slow_consumers_section),
     ("failover-*.json", failover_section),

@@ -75,7 +75,9 @@ def percentile(values: list[float], p: float) -> float | None:
 
 
 class Synth:
-    def __init__(self, api: str, key: str, *, max_tokens: int, max_in_flight: int, seed: int) -> None:
+    def __init__(
+        self, api: str, key: str, *, max_tokens: int, max_in_flight: int, seed: int, think_s: float = 0.0
+    ) -> None:
         self.http = httpx.AsyncClient(
             base_url=api,
             headers={"Authorization": f"Bearer {key}"},
@@ -86,6 +88,8 @@ class Synth:
             ),
         )
         self.max_tokens = max_tokens
+        # A user's mean pause (exponential) before each turn: reading the reply, typing the next.
+        self.think_s = think_s
         self.slots = asyncio.Semaphore(max_in_flight)
         self.rng = random.Random(seed)
         self.tally = Tally()
@@ -146,6 +150,8 @@ class Synth:
                 return
             conversation = resp.json()["id"]
             for n in range(self.rng.randint(2, 4)):
+                if self.think_s:
+                    await asyncio.sleep(self.rng.expovariate(1 / self.think_s))
                 await self.turn(conversation, prompt(self.rng, n))
 
     async def run(self, rate: float, duration_s: float, progress: Any = None) -> Tally:
