@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.plotting import pyplot, save
 from bench.stack import BenchStack
 from infra.state import read_state
 from infra.synth import Synth, percentile
@@ -131,13 +132,8 @@ async def level(
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return False
     rows = result["levels"]
     users = [r["users"] for r in rows]
@@ -153,8 +149,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     thr.legend()
     think = f", users pause {result['think_s']:g} s" if result.get("think_s") else ""
     fig.suptitle(f"turnflow load, {result['model']} model{think}, {result['date'][:10]}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save(fig, path)
     return True
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load, slow_consumers
+from bench.plotting import pyplot, save
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results"
@@ -83,16 +84,9 @@ def table(header: list[str], rows: list[list[Any]]) -> str:
     return "\n".join(lines)
 
 
-def pyplot() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def figure(name: str, draw: Callable[[Path], object]) -> str:
+    if pyplot() is None:
+        return ""
     FIGURES.mkdir(exist_ok=True)
     path = FIGURES / f"{name}.png"
     draw(path)
@@ -116,8 +110,7 @@ def ttft_section(path: Path) -> str:
             xscale="log", yscale="log", xlabel="concurrency", ylabel="TTFT, ms", title="time to first token"
         )
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out, dpi=100)
+        save(fig, out)
 
     rows = [
         [
@@ -229,8 +222,7 @@ def failover_section(path: Path) -> str:
         ax.axvline(r["restarted_at_s"], color="green", linestyle="--", label="restarted")
         ax.set(xlabel="s since start", ylabel="turn latency, ms", yscale="log", title="failover timeline")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out, dpi=100)
+        save(fig, out)
 
     row = [
         r["turns"],
@@ -344,8 +336,7 @@ def retrieval_section(path: Path) -> str:
             title=f"vector search, {r['rows']:,} chunks over {r['tenants']} tenants",
         )
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out, dpi=100)
+        save(fig, out)
 
     ingest = r.get("ingestion")
     return "\n\n".join(

@@ -35,6 +35,7 @@ from redis.asyncio import Redis
 
 from activities.turn_events import MAX_EVENTS, stream_key
 from bench.load import rss_mb, watch_memory
+from bench.plotting import pyplot, save
 from bench.stack import BenchStack
 from infra.sse_client import events
 from infra.state import read_state
@@ -176,13 +177,8 @@ async def phase(
 
 
 def plot(result: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+    plt = pyplot()
+    if plt is None:
         return False
     phases = result["phases"]
     names = [p["phase"] for p in phases]
@@ -207,8 +203,7 @@ def plot(result: dict[str, Any], path: Path) -> bool:
     mem.set(xticks=[x + 1.5 * width for x in xs], xticklabels=names, ylabel="MB", title="memory")
     mem.legend()
     fig.suptitle(f"turnflow: {result['streams']} SSE clients reading vs stalled, {result['date'][:10]}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save(fig, path)
     return True
 
 

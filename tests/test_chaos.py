@@ -72,6 +72,15 @@ class StreamedTurn:
         return tokens
 
 
+async def streaming_turns(api: ApiServer, conv: str, n: int = 3) -> list[StreamedTurn]:
+    """``n`` turns started at once, once one of them streams. The model server takes one turn at a
+    time: one streams, the others wait their turn (and run through whatever happens next)."""
+    turns = [StreamedTurn(api, conv, i, max_tokens=80) for i in range(n)]
+    started = [asyncio.create_task(t.streaming.wait()) for t in turns]
+    await asyncio.wait(started, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+    return turns
+
+
 def own_postgres(tmp_path: Path) -> tuple[Component, str]:
     """A Postgres of the test's own (to kill or stop), and its URL."""
     port, password = free_port(), uuid.uuid4().hex
@@ -152,10 +161,7 @@ async def test_turns_in_flight_complete_across_a_redis_outage(services: Services
     try:
         async with ApiServer(isolated_settings(services, tmp_path, redis_url=url)) as api:
             conv = await api.conversation()
-            turns = [StreamedTurn(api, conv, n, max_tokens=80) for n in range(3)]
-            # The model server takes one turn at a time: one streams, the others wait their turn.
-            started = [asyncio.create_task(t.streaming.wait()) for t in turns]
-            await asyncio.wait(started, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+            turns = await streaming_turns(api, conv)
             await first.stop()
             stopped = time.monotonic()
             before = [len(t.tokens()) for t in turns]
@@ -208,9 +214,7 @@ async def test_turns_in_flight_resume_across_a_temporal_restart(services: Servic
     try:
         async with ApiServer(isolated_settings(services, tmp_path, temporal_address=address)) as api:
             conv = await api.conversation()
-            turns = [StreamedTurn(api, conv, n, max_tokens=80) for n in range(3)]
-            started = [asyncio.create_task(t.streaming.wait()) for t in turns]
-            await asyncio.wait(started, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+            turns = await streaming_turns(api, conv)
             await first.stop()
             await asyncio.sleep(TEMPORAL_DOWN_S)  # followers of waiting turns ask it for their status
             await second.start([component])
