@@ -76,11 +76,11 @@ async def test_a_turn_is_one_trace_with_every_step_and_genai_attributes(api: Api
         assert scheduled_parent is run, step
         [(_, ran_parent)] = by_name[f"RunActivity:{step}"]
         assert ran_parent is scheduled, step
-    # The out-of-band moderation is a child workflow of the turn, in the same trace.
-    [(child_start, child_start_parent)] = by_name["StartChildWorkflow:moderate_turn"]
-    assert child_start_parent is run
-    [(_, child_parent)] = by_name["RunWorkflow:moderate_turn"]
-    assert child_parent is child_start
+    # The out-of-band moderation is the turn's last step (after `done`), in the same trace.
+    [(moderation_start, moderation_parent)] = by_name["StartActivity:moderate_message"]
+    assert moderation_parent is run
+    [(_, ran_parent)] = by_name["RunActivity:moderate_message"]
+    assert ran_parent is moderation_start
 
     # The model call: a GenAI client span under the infer activity, with the conventions' attributes.
     [(chat, chat_parent)] = by_name[f"chat {turn['model']}"]
