@@ -110,7 +110,8 @@ async def level(
         await traffic.aclose()
     t = traffic.tally
     cpu = cpu_seconds(processes)
-    cpu_used = {name: cpu[name] - cpu_before.get(name, 0.0) for name in cpu}
+    # (A child that exited meanwhile takes its time with it: never below zero.)
+    cpu_used = {name: max(0.0, cpu[name] - cpu_before.get(name, 0.0)) for name in cpu}
     cpu_used["load generator"] = time.process_time() - own_before
 
     def pcts(values: list[float]) -> dict[str, float | None]:
