@@ -8,7 +8,6 @@ turn streams over SSE like a real client, and the client-side TTFT and latency a
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 from collections import Counter
@@ -16,6 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
+from infra.sse_client import events
 
 CORPUS = {
     "returns.md": "Orders from the Lumen store can be returned within 30 days. Refunds go back to the "
@@ -118,15 +119,11 @@ class Synth:
                 if resp.status_code != 200:
                     outcome = f"http_{resp.status_code}"
                 else:
-                    event = ""
-                    async for line in resp.aiter_lines():
-                        if line.startswith("event:"):
-                            event = line[6:].strip()
-                        elif line.startswith("data:") and event == "token" and first is None:
+                    async for event in events(resp):
+                        if event.event == "token" and first is None:
                             first = time.perf_counter()
-                        elif line.startswith("data:") and event in ("done", "error"):
-                            data = json.loads(line[5:])
-                            outcome = "ok" if event == "done" else str(data.get("code", "error"))
+                        elif event.event in ("done", "error"):
+                            outcome = "ok" if event.event == "done" else str(event.data.get("code", "error"))
                             break
         except httpx.HTTPError as exc:
             outcome = type(exc).__name__
