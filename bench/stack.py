@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -133,3 +134,11 @@ class BenchStack:
         if self._fake is not None:
             self._fake.terminate()
             self._fake.wait(timeout=10)
+        self._drop_data()
+
+    def _drop_data(self) -> None:
+        """The stack's databases go (hundreds of MB a run, and `make bench` runs several); its logs stay
+        in the scratch dir for a look after a run that went wrong."""
+        if (self.data_dir / "logs").is_dir():
+            shutil.move(self.data_dir / "logs", self.scratch / "logs")
+        shutil.rmtree(self.data_dir, ignore_errors=True)
