@@ -126,27 +126,43 @@ def ttft_section(path: Path) -> str:
         ]
         for lv in r["levels"]
     ]
-    return "\n\n".join(
-        [
-            "## Time to first token (`bench/ttft.py`, real model)",
-            f"Turnflow's SSE API against the same request sent straight to the model server, interleaved; "
-            f"`max_tokens` {r['max_tokens']}. Run {r['date'][:16]} UTC.",
-            table(
-                [
-                    "concurrency",
-                    "TTFT p50 / p95, turnflow",
-                    "direct",
-                    "overhead p50 / p95",
-                    "inter-token overhead p50",
-                    "events per token",
-                    "errors",
-                ],
-                rows,
-            ),
-            "Targets: overhead p50 ≤ 25 ms and p95 ≤ 60 ms at concurrency 1, p95 ≤ 100 ms at 32; "
-            "inter-token overhead p50 ≤ 2 ms; events per token ≥ 0.95.",
-            figure("ttft", draw),
-        ]
+    parts = [
+        "## Time to first token (`bench/ttft.py`, real model)",
+        f"Turnflow's SSE API against the same request sent straight to the model server, interleaved; "
+        f"`max_tokens` {r['max_tokens']}. Run {r['date'][:16]} UTC.",
+        table(
+            [
+                "concurrency",
+                "TTFT p50 / p95, turnflow",
+                "direct",
+                "overhead p50 / p95",
+                "inter-token overhead p50",
+                "events per token",
+                "errors",
+            ],
+            rows,
+        ),
+        "Targets: overhead p50 ≤ 25 ms and p95 ≤ 60 ms at concurrency 1, p95 ≤ 100 ms at 32; "
+        "inter-token overhead p50 ≤ 2 ms; events per token ≥ 0.95.",
+        floor_note(r.get("temporal_floor")),
+        figure("ttft", draw),
+    ]
+    return "\n\n".join(part for part in parts if part)
+
+
+def floor_note(floor: dict[str, Any] | None) -> str:
+    """What Temporal alone costs here (bench/temporal_floor.py, same run and server): the part of the
+    overhead no turn whose inference is a workflow activity can go below."""
+    if not floor:
+        return ""
+    a, t = floor["first_activity_ms"], floor["turn_shape_ms"]
+    return (
+        f"Temporal's own floor, measured in the same run against the same server (`bench/temporal_floor.py`: "
+        f"a bare worker, eager start, steps that do nothing): start → first line of an activity "
+        f"**{a['p50']:.0f} / {a['p95']:.0f} ms** (p50 / p95); through the turn's shape (three local "
+        f"activities side by side, a fourth, then the activity) **{t['p50']:.0f} / {t['p95']:.0f} ms**. "
+        "Turnflow's overhead is that, plus the API's checks before the start, the steps' own work "
+        "(retrieval, token counting), the payload codec and tracing, and the token's way through Redis."
     )
 
 

@@ -8,7 +8,8 @@ Run against a running stack (`make run` in another terminal):
 
 The direct request carries exactly the messages turnflow sends for a new conversation without
 documents (its system prompt and the user's text), the same max_tokens and temperature 0, so the
-difference is the platform's own cost: workflow start, the quick steps, Redis and SSE.
+difference is the platform's own cost: workflow start, the quick steps, Redis and SSE. It first measures
+Temporal's own floor against the same server (bench/temporal_floor.py) and reports it beside the overhead.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import asyncio
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +31,7 @@ from typing import Any
 import httpx
 
 from activities.prompt import SYSTEM_PROMPT
+from bench.temporal_floor import describe as floor_describe
 from infra.access_cli import read_demo_key
 from infra.endpoints import Endpoints
 from infra.settings import get_settings
@@ -196,6 +200,16 @@ def print_level(r: dict[str, Any]) -> None:
             )
 
 
+def temporal_floor() -> dict[str, Any]:
+    """Temporal's own floor on this machine, measured now against the same server (bench/temporal_floor.py),
+    in a process of its own: its worker must not share this one's event loop or CPU time."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.temporal_floor", "--json"], capture_output=True, text=True, check=True
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
 async def main() -> None:
     settings = get_settings()
     endpoints = Endpoints.resolve(settings)
@@ -209,6 +223,8 @@ async def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args()
 
+    floor = temporal_floor()
+    print(floor_describe(floor))
     results = []
     for c in args.levels:
         r = await level(
@@ -225,6 +241,7 @@ async def main() -> None:
                 "machine": {"cpu_count": os.cpu_count(), "platform": platform.platform()},
                 "prompt": PROMPT,
                 "max_tokens": args.max_tokens,
+                "temporal_floor": floor,
                 "levels": results,
             },
             indent=2,

@@ -1,0 +1,134 @@
+"""Temporal's own latency floor on this machine: what a turn pays before its first token even if its
+steps did no work at all. Measured against the stack's Temporal server with a bare worker (the SDK's
+defaults: sandbox, JSON converter, no codec, no tracing) in this process, with eager workflow start,
+as turnflow's API starts a turn:
+
+- ``first_activity``: start → first line of a regular activity the workflow schedules at once (the
+  least any design with inference as a workflow activity pays);
+- ``turn_shape``: start → first line of a regular activity after three local activities side by
+  side and a fourth after them (the chat turn's shape: validate ∥ retrieve ∥ route, assemble, infer).
+
+    .venv/bin/python -m bench.temporal_floor          # against the running stack's Temporal
+
+`bench/ttft.py` runs it first and reports its turnflow overhead against this floor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from temporalio import activity, workflow
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+with workflow.unsafe.imports_passed_through():
+    from infra.endpoints import Endpoints
+    from infra.policy import load_policy
+    from infra.settings import get_settings
+
+_reached: dict[str, float] = {}  # workflow id → when its activity's first line ran
+_STEP = timedelta(seconds=5)
+
+
+@activity.defn(name="floor_step")
+async def floor_step(run_id: str) -> str:
+    return run_id
+
+
+@activity.defn(name="floor_first_line")
+async def floor_first_line(run_id: str) -> str:
+    _reached[run_id] = time.perf_counter()
+    return run_id
+
+
+@workflow.defn(name="floor_first_activity")
+class FirstActivity:
+    @workflow.run
+    async def run(self, run_id: str) -> str:
+        return await workflow.execute_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
+
+
+@workflow.defn(name="floor_turn_shape")
+class TurnShape:
+    @workflow.run
+    async def run(self, run_id: str) -> str:
+        steps = (
+            workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
+            for _ in range(3)
+        )
+        await asyncio.gather(*steps)
+        await workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
+        return await workflow.execute_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
+
+
+def _pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * p / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+async def _series(client: Client, queue: str, workflow_name: str, runs: int) -> dict[str, float]:
+    samples: list[float] = []
+    for i in range(runs + 3):  # the first three warm the worker and the server's caches
+        run_id = f"floor-{uuid.uuid4()}"
+        started = time.perf_counter()
+        handle = await client.start_workflow(
+            workflow_name, run_id, id=run_id, task_queue=queue, request_eager_start=True
+        )
+        await handle.result()
+        if i >= 3:
+            samples.append((_reached.pop(run_id) - started) * 1000)
+        await asyncio.sleep(0.2)  # one at a time, as at concurrency 1
+    return {"p50": round(_pct(samples, 50), 1), "p95": round(_pct(samples, 95), 1), "n": len(samples)}
+
+
+async def measure(address: str, namespace: str = "default", runs: int = 20) -> dict[str, Any]:
+    client = await Client.connect(address, namespace=namespace)
+    queue = f"bench-floor-{uuid.uuid4()}"
+    async with Worker(
+        client,
+        task_queue=queue,
+        workflows=[FirstActivity, TurnShape],
+        activities=[floor_step, floor_first_line],
+    ):
+        return {
+            "first_activity_ms": await _series(client, queue, "floor_first_activity", runs),
+            "turn_shape_ms": await _series(client, queue, "floor_turn_shape", runs),
+        }
+
+
+def describe(floor: dict[str, Any]) -> str:
+    a, t = floor["first_activity_ms"], floor["turn_shape_ms"]
+    return (
+        f"Temporal floor (bare worker, eager start, no work): start → first activity p50 {a['p50']} / "
+        f"p95 {a['p95']} ms; through the turn's shape (3 local ∥, 1 local, activity) p50 {t['p50']} / "
+        f"p95 {t['p95']} ms"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--runs", type=int, default=20, help="per series")
+    parser.add_argument("--json", action="store_true", help="print the result as one JSON line")
+    args = parser.parse_args()
+    settings = get_settings()
+    address = Endpoints.resolve(settings).temporal_address
+    floor = await measure(address, load_policy(settings.policy_file).namespace, args.runs)
+    print(json.dumps(floor) if args.json else describe(floor), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
+    # The SDK's runtime threads can abort the interpreter's finalisation (seen here: "PyGILState_Release
+    # ... must be current"); the result is out, so skip it.
+    os._exit(0)
