@@ -61,7 +61,11 @@ class LocalEmbedder:
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
         model = self._load()
-        vectors = model.encode(texts, batch_size=64, normalize_embeddings=True)  # type: ignore[attr-defined]
+        # No progress bar: sentence-transformers draws one per call whenever logging is at INFO, into
+        # the service's log, under tqdm's process-wide lock.
+        vectors = model.encode(  # type: ignore[attr-defined]
+            texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False
+        )
         return [v.tolist() for v in vectors]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
 
+import pytest
 from sqlalchemy import update
 
 from activities.retrieval import RetrievalActivities, RetrieveInput
@@ -120,3 +122,16 @@ async def test_recent_context_falls_back_to_postgres_when_redis_lost_it(
     await resources.redis.delete(recent_key(conv))  # evicted
     assert await transcript.recent(conv) == from_redis  # read back from Postgres...
     assert await resources.redis.exists(recent_key(conv)) == 1  # ...and cached again
+
+
+async def test_embedding_draws_no_progress_bar_in_the_service_log(
+    resources: Resources, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Services log at INFO, where sentence-transformers would draw a tqdm bar per call.
+    logging.getLogger("sentence_transformers").setLevel(logging.INFO)
+    try:
+        vectors = await resources.embedder.embed(["why do lighthouses have lenses?"])
+    finally:
+        logging.getLogger("sentence_transformers").setLevel(logging.NOTSET)
+    assert len(vectors) == 1
+    assert "Batches" not in capfd.readouterr().err
