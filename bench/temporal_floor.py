@@ -32,6 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from infra.endpoints import Endpoints
     from infra.policy import load_policy
     from infra.settings import get_settings
+    from infra.synth import percentile
 
 _reached: dict[str, float] = {}  # workflow id → when its activity's first line ran
 _STEP = timedelta(seconds=5)
@@ -68,13 +69,6 @@ class TurnShape:
         return await workflow.execute_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
 
 
-def _pct(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 async def _series(client: Client, queue: str, workflow_name: str, runs: int) -> dict[str, float]:
     samples: list[float] = []
     for i in range(runs + 3):  # the first three warm the worker and the server's caches
@@ -87,7 +81,9 @@ async def _series(client: Client, queue: str, workflow_name: str, runs: int) -> 
         if i >= 3:
             samples.append((_reached.pop(run_id) - started) * 1000)
         await asyncio.sleep(0.2)  # one at a time, as at concurrency 1
-    return {"p50": round(_pct(samples, 50), 1), "p95": round(_pct(samples, 95), 1), "n": len(samples)}
+    p50, p95 = percentile(samples, 50), percentile(samples, 95)
+    assert p50 is not None and p95 is not None
+    return {"p50": round(p50, 1), "p95": round(p95, 1), "n": len(samples)}
 
 
 async def measure(address: str, namespace: str = "default", runs: int = 20) -> dict[str, Any]:
