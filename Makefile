@@ -48,6 +48,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy workflows activities api workers db infra
+	$(BIN)/lint-imports
 
 fmt: install
 	$(BIN)/ruff format .

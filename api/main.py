@@ -14,8 +14,9 @@ from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from api.audit import audit_middleware
-from api.errors import KEYED, error_responses, install_error_handlers
+from api.core.audit import audit_middleware
+from api.core.errors import KEYED, error_responses, install_error_handlers
+from api.core.tenancy import DEFAULT_TENANT, require
 from api.routes import (
     codec,
     conversations,
@@ -28,12 +29,11 @@ from api.routes import (
     turns,
     usage,
 )
-from api.tenancy import DEFAULT_TENANT, require
 from db.access import ensure_tenant
-from infra.resources import Resources
-from infra.settings import Settings, get_settings
-from infra.span_store import REQUEST_ID
-from infra.telemetry import SERVICE_API
+from infra.config.settings import Settings, get_settings
+from infra.runtime.resources import Resources
+from infra.telemetry.setup import SERVICE_API
+from infra.telemetry.span_store import REQUEST_ID
 from workers.chat import build_chat_worker
 
 log = logging.getLogger("turnflow.api")

@@ -32,8 +32,9 @@ import httpx
 import yaml
 
 from bench.stack import BenchStack, free_port, wait_http
-from infra.components.model import default_gguf, model_component
-from infra.settings import REPO_ROOT
+from infra.config.endpoints import default_gguf
+from infra.config.settings import REPO_ROOT
+from infra.stack.components.model import model_component
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "Name a colour."

@@ -31,8 +31,8 @@ from typing import Any
 
 from bench.plotting import pyplot, save
 from bench.stack import BenchStack
-from infra.state import read_state
-from infra.synth import Synth, percentile
+from infra.eval.synth import Synth, percentile
+from infra.stack.state import read_state
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -30,10 +30,10 @@ import psycopg
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
-from activities.search import RRF_K, SearchSettings, vector_literal
-from infra.endpoints import Endpoints
-from infra.ir_metrics import percentile
-from infra.settings import get_settings
+from activities.adapters.search import RRF_K, SearchSettings, vector_literal
+from infra.config.endpoints import Endpoints
+from infra.config.settings import get_settings
+from infra.eval.ir_metrics import percentile
 
 RESULTS = Path(__file__).parent / "results"
 DIM, TENANTS, K = 384, 100, 10
@@ -260,11 +260,11 @@ async def ingest_throughput(docs: int) -> dict[str, Any]:
 
     from sqlalchemy import delete
 
-    from activities.bulk_ingest import TextDocument, bulk_ingest
-    from activities.chunking import Chunker
+    from activities.logic.chunking import Chunker
     from db.access import ensure_tenant
     from db.models import Tenant
-    from infra.resources import Resources
+    from infra.eval.bulk_ingest import TextDocument, bulk_ingest
+    from infra.runtime.resources import Resources
 
     res = await Resources.open(get_settings(), lazy_temporal=True)
     rng = np.random.default_rng(3)

@@ -33,13 +33,13 @@ from typing import Any
 import httpx
 from redis.asyncio import Redis
 
-from activities.turn_events import MAX_EVENTS, stream_key
+from activities.adapters.turn_events import MAX_EVENTS, stream_key
 from bench.load import rss_mb, watch_memory
 from bench.plotting import pyplot, save
 from bench.stack import BenchStack
-from infra.sse_client import events
-from infra.state import read_state
-from infra.synth import percentile
+from infra.eval.sse_client import events
+from infra.eval.synth import percentile
+from infra.stack.state import read_state
 
 RESULTS = Path(__file__).parent / "results"
 TOKENS = 1024  # the most a turn may ask of the embedded model's entry (half its context)

@@ -18,7 +18,7 @@ from typing import Literal, Self
 
 import httpx
 
-from infra.components.model import default_gguf
+from infra.config.endpoints import default_gguf
 
 TURNFLOW = str(Path(sys.executable).parent / "turnflow")
 

@@ -29,10 +29,10 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 with workflow.unsafe.imports_passed_through():
-    from infra.endpoints import Endpoints
-    from infra.policy import load_policy
-    from infra.settings import get_settings
-    from infra.synth import percentile
+    from infra.config.endpoints import Endpoints
+    from infra.config.policy import load_policy
+    from infra.config.settings import get_settings
+    from infra.eval.synth import percentile
 
 _reached: dict[str, float] = {}  # workflow id → when its activity's first line ran
 _STEP = timedelta(seconds=5)

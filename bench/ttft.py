@@ -30,11 +30,11 @@ from typing import Any
 
 import httpx
 
-from activities.prompt import SYSTEM_PROMPT
+from activities.logic.prompt import SYSTEM_PROMPT
 from bench.temporal_floor import describe as floor_describe
-from infra.access_cli import read_demo_key
-from infra.endpoints import Endpoints
-from infra.settings import get_settings
+from db.access import read_demo_key
+from infra.config.endpoints import Endpoints
+from infra.config.settings import get_settings
 
 PROMPT = "In two sentences, why do lighthouses have lenses?"
 RESULTS = Path(__file__).parent / "results"

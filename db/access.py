@@ -13,12 +13,14 @@ import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import ApiKey, Tenant
+from infra.config.settings import Settings
 
 SCOPES = ("chat", "ingest", "admin", "operator")
 # Scopes over the whole platform, not one tenant: a tenant's admin does not hold them.
@@ -38,7 +40,8 @@ class Principal:
     # The tenant's own rate limits (None: the deployment's defaults).
     requests_per_min: int | None = None
     tokens_per_min: int | None = None
-    # The tenant's PII policy: kind → redact | mask | allow (activities/pii.py); absent kinds are redacted.
+    # The tenant's PII policy: kind → redact | mask | allow (activities/logic/pii.py); absent kinds
+    # are redacted.
     pii: dict[str, str] = field(default_factory=dict)
     # Where the tenant's data may live: every store and model it uses must carry all of these.
     residency: frozenset[str] = frozenset()
@@ -152,3 +155,30 @@ async def revoke_key(sessions: async_sessionmaker[AsyncSession], prefix: str) ->
             .returning(ApiKey.id)
         )
         return done.first() is not None
+
+
+DEMO_TENANT = "default"
+
+
+def demo_key_file(settings: Settings) -> Path:
+    return settings.data_dir / "demo-api-key"
+
+
+def read_demo_key(settings: Settings) -> str | None:
+    """The demo key `turnflow up` wrote into this data dir, if any (for local tools and benchmarks)."""
+    path = demo_key_file(settings)
+    return path.read_text().strip() if path.exists() else None
+
+
+async def ensure_demo_key(sessions: async_sessionmaker[AsyncSession], settings: Settings) -> str:
+    """The demo tenant's key, kept in the data dir (owner-only); made on the first `up`."""
+    path = demo_key_file(settings)
+    if path.exists() and await find_principal(sessions, key := path.read_text().strip()):
+        return key
+    tenant = await ensure_tenant(sessions, DEMO_TENANT)
+    # A dev stack's one user is also its operator (SLOs, drift, the dashboard).
+    key, _ = await create_key(sessions, tenant, "demo (turnflow up)", ["chat", "ingest", "admin", "operator"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 
 import numpy as np
 from pydantic import BaseModel
 from scipy.stats import ks_2samp
 from sqlalchemy import Float, and_, func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Message, RetrievalObservation, Tenant
-from infra.objectives import DriftPolicy
+from infra.config.objectives import DriftPolicy
 
 MAX_BINS = 10
 SIGNIFICANCE = 0.01
@@ -167,3 +167,26 @@ async def drift_report(session: AsyncSession, policy: DriftPolicy, now: datetime
             )
         )
     return signals
+
+
+class DriftOut(BaseModel):
+    """A drift report as the API and the CLI give it."""
+
+    since: datetime
+    until: datetime
+    baseline_since: datetime
+    flagged: int
+    signals: list[DriftSignal]
+
+
+async def compute_drift(sessions: async_sessionmaker[AsyncSession], policy: DriftPolicy) -> DriftOut:
+    now = datetime.now(UTC)
+    async with sessions() as session:
+        signals = await drift_report(session, policy, now)
+    return DriftOut(
+        since=now - policy.window,
+        until=now,
+        baseline_since=now - policy.window - policy.baseline,
+        flagged=sum(s.flagged for s in signals),
+        signals=signals,
+    )

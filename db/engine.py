@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import event, make_url, text
+from sqlalchemy import event, text
 from sqlalchemy.ext import asyncio as sqlalchemy_asyncio
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -17,7 +17,7 @@ def make_engine(database_url: str, *, pool_size: int = 10, role: str | None = AP
     """``role``: every connection switches to it, so tenant isolation holds even for a login that
     owns the tables (the embedded stack's superuser). None keeps the login's own role."""
     # pool_pre_ping: a Postgres restart must not hand out dead connections.
-    # Through the module, so that tracing (infra/telemetry.py), once set up, wraps the call.
+    # Through the module, so that tracing (infra/telemetry/setup.py), once set up, wraps the call.
     engine = sqlalchemy_asyncio.create_async_engine(database_url, pool_size=pool_size, pool_pre_ping=True)
     if role:
 
@@ -29,11 +29,6 @@ def make_engine(database_url: str, *, pool_size: int = 10, role: str | None = AP
             dbapi_connection.commit()
 
     return engine
-
-
-def libpq_url(database_url: str) -> str:
-    """SQLAlchemy's URL (``postgresql+psycopg://``) as libpq and plain psycopg take it."""
-    return make_url(database_url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
 def make_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:

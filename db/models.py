@@ -251,7 +251,8 @@ class AuditEvent(Base):
 
 
 class TraceSpan(Base):
-    """Recent spans of every process (infra/span_store.py), for `turnflow trace` without a collector."""
+    """Recent spans of every process (infra/telemetry/span_store.py), for `turnflow trace` without
+    a collector."""
 
     __tablename__ = "trace_spans"
     __table_args__ = (

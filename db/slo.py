@@ -9,15 +9,16 @@ eligible turns allowed over the threshold.
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from pydantic import BaseModel
 from sqlalchemy import ColumnElement, and_, func, or_, select, true
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.models import Message
-from infra.objectives import Objective
+from infra.config.durations import format_duration
+from infra.config.objectives import Objective
 
 # A failure on our side: the turn errored with an error the client may retry (model down, timeouts).
 # Refused input and refused routes are the request's, not the platform's, and do not count.
@@ -142,3 +143,35 @@ async def slo_report(
     turns = int(await session.scalar(select(func.count()).where(scope)) or 0)
     reports = [await _KINDS[o.kind](session, name, o, scope) for name, o in objectives.items()]
     return turns, reports
+
+
+class SloOut(BaseModel):
+    """An SLO report as the API and the CLI give it."""
+
+    scope: str  # "platform", or the tenant's name
+    window: str
+    since: datetime
+    until: datetime
+    turns: int
+    objectives: list[ObjectiveReport]
+
+
+async def compute_slo(
+    sessions: async_sessionmaker[AsyncSession],
+    objectives: dict[str, Objective],
+    span: timedelta,
+    tenant: uuid.UUID | None,
+    scope: str,
+) -> SloOut:
+    until = datetime.now(UTC)
+    since = until - span
+    async with sessions() as session:
+        turns, reports = await slo_report(session, objectives, since, until, tenant)
+    return SloOut(
+        scope=scope,
+        window=format_duration(span),
+        since=since,
+        until=until,
+        turns=turns,
+        objectives=reports,
+    )

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from db.models import EMBEDDING_DIM
+from infra.config.settings import Settings
 
 INDEX_NAME = "ix_chunks_embedding_ann"
 # What migrations create (HNSW over vector, m 16, ef_construction 64), replaced by a reindex.
@@ -60,6 +61,17 @@ class AnnIndex:
             f"SET LOCAL ivfflat.probes = {int(probes)}",
             f"SET LOCAL ivfflat.max_probes = {max(int(probes), int(self.lists) // 4)}",
         ]
+
+
+def configured_index(settings: Settings) -> AnnIndex:
+    """The index on chunk vectors that the settings ask for (what `turnflow db reindex` builds)."""
+    return AnnIndex(
+        kind=settings.vector_index,
+        precision=settings.vector_index_precision,
+        m=settings.hnsw_m,
+        ef_construction=settings.hnsw_ef_construction,
+        lists=settings.ivfflat_lists,
+    )
 
 
 def rebuild(conninfo: str, index: AnnIndex) -> float:

@@ -13,10 +13,10 @@ import httpx
 import yaml
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from api.core.tenancy import DEFAULT_TENANT
 from api.main import create_app
-from api.tenancy import DEFAULT_TENANT
 from db.access import create_key, ensure_tenant
-from infra.settings import REPO_ROOT, Settings
+from infra.config.settings import REPO_ROOT, Settings
 from tests.conftest import Services
 from tests.in_loop_server import InLoopServer
 
@@ -127,7 +127,7 @@ async def run_cli(api: ApiServer, *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "infra.cli",
+        "infra.cli.main",
         *args,
         env=cli_env(api.settings),
         cwd=REPO_ROOT,

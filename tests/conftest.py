@@ -15,17 +15,16 @@ import pytest_asyncio
 from opentelemetry import trace
 from sqlalchemy.engine import make_url
 
-from db.engine import libpq_url
 from db.migrate import upgrade_async
-from infra.components.model import model_component
-from infra.components.postgres import postgres_component
-from infra.components.redis import redis_component
-from infra.components.temporal import temporal_component
-from infra.endpoints import EMBEDDED_DB_NAME, EMBEDDED_DB_USER, Endpoints
-from infra.policy import Policy, load_policy
-from infra.resources import Resources
-from infra.settings import REPO_ROOT, Settings
-from infra.supervisor import Supervisor
+from infra.config.endpoints import EMBEDDED_DB_NAME, EMBEDDED_DB_USER, Endpoints, libpq_url
+from infra.config.policy import Policy, load_policy
+from infra.config.settings import REPO_ROOT, Settings
+from infra.runtime.resources import Resources
+from infra.stack.components.model import model_component
+from infra.stack.components.postgres import postgres_component
+from infra.stack.components.redis import redis_component
+from infra.stack.components.temporal import temporal_component
+from infra.stack.supervisor import Supervisor
 
 _handed_out: set[int] = set()
 

@@ -15,12 +15,12 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload
 from temporalio.converter import PayloadCodec
 
-from activities.purge import PurgeInput
-from activities.reembed_models import ReembedInput
-from infra.access_cli import read_demo_key
-from infra.payload_codec import ENCODING as ENCRYPTED
-from infra.resources import Resources
-from infra.settings import get_settings
+from activities.contracts.maintenance import PurgeInput
+from activities.contracts.reembed import ReembedInput
+from db.access import read_demo_key
+from infra.config.settings import get_settings
+from infra.runtime.payload_codec import ENCODING as ENCRYPTED
+from infra.runtime.resources import Resources
 from tests.replay import HISTORIES
 from workflows.stack_probe import StackProbeInput, StackProbeResult
 

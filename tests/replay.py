@@ -8,7 +8,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.converter import PayloadCodec
 from temporalio.worker import Replayer
 
-from infra.temporal_client import data_converter
+from infra.runtime.temporal_client import data_converter
 from workers.chat import WORKFLOWS, sandbox_runner
 from workers.ingest import INGEST_WORKFLOWS
 

@@ -1,10 +1,10 @@
-"""SSE helpers for tests (the reader itself is infra/sse_client.py, shared with the benchmarks)."""
+"""SSE helpers for tests (the reader itself is infra/eval/sse_client.py, shared with the benchmarks)."""
 
 from __future__ import annotations
 
 import httpx
 
-from infra.sse_client import Event, events
+from infra.eval.sse_client import Event, events
 
 __all__ = ["Event", "collect", "events"]
 

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 
-from activities.embedder import LocalEmbedder
+from activities.adapters.embedder import LocalEmbedder
 from tests.in_loop_server import InLoopServer
 
 

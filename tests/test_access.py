@@ -13,7 +13,7 @@ import psycopg
 import pytest
 
 from db.access import create_key, ensure_tenant, revoke_key
-from infra.residency import StoreName, StoreSpec, describe_gaps, residency_gaps
+from infra.config.residency import StoreName, StoreSpec, describe_gaps, residency_gaps
 from tests.api_harness import ApiServer, isolated_settings
 from tests.conftest import Services, db_rows, psycopg_url
 

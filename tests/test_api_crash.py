@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from infra.resources import Resources
-from infra.settings import Settings
+from infra.config.settings import Settings
+from infra.runtime.resources import Resources
 from tests.api_harness import isolated_settings, key_headers
 from tests.conftest import Services, free_port
 from tests.sse import Event, events

@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest_asyncio
 from redis.asyncio import Redis
 
-from activities.breaker import CircuitBreakers
-from infra.models import BreakerPolicy
+from activities.adapters.breaker import CircuitBreakers
+from infra.config.models import BreakerPolicy
 from tests.conftest import Services
 
 POLICY = BreakerPolicy(

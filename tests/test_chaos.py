@@ -17,15 +17,14 @@ import psycopg
 import pytest
 from redis.asyncio import Redis
 
-from activities.transcript import recent_key
-from db.engine import libpq_url
+from activities.adapters.context_cache import recent_key
 from db.migrate import upgrade_async
-from infra.components.base import Component
-from infra.components.postgres import postgres_component
-from infra.components.redis import redis_component
-from infra.components.temporal import temporal_component
-from infra.endpoints import EMBEDDED_DB_NAME, EMBEDDED_DB_USER
-from infra.supervisor import Supervisor
+from infra.config.endpoints import EMBEDDED_DB_NAME, EMBEDDED_DB_USER, libpq_url
+from infra.stack.components.base import Component
+from infra.stack.components.postgres import postgres_component
+from infra.stack.components.redis import redis_component
+from infra.stack.components.temporal import temporal_component
+from infra.stack.supervisor import Supervisor
 from tests.api_harness import ApiServer, isolated_settings
 from tests.conftest import Services, db_rows, free_port
 from tests.sse import Event, events

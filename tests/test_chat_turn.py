@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from openai import AsyncOpenAI
 
-from activities.turn_models import ChatTurnResult
+from activities.contracts.turn import ChatTurnResult
 from tests.api_harness import ApiServer, api_key_of
 from tests.conftest import Services, psycopg_url
 from tests.replay import replay

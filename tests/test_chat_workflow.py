@@ -13,10 +13,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.prompt import TEMPLATE_VERSION
-from activities.retrieval import RetrieveInput, RetrieveResult
-from activities.routing import ModelTarget, RouteDecision, RouteRequest
-from activities.turn_models import (
+from activities.contracts.route import ModelTarget, RouteDecision, RouteRequest
+from activities.contracts.turn import (
     AssembleInput,
     AssembleResult,
     ChatTurnInput,
@@ -26,13 +24,16 @@ from activities.turn_models import (
     ModerationInput,
     PersistInput,
     PersistResult,
+    RetrieveInput,
+    RetrieveResult,
     TurnRef,
     ValidateInput,
     ValidateResult,
     WebhookInput,
 )
-from infra.policy import load_policy
-from infra.settings import REPO_ROOT
+from activities.logic.prompt import TEMPLATE_VERSION
+from infra.config.policy import load_policy
+from infra.config.settings import REPO_ROOT
 from tests.test_policy_workflow import time_skipping  # noqa: F401  (the module-scoped environment)
 from workers.chat import WORKFLOWS, sandbox_runner
 

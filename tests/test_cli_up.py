@@ -15,12 +15,12 @@ import httpx
 import psycopg
 import pytest
 
-from infra.state import pid_alive, read_state
+from infra.stack.state import pid_alive, read_state
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.timeout(600)
 
-TURNFLOW = [sys.executable, "-m", "infra.cli"]
+TURNFLOW = [sys.executable, "-m", "infra.cli.main"]
 
 
 def stack_env(data_dir: Path) -> dict[str, str]:

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.client import Client
 
-from infra.payload_codec import AesGcmCodec, UnknownPayloadKey, parse_keys, rotate
+from infra.runtime.payload_codec import AesGcmCodec, UnknownPayloadKey, parse_keys, rotate
 from tests.api_harness import ApiServer
 from tests.sse import collect
 

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, text
 from db.access import ensure_tenant
 from db.engine import scope_to_tenant
 from db.models import Chunk
-from infra.resources import Resources
+from infra.runtime.resources import Resources
 from tests.api_harness import ApiServer, key_headers
 from tests.conftest import Services, psycopg_url
 from tests.pdf_maker import text_pdf
@@ -268,7 +268,7 @@ async def run_cli(env: dict[str, str], *args: str) -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "infra.cli",
+        "infra.cli.main",
         *args,
         env=env,
         stdout=asyncio.subprocess.PIPE,
@@ -307,8 +307,8 @@ async def test_ingest_command_uploads_a_folder_and_waits(
 async def test_purge_removes_old_tombstones_for_good(
     api: ApiServer, resources: Resources, services: Services
 ) -> None:
-    from activities.purge import PurgeInput, PurgeReport
-    from infra.policy import load_policy
+    from activities.contracts.maintenance import PurgeInput, PurgeReport
+    from infra.config.policy import load_policy
 
     h = await tenant_headers(resources)
     old = (await ingest(api, h, text="The old Brannock pier was torn down.", source="old.txt")).json()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from activities.input_guard import InputRejected, guard_input
-from activities.pii import check_policy, iban_ok, luhn_ok, redact
-from activities.safety import SafetyEngine
+from activities.logic.input_guard import InputRejected, guard_input
+from activities.logic.pii import check_policy, iban_ok, luhn_ok, redact
+from activities.logic.safety import SafetyEngine
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ import httpx
 import yaml
 
 from api.main import create_app
-from infra.resources import Resources
-from infra.settings import REPO_ROOT, Settings
+from infra.config.settings import REPO_ROOT, Settings
+from infra.runtime.resources import Resources
 from tests.conftest import Services, free_port
 from workers.chat import build_batch_worker, build_chat_worker
 from workers.ingest import build_ingest_worker

@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from infra.resources import Resources
+from infra.runtime.resources import Resources
 from tests.api_harness import ApiServer, isolated_settings, real_model_entry
 from tests.conftest import Services, db_rows, psycopg_url
 from tests.prometheus import delta, scrape, total

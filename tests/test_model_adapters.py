@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import httpx
 
-from activities.model_adapters import LlamaCppAdapter, TgiAdapter
-from activities.tokens import RemoteCounter
-from infra.models import ModelSpec
+from activities.adapters.model_adapters import LlamaCppAdapter, TgiAdapter
+from activities.adapters.tokens import RemoteCounter
+from infra.config.models import ModelSpec
 from tests.conftest import Services
 from tests.tgi_stand_in import TgiStandIn
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from infra.components.model import default_gguf
+from infra.config.endpoints import default_gguf
 from tests.api_harness import ApiServer, api_key_of, isolated_settings, model_entry
 from tests.conftest import Services, db_rows, free_port
 from tests.fake_model import ScriptedModelServer

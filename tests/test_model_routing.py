@@ -23,12 +23,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from activities.routing import RouteRequest, TenantPolicy, pick_replica, route
-from infra.components.model import default_gguf, model_component
-from infra.models_cli import set_share
-from infra.resources import Resources
-from infra.settings import REPO_ROOT, Settings
-from infra.supervisor import Supervisor
+from activities.contracts.route import RouteRequest
+from activities.logic.routing import TenantPolicy, pick_replica, route
+from infra.cli.models import set_share
+from infra.config.endpoints import default_gguf
+from infra.config.settings import REPO_ROOT, Settings
+from infra.runtime.resources import Resources
+from infra.stack.components.model import model_component
+from infra.stack.supervisor import Supervisor
 from tests.api_harness import REAL_MODEL, ApiServer, cli_env, isolated_settings, model_entry, real_model_entry
 from tests.conftest import Services, db_rows, free_port, psycopg_url
 from tests.fake_model import ScriptedModelServer
@@ -343,7 +345,7 @@ async def test_cost_accounting_sums_match_the_per_message_records(
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "infra.cli",
+        "infra.cli.main",
         "usage",
         "--tenant",
         tenant,

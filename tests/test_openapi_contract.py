@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.resources import Resources
+from infra.runtime.resources import Resources
 from tests.api_harness import REAL_MODEL, ApiServer, isolated_settings, real_model_entry
 from tests.conftest import Services
 from workers.chat import build_batch_worker

@@ -11,17 +11,17 @@ from pathlib import Path
 import psycopg
 import yaml
 
-from infra.components.model import default_gguf
-from infra.resources import Resources
-from infra.settings import REPO_ROOT
+from infra.config.endpoints import default_gguf
+from infra.config.settings import REPO_ROOT
+from infra.runtime.resources import Resources
 from tests.api_harness import REAL_MODEL, ApiServer, isolated_settings, model_entry, real_model_entry
 from tests.conftest import Services, psycopg_url
 from tests.fake_model import ScriptedModelServer
 from tests.prometheus import Samples, delta, scrape, total
 from workers.ingest import build_ingest_worker
 
-GRAFANA = REPO_ROOT / "infra" / "grafana" / "turnflow.json"
-ALERTS = REPO_ROOT / "infra" / "prometheus" / "alerts.yaml"
+GRAFANA = REPO_ROOT / "infra" / "deploy" / "grafana" / "turnflow.json"
+ALERTS = REPO_ROOT / "infra" / "deploy" / "prometheus" / "alerts.yaml"
 # A metric name, not a label matcher (gen_ai_token_type="output" is a label).
 METRIC = re.compile(r"\b((?:turnflow|gen_ai|temporal|http_server)_[a-z_]+)\b(?!\s*(?:=|!=|=~|!~))")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")

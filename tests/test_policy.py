@@ -9,8 +9,8 @@ import pytest
 import yaml
 from temporalio.common import RetryPolicy
 
-from infra.policy import Policy, PolicyError, WorkflowOptions, load_policy, parse_duration
-from infra.settings import REPO_ROOT
+from infra.config.policy import Policy, PolicyError, WorkflowOptions, load_policy, parse_duration
+from infra.config.settings import REPO_ROOT
 from workflows.policy_options import activity_kwargs
 
 SHIPPED = REPO_ROOT / "temporal.yaml"

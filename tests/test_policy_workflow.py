@@ -22,10 +22,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.stack_probe import ModelProbeResult, ProbeRequest
-from infra.policy import Policy, load_policy
-from infra.schedules import ensure_schedules
-from infra.settings import REPO_ROOT
+from activities.contracts.probe import ModelProbeResult, ProbeRequest
+from infra.config.policy import Policy, load_policy
+from infra.config.settings import REPO_ROOT
+from infra.runtime.schedules import ensure_schedules
 from tests.conftest import Services
 from workers.chat import sandbox_runner
 from workflows.stack_probe import StackProbeInput, StackProbeResult, StackProbeWorkflow

@@ -5,9 +5,10 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from activities.prompt import ContextChunk, PromptTooLong, assemble, compress, rank_sentences
-from activities.tokens import LocalGGUFCounter, RemoteCounter
-from infra.components.model import default_gguf
+from activities.adapters.tokens import LocalGGUFCounter, RemoteCounter
+from activities.contracts.turn import ContextChunk
+from activities.logic.prompt import PromptTooLong, assemble, compress, rank_sentences
+from infra.config.endpoints import default_gguf
 from tests.conftest import Services
 
 SEA = (

@@ -17,14 +17,14 @@ import yaml
 from sqlalchemy import text
 from temporalio.testing import ActivityEnvironment
 
-from activities.bulk_ingest import TextDocument, bulk_ingest
-from activities.chunking import Chunker
-from activities.reembed import ReembedActivities
-from activities.reembed_models import ReembedInput, ReembedResult
+from activities.contracts.reembed import ReembedInput, ReembedResult
+from activities.ingest.reembed import ReembedActivities
+from activities.logic.chunking import Chunker
 from db.access import ensure_tenant
 from db.engine import scope_to_tenant
-from infra.resources import Resources
-from infra.settings import Settings
+from infra.config.settings import Settings
+from infra.eval.bulk_ingest import TextDocument, bulk_ingest
+from infra.runtime.resources import Resources
 from tests.api_harness import isolated_settings
 from tests.conftest import Services
 from tests.tei_stand_in import ScrambledTei, TeiStandIn

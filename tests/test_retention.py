@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import uuid
 
-from activities.retention import RetentionInput, RetentionReport
-from activities.transcript import recent_key
-from activities.turn_events import stream_key
+from activities.adapters.context_cache import recent_key
+from activities.adapters.turn_events import stream_key
+from activities.contracts.maintenance import RetentionInput, RetentionReport
 from db.access import ensure_tenant
-from infra.resources import Resources
+from infra.runtime.resources import Resources
 from tests.conftest import Services, db_rows
 from workers.ingest import build_ingest_worker
 

@@ -9,11 +9,12 @@ import uuid
 import pytest
 from sqlalchemy import update
 
-from activities.retrieval import RetrievalActivities, RetrieveInput
+from activities.chat.retrieval import RetrievalActivities
+from activities.contracts.turn import RetrieveInput
 from db.access import ensure_tenant
 from db.engine import scope_to_tenant
 from db.models import Chunk, Document
-from infra.resources import Resources
+from infra.runtime.resources import Resources
 from tests.api_harness import ApiServer
 from tests.sse import collect
 
@@ -109,7 +110,8 @@ async def test_turn_uses_and_records_retrieved_context(api: ApiServer, resources
 async def test_recent_context_falls_back_to_postgres_when_redis_lost_it(
     api: ApiServer, resources: Resources
 ) -> None:
-    from activities.transcript import Transcript, recent_key
+    from activities.adapters.context_cache import recent_key
+    from activities.chat.transcript import Transcript
 
     conv = await api.conversation()
     async with api.client.stream(

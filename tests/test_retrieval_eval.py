@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Tenant
-from infra.beir import DatasetError, load_beir
-from infra.ir_metrics import mrr_at, ndcg_at, percentile, recall_at
-from infra.resources import Resources
-from infra.retrieval_eval import evaluate
+from infra.eval.beir import DatasetError, load_beir
+from infra.eval.ir_metrics import mrr_at, ndcg_at, percentile, recall_at
+from infra.eval.retrieval_eval import evaluate
+from infra.runtime.resources import Resources
 from tests.conftest import Services
 
 MINIBEIR = Path(__file__).parent / "data" / "minibeir"
@@ -66,7 +66,7 @@ async def test_kept_tenant_is_reused(resources: Resources) -> None:
 def test_cli_prints_json_for_a_beir_directory(services: Services) -> None:
     env = {**os.environ, **services.endpoints.as_env(), "TURNFLOW_DATA_DIR": str(services.data_dir)}
     result = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "eval", "retrieval", "--dataset", str(MINIBEIR), "--json"],
+        [sys.executable, "-m", "infra.cli.main", "eval", "retrieval", "--dataset", str(MINIBEIR), "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -77,7 +77,7 @@ def test_cli_prints_json_for_a_beir_directory(services: Services) -> None:
     assert report["split"] == "test" and report["queries"] == 14
     assert set(report["modes"]) == {"vector", "text", "hybrid"}
     missing = subprocess.run(
-        [sys.executable, "-m", "infra.cli", "eval", "retrieval", "--dataset", "/nonexistent"],
+        [sys.executable, "-m", "infra.cli.main", "eval", "retrieval", "--dataset", "/nonexistent"],
         env=env,
         capture_output=True,
         text=True,

@@ -8,14 +8,9 @@ from typing import Any
 
 import pytest
 
-from activities.routing import (
-    NoEligibleModel,
-    RouteRequest,
-    TenantPolicy,
-    pick_replica,
-    route,
-)
-from infra.models import ModelSpec, check_registry
+from activities.contracts.route import RouteRequest
+from activities.logic.routing import NoEligibleModel, TenantPolicy, pick_replica, route
+from infra.config.models import ModelSpec, check_registry
 
 ON_PREM = TenantPolicy(residency=frozenset({"on-prem"}))
 ANYWHERE = TenantPolicy()

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from infra.endpoints import Endpoints
-from infra.policy import load_policy
-from infra.settings import REPO_ROOT, Settings
-from infra.stack import build_stack
+from infra.config.endpoints import Endpoints
+from infra.config.policy import load_policy
+from infra.config.settings import REPO_ROOT, Settings
+from infra.stack.embedded import build_stack
 
 POLICY = REPO_ROOT / "temporal.yaml"
 
@@ -19,8 +19,8 @@ def test_defaults_are_embedded(tmp_path: Path) -> None:
     ep = Endpoints.resolve(Settings(_env_file=None, data_dir=tmp_path))
     assert ep.embedded == {"temporal", "postgres", "redis", "model"}
     assert ep.temporal_address == "127.0.0.1:7233"
-    from infra.policy import load_policy
-    from infra.stack import build_stack
+    from infra.config.policy import load_policy
+    from infra.stack.embedded import build_stack
 
     _, components = build_stack(Settings(_env_file=None, data_dir=tmp_path), load_policy(POLICY))
     assert components[0].urls["Temporal web UI"] == "http://127.0.0.1:8233"
@@ -61,7 +61,7 @@ def test_production_refuses_embedded_services() -> None:
 
 def test_children_count_tokens_locally_when_the_model_is_embedded(tmp_path: Path) -> None:
     """The worker and API get the GGUF path, so they never ask the busy model server to tokenize."""
-    from infra.components.model import default_gguf
+    from infra.config.endpoints import default_gguf
 
     settings = Settings(_env_file=None, data_dir=tmp_path)
     _, components = build_stack(settings, load_policy(POLICY))

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from infra.components.model import default_gguf
-from infra.policy import load_policy
+from infra.config.endpoints import default_gguf
+from infra.config.policy import load_policy
 from tests.api_harness import ApiServer, isolated_settings, model_entry, run_cli
 from tests.conftest import Services, db_rows, free_port
 

@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import select
 
 from db.models import AuditEvent
-from infra.resources import Resources
+from infra.runtime.resources import Resources
 from tests.replay import replay
 from workers.chat import build_chat_worker
 from workflows.stack_probe import StackProbeInput, StackProbeResult
@@ -51,7 +51,8 @@ async def test_probe_postgres_is_idempotent_on_retry(resources: Resources) -> No
     """A retried attempt (same probe id) finds the row the first attempt wrote instead of adding one."""
     from temporalio.testing import ActivityEnvironment
 
-    from activities.stack_probe import ProbeRequest, StackProbeActivities
+    from activities.chat.stack_probe import StackProbeActivities
+    from activities.contracts.probe import ProbeRequest
 
     acts = StackProbeActivities(resources.sessions, resources.redis, resources.model)
     request = ProbeRequest(probe_id=f"retry-{uuid.uuid4()}", prompt="hi")

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from infra.components.base import Component, ComponentFailed
-from infra.state import pid_alive
-from infra.supervisor import Supervisor
+from infra.stack.components.base import Component, ComponentFailed
+from infra.stack.state import pid_alive
+from infra.stack.supervisor import Supervisor
 from tests.conftest import free_port
 
 

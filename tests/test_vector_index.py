@@ -11,12 +11,12 @@ import uuid
 import numpy as np
 import psycopg
 
-from activities.embedder import Embedders
-from activities.search import HybridSearch, SearchSettings, _vector_sql
+from activities.adapters.embedder import Embedders
+from activities.adapters.search import HybridSearch, SearchSettings, _vector_sql
 from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade_async
 from db.vector_index import AnnIndex, describe, rebuild
-from infra.resources import Resources
+from infra.runtime.resources import Resources
 from tests.conftest import psycopg_url
 
 
@@ -69,7 +69,7 @@ async def test_reindex_to_ivfflat_halfvec_and_back(fresh_database: str, resource
         "TURNFLOW_IVFFLAT_LISTS": "4",
     }
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "infra.cli", "db", "reindex", env=env, stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "infra.cli.main", "db", "reindex", env=env, stdout=asyncio.subprocess.PIPE
     )
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()

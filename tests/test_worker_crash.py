@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.settings import REPO_ROOT, Settings
+from infra.config.settings import REPO_ROOT, Settings
 from tests.api_harness import ApiServer, isolated_settings
 from tests.conftest import Services, free_port
 from tests.sse import events

@@ -11,16 +11,16 @@ from typing import Any
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from activities.inference import InferenceActivities
-from activities.moderation import ModerationActivities
-from activities.retrieval import RetrievalActivities
-from activities.retrieval_observer import RetrievalObserver
-from activities.route_turn import RouteActivities
-from activities.stack_probe import StackProbeActivities
-from activities.transcript import Transcript
-from activities.turn_steps import TurnSteps
-from activities.webhook import WebhookActivities
-from infra.resources import Resources
+from activities.adapters.retrieval_observer import RetrievalObserver
+from activities.chat.inference import InferenceActivities
+from activities.chat.moderation import ModerationActivities
+from activities.chat.retrieval import RetrievalActivities
+from activities.chat.route_turn import RouteActivities
+from activities.chat.stack_probe import StackProbeActivities
+from activities.chat.transcript import Transcript
+from activities.chat.turn_steps import TurnSteps
+from activities.chat.webhook import WebhookActivities
+from infra.runtime.resources import Resources
 from workflows.chat_turn import ChatTurnWorkflow
 from workflows.moderation import ModerationWorkflow
 from workflows.stack_probe import StackProbeWorkflow

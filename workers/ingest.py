@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from temporalio.worker import Worker
 
-from activities.ingestion import IngestionActivities
-from activities.purge import PurgeActivities
-from activities.reembed import ReembedActivities
-from activities.retention import RetentionActivities
-from infra.resources import Resources
+from activities.ingest.ingestion import IngestionActivities
+from activities.ingest.purge import PurgeActivities
+from activities.ingest.reembed import ReembedActivities
+from activities.ingest.retention import RetentionActivities
+from infra.runtime.resources import Resources
 from workers.chat import sandbox_runner
 from workflows.ingest_document import IngestDocumentWorkflow
 from workflows.purge import PurgeTombstonesWorkflow

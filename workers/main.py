@@ -8,12 +8,12 @@ import signal
 
 from prometheus_client import start_http_server
 
-from infra.logging_setup import configure_logging
-from infra.resources import Resources
-from infra.schedules import ensure_schedules
-from infra.search_attributes import ensure_search_attributes
-from infra.settings import Settings, get_settings
-from infra.telemetry import SERVICE_WORKER
+from infra.config.settings import Settings, get_settings
+from infra.runtime.resources import Resources
+from infra.runtime.schedules import ensure_schedules
+from infra.runtime.search_attributes import ensure_search_attributes
+from infra.telemetry.logging_setup import configure_logging
+from infra.telemetry.setup import SERVICE_WORKER
 from workers.chat import build_batch_worker, build_chat_worker
 from workers.ingest import build_ingest_worker
 

@@ -16,9 +16,8 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.retrieval import RetrieveInput, RetrieveResult
-    from activities.routing import RouteDecision, RouteRequest
-    from activities.turn_models import (
+    from activities.contracts.route import RouteDecision, RouteRequest
+    from activities.contracts.turn import (
         AssembleInput,
         AssembleResult,
         ChatTurnInput,
@@ -28,6 +27,8 @@ with workflow.unsafe.imports_passed_through():
         ModerationInput,
         PersistInput,
         PersistResult,
+        RetrieveInput,
+        RetrieveResult,
         TurnRef,
         TurnStatus,
         ValidateInput,
@@ -35,7 +36,7 @@ with workflow.unsafe.imports_passed_through():
         WebhookDelivery,
         WebhookInput,
     )
-    from infra.policy import WorkflowOptions
+    from infra.config.policy import WorkflowOptions
 
 from workflows.moderation import ModerationWorkflow
 from workflows.policy_options import StepFailed, run_with_policy

@@ -9,7 +9,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.ingest_models import (
+    from activities.contracts.ingest import (
         DocumentRef,
         EmbedInput,
         FailInput,

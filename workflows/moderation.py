@@ -5,7 +5,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.turn_models import ModerationInput
+    from activities.contracts.turn import ModerationInput
 
 from workflows.policy_options import run_with_policy
 

@@ -11,7 +11,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError,
 from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
-    from infra.policy import ActivityPolicy, WorkflowOptions
+    from infra.config.policy import ActivityPolicy, WorkflowOptions
 
 T = TypeVar("T")
 

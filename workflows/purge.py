@@ -6,7 +6,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.purge import PurgeInput, PurgeReport
+    from activities.contracts.maintenance import PurgeInput, PurgeReport
 
 from workflows.policy_options import run_with_policy
 

@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.reembed_models import (
+    from activities.contracts.reembed import (
         BatchInput,
         CanaryInput,
         CanaryResult,

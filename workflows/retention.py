@@ -1,4 +1,5 @@
-"""RetentionWorkflow: expired transcripts go, per tenant, from Postgres and Redis (activities/retention.py).
+"""RetentionWorkflow: expired transcripts go, per tenant, from Postgres and Redis
+(activities/ingest/retention.py).
 Runs daily from temporal.yaml's schedule; `dry_run` only reports what would go."""
 
 from __future__ import annotations
@@ -6,7 +7,7 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.retention import RetentionInput, RetentionReport
+    from activities.contracts.maintenance import RetentionInput, RetentionReport
 
 from workflows.policy_options import run_with_policy
 

@@ -9,8 +9,8 @@ from pydantic import BaseModel
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.stack_probe import ModelProbeResult, ProbeRequest
-    from infra.policy import WorkflowOptions
+    from activities.contracts.probe import ModelProbeResult, ProbeRequest
+    from infra.config.policy import WorkflowOptions
 
 from workflows.policy_options import run_with_policy
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
-    from activities.turn_models import WebhookDelivery, WebhookInput
-    from infra.policy import WorkflowOptions
+    from activities.contracts.turn import WebhookDelivery, WebhookInput
+    from infra.config.policy import WorkflowOptions
 
 from workflows.policy_options import StepFailed, run_with_policy
 

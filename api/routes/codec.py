@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
-from api.deps import ResourcesDep
+from api.core.deps import ResourcesDep
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 

@@ -10,10 +10,10 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from api.deps import ResourcesDep
-from api.errors import error_responses
-from api.tenancy import TenantDep
-from api.text_fields import StorableObject, StorableStr
+from api.core.deps import ResourcesDep
+from api.core.errors import error_responses
+from api.core.tenancy import TenantDep
+from api.core.text_fields import StorableObject, StorableStr
 from db.models import Conversation, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])

@@ -13,18 +13,18 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import func, select, update
 
-from activities.ingest_models import IngestResult
-from activities.input_guard import unstorable
-from activities.parsing import DocumentRejected, mime_type_of
-from activities.search import invalidate_tenant
-from api.deps import ResourcesDep
-from api.document_intake import Upload, document_view, rejected, take_in
-from api.errors import error_responses
-from api.tenancy import TenantDep
-from api.text_fields import StorableStr
+from activities.adapters.search import invalidate_tenant
+from activities.contracts.ingest import IngestResult
+from activities.logic.input_guard import unstorable
+from activities.logic.parsing import DocumentRejected, mime_type_of
+from api.core.deps import ResourcesDep
+from api.core.errors import error_responses
+from api.core.tenancy import TenantDep
+from api.core.text_fields import StorableStr
+from api.services.document_intake import Upload, document_view, rejected, take_in
 from db.engine import scope_to_tenant
 from db.models import Chunk, Document
-from infra.resources import Resources
+from infra.runtime.resources import Resources
 
 router = APIRouter(tags=["documents"])
 # Apps search with chat keys as well as ingest ones: its own router, its own scopes (api/main.py).
@@ -70,7 +70,7 @@ async def _upload_from(request: Request) -> Upload:
     if kind in ("application/json", ""):
         try:
             body = DocumentCreate.model_validate_json(await request.body())
-        except ValidationError as exc:  # answered like any other invalid body (api/errors.py)
+        except ValidationError as exc:  # answered like any other invalid body (api/core/errors.py)
             raise RequestValidationError(exc.errors()) from exc
         source = body.source or f"text-{uuid.uuid4()}"
         return Upload(body.text.encode(), body.mime_type, source, body.title)

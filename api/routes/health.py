@@ -9,8 +9,8 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.deps import ResourcesDep
-from infra import probes
+from api.core.deps import ResourcesDep
+from infra.runtime import probes
 
 router = APIRouter(tags=["health"])
 

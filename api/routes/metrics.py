@@ -9,8 +9,8 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
-from api.deps import ResourcesDep
-from infra import metrics
+from api.core.deps import ResourcesDep
+from infra.telemetry import metrics
 
 router = APIRouter(tags=["operations"])
 log = logging.getLogger("turnflow.api")

@@ -13,17 +13,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import select
 
-from api.deps import ResourcesDep
-from api.errors import error_responses
+from api.core.deps import ResourcesDep
+from api.core.errors import error_responses
+from api.core.tenancy import PrincipalDep, require
+from api.core.text_fields import StorableStr
 from api.routes.metrics import refresh_breakers
-from api.tenancy import PrincipalDep, require
-from api.text_fields import StorableStr
+from db.drift import DriftOut, compute_drift
 from db.models import Tenant
 from db.ops_summary import recent_failures
+from db.slo import SloOut, compute_slo
 from db.usage import model_health
-from infra import metrics
-from infra.durations import parse_duration
-from infra.observability import DriftOut, SloOut, compute_drift, compute_slo
+from infra.config.durations import parse_duration
+from infra.telemetry import metrics
 
 router = APIRouter(tags=["observability"])
 
@@ -72,21 +73,23 @@ async def read_slo(
     if "operator" not in principal.scopes:
         if tenant is not None and tenant != principal.tenant_name:
             raise HTTPException(404, f"tenant {tenant!r} not found")
-        return await compute_slo(res, span, principal.tenant_id, principal.tenant_name)
+        return await compute_slo(
+            res.sessions, res.policy.slo.objectives, span, principal.tenant_id, principal.tenant_name
+        )
     if tenant is None:
-        return await compute_slo(res, span, None, "platform")
+        return await compute_slo(res.sessions, res.policy.slo.objectives, span, None, "platform")
     async with res.sessions() as session:
         found = await session.scalar(select(Tenant.id).where(Tenant.name == tenant))
     if found is None:
         raise HTTPException(404, f"tenant {tenant!r} not found")
-    return await compute_slo(res, span, found, tenant)
+    return await compute_slo(res.sessions, res.policy.slo.objectives, span, found, tenant)
 
 
 @operators.get("/v1/drift", responses=error_responses(404))
 async def read_drift(res: ResourcesDep) -> DriftOut:
     """Retrieval score distributions and query-embedding centroids per tenant, and p95 latency per model
     version: the recent window against the baseline before it, flagged past temporal.yaml's `drift:`."""
-    return await compute_drift(res)
+    return await compute_drift(res.sessions, res.policy.drift)
 
 
 @operators.get("/v1/dashboard/summary", responses=error_responses(404))
@@ -94,7 +97,7 @@ async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> di
     """What /dashboard shows: SLOs, per-model latency percentiles, TTFT, tokens/s and cost per 1k
     messages, breaker states, drift flags and recent failed turns with links into the Temporal UI."""
     span = _window(res, window)
-    slo = await compute_slo(res, span, None, "platform")
+    slo = await compute_slo(res.sessions, res.policy.slo.objectives, span, None, "platform")
     until = datetime.now(UTC)
     async with res.sessions() as session:
         models = await model_health(session, until - span, until)
@@ -122,7 +125,7 @@ async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> di
             {"model": model, "endpoint": endpoint, "state": state}
             for (model, endpoint), state in sorted(metrics.breaker_view.items())
         ],
-        "drift": (await compute_drift(res)).model_dump(mode="json"),
+        "drift": (await compute_drift(res.sessions, res.policy.drift)).model_dump(mode="json"),
         "failures": [
             {**f, "temporal_url": f"{ui}/namespaces/{namespace}/workflows/{f['turn_id']}"} for f in failures
         ],

@@ -17,13 +17,13 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
-from api.deps import ResourcesDep
-from api.errors import error_body, error_responses, turn_error_response
+from api.core.deps import ResourcesDep
+from api.core.errors import error_body, error_responses, turn_error_response
+from api.core.tenancy import TenantDep, tokens_within_limit
+from api.core.text_fields import StorableStr
 from api.routes.turns import SSE_HEADERS, IdempotencyKey, request_id
-from api.tenancy import TenantDep, tokens_within_limit
-from api.text_fields import StorableStr
-from api.turn_starter import start_turn
-from api.turn_stream import follow
+from api.services.turn_starter import start_turn
+from api.services.turn_stream import follow
 from db.models import Conversation
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])

@@ -13,17 +13,17 @@ from sse_starlette.sse import EventSourceResponse
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.turn_events import EVENT_TYPES
-from activities.turn_models import ChatTurnResult
-from api.deps import ResourcesDep
-from api.errors import error_responses, turn_error_response
+from activities.adapters.turn_events import EVENT_TYPES
+from activities.contracts.turn import ChatTurnResult
+from api.core.deps import ResourcesDep
+from api.core.errors import error_responses, turn_error_response
+from api.core.tenancy import TenantDep, require, tokens_within_limit
+from api.core.text_fields import StorableStr
 from api.routes.conversations import get_conversation
-from api.tenancy import TenantDep, require, tokens_within_limit
-from api.text_fields import StorableStr
-from api.turn_starter import start_turn, tenant_of_turn
-from api.turn_stream import as_sse, follow
-from infra.replay_cli import fetch_history, turn_audit
-from infra.resources import Resources
+from api.services.turn_starter import start_turn, tenant_of_turn
+from api.services.turn_stream import as_sse, follow
+from infra.runtime.resources import Resources
+from workers.replay import fetch_history, turn_audit
 
 router = APIRouter(tags=["turns"])
 

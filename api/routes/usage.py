@@ -12,11 +12,11 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 from sqlalchemy import select
 
-from activities.routing import Usd
-from api.deps import ResourcesDep
-from api.errors import error_responses
-from api.tenancy import TenantDep
-from api.text_fields import StorableStr
+from activities.contracts.route import Usd
+from api.core.deps import ResourcesDep
+from api.core.errors import error_responses
+from api.core.tenancy import TenantDep
+from api.core.text_fields import StorableStr
 from db.models import Tenant
 from db.usage import usage_report
 

@@ -19,8 +19,8 @@ target_metadata = Base.metadata
 def _url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if not url:
-        from infra.endpoints import Endpoints
-        from infra.settings import get_settings
+        from infra.config.endpoints import Endpoints
+        from infra.config.settings import get_settings
 
         url = Endpoints.resolve(get_settings()).database_url
     return url

@@ -1,0 +1,66 @@
+"""Each conversation's recent messages in Redis, the prompt's history without a Postgres read.
+
+Written once per recorded turn (idempotent under retries), trimmed to the last RECENT_MESSAGES,
+expiring after a day idle; read back from Postgres and cached again when Redis has evicted it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
+from activities.contracts.turn import Message
+from db.messages import recent_messages
+
+RECENT_MESSAGES = 20
+RECENT_TTL_S = 24 * 3600
+
+# KEYS: the recent list, a per-turn marker ('' for none). ARGV: max length, ttl, messages...
+_APPEND_ONCE = """
+if KEYS[2] ~= '' and not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then return 0 end
+redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
+redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
+redis.call('EXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+
+def recent_key(conversation_id: str) -> str:
+    return f"turnflow:conv:{conversation_id}:recent"
+
+
+class ContextCache:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis) -> None:
+        self.sessions = sessions
+        self.redis = redis
+        self._append = redis.register_script(_APPEND_ONCE)
+
+    async def recent(self, conversation_id: str) -> list[Message]:
+        """The last messages, oldest first; from Redis, or from Postgres when Redis has evicted them."""
+        try:
+            cached = await self.redis.lrange(recent_key(conversation_id), 0, -1)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("recent context read from Postgres", exc)
+            cached = []
+        if cached:
+            return [json.loads(item) for item in cached]
+        async with self.sessions() as session:
+            messages = await recent_messages(session, conversation_id, RECENT_MESSAGES)
+        if messages:
+            try:
+                await self.remember(conversation_id, messages)
+            except REDIS_UNAVAILABLE as exc:
+                degraded("recent context not cached", exc)
+        return messages
+
+    async def remember(self, conversation_id: str, messages: list[Message], turn_id: str = "") -> None:
+        """Append to the conversation's cached context; with a turn id, at most once per turn, so a
+        retried persist (its Redis step failed after the commit) never caches the exchange twice."""
+        marker = f"turnflow:conv:{conversation_id}:cached:{turn_id}" if turn_id else ""
+        await self._append(
+            keys=[recent_key(conversation_id), marker],
+            args=[RECENT_MESSAGES, RECENT_TTL_S, *[json.dumps(m) for m in messages]],
+        )

@@ -1,0 +1,348 @@
+"""Hybrid search over a tenant's live chunks: pgvector (HNSW, cosine) and Postgres full-text,
+fused with reciprocal rank fusion, then reranked; the top-k goes to the prompt.
+
+Every query is scoped to one tenant twice: by its WHERE clause and by row-level security (the
+transaction is scoped to the tenant first). Only chunks embedded with the tenant's active embedding
+version are searched. Query embeddings and whole results are cached in Redis; a tenant's result
+cache is invalidated by bumping its generation whenever its documents change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import numpy as np
+from redis.asyncio import Redis
+from sqlalchemy import Result, TextClause, text
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from activities.adapters.embedder import Embedder, Embedders
+from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
+from activities.contracts.turn import ContextChunk
+from db.engine import scope_to_tenant
+from db.vector_index import AnnIndex
+from infra.telemetry import metrics
+
+SearchMode = Literal["hybrid", "vector", "text"]
+RRF_K = 60  # the constant from Cormack et al. (2009); ranks past ~60 barely count
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    "a an and are as at be by for from has have in is it its of on or that the to was were what when "
+    "where which who why will with does do did how can".split()
+)
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    candidates: int = 50  # per method, before fusion
+    index: AnnIndex = field(default_factory=AnnIndex)
+    ef_search: int = 100
+    ivfflat_probes: int = 10
+    # Bounds an iterative scan whose filter matches nothing (an empty or unknown tenant).
+    max_scan_tuples: int = 20_000
+    cache_ttl_s: int = 300
+    # Tenants with at most this many chunks are searched exactly (fast, and recall 1.0).
+    exact_max_rows: int = 5_000
+    # Default reranker: weights of semantic similarity, lexical coverage and the fused rank.
+    semantic_weight: float = 1.0
+    lexical_weight: float = 0.3
+    fusion_weight: float = 5.0
+
+
+@dataclass
+class Candidate:
+    id: str
+    document_id: str
+    document_version: int
+    embedding_version: str
+    text: str
+    similarity: float  # cosine similarity to the query, computed in Postgres
+    ranks: dict[str, int] = field(default_factory=dict)
+    score: float = 0.0
+
+    @property
+    def fused(self) -> float:
+        return sum(1.0 / (RRF_K + r) for r in self.ranks.values())
+
+
+class Reranker(Protocol):
+    def rerank(self, query: str, candidates: list[Candidate]) -> list[Candidate]: ...
+
+
+class LexicalSemanticReranker:
+    """Cosine similarity to the query, plus how many query terms a chunk covers, plus the fused rank."""
+
+    def __init__(self, settings: SearchSettings) -> None:
+        self.s = settings
+
+    def rerank(self, query: str, candidates: list[Candidate]) -> list[Candidate]:
+        terms = terms_of(query)
+        for c in candidates:
+            semantic = c.similarity
+            lexical = len(terms & terms_of(c.text)) / len(terms) if terms else 0.0
+            c.score = (
+                self.s.semantic_weight * semantic
+                + self.s.lexical_weight * lexical
+                + self.s.fusion_weight * c.fused
+            )
+        return sorted(candidates, key=lambda c: c.score, reverse=True)
+
+
+def terms_of(text_: str) -> set[str]:
+    return {w for w in _WORD.findall(text_.lower()) if w not in _STOP and len(w) > 1}
+
+
+def query_digest(query: str) -> str:
+    """Cache identity of a query: case and spacing do not make a different question."""
+    return hashlib.sha256(" ".join(query.lower().split()).encode()).hexdigest()
+
+
+@dataclass
+class SearchResult:
+    chunks: list[ContextChunk]
+    embedding_model: str | None
+    embedding_version: str | None
+    cached: bool = False
+    # The query's embedding, when this search computed or fetched one (drift signals read it).
+    query_vector: np.ndarray | None = None
+
+
+def _vector_sql(index: AnnIndex) -> TextClause:
+    return text(
+        f"""
+        SELECT id, document_id, document_version, embedding_version, text,
+               1 - (embedding <=> CAST(:vector AS vector)) AS similarity
+        FROM chunks
+        WHERE tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
+        ORDER BY {index.order_by()}
+        LIMIT :n
+        """
+    )
+
+
+# The same, exact: for a tenant with few chunks, reading them all through the tenant index beats an
+# HNSW scan that must skip every other tenant's rows (the planner tends to pick the latter).
+_EXACT_VECTOR_SQL = text(
+    """
+    WITH mine AS MATERIALIZED (
+        SELECT id, embedding FROM chunks
+        WHERE tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
+    ), top AS (
+        SELECT id, embedding <=> CAST(:vector AS vector) AS distance FROM mine ORDER BY distance LIMIT :n
+    )
+    SELECT c.id, c.document_id, c.document_version, c.embedding_version, c.text,
+           1 - top.distance AS similarity
+    FROM top JOIN chunks c ON c.id = top.id
+    ORDER BY top.distance
+    """
+)
+# OR of the query's lexemes (plainto_tsquery ANDs them, which finds almost nothing for questions).
+_TEXT_SQL = text(
+    """
+    WITH q AS (
+        SELECT NULLIF(replace(plainto_tsquery('english', :query)::text, '&', '|'), '')::tsquery AS q
+    )
+    SELECT id, document_id, document_version, embedding_version, text,
+           1 - (embedding <=> CAST(:vector AS vector)) AS similarity
+    FROM chunks, q
+    WHERE q.q IS NOT NULL AND tsv @@ q.q
+      AND tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
+    ORDER BY ts_rank(tsv, q.q, 1) DESC
+    LIMIT :n
+    """
+)
+
+
+class HybridSearch:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        embedders: Embedders,
+        redis: Redis,
+        settings: SearchSettings | None = None,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.embedders = embedders
+        self.redis = redis
+        self.settings = settings or SearchSettings()
+        self.reranker = reranker or LexicalSemanticReranker(self.settings)
+        self._vector_sql = _vector_sql(self.settings.index)
+
+    async def search(
+        self,
+        tenant_id: uuid.UUID | str,
+        query: str,
+        k: int,
+        mode: SearchMode = "hybrid",
+        *,
+        use_cache: bool = True,
+    ) -> SearchResult:
+        tenant = str(tenant_id)
+        async with self.sessions.begin() as session:
+            await scope_to_tenant(session, tenant)
+            model, version = await active_embedding(session, tenant)
+            embedder = self.embedders.get(model, version)
+            if embedder is None or k <= 0:
+                # A tenant on an embedding this deployment cannot compute: answer without context.
+                return SearchResult([], model, version)
+            model, version = embedder.model_id, embedder.version
+            use_cache = use_cache and self.settings.cache_ttl_s > 0
+            cache_key = await self._cache_key(tenant, model, version, mode, k, query) if use_cache else None
+            if cache_key and (hit := await self._cache_get(cache_key)):
+                _count_cache("result", hit=True)
+                chunks = [ContextChunk.model_validate(c) for c in json.loads(hit)]
+                return SearchResult(chunks, model, version, cached=True)
+            params = {
+                "tenant": tenant,
+                "model": model,
+                "version": version,
+                "n": max(self.settings.candidates, k),
+            }
+            # How many chunks the tenant has, counted no further than the exact-search bound.
+            size = await session.scalar(
+                text(
+                    "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE tenant_id = :tenant AND live"
+                    " AND embedding_model = :model AND embedding_version = :version LIMIT :cap) AS s"
+                ),
+                {**params, "cap": self.settings.exact_max_rows + 1},
+            )
+            if not size:  # a tenant without documents costs one indexed lookup, not an embedding
+                return SearchResult([], model, version)
+            query_vector = await self.query_vector(embedder, query)
+            literal = vector_literal(query_vector)
+            candidates: dict[str, Candidate] = {}
+            if mode in ("hybrid", "vector") and size <= self.settings.exact_max_rows:
+                rows = await session.execute(_EXACT_VECTOR_SQL, {**params, "vector": literal})
+                _collect(candidates, rows, "vector")
+            elif mode in ("hybrid", "vector"):
+                for statement in self.settings.index.session_settings(
+                    ef_search=self.settings.ef_search,
+                    probes=self.settings.ivfflat_probes,
+                    max_scan_tuples=self.settings.max_scan_tuples,
+                ):
+                    await session.execute(text(statement))
+                rows = await session.execute(self._vector_sql, {**params, "vector": literal})
+                _collect(candidates, rows, "vector")
+            if mode in ("hybrid", "text"):
+                rows = await session.execute(_TEXT_SQL, {**params, "query": query, "vector": literal})
+                _collect(candidates, rows, "text")
+        ranked = self._rank(query, list(candidates.values()), mode)[:k]
+        chunks = [
+            ContextChunk(
+                id=c.id,
+                document_id=c.document_id,
+                document_version=c.document_version,
+                embedding_version=c.embedding_version,
+                text=c.text,
+                score=round(c.score, 6),
+            )
+            for c in ranked
+        ]
+        if cache_key:
+            await self._cache_set(cache_key, json.dumps([c.model_dump() for c in chunks]))
+            _count_cache("result", hit=False)
+        return SearchResult(chunks, model, version, query_vector=query_vector)
+
+    def _rank(self, query: str, candidates: list[Candidate], mode: SearchMode) -> list[Candidate]:
+        if mode == "vector":
+            for c in candidates:
+                c.score = c.similarity
+            return sorted(candidates, key=lambda c: c.score, reverse=True)
+        if mode == "text":
+            for c in candidates:
+                c.score = c.fused
+            return sorted(candidates, key=lambda c: c.score, reverse=True)
+        return self.reranker.rerank(query, candidates)
+
+    async def query_vector(self, embedder: Embedder, query: str) -> np.ndarray:
+        """The query's embedding, from Redis when this model version has embedded the same text."""
+        digest = query_digest(query)
+        key = f"qemb:{embedder.model_id}:{embedder.version}:{digest}"
+        cached = await self._cache_get(key)
+        if cached is not None:
+            _count_cache("embedding", hit=True)
+            return np.frombuffer(cached, dtype=np.float32)
+        [vector] = await embedder.embed([query])
+        array = np.asarray(vector, dtype=np.float32)
+        await self._cache_set(key, array.tobytes(), ttl_s=86_400)
+        _count_cache("embedding", hit=False)
+        return array
+
+    async def _cache_key(
+        self, tenant: str, model: str, version: str, mode: str, k: int, query: str
+    ) -> str | None:
+        """None while Redis is unreachable: without the tenant's generation, a cached result
+        could be stale, so the search neither reads nor writes the cache."""
+        try:
+            generation = int(await self.redis.get(generation_key(tenant)) or 0)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("search cache skipped", exc)
+            return None
+        digest = query_digest(query)[:32]
+        return f"search:{tenant}:{generation}:{model}:{version}:{mode}:{k}:{digest}"
+
+    # The cache is only a cache: Redis down means a miss, and nothing stored.
+    async def _cache_get(self, key: str) -> bytes | None:
+        try:
+            value = await self.redis.get(key)
+            return value.encode() if isinstance(value, str) else value
+        except REDIS_UNAVAILABLE as exc:
+            degraded("search cache read missed", exc)
+            return None
+
+    async def _cache_set(self, key: str, value: str | bytes, ttl_s: int | None = None) -> None:
+        try:
+            await self.redis.set(key, value, ex=ttl_s or self.settings.cache_ttl_s)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("search cache write skipped", exc)
+
+
+def _count_cache(cache: str, *, hit: bool) -> None:
+    """A metric, not a Redis counter: no round trip on the search path."""
+    metrics.retrieval_cache.add(1, {"cache": cache, "result": "hit" if hit else "miss"})
+
+
+def generation_key(tenant: str) -> str:
+    return f"search:gen:{tenant}"
+
+
+async def invalidate_tenant(redis: Redis, tenant: uuid.UUID | str) -> None:
+    """Cached results of the tenant's queries are stale from now on (they age out by TTL)."""
+    await redis.incr(generation_key(str(tenant)))
+
+
+async def active_embedding(session: AsyncSession, tenant: str) -> tuple[str | None, str | None]:
+    row = (
+        await session.execute(
+            text("SELECT embedding_model, embedding_version FROM tenants WHERE id = :tenant"),
+            {"tenant": tenant},
+        )
+    ).first()
+    return (row[0], row[1]) if row else (None, None)
+
+
+def vector_literal(vector: np.ndarray | list[float]) -> str:
+    """pgvector's text form of a vector, for a CAST(:param AS vector)."""
+    return "[" + ",".join(f"{x:.7g}" for x in np.asarray(vector, dtype=np.float32)) + "]"
+
+
+def _collect(candidates: dict[str, Candidate], rows: Result[Any], method: str) -> None:
+    for rank, row in enumerate(rows, start=1):
+        key = str(row.id)
+        c = candidates.get(key)
+        if c is None:
+            c = candidates[key] = Candidate(
+                id=key,
+                document_id=str(row.document_id),
+                document_version=row.document_version,
+                embedding_version=row.embedding_version,
+                text=row.text,
+                similarity=float(row.similarity),
+            )
+        c.ranks[method] = rank

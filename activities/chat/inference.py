@@ -1,0 +1,198 @@
+"""The infer step: stream from the model routing chose, publish every token as it arrives, heartbeat,
+and tell the endpoint's circuit breaker how it went.
+
+A retried attempt (after a crash, or a fallback to another model) first publishes a ``reset`` event:
+the client discards the partial text it has and the new attempt streams the reply from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpcore2
+import httpx
+import httpx2
+from huggingface_hub.errors import HfHubHTTPError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.adapters.breaker import CircuitBreakers
+from activities.adapters.model_adapters import ModelAdapter
+from activities.adapters.model_call import ModelCall
+from activities.adapters.model_registry import ModelRegistry
+from activities.adapters.turn_events import TurnEvents, TurnPublisher
+from activities.contracts.route import ModelTarget
+from activities.contracts.turn import InferInput, InferResult
+from activities.logic.safety import SafetyEngine
+
+# An endpoint that cannot be reached, drops the stream, or does not answer in time. huggingface_hub's
+# client is on httpx2, and a stream's transport errors arrive from httpcore2 unwrapped; our own
+# health and tokenize calls are on httpx.
+_UNREACHABLE = (
+    httpx.HTTPError,
+    httpx2.HTTPError,
+    httpcore2.NetworkError,
+    httpcore2.ProtocolError,
+    httpcore2.TimeoutException,
+    OSError,
+    TimeoutError,
+)
+# How long a finished reply waits for Redis to take the events it holds (an outage mid-stream).
+EVENT_FLUSH_GRACE_S = 30.0
+
+
+@asynccontextmanager
+async def keep_heartbeating() -> AsyncIterator[None]:
+    """Heartbeat on a clock, not per token: a long prefill is not a dead worker, a dead process is.
+
+    Cancellation also arrives through heartbeats, so this keeps cancel latency near the interval.
+    """
+    if activity.info().is_local:
+        yield  # a local activity lives inside its workflow task, which has its own liveness
+        return
+    timeout = activity.info().heartbeat_timeout
+    interval = min(timeout.total_seconds() / 3, 1.0) if timeout else 1.0
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+
+
+class InferenceActivities:
+    def __init__(
+        self, registry: ModelRegistry, breakers: CircuitBreakers, events: TurnEvents, safety: SafetyEngine
+    ) -> None:
+        self.registry = registry
+        self.breakers = breakers
+        self.events = events
+        self.safety = safety
+
+    @activity.defn(name="infer")
+    async def infer(self, inp: InferInput) -> InferResult:
+        """One attempt at one model of the turn's chain (``inp.target``), on the replica routing chose."""
+        target = inp.target
+        if target is None:
+            raise ApplicationError(
+                "infer needs a routed target", type="ModelRequestRejected", non_retryable=True
+            )
+        if target.name not in self.registry:
+            raise ApplicationError(
+                f"model {target.name} is no longer in the registry", type="ModelUnknown", non_retryable=True
+            )
+        if not await self.breakers.acquire(target.endpoint):
+            # Another worker opened this endpoint's circuit since routing: the next model, now.
+            raise ApplicationError(f"{target.name}: circuit open", type="CircuitOpen", non_retryable=True)
+        attempt = activity.info().attempt
+        meta = {
+            "turn_id": inp.turn_id,
+            "conversation_id": inp.conversation_id,
+            "request_id": inp.request_id,
+            "model": target.name,
+            "model_version": target.version,
+            "route": inp.route_rule,
+            "degraded": inp.degraded,
+            "attempt": attempt,
+        }
+        publisher = TurnPublisher(self.events, inp.turn_id)
+        await publisher.publish("turn" if inp.first_choice and attempt == 1 else "reset", meta)
+        adapter = self.registry.adapter(target.name)
+        with ModelCall(target, inp) as call:
+            try:
+                async with keep_heartbeating():
+                    result = await self._stream(adapter, target, inp, call, publisher)
+                    if not await publisher.flush(EVENT_FLUSH_GRACE_S):
+                        activity.logger.warning(
+                            "turn %s: %d events never reached Redis; clients get the reply from the"
+                            " turn's result",
+                            inp.turn_id,
+                            len(publisher.pending),
+                        )
+            except HfHubHTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status is not None and 400 <= status < 500 and status not in (408, 429):
+                    # Our request was wrong, not the endpoint: the breaker does not count it.
+                    raise ApplicationError(
+                        f"{target.name} refused the request: {exc}",
+                        type="ModelRequestRejected",
+                        non_retryable=True,
+                    ) from exc
+                await self._failed(target, exc)
+                raise
+            except _UNREACHABLE as exc:
+                await self._failed(target, exc)
+                raise
+        # Slowness counts against an endpoint only where a turn could go elsewhere: the last resort,
+        # busy, still answers (admission control is what sheds load, with Retry-After).
+        slow_counts = self.registry.has_alternative(target.name)
+        outcome = self.breakers.outcome_of(result.ttft_ms) if slow_counts else "ok"
+        await self.breakers.record(target.endpoint, outcome)
+        return result
+
+    async def _failed(self, target: ModelTarget, exc: BaseException) -> None:
+        if await self.breakers.record(target.endpoint, "failed") == "open":
+            # This failure opened the circuit: give up on the model now rather than retry into it.
+            raise ApplicationError(
+                f"{target.name}: circuit opened ({exc})", type="CircuitOpen", non_retryable=True
+            ) from exc
+
+    async def _stream(
+        self,
+        adapter: ModelAdapter,
+        target: ModelTarget,
+        inp: InferInput,
+        call: ModelCall,
+        publisher: TurnPublisher,
+    ) -> InferResult:
+        monitor = self.safety.output_monitor()
+        start = time.perf_counter()
+        ttft_ms: float | None = None
+        parts: list[str] = []
+        finish_reason = "stop"
+        safety_rule = None
+        input_tokens = output_tokens = None
+        response_model = None
+        try:
+            async for delta in adapter.stream_chat(
+                target.endpoint, inp.messages, inp.max_tokens, inp.temperature
+            ):
+                if delta.text:
+                    if ttft_ms is None:
+                        ttft_ms = (time.perf_counter() - start) * 1000
+                        call.first_token()
+                    verdict = monitor.feed(delta.text)
+                    if not verdict.allowed:
+                        finish_reason, safety_rule = "content_filter", verdict.rule
+                        break
+                    parts.append(delta.text)
+                    await publisher.publish("token", {"text": delta.text, "index": len(parts) - 1})
+                if delta.finish_reason:
+                    finish_reason = delta.finish_reason
+                input_tokens = delta.input_tokens or input_tokens
+                output_tokens = delta.output_tokens or output_tokens
+                response_model = delta.model or response_model
+        except asyncio.CancelledError:
+            activity.logger.info("turn %s cancelled after %d tokens", inp.turn_id, len(parts))
+            raise
+        result = InferResult(
+            text="".join(parts),
+            model=target.name,
+            model_version=target.version,
+            input_tokens=input_tokens if safety_rule is None else None,
+            # The server's count when it gives one (exact); else one streamed chunk is one token.
+            output_tokens=output_tokens if output_tokens and safety_rule is None else len(parts),
+            ttft_ms=ttft_ms,
+            finish_reason=finish_reason,
+            safety_rule=safety_rule,
+        )
+        call.finished(result, response_model)
+        return result

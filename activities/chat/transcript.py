@@ -1,0 +1,130 @@
+"""The transcript: the turn's history for the prompt, and the idempotent persist step."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+
+from activities.adapters.admission import TurnAdmission
+from activities.adapters.context_cache import ContextCache
+from activities.adapters.rate_limits import RateLimiter
+from activities.adapters.turn_events import TurnEvents
+from activities.adapters.turn_metrics import record_turn
+from activities.contracts.turn import Message, PersistInput, PersistResult
+from db.messages import insert_exchange, tenant_name
+
+
+def _rows(inp: PersistInput) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The question and the reply as message rows; the reply carries the turn's provenance."""
+    common = {
+        "tenant_id": uuid.UUID(inp.tenant_id),
+        "conversation_id": uuid.UUID(inp.conversation_id),
+        "turn_id": inp.turn_id,
+        "request_id": inp.request_id,
+        "interactive": inp.interactive,
+    }
+    provenance = {
+        "model_id": inp.model_id,
+        "model_version": inp.model_version,
+        "prompt_template_version": inp.prompt_template_version,
+        "retrieved_chunks": inp.retrieved_chunks,
+        "input_tokens": inp.input_tokens,
+        "output_tokens": inp.output_tokens,
+        "ttft_ms": inp.ttft_ms,
+        "latency_ms": inp.latency_ms,
+        "finish_reason": inp.finish_reason,
+        "route": inp.route,
+        "cost_usd": inp.cost_usd,
+        "error": inp.error,
+    }
+    user = {**common, "role": "user", "content": inp.user_text, "pii_redacted": inp.pii_redacted}
+    reply = {
+        **common,
+        **provenance,
+        "role": "assistant",
+        "content": inp.assistant_text,
+        "pii_redacted": False,
+    }
+    return user, reply
+
+
+def _terminal_event(inp: PersistInput, result: PersistResult) -> tuple[str, dict[str, Any]]:
+    """What the client's stream ends with: ``error`` or ``done`` with the turn's figures."""
+    if inp.status == "error":
+        return "error", {**(inp.error or {}), "message_id": result.assistant_message_id}
+    return "done", {
+        "message_id": result.assistant_message_id,
+        "finish_reason": inp.finish_reason,
+        "usage": {"input_tokens": inp.input_tokens, "output_tokens": inp.output_tokens},
+        "ttft_ms": inp.ttft_ms,
+        "latency_ms": inp.latency_ms,
+        "model": inp.model_id,
+        "model_version": inp.model_version,
+        "route": (inp.route or {}).get("rule"),
+        "cost_usd": f"{inp.cost_usd:f}" if inp.cost_usd is not None else None,
+        "degraded": inp.degraded,
+        "moderation": "pending" if inp.moderation_pending else "none",
+    }
+
+
+class Transcript:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        events: TurnEvents,
+        rate_limits: RateLimiter | None = None,
+        admission: TurnAdmission | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.context = ContextCache(sessions, redis)
+        self.events = events
+        self.rate_limits = rate_limits
+        self.admission = admission
+        # Metrics label tenants by name (ids would be unbounded in dashboards' eyes); names never change.
+        self._tenant_names: dict[str, str] = {}
+
+    async def recent(self, conversation_id: str) -> list[Message]:
+        return await self.context.recent(conversation_id)
+
+    @activity.defn(name="persist_turn")
+    async def persist_turn(self, inp: PersistInput) -> PersistResult:
+        """Both messages in one transaction; a retry finds them and adds nothing.
+
+        Past the commit, Redis must be reached (context cache, limits, the turn's place, its terminal
+        event): while it is down this step fails and is retried, and each part is idempotent, so the
+        retry completes what the first attempt could not."""
+        result = await self._record(inp)
+        if inp.status == "completed" and inp.assistant_text:
+            exchange = [
+                {"role": "user", "content": inp.user_text},
+                {"role": "assistant", "content": inp.assistant_text},
+            ]
+            await self.context.remember(inp.conversation_id, exchange, turn_id=inp.turn_id)
+        await self._release(inp)
+        await self.events.publish(inp.turn_id, *_terminal_event(inp, result))
+        return result
+
+    async def _record(self, inp: PersistInput) -> PersistResult:
+        """The exchange in Postgres, counted in the metrics the first time only."""
+        async with self.sessions.begin() as session:
+            ids, inserted = await insert_exchange(session, *_rows(inp))
+            if inserted and inp.tenant_id not in self._tenant_names:
+                name = await tenant_name(session, uuid.UUID(inp.tenant_id))
+                self._tenant_names[inp.tenant_id] = name or inp.tenant_id
+        if inserted:
+            record_turn(inp, self._tenant_names[inp.tenant_id])
+        return PersistResult(user_message_id=str(ids["user"]), assistant_message_id=str(ids["assistant"]))
+
+    async def _release(self, inp: PersistInput) -> None:
+        """The tenant's tokens per window (once per turn, however often this step is retried), and the
+        turn's place among those in flight, freed however it ended: room for the next."""
+        if self.rate_limits is not None:
+            used = (inp.input_tokens or 0) + (inp.output_tokens or 0)
+            await self.rate_limits.tokens_used(inp.tenant_id, inp.turn_id, used)
+        if self.admission is not None:
+            await self.admission.release(inp.turn_id)

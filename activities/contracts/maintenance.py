@@ -1,0 +1,43 @@
+"""The maintenance workflows' data: purge of tombstones and transcript retention (ids and counts only)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, Field
+
+from infra.config.policy import WorkflowOptions
+
+
+class PurgeInput(BaseModel):
+    options: WorkflowOptions
+    # Tombstones younger than this stay (a mistaken delete can still be looked into).
+    older_than_s: int = 7 * 24 * 3600
+    dry_run: bool = False
+
+
+class PurgeReport(BaseModel):
+    tenants: int = 0
+    chunks: int = 0
+    documents: int = 0
+    dry_run: bool = False
+
+
+class RetentionInput(BaseModel):
+    options: WorkflowOptions
+    dry_run: bool = False
+
+
+class TenantRetention(BaseModel):
+    tenant: str
+    retention_days: int
+    cutoff: datetime
+    messages: int = 0
+    conversations: int = 0
+    streams: int = 0
+
+
+class RetentionReport(BaseModel):
+    dry_run: bool = False
+    tenants: list[TenantRetention] = Field(default_factory=list)
+    kept_forever: list[str] = Field(default_factory=list)

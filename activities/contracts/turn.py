@@ -1,0 +1,195 @@
+"""The chat turn's data: the workflow's input and result, and each step's input and output.
+
+Pydantic models, so fields can be added later without breaking histories already recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from activities.contracts.route import ModelTarget, Usd
+from infra.config.policy import WorkflowOptions
+
+Message = dict[str, str]
+TurnStatus = Literal["completed", "cancelled", "error"]
+
+
+class ChatTurnInput(BaseModel):
+    options: WorkflowOptions
+    turn_id: str
+    tenant_id: str
+    conversation_id: str
+    request_id: str
+    # Already redacted by the API (raw PII never reaches history).
+    user_text: str
+    pii_counts: dict[str, int] = Field(default_factory=dict)
+    # The tenant's PII policy (kind → redact | mask | allow); the validate step applies the same.
+    pii_policy: dict[str, str] = Field(default_factory=dict)
+    # Given by OpenAI-style requests that carry their own history; else it is loaded.
+    history: list[Message] | None = None
+    # The model the request names, if any (routing decides; turns recorded before routing carry the
+    # model they ran on, and their context and reply budgets).
+    model: str | None = None
+    context_tokens: int = 2048
+    max_tokens: int | None = None
+    temperature: float | None = None
+    retrieval_k: int = 4
+    latency_budget_ms: int | None = None
+    # Non-interactive turns (batch, async jobs) run on their own task queue and workers.
+    interactive: bool = True
+    webhook_url: str | None = None
+
+
+class ValidateInput(BaseModel):
+    tenant_id: str
+    conversation_id: str
+    text: str
+    pii_policy: dict[str, str] = Field(default_factory=dict)
+
+
+class ValidateResult(BaseModel):
+    text: str
+    pii_counts: dict[str, int]
+    safety_version: str
+
+
+class AssembleInput(BaseModel):
+    conversation_id: str
+    # Whose tokenizer counts the prompt (None: the deployment's default model).
+    model: str | None = None
+    user_text: str
+    chunks: list[ContextChunk]
+    budget: int
+    history: list[Message] | None = None
+
+
+class AssembleResult(BaseModel):
+    messages: list[Message]
+    prompt_tokens: int
+    history_used: int
+    chunks_used: list[str]
+    compressed: bool
+    template_version: str
+
+
+class InferInput(BaseModel):
+    turn_id: str
+    conversation_id: str
+    request_id: str
+    model: str
+    messages: list[Message]
+    max_tokens: int
+    temperature: float | None
+    degraded: bool = False
+    # Where routing sent this attempt (absent in turns recorded before routing).
+    target: ModelTarget | None = None
+    route_rule: str | None = None
+    first_choice: bool = True
+    # The prompt as our tokenizer counted it (for telemetry when the server reports no usage).
+    prompt_tokens: int | None = None
+
+
+class InferResult(BaseModel):
+    text: str
+    model: str
+    model_version: str | None = None
+    # The server's own count of the prompt, when it reports one.
+    input_tokens: int | None = None
+    output_tokens: int
+    ttft_ms: float | None
+    finish_reason: str
+    safety_rule: str | None = None
+
+
+class PersistInput(BaseModel):
+    turn_id: str
+    tenant_id: str
+    conversation_id: str
+    request_id: str
+    user_text: str
+    pii_redacted: bool
+    assistant_text: str
+    status: TurnStatus
+    model_id: str | None = None
+    model_version: str | None = None
+    prompt_template_version: str | None = None
+    retrieved_chunks: list[dict[str, object]] = Field(default_factory=list)
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    ttft_ms: float | None = None
+    latency_ms: float | None = None
+    finish_reason: str | None = None
+    error: dict[str, object] | None = None
+    degraded: bool = False
+    # Whether an out-of-band moderation verdict will follow on the stream.
+    moderation_pending: bool = False
+    route: dict[str, object] | None = None
+    cost_usd: Usd | None = None
+    interactive: bool = True
+
+
+class PersistResult(BaseModel):
+    user_message_id: str
+    assistant_message_id: str
+
+
+class TurnRef(BaseModel):
+    turn_id: str
+
+
+class ModerationInput(BaseModel):
+    options: WorkflowOptions
+    turn_id: str
+    message_id: str
+    text: str
+
+
+class ChatTurnResult(BaseModel):
+    turn_id: str
+    conversation_id: str
+    status: TurnStatus
+    text: str = ""
+    message_id: str | None = None
+    model: str | None = None
+    model_version: str | None = None
+    route_rule: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cost_usd: Usd | None = None
+    ttft_ms: float | None = None
+    degraded: bool = False
+    error: dict[str, object] | None = None
+
+
+class WebhookInput(BaseModel):
+    url: str
+    result: ChatTurnResult
+
+
+class WebhookDelivery(BaseModel):
+    options: WorkflowOptions
+    webhook: WebhookInput
+
+
+class ContextChunk(BaseModel):
+    id: str
+    document_id: str
+    document_version: int
+    embedding_version: str | None = None
+    text: str
+    score: float
+
+
+class RetrieveInput(BaseModel):
+    tenant_id: str
+    query: str
+    k: int = 4
+
+
+class RetrieveResult(BaseModel):
+    chunks: list[ContextChunk]
+    embedding_model: str | None = None
+    embedding_version: str | None = None

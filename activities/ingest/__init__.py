@@ -1,0 +1,1 @@
+"""The activities the ingest worker registers: ingestion, re-embedding, purge and retention."""

@@ -1,0 +1,283 @@
+"""The ingestion steps: parse + redact + chunk (one activity, so the text never enters history),
+embed in resumable batches, then make the new version live and tombstone the old in one transaction."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+from redis.asyncio import Redis
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.adapters.embedder import Embedder, Embedders
+from activities.adapters.search import active_embedding, invalidate_tenant
+from activities.contracts.ingest import (
+    DocumentRef,
+    EmbedInput,
+    FailInput,
+    IngestInput,
+    IngestResult,
+    Prepared,
+)
+from activities.logic.chunking import Chunker, ChunkerSettings
+from activities.logic.parsing import DocumentRejected, parse
+from activities.logic.pii import redact
+from db.engine import scope_to_tenant
+from db.models import Chunk, Document, DocumentUpload, Tenant
+
+
+class IngestionActivities:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        embedders: Embedders,
+        redis: Redis,
+        tokenizer_file: Path,
+    ) -> None:
+        self.sessions = sessions
+        self.embedders = embedders
+        self.redis = redis
+        self.tokenizer_file = tokenizer_file
+
+    @activity.defn(name="parse_and_chunk")
+    async def parse_and_chunk(self, inp: IngestInput) -> Prepared:
+        tenant, doc_id = uuid.UUID(inp.tenant_id), uuid.UUID(inp.document_id)
+        async with self.sessions.begin() as session:
+            await scope_to_tenant(session, tenant)
+            upload = await session.get(DocumentUpload, uuid.UUID(inp.upload_id))
+            embedder = await self._embedder_for(session, tenant)
+            if upload is None:
+                # A retry after this version went live (the upload is deleted then): nothing to redo.
+                count = await _count(session, doc_id, inp.version, embedder)
+                return Prepared(
+                    chunk_count=count, embedding_model=embedder.model_id, embedding_version=embedder.version
+                )
+            content, mime = upload.content, upload.mime_type
+            owner = await session.get(Tenant, tenant)
+            pii_policy = (owner.settings.get("pii") if owner else None) or {}
+        try:
+            text = await asyncio.to_thread(parse, content, mime)
+        except DocumentRejected as exc:
+            raise ApplicationError(str(exc), exc.code, type="DocumentRejected", non_retryable=True) from exc
+        redacted = redact(text, pii_policy)  # before the index or any model sees the text
+        chunker = Chunker(
+            self.tokenizer_file,
+            ChunkerSettings(max_tokens=inp.chunker.max_tokens, overlap_tokens=inp.chunker.overlap_tokens),
+        )
+        pieces = await asyncio.to_thread(chunker.chunk, redacted.text)
+        record = chunker.settings.as_record()
+        async with self.sessions.begin() as session:
+            await scope_to_tenant(session, tenant)
+            if pieces:
+                await session.execute(
+                    insert(Chunk)
+                    .values(
+                        [
+                            {
+                                "id": uuid.uuid4(),
+                                "tenant_id": tenant,
+                                "document_id": doc_id,
+                                "document_version": inp.version,
+                                "ordinal": i,
+                                "text": piece.text,
+                                "token_count": piece.token_count,
+                                "embedding_model": embedder.model_id,
+                                "embedding_version": embedder.version,
+                                "chunker": record,
+                                "live": False,
+                            }
+                            for i, piece in enumerate(pieces)
+                        ]
+                    )
+                    .on_conflict_do_nothing(constraint="uq_chunks_position_embedding")
+                )
+            await session.execute(
+                update(Document)
+                .where(Document.id == doc_id, Document.version == inp.version)
+                .values(status="ingesting", chunk_count=len(pieces), pii_counts=redacted.counts)
+            )
+        activity.logger.info("document %s v%d: %d chunks", doc_id, inp.version, len(pieces))
+        return Prepared(
+            chunk_count=len(pieces),
+            embedding_model=embedder.model_id,
+            embedding_version=embedder.version,
+            pii_counts=redacted.counts,
+        )
+
+    @activity.defn(name="embed_chunks")
+    async def embed_chunks(self, inp: EmbedInput) -> int:
+        """Embed the version's chunks that have no vector yet, a batch per transaction, heartbeating
+        the count done: a retry after a crash starts where the last committed batch ended."""
+        embedder = self.embedders.require(inp.embedding_model, inp.embedding_version)
+        tenant, doc_id = uuid.UUID(inp.tenant_id), uuid.UUID(inp.document_id)
+        done = 0
+        while True:
+            async with self.sessions.begin() as session:
+                await scope_to_tenant(session, tenant)
+                rows = (
+                    await session.execute(
+                        select(Chunk.id, Chunk.text)
+                        .where(
+                            Chunk.document_id == doc_id,
+                            Chunk.document_version == inp.version,
+                            Chunk.embedding_model == embedder.model_id,
+                            Chunk.embedding_version == embedder.version,
+                            Chunk.embedding.is_(None),
+                        )
+                        .order_by(Chunk.ordinal)
+                        .limit(inp.batch_size)
+                    )
+                ).all()
+                if not rows:
+                    return done
+                vectors = await embedder.embed([r.text for r in rows])
+                # ORM bulk update by primary key: one executemany round trip for the batch.
+                await session.execute(
+                    update(Chunk), [{"id": r.id, "embedding": v} for r, v in zip(rows, vectors, strict=True)]
+                )
+                done += len(rows)
+                await session.execute(
+                    update(Document)
+                    .where(Document.id == doc_id, Document.version == inp.version)
+                    .values(embedded_count=Document.embedded_count + len(rows))
+                )
+            activity.heartbeat(done)
+
+    @activity.defn(name="activate_document")
+    async def activate_document(self, ref: DocumentRef) -> IngestResult:
+        """The new version's chunks go live and every older version's are tombstoned, in one
+        transaction: a query sees the old document or the new one, never a mix."""
+        tenant, doc_id = uuid.UUID(ref.tenant_id), uuid.UUID(ref.document_id)
+        async with self.sessions.begin() as session:
+            await scope_to_tenant(session, tenant)
+            doc = await session.get(Document, doc_id, with_for_update=True)
+            if doc is None or doc.deleted_at is not None:
+                return IngestResult(document_id=ref.document_id, version=ref.version, status="deleted")
+            if doc.version != ref.version:
+                # A newer upload of this source arrived meanwhile; it decides what goes live.
+                return IngestResult(document_id=ref.document_id, version=ref.version, status="superseded")
+            this_version = (Chunk.document_id == doc_id, Chunk.document_version == ref.version)
+            model, version = await active_embedding(session, ref.tenant_id)
+            stale = await session.scalar(
+                select(func.count()).where(
+                    *this_version, (Chunk.embedding_model != model) | (Chunk.embedding_version != version)
+                )
+            )
+            if model is not None and version is not None and stale:
+                # A re-embed switched the tenant while this ran: these vectors would never be found.
+                await session.execute(
+                    update(Chunk)
+                    .where(*this_version)
+                    .values(embedding=None, embedding_model=model, embedding_version=version)
+                )
+                return IngestResult(
+                    document_id=ref.document_id,
+                    version=ref.version,
+                    status="ingesting",
+                    embed_again_with=(model, version),
+                )
+            missing = await session.scalar(
+                select(func.count()).where(*this_version, Chunk.embedding.is_(None))
+            )
+            if missing:
+                raise ApplicationError(f"{missing} chunks still have no vector", type="NotEmbedded")
+            await session.execute(
+                update(Chunk)
+                .where(
+                    Chunk.document_id == doc_id,
+                    Chunk.document_version == ref.version,
+                    Chunk.tombstoned_at.is_(None),
+                )
+                .values(live=True)
+            )
+            await session.execute(
+                update(Chunk)
+                .where(
+                    Chunk.document_id == doc_id,
+                    Chunk.document_version != ref.version,
+                    Chunk.tombstoned_at.is_(None),
+                )
+                .values(live=False, tombstoned_at=func.now())
+            )
+            count = await session.scalar(
+                select(func.count(func.distinct(Chunk.ordinal))).where(
+                    Chunk.document_id == doc_id, Chunk.document_version == ref.version
+                )
+            )
+            doc.status, doc.chunk_count, doc.error = "ready", int(count or 0), None
+            await session.execute(delete(DocumentUpload).where(DocumentUpload.document_id == doc_id))
+        await invalidate_tenant(self.redis, tenant)
+        return IngestResult(
+            document_id=ref.document_id, version=ref.version, status="ready", chunk_count=int(count or 0)
+        )
+
+    @activity.defn(name="mark_document_failed")
+    async def mark_document_failed(self, inp: FailInput) -> IngestResult:
+        ref = inp.document
+        tenant, doc_id = uuid.UUID(ref.tenant_id), uuid.UUID(ref.document_id)
+        async with self.sessions.begin() as session:
+            await scope_to_tenant(session, tenant)
+            # This version's chunks never went live; drop them. A previous version stays searchable.
+            await session.execute(
+                delete(Chunk).where(
+                    Chunk.document_id == doc_id, Chunk.document_version == ref.version, Chunk.live.is_(False)
+                )
+            )
+            await session.execute(
+                update(Document)
+                .where(Document.id == doc_id, Document.version == ref.version)
+                .values(status="failed", error=f"{inp.code}: {inp.message}")
+            )
+            await session.execute(
+                delete(DocumentUpload).where(
+                    DocumentUpload.document_id == doc_id, DocumentUpload.document_version == ref.version
+                )
+            )
+        return IngestResult(
+            document_id=ref.document_id,
+            version=ref.version,
+            status="failed",
+            error={"code": inp.code, "message": inp.message},
+        )
+
+    async def _embedder_for(self, session: AsyncSession, tenant: uuid.UUID) -> Embedder:
+        """The tenant's active embedder; a tenant's first document pins it to this deployment's
+        default, so a later change of default does not hide its documents before a re-embed."""
+        model, version = await active_embedding(session, str(tenant))
+        embedder = self.embedders.get(model, version)
+        if model is None:
+            await session.execute(
+                update(Tenant)
+                .where(Tenant.id == tenant, Tenant.embedding_model.is_(None))
+                .values(
+                    embedding_model=self.embedders.default.model_id,
+                    embedding_version=self.embedders.default.version,
+                )
+            )
+        if embedder is None:
+            raise ApplicationError(
+                f"the tenant searches with {model}@{version}, which this deployment cannot compute; "
+                "re-embed it (turnflow reembed) or configure that embedder",
+                type="EmbedderUnavailable",
+                non_retryable=True,
+            )
+        return embedder
+
+
+async def _count(session: AsyncSession, doc_id: uuid.UUID, version: int, embedder: Embedder) -> int:
+    return int(
+        await session.scalar(
+            select(func.count()).where(
+                Chunk.document_id == doc_id,
+                Chunk.document_version == version,
+                Chunk.embedding_model == embedder.model_id,
+                Chunk.embedding_version == embedder.version,
+            )
+        )
+        or 0
+    )

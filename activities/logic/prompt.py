@@ -1,0 +1,143 @@
+"""Assemble the prompt from a versioned template, recent turns and retrieved context, within a token budget.
+
+What gives way when the budget is tight, in order: the oldest history; then the retrieved chunks are
+compressed extractively (the sentences closest to the question stay, in their original order); then
+the lowest-ranked chunks are dropped. The user's message itself is never cut.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from activities.contracts.turn import ContextChunk
+
+pass
+
+TEMPLATE_VERSION = "chat-v1"
+SYSTEM_PROMPT = (
+    "You are a helpful assistant. Answer briefly and accurately. "
+    "If context passages are given, base your answer on them and cite them as [1], [2]."
+)
+CONTEXT_HEADER = "Context passages:"
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+Message = dict[str, str]
+
+
+class TokenCounter(Protocol):
+    async def count(self, text: str) -> int: ...
+
+    async def count_chat(self, messages: list[Message]) -> int:
+        """Tokens of the whole prompt the server will build, generation prompt included."""
+        ...
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+_STOP = frozenset(
+    (
+        "a an and are as at be by for from has have how in is it its of on or that the this to was "
+        "what when where which who why with you your"
+    ).split()
+)
+
+
+@dataclass(frozen=True)
+class AssembledPrompt:
+    messages: list[Message]
+    prompt_tokens: int
+    history_used: int
+    chunks_used: list[str]
+    compressed: bool
+
+
+class PromptTooLong(ValueError):
+    pass
+
+
+def _words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+
+
+def rank_sentences(text: str, query: str) -> list[tuple[int, str]]:
+    """Sentences with their position, most query-like first (word overlap, ties by position)."""
+    query_words = _words(query)
+    sentences = [s for s in _SENTENCE.split(text.strip()) if s]
+    scored = [
+        (len(_words(s) & query_words) / (1 + len(_words(s))) ** 0.5, -i, i, s)
+        for i, s in enumerate(sentences)
+    ]
+    return [(i, s) for _, _, i, s in sorted(scored, reverse=True)]
+
+
+async def compress(text: str, query: str, budget: int, counter: TokenCounter) -> str:
+    """Keep the sentences closest to the query that fit in ``budget`` tokens, in their original order."""
+    kept: list[tuple[int, str]] = []
+    used = 0
+    for position, sentence in rank_sentences(text, query):
+        cost = await counter.count(sentence + " ")
+        if used + cost <= budget:
+            kept.append((position, sentence))
+            used += cost
+    return " ".join(s for _, s in sorted(kept))
+
+
+def _system(chunks: list[tuple[ContextChunk, str]]) -> Message:
+    if not chunks:
+        return {"role": "system", "content": SYSTEM_PROMPT}
+    passages = "\n".join(f"[{n}] {text}" for n, (_, text) in enumerate(chunks, 1))
+    return {"role": "system", "content": f"{SYSTEM_PROMPT}\n\n{CONTEXT_HEADER}\n{passages}"}
+
+
+async def assemble(
+    user_text: str,
+    history: list[Message],
+    chunks: list[ContextChunk],
+    budget: int,
+    counter: TokenCounter,
+) -> AssembledPrompt:
+    """Fit the prompt into ``budget`` tokens (counted on the rendered chat template)."""
+    user: Message = {"role": "user", "content": user_text}
+
+    async def size(ctx: list[tuple[ContextChunk, str]], hist: list[Message]) -> int:
+        return await counter.count_chat([_system(ctx), *hist, user])
+
+    context = [(c, c.text) for c in chunks]
+    bare = await size([], [])
+    if bare > budget:
+        raise PromptTooLong(f"the message alone needs {bare} tokens; the prompt budget is {budget}")
+
+    # History goes oldest first, but only as far as needed to leave room for context.
+    hist = list(history)
+    while hist and await size(context, hist) > budget:
+        hist.pop(0)
+
+    compressed = False
+    if await size(context, hist) > budget:
+        # Share the room left (after the passages' framing) among the chunks, and compress each to
+        # its share; joined sentences can tokenize a little longer, so shrink the share until it fits.
+        room = budget - await size([(c, "") for c, _ in context], hist)
+        share = max(room // max(len(context), 1), 0)
+        squeezed = context
+        for _ in range(4):
+            squeezed = []
+            for chunk, text in context:
+                if short := await compress(text, user_text, share, counter):
+                    squeezed.append((chunk, short))
+            if await size(squeezed, hist) <= budget:
+                break
+            share = int(share * 0.8)
+        compressed = True
+        context = squeezed
+        while context and await size(context, hist) > budget:
+            context.pop()  # the lowest-ranked chunk goes first
+
+    messages = [_system(context), *hist, user]
+    return AssembledPrompt(
+        messages=messages,
+        prompt_tokens=await counter.count_chat(messages),
+        history_used=len(hist),
+        chunks_used=[c.id for c, _ in context],
+        compressed=compressed,
+    )

@@ -1,0 +1,175 @@
+"""Start a chat turn, or join it: the workflow id derives from tenant, conversation and Idempotency-Key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from fastapi import HTTPException
+from opentelemetry import trace
+from temporalio.client import WorkflowHandle
+from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from activities.adapters.admission import Overloaded
+from activities.contracts.turn import ChatTurnInput, ChatTurnResult, Message
+from activities.logic.input_guard import InputRejected, guard_input
+from api.core.errors import ApiError
+from infra.runtime.resources import Resources
+from infra.telemetry.span_store import TURN_ID
+from workflows.search_attributes import turn_attributes
+
+_REJECTION_STATUS = {
+    "empty_message": 422,
+    "invalid_text": 422,
+    "message_too_long": 413,
+    "content_policy_violation": 400,
+}
+
+
+def turn_id_for(tenant_id: uuid.UUID, conversation_id: uuid.UUID, idempotency_key: str) -> str:
+    return f"turn-{tenant_id}-{conversation_id}-{idempotency_key}"
+
+
+def request_fingerprint(turn: ChatTurnInput) -> str:
+    """What a retried POST must repeat to join the turn: everything the caller chose, not the ids."""
+    asked = turn.model_dump(mode="json", include=_ASKED)
+    return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
+
+
+_ASKED = {
+    "conversation_id",
+    "user_text",
+    "history",
+    "model",
+    "max_tokens",
+    "temperature",
+    "latency_budget_ms",
+    "interactive",
+    "webhook_url",
+}
+
+
+async def _same_request(handle: WorkflowHandle[Any, Any], fingerprint: str) -> bool:
+    # The start response says whether this call started the turn (then there is nothing to compare);
+    # the SDK keeps it private, so without it the turn's memo is read back.
+    response = getattr(handle, "_start_workflow_response", None)
+    if response is not None and getattr(response, "started", False):
+        return True
+    desc = await handle.describe()
+    recorded = await desc.memo_value("request_fingerprint", None)
+    return recorded is None or recorded == fingerprint  # None: a turn from before fingerprints
+
+
+def tenant_of_turn(turn_id: str) -> str | None:
+    """The tenant id inside a turn id, or None when it is not one of ours."""
+    if not turn_id.startswith("turn-") or len(turn_id) < 5 + 36:
+        return None
+    return turn_id[5 : 5 + 36]
+
+
+async def start_turn(
+    res: Resources,
+    tenant_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    text: str,
+    *,
+    idempotency_key: str | None,
+    request_id: str,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    history: list[Message] | None = None,
+    model: str | None = None,
+    latency_budget_ms: int | None = None,
+    interactive: bool = True,
+    webhook_url: str | None = None,
+    audit: dict[str, object] | None = None,
+    pii_policy: dict[str, str] | None = None,
+) -> tuple[str, WorkflowHandle[object, ChatTurnResult]]:
+    """Start the turn (routing picks its model in the workflow). Non-interactive turns go to the
+    batch queue and its own workers; interactive ones start eagerly in this process's worker."""
+    try:
+        # Before Temporal: raw PII never reaches history (what the tenant's policy allows aside).
+        guarded = guard_input(text, res.safety, pii_policy)
+    except InputRejected as exc:
+        if audit is not None:
+            audit["refused"] = exc.code
+        raise HTTPException(_REJECTION_STATUS[exc.code], str(exc)) from exc
+    if audit is not None and guarded.pii_counts:
+        audit["pii_redacted"] = guarded.pii_counts  # what kinds, how many: never the values
+    turn_id = turn_id_for(tenant_id, conversation_id, idempotency_key or str(uuid.uuid4()))
+    # `turnflow trace TURN_ID` finds the turn's trace by this (the request's span is its root).
+    trace.get_current_span().set_attribute(TURN_ID, turn_id)
+    options = res.policy.options_for("chat_turn")
+    turn = ChatTurnInput(
+        options=options,
+        turn_id=turn_id,
+        tenant_id=str(tenant_id),
+        conversation_id=str(conversation_id),
+        request_id=request_id,
+        user_text=guarded.text,
+        pii_counts=guarded.pii_counts,
+        pii_policy=pii_policy or {},
+        history=history,
+        model=model,
+        max_tokens=max_tokens,
+        temperature=temperature,
+        retrieval_k=res.settings.retrieval_k,
+        latency_budget_ms=latency_budget_ms,
+        interactive=interactive,
+        webhook_url=webhook_url,
+    )
+    if interactive:
+        # Batch turns queue by design; an interactive one the platform cannot serve now is refused now.
+        timeout = options.execution_timeout.total_seconds() if options.execution_timeout else 600.0
+        try:
+            await res.admission.admit(turn_id, timeout)
+        except Overloaded as exc:
+            if audit is not None:
+                audit["refused"] = "overloaded"
+            raise ApiError(
+                503,
+                str(exc),
+                code="overloaded",
+                headers={"Retry-After": str(exc.retry_after_s)},
+                retryable=True,
+            ) from exc
+    queue = res.policy.workflows["chat_turn"].task_queue if interactive else "batch"
+    # Only a turn a client may join again (it named a key) needs to remember what was asked.
+    fingerprint = request_fingerprint(turn) if idempotency_key else None
+    try:
+        handle = await res.temporal.start_workflow(
+            "chat_turn",
+            turn,
+            id=turn_id,
+            task_queue=res.policy.queue(queue),
+            execution_timeout=options.execution_timeout,
+            result_type=ChatTurnResult,
+            # A retried POST while the turn runs joins it; after it ended, the start is refused (below).
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            memo={"request_fingerprint": fingerprint} if fingerprint else None,
+            search_attributes=TypedSearchAttributes(
+                turn_attributes(str(tenant_id), str(conversation_id), model)
+            ),
+            # The workflow's first task runs in this process's worker: no server round trip.
+            request_eager_start=res.settings.api_worker and interactive,
+        )
+    except WorkflowAlreadyStartedError:
+        handle = res.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)
+    except BaseException:
+        if interactive:
+            await res.admission.release(turn_id)  # never started: it holds no place
+        raise
+    if fingerprint and not await _same_request(handle, fingerprint):
+        # Joining would answer this request with another one's turn (IETF Idempotency-Key draft: 422).
+        if audit is not None:
+            audit["refused"] = "idempotency_key_reused"
+        raise ApiError(
+            422,
+            f"Idempotency-Key {idempotency_key!r} was used for a different request in this conversation",
+            code="idempotency_key_reused",
+        )
+    return turn_id, handle

@@ -1,0 +1,110 @@
+"""Messages and conversations: the one place that writes them (a turn's exchange, moderation's verdict,
+retention's deletes) and the reads the turn's path needs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, delete, exists, func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from db.models import Conversation, Message, Tenant
+
+
+async def recent_messages(session: AsyncSession, conversation_id: str, limit: int) -> list[dict[str, str]]:
+    """The last ``limit`` shown messages of a conversation, oldest first, as the prompt takes them."""
+    rows = (
+        await session.scalars(
+            select(Message)
+            .where(
+                Message.conversation_id == uuid.UUID(conversation_id),
+                Message.redacted.is_(False),
+                Message.content != "",
+            )
+            # Newest first; within a turn (one timestamp) the reply before the question,
+            # so that reversed, each question precedes its reply.
+            .order_by(Message.created_at.desc(), Message.role.asc())
+            .limit(limit)
+        )
+    ).all()
+    return [{"role": r.role, "content": r.content} for r in reversed(rows)]
+
+
+async def insert_exchange(
+    session: AsyncSession, user: dict[str, Any], assistant: dict[str, Any]
+) -> tuple[dict[str, uuid.UUID], bool]:
+    """A turn's question and reply, once: ``(ids by role, inserted)``. A retry finds both rows (unique
+    on turn and role), inserts nothing and returns the ids the first attempt wrote."""
+    # Both rows name every column: a multi-row INSERT takes its columns from the first row.
+    columns = {**dict.fromkeys(user), **dict.fromkeys(assistant)}
+    rows = [{**columns, **row, "id": uuid.uuid4()} for row in (user, assistant)]
+    ids = dict(
+        (
+            await session.execute(
+                insert(Message)
+                .values(rows)
+                .on_conflict_do_nothing(constraint="uq_messages_turn_role")
+                .returning(Message.role, Message.id)
+            )
+        ).all()
+    )
+    if len(ids) == len(rows):
+        return ids, True
+    turn_id = user["turn_id"]
+    found = await session.execute(select(Message.role, Message.id).where(Message.turn_id == turn_id))
+    return dict(found.all()), False
+
+
+async def tenant_name(session: AsyncSession, tenant_id: uuid.UUID) -> str | None:
+    return await session.scalar(select(Tenant.name).where(Tenant.id == tenant_id))
+
+
+async def redact_message(session: AsyncSession, message_id: str, reason: str) -> uuid.UUID | None:
+    """Mark a message redacted; its tenant's id, or None when it was already redacted (or is gone)."""
+    changed: uuid.UUID | None = (
+        await session.execute(
+            update(Message)
+            .where(Message.id == uuid.UUID(message_id), Message.redacted.is_(False))
+            .values(redacted=True, redaction_reason=reason)
+            .returning(Message.tenant_id)
+        )
+    ).scalar_one_or_none()
+    return changed
+
+
+def _emptied(tenant_id: uuid.UUID, cutoff: datetime) -> ColumnElement[bool]:
+    """Conversations made before the cutoff with no message after it."""
+    recent = exists().where(Message.conversation_id == Conversation.id, Message.created_at >= cutoff)
+    return (Conversation.tenant_id == tenant_id) & (Conversation.created_at < cutoff) & ~recent
+
+
+async def count_expired(
+    session: AsyncSession, tenant_id: uuid.UUID, cutoff: datetime
+) -> tuple[int, int, int]:
+    """What retention would remove: (messages, their turns, conversations left empty)."""
+    old = (Message.tenant_id == tenant_id) & (Message.created_at < cutoff)
+    messages = await session.scalar(select(func.count()).where(old))
+    turns = await session.scalar(select(func.count(func.distinct(Message.turn_id))).where(old))
+    emptied = await session.scalar(select(func.count()).where(_emptied(tenant_id, cutoff)))
+    return int(messages or 0), int(turns or 0), int(emptied or 0)
+
+
+async def delete_expired(
+    session: AsyncSession, tenant_id: uuid.UUID, cutoff: datetime, limit: int
+) -> list[str]:
+    """Up to ``limit`` of the tenant's messages older than the cutoff; the turn ids they belonged to."""
+    batch = select(Message.id).where(Message.tenant_id == tenant_id, Message.created_at < cutoff).limit(limit)
+    gone = await session.execute(delete(Message).where(Message.id.in_(batch)).returning(Message.turn_id))
+    return list(gone.scalars().all())
+
+
+async def delete_emptied_conversations(
+    session: AsyncSession, tenant_id: uuid.UUID, cutoff: datetime
+) -> list[uuid.UUID]:
+    gone = await session.execute(
+        delete(Conversation).where(_emptied(tenant_id, cutoff)).returning(Conversation.id)
+    )
+    return list(gone.scalars().all())

@@ -1,0 +1,5 @@
+"""`python -m infra.cli`: the same as the `turnflow` command."""
+
+from infra.cli.main import app
+
+app()

@@ -1,0 +1,108 @@
+"""Temporal payloads encrypted with AES-256-GCM before they leave the process: the Temporal server and
+its database hold only ciphertext. Each payload names its key (`encryption-key-id` in its metadata), so
+keys rotate: new payloads use the first key, older ones decrypt with whichever key they name.
+
+Keys come from TURNFLOW_PAYLOAD_KEYS (`id:base64,id:base64`, the current one first) or, on a local
+stack, from `<data dir>/payload-keys` (made on first use, owner-only; `turnflow codec rotate` adds one).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import PayloadCodec
+
+from infra.config.settings import Settings
+
+ENCODING = b"binary/encrypted"
+KEY_ID = "encryption-key-id"
+NONCE_BYTES = 12
+
+
+class UnknownPayloadKey(ValueError):
+    pass
+
+
+class AesGcmCodec(PayloadCodec):
+    def __init__(self, keys: list[tuple[str, bytes]]) -> None:
+        """``keys``: (id, 32-byte key) pairs, the one to encrypt with first."""
+        if not keys:
+            raise ValueError("no payload keys")
+        self.current = keys[0][0]
+        self._ciphers = {key_id: AESGCM(key) for key_id, key in keys}
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        cipher = self._ciphers[self.current]
+        out = []
+        for payload in payloads:
+            nonce = os.urandom(NONCE_BYTES)
+            sealed = cipher.encrypt(nonce, payload.SerializeToString(), None)
+            out.append(
+                Payload(metadata={"encoding": ENCODING, KEY_ID: self.current.encode()}, data=nonce + sealed)
+            )
+        return out
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        out = []
+        for payload in payloads:
+            if payload.metadata.get("encoding") != ENCODING:
+                out.append(payload)  # written before encryption was on (recorded histories)
+                continue
+            key_id = payload.metadata.get(KEY_ID, b"").decode()
+            cipher = self._ciphers.get(key_id)
+            if cipher is None:
+                raise UnknownPayloadKey(f"payload encrypted with key {key_id!r}, which this process lacks")
+            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+            out.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
+        return out
+
+
+def parse_keys(text: str) -> list[tuple[str, bytes]]:
+    keys = []
+    for entry in text.replace("\n", ",").split(","):
+        if not entry.strip():
+            continue
+        key_id, _, encoded = entry.strip().partition(":")
+        key = base64.b64decode(encoded)
+        if len(key) != 32:
+            raise ValueError(f"payload key {key_id!r} must be 32 bytes (base64), not {len(key)}")
+        keys.append((key_id, key))
+    return keys
+
+
+def new_key_line() -> str:
+    key_id = f"k{datetime.now(UTC):%Y%m%d%H%M%S}-{secrets.token_hex(2)}"
+    return f"{key_id}:{base64.b64encode(os.urandom(32)).decode()}"
+
+
+def key_file_keys(path: Path) -> list[tuple[str, bytes]]:
+    """The data dir's keys, made on first use (owner-only)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(new_key_line() + "\n")
+    return parse_keys(path.read_text())
+
+
+def rotate(path: Path) -> str:
+    """Put a new key first (it encrypts from the next process start); older ones stay to decrypt."""
+    existing = path.read_text() if path.exists() else ""
+    line = new_key_line()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text(line + "\n" + existing)
+    return line.split(":", 1)[0]
+
+
+def codec_for(settings: Settings) -> AesGcmCodec:
+    """The codec every Temporal client of this deployment uses."""
+    if settings.payload_keys:
+        return AesGcmCodec(parse_keys(settings.payload_keys))
+    return AesGcmCodec(key_file_keys(settings.payload_key_file))

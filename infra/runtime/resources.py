@@ -1,0 +1,185 @@
+"""The clients a process holds (Temporal, Postgres, Redis, models, HTTP), opened and closed together."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+from huggingface_hub import AsyncInferenceClient
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from temporalio.client import Client
+
+from activities.adapters.admission import TurnAdmission
+from activities.adapters.breaker import CircuitBreakers
+from activities.adapters.embedder import Embedders, LocalEmbedder, RemoteEmbedder
+from activities.adapters.model_client import make_inference_client
+from activities.adapters.model_registry import ModelRegistry
+from activities.adapters.rate_limits import RateLimiter
+from activities.adapters.search import HybridSearch, SearchSettings
+from activities.adapters.tokens import LocalGGUFCounter, RemoteCounter
+from activities.adapters.turn_events import TurnEvents
+from activities.logic.prompt import TokenCounter
+from activities.logic.safety import SafetyEngine
+from db.engine import make_engine, make_sessionmaker
+from db.vector_index import configured_index
+from infra.config.endpoints import Endpoints, default_gguf
+from infra.config.policy import Policy, load_policy
+from infra.config.settings import Settings
+from infra.runtime.payload_codec import AesGcmCodec, codec_for
+from infra.runtime.temporal_client import connect_temporal
+from infra.telemetry.setup import setup_telemetry
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    policy: Policy
+    endpoints: Endpoints
+    temporal: Client
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    redis: Redis
+    model: AsyncInferenceClient
+    http: httpx.AsyncClient
+    events: TurnEvents
+    safety: SafetyEngine
+    codec: AesGcmCodec
+    embedder: LocalEmbedder = field(default_factory=LocalEmbedder)
+    _counter: TokenCounter | None = None
+    _embedders: Embedders | None = None
+    _search: HybridSearch | None = None
+    _registry: ModelRegistry | None = None
+    _breakers: CircuitBreakers | None = None
+    _rate_limits: RateLimiter | None = None
+    _admission: TurnAdmission | None = None
+
+    @classmethod
+    async def open(
+        cls, settings: Settings, *, lazy_temporal: bool = False, service: str | None = None
+    ) -> Resources:
+        """``service``: the process is one of turnflow's services (API, worker) and is traced and
+        measured under that name; tools and one-off commands pass none."""
+        policy = load_policy(settings.policy_file)
+        endpoints = Endpoints.resolve(settings)
+        codec = codec_for(settings)
+        telemetry = setup_telemetry(settings, endpoints.database_url, service) if service else None
+        temporal = await connect_temporal(
+            endpoints.temporal_address, policy.namespace, lazy=lazy_temporal, codec=codec, telemetry=telemetry
+        )
+        engine = make_engine(endpoints.database_url, role=settings.database_role or None)
+        if telemetry:
+            telemetry.start_temporal_metrics()
+        redis = Redis.from_url(
+            endpoints.redis_url,
+            socket_timeout=5,
+            socket_connect_timeout=2,
+            # redis-py's default of 100 refused the 101st open stream (found by bench/load.py).
+            max_connections=settings.redis_max_connections,
+        )
+        return cls(
+            settings=settings,
+            policy=policy,
+            endpoints=endpoints,
+            temporal=temporal,
+            engine=engine,
+            sessions=make_sessionmaker(engine),
+            redis=redis,
+            model=make_inference_client(endpoints.model_url, settings.tgi_token),
+            http=httpx.AsyncClient(timeout=5.0),
+            events=TurnEvents(redis, settings.event_retention_s),
+            safety=SafetyEngine.load(),
+            codec=codec,
+        )
+
+    @property
+    def embedded_gguf(self) -> Path | None:
+        """The GGUF file the embedded model server runs (None when the model server is not ours)."""
+        if self.settings.model_path:
+            return self.settings.model_path
+        return default_gguf() if "model" in self.endpoints.embedded else None
+
+    @property
+    def counter(self) -> TokenCounter:
+        """The default model's own tokenizer: the GGUF when the model is ours, else asked of the server."""
+        if self._counter is None:
+            gguf = self.embedded_gguf
+            self._counter = (
+                LocalGGUFCounter(gguf) if gguf else RemoteCounter(self.http, self.endpoints.model_url)
+            )
+        return self._counter
+
+    @property
+    def registry(self) -> ModelRegistry:
+        if self._registry is None:
+            self._registry = ModelRegistry(
+                self.policy.models,
+                model_url=self.endpoints.model_url,
+                embedded_gguf=self.embedded_gguf,
+                http=self.http,
+            )
+        return self._registry
+
+    @property
+    def rate_limits(self) -> RateLimiter:
+        if self._rate_limits is None:
+            self._rate_limits = RateLimiter(self.redis, self.settings.rate_limit_window_s)
+        return self._rate_limits
+
+    @property
+    def admission(self) -> TurnAdmission:
+        if self._admission is None:
+            s = self.settings
+            queue = self.policy.queue("chat")
+            self._admission = TurnAdmission(self.redis, queue, s.max_inflight_turns, s.overload_retry_after_s)
+        return self._admission
+
+    @property
+    def breakers(self) -> CircuitBreakers:
+        if self._breakers is None:
+            self._breakers = CircuitBreakers(self.redis, self.policy.breaker)
+        return self._breakers
+
+    @property
+    def embedders(self) -> Embedders:
+        """The remote embedder when one is configured (it embeds new work), and always the local one."""
+        if self._embedders is None:
+            s = self.settings
+            if s.embedding_url:
+                remote = RemoteEmbedder(
+                    s.embedding_url,
+                    s.embedding_model,
+                    s.embedding_version,
+                    self.embedder.dimension,
+                    s.tgi_token,
+                )
+                self._embedders = Embedders(remote, self.embedder)
+            else:
+                self._embedders = Embedders(self.embedder)
+        return self._embedders
+
+    @property
+    def search(self) -> HybridSearch:
+        if self._search is None:
+            s = self.settings
+            self._search = HybridSearch(
+                self.sessions,
+                self.embedders,
+                self.redis,
+                SearchSettings(
+                    candidates=s.search_candidates,
+                    index=configured_index(s),
+                    ivfflat_probes=s.ivfflat_probes,
+                    ef_search=s.hnsw_ef_search,
+                    max_scan_tuples=s.hnsw_max_scan_tuples,
+                    cache_ttl_s=s.search_cache_ttl_s,
+                    exact_max_rows=s.exact_search_max_rows,
+                ),
+            )
+        return self._search
+
+    async def close(self) -> None:
+        await self.http.aclose()
+        await self.redis.aclose()
+        await self.engine.dispose()
