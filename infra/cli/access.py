@@ -6,12 +6,15 @@ import getpass
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Annotated
 
+import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
 from db.access import create_key, ensure_tenant, prefix_of, revoke_key
 from db.models import ApiKey, AuditEvent, Tenant
+from infra.cli.common import console, with_resources
 from infra.config.residency import describe_gaps, residency_gaps
 from infra.runtime.resources import Resources
 
@@ -143,3 +146,102 @@ async def keys_table(res: Resources, tenant: str) -> Table:
             f"{k.last_used_at:%Y-%m-%d %H:%M}" if k.last_used_at else "never",
         )
     return table
+
+
+tenants_app = typer.Typer(help="Tenants and their policies.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored hashed; shown once).", no_args_is_help=True)
+
+
+@tenants_app.command("create")
+def tenants_create(
+    name: Annotated[str, typer.Argument(help="a unique name")],
+    residency: Annotated[
+        list[str] | None,
+        typer.Option(help="a residency tag its models and stores must carry (repeatable), e.g. on-prem"),
+    ] = None,
+    cost_ceiling: Annotated[
+        Decimal | None, typer.Option(help="US dollars per 1k output tokens a model may cost at most")
+    ] = None,
+    daily_token_budget: Annotated[
+        int | None, typer.Option(min=1, help="input + output tokens per UTC day")
+    ] = None,
+    requests_per_min: Annotated[
+        int | None, typer.Option(min=1, help="its rate limit (default: settings)")
+    ] = None,
+    tokens_per_min: Annotated[int | None, typer.Option(min=1, help="its token rate limit")] = None,
+    retention_days: Annotated[int | None, typer.Option(min=1, help="days its transcripts are kept")] = None,
+    pii: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KIND=redact|mask|allow for EMAIL, IBAN, CARD, SSN, NATIONAL_ID, IP, PHONE (repeatable)"
+        ),
+    ] = None,
+) -> None:
+    """Create a tenant (or update its policy when it exists)."""
+    from activities.logic.pii import check_policy
+
+    try:
+        pii_policy = check_policy(dict(item.split("=", 1) for item in pii or [] if "=" in item))
+        done = with_resources(
+            lambda res: create_tenant(
+                res,
+                name,
+                residency or [],
+                cost_ceiling,
+                daily_token_budget,
+                requests_per_min,
+                tokens_per_min,
+                retention_days,
+                pii_policy,
+            )
+        )
+    except (ValueError, ResidencyViolation) as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        raise typer.Exit(2) from exc
+    console.print(done)
+
+
+@tenants_app.command("list")
+def tenants_list() -> None:
+    """Every tenant: residency, policy settings and live keys."""
+
+    console.print(with_resources(tenants_table))
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="the tenant, by name")],
+    scope: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="chat, ingest, admin (all of its tenant) or operator (platform-wide SLOs, drift, "
+            "dashboard); repeatable; default chat"
+        ),
+    ] = None,
+    name: Annotated[str, typer.Option(help="what the key is for")] = "cli",
+    expires_in_days: Annotated[int | None, typer.Option(min=1, help="default: never")] = None,
+) -> None:
+    """Create an API key and print it (once: only its hash is stored)."""
+
+    try:
+        console.print(
+            with_resources(lambda res: new_key(res, tenant, name, scope or ["chat"], expires_in_days)),
+            soft_wrap=True,
+        )
+    except ValueError as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        raise typer.Exit(2) from exc
+
+
+@keys_app.command("revoke")
+def keys_revoke(key: Annotated[str, typer.Argument(help="the key, or its prefix")]) -> None:
+    """Revoke a key: the next request with it answers 401."""
+
+    console.print(with_resources(lambda res: revoke(res, key)))
+
+
+@keys_app.command("list")
+def keys_list(tenant: Annotated[str, typer.Option(help="the tenant, by name")]) -> None:
+    """A tenant's keys (prefixes, never secrets)."""
+
+    console.print(with_resources(lambda res: keys_table(res, tenant)))

@@ -7,13 +7,16 @@ import asyncio
 import mimetypes
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import httpx
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from activities.logic.parsing import MIME_TYPES
+from infra.cli.common import console, demo_key_or_exit, settings_or_exit
 
 SUFFIXES = {suffix for suffixes in MIME_TYPES.values() for suffix in suffixes}
 DONE = {"ready", "failed", "deleted", "superseded", "unchanged"}
@@ -90,3 +93,52 @@ async def _upload(http: httpx.AsyncClient, path: Path) -> Outcome:
         return Outcome(path, "rejected", error=f"{resp.status_code}: {message or resp.text[:200]}")
     status = "unchanged" if body.get("unchanged") else body.get("status", "pending")
     return Outcome(path, status, document=body)
+
+
+app = typer.Typer()
+
+
+@app.command()
+def ingest(
+    paths: Annotated[list[Path], typer.Argument(help="files or folders (.txt, .md, .html, .pdf)")],
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TURNFLOW_API_KEY",
+            help="an ingest key; its tenant gets the documents (default: the demo key)",
+        ),
+    ] = None,
+    api: Annotated[str | None, typer.Option(help="the API's URL (default: this stack's)")] = None,
+    wait: Annotated[bool, typer.Option(help="wait until every document is searchable")] = True,
+) -> None:
+    """Upload documents to a running stack; each becomes searchable once its ingestion workflow ends."""
+
+    settings = settings_or_exit()
+    try:
+        files, skipped = collect_files(paths)
+    except FileNotFoundError as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        raise typer.Exit(2) from exc
+    for path in skipped:
+        console.print(f"[yellow]skipped {path}: not .txt, .md, .html or .pdf[/]")
+    if not files:
+        console.print("[red]✗ nothing to ingest[/]")
+        raise typer.Exit(2)
+    base = api or f"http://{settings.api_host}:{settings.api_port}"
+    headers = {"Authorization": f"Bearer {api_key or demo_key_or_exit(settings)}"}
+    outcomes = asyncio.run(ingest_files(base, files, headers, console, wait=wait))
+    table = Table(title=f"{len(outcomes)} documents")
+    for column in ("file", "status", "version", "chunks", "note"):
+        table.add_column(column)
+    for o in outcomes:
+        colour = {"ready": "green", "unchanged": "green", "failed": "red", "rejected": "red", "error": "red"}
+        table.add_row(
+            str(o.path),
+            f"[{colour.get(o.status, 'yellow')}]{o.status}[/]",
+            str(o.document.get("version", "")),
+            str(o.document.get("chunk_count", "")),
+            o.error or "",
+        )
+    console.print(table)
+    if any(o.status in ("failed", "rejected", "error") for o in outcomes):
+        raise typer.Exit(1)

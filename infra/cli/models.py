@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import getpass
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
@@ -13,6 +15,7 @@ from sqlalchemy import select
 from activities.chat.route_turn import SHARES_KEY, runtime_shares
 from db.models import AuditEvent, Tenant
 from db.usage import UsageRow, model_health, usage_report
+from infra.cli.common import console, with_resources
 from infra.runtime.resources import Resources
 
 
@@ -122,3 +125,63 @@ def usage_table(rows: list[UsageRow], since: datetime, until: datetime) -> Table
             f"{r.cost_per_1k_messages:.6f}",
         )
     return table
+
+
+app = typer.Typer()
+models_app = typer.Typer(
+    help="The model registry: state, canary promotion and rollback.", no_args_is_help=True
+)
+
+
+@models_app.command("list")
+def models_list() -> None:
+    """Every model: version, tier, endpoints with their circuit state, canary share, prices, residency,
+    and its replies, errors and first-token latency over the last 24 hours."""
+
+    with_resources(lambda res: show_models(res, console))
+
+
+@models_app.command("promote")
+def models_promote(
+    name: Annotated[str, typer.Argument(help="a canary model (one with canary_of)")],
+    share: Annotated[float, typer.Option(min=0.0, max=1.0, help="its new share of conversations")] = 1.0,
+) -> None:
+    """Give a canary a larger share of its base model's conversations (all of them by default), now,
+    on every worker. To make it permanent, edit temporal.yaml."""
+
+    console.print(with_resources(lambda res: set_share(res, name, share, "promote")))
+
+
+@models_app.command("rollback")
+def models_rollback(name: Annotated[str, typer.Argument(help="a canary model")]) -> None:
+    """Send none of the base model's conversations to this canary any more, now, on every worker."""
+
+    console.print(with_resources(lambda res: set_share(res, name, 0.0, "rollback")))
+
+
+@app.command()
+def usage(
+    tenant: Annotated[str | None, typer.Option(help="one tenant, by name (default: all)")] = None,
+    since: Annotated[datetime | None, typer.Option(help="start, UTC (default: 30 days ago)")] = None,
+    until: Annotated[datetime | None, typer.Option(help="end, UTC, exclusive (default: now)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+) -> None:
+    """Replies, tokens, cost and cost per 1k replies per tenant and model, from each reply's record."""
+    import json
+
+    end = (until or datetime.now(UTC)).replace(tzinfo=UTC)
+    start = (since or end - timedelta(days=30)).replace(tzinfo=UTC)
+    rows = with_resources(lambda res: usage_rows(res, tenant, start, end))
+    if as_json:
+        keys = ("tenant", "model", "model_version", "messages", "errors", "input_tokens", "output_tokens")
+        out = [
+            {
+                **{k: getattr(r, k) for k in keys},
+                "cost_usd": f"{r.cost_usd:f}",
+                "cost_per_1k_messages_usd": f"{r.cost_per_1k_messages:f}",
+            }
+            for r in rows
+        ]
+        print(json.dumps({"since": start.isoformat(), "until": end.isoformat(), "rows": out}, indent=2))
+        return
+    console.print(usage_table(rows, start, end))

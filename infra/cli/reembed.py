@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from sqlalchemy import select
 
 from activities.contracts.reembed import ReembedInput, ReembedResult
 from db.models import Tenant
+from infra.cli.common import console, settings_or_exit
 from infra.config.settings import Settings
 from infra.runtime.resources import Resources
 
@@ -70,3 +74,37 @@ async def run_reembed(
         return result_task.result()
     finally:
         await res.close()
+
+
+app = typer.Typer()
+
+
+@app.command()
+def reembed(
+    model: Annotated[
+        str | None, typer.Option(help="embedding model id to move to (default: the deployment's)")
+    ] = None,
+    version: Annotated[str | None, typer.Option(help="its version (default: the one configured)")] = None,
+    tenant: Annotated[list[str] | None, typer.Option(help="only these tenants (by name); repeatable")] = None,
+    wait: Annotated[bool, typer.Option(help="follow the run until it ends")] = True,
+) -> None:
+    """Re-embed tenants' chunks with another embedder: new vectors beside the old, a canary check,
+    an atomic switch, then the old vectors dropped. Needs a running stack and worker."""
+
+    settings = settings_or_exit()
+    try:
+        result = asyncio.run(run_reembed(settings, console, model, version, tenant, wait=wait))
+    except (RuntimeError, LookupError) as exc:
+        console.print(f"[red]✗ {exc}[/]")
+        raise typer.Exit(1) from exc
+    if result is None:
+        return
+    table = Table(title=f"re-embedded to {result.target.model}@{result.target.version}")
+    for column in ("tenant", "status", "embedded", "canary recall new / current", "dropped"):
+        table.add_column(column)
+    for r in result.tenants:
+        canary = f"{r.canary.recall_new:.2f} / {r.canary.recall_current:.2f}" if r.canary else ""
+        table.add_row(r.tenant_id, r.status, str(r.embedded), canary, str(r.dropped))
+    console.print(table)
+    if any(r.status == "kept" for r in result.tenants):
+        raise typer.Exit(1)

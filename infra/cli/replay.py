@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.table import Table
 from temporalio.client import WorkflowHistory
+
+from infra.cli.common import console, with_resources
 
 
 def export(directory: Path, history: WorkflowHistory, report: dict[str, Any]) -> list[Path]:
@@ -77,3 +80,50 @@ def show(console: Console, report: dict[str, Any]) -> None:
         said = "redacted: " + str(moderation["reason"]) if moderation["redacted"] else "passed"
         console.print(f"moderation: {said}")
     console.print(f"timings (ms): {report.get('timings_ms')}")
+
+
+if TYPE_CHECKING:
+    from infra.runtime.resources import Resources
+
+app = typer.Typer()
+
+
+@app.command()
+def replay(
+    turn_id: Annotated[str | None, typer.Argument(help="the turn (its X-Turn-ID)")] = None,
+    history: Annotated[
+        Path | None, typer.Option(help="replay an exported <turn>.history.json instead of fetching it")
+    ] = None,
+    export_dir: Annotated[
+        Path | None, typer.Option("--export", help="write the history and the reconstruction here")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the reconstruction as JSON")] = False,
+) -> None:
+    """Replay a past turn against the current workflow code and show what it did: input as redacted,
+    route, retrieved chunks with versions, the exact prompt, model and version, output, moderation,
+    timings. Exit 1 when the recorded decisions are not reproduced."""
+    import json
+
+    from workers.replay import fetch_history, turn_audit
+
+    if (turn_id is None) == (history is None):
+        console.print("[red]✗ name a turn id, or --history FILE[/]")
+        raise typer.Exit(2)
+    if history is not None and not history.is_file():
+        console.print(f"[red]✗ {history}: no such file[/]")
+        raise typer.Exit(2)
+
+    async def work(res: Resources) -> tuple[dict[str, object], list[Path]]:
+        recorded = load_exported(history) if history else await fetch_history(res, str(turn_id))
+        report = await turn_audit(res, recorded)
+        return report, export(export_dir, recorded, report) if export_dir else []
+
+    report, files = with_resources(work)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        show(console, report)
+    for path in files:
+        console.print(f"wrote {path}")
+    if not report["replay"]["reproduced"]:  # type: ignore[index]
+        raise typer.Exit(1)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated
 
+import typer
 from rich.console import Console
 from rich.table import Table
 
 from db.drift import DriftOut
 from db.slo import SloOut, compute_slo
 from infra.cli.access import tenant_id
+from infra.cli.common import console, with_resources
 from infra.runtime.resources import Resources
 
 
@@ -70,3 +73,47 @@ def show_drift(console: Console, report: DriftOut) -> None:
         )
     console.print(table)
     console.print(f"{report.flagged} signal(s) flagged")
+
+
+app = typer.Typer()
+
+
+@app.command()
+def slo(
+    window: Annotated[
+        str | None, typer.Option(help="e.g. 15m, 1h, 7d (default: temporal.yaml's slo.window)")
+    ] = None,
+    tenant: Annotated[str | None, typer.Option(help="one tenant, by name (default: the platform)")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
+) -> None:
+    """Each objective of temporal.yaml's `slo:` over the window: value, met or not, error budget left.
+    Exit 1 when an objective is not met."""
+    from infra.config.durations import parse_duration
+
+    try:
+        span = parse_duration(window) if window else None
+    except (ValueError, OverflowError) as exc:
+        console.print(f"[red]✗ --window: {exc}[/]")
+        raise typer.Exit(2) from exc
+    report = with_resources(lambda res: slo_for(res, span, tenant))
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        show_slo(console, report)
+    if any(o.met is False for o in report.objectives):
+        raise typer.Exit(1)
+
+
+@app.command()
+def drift(as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False) -> None:
+    """Retrieval score distributions and query centroids per tenant, and p95 latency per model version:
+    the recent window against its baseline, flagged past temporal.yaml's `drift:`. Exit 1 when flagged."""
+    from db.drift import compute_drift
+
+    report = with_resources(lambda res: compute_drift(res.sessions, res.policy.drift))
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        show_drift(console, report)
+    if report.flagged:
+        raise typer.Exit(1)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
+import typer
 from rich.console import Console
 from rich.tree import Tree
 
 from db.traces import SpanNode, TurnTrace, turn_trace
+from infra.cli.common import console, with_resources
 from infra.runtime.resources import Resources
 
 # Shown beside a span's name when present: what the model call was, and how it went.
@@ -55,3 +59,23 @@ def show(console: Console, found: TurnTrace) -> None:
     for root in found.roots:
         add(tree, root)
     console.print(tree)
+
+
+app = typer.Typer()
+
+
+@app.command()
+def trace(
+    turn_id: Annotated[str, typer.Argument(help="the turn (its X-Turn-ID)")],
+    as_json: Annotated[bool, typer.Option("--json", help="print the span tree as JSON")] = False,
+) -> None:
+    """A recent turn's trace from the trace store: API request → workflow → every step → model call,
+    database and Redis calls, as a tree with durations (no collector needed)."""
+    import json
+
+    found = with_resources(lambda res: load_trace(res, turn_id))
+    if as_json:
+        roots = [r.as_dict() for r in found.roots]
+        print(json.dumps({"turn_id": turn_id, "trace_id": found.trace_id, "spans": roots}, indent=2))
+    else:
+        show(console, found)
