@@ -3,13 +3,18 @@
 The quick steps are local activities (no server round trip); inference is a regular activity so it
 heartbeats, can be cancelled, and moves to another worker if this one dies. Every step's timeouts,
 retries and fallbacks come from temporal.yaml, carried in the input.
+
+Longer than a module should be (~500 lines) for one reason: four `workflow.patched` branches keep the
+old paths that turns recorded before them replay through; Worker Versioning retires them (pinned runs
+finish on the build they started on), and with them about a fifth of this file.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from temporalio import workflow
@@ -22,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         AssembleResult,
         ChatTurnInput,
         ChatTurnResult,
+        ContextChunk,
         InferInput,
         InferResult,
         ModerationInput,
@@ -68,6 +74,30 @@ def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
     if exc.activity_name.startswith("infer"):
         return "model_unavailable", "the model did not answer; try again", True
     return "turn_failed", f"the turn could not be prepared ({exc.activity_name}); try again", True
+
+
+@dataclass
+class _Prepared:
+    """What the first phase found: the validated input, the route, the context."""
+
+    validation: ValidateResult
+    route: RouteDecision | None
+    chunks: list[ContextChunk]
+    degraded: bool
+
+    @property
+    def user_text(self) -> str:
+        return self.validation.text
+
+    def max_tokens(self, inp: ChatTurnInput) -> int:
+        return self.route.max_tokens if self.route else (inp.max_tokens or 256)
+
+
+@dataclass
+class _Generated:
+    reply: InferResult
+    status: TurnStatus
+    fallbacks: list[dict[str, str]]
 
 
 @workflow.defn(name="chat_turn")
@@ -141,11 +171,24 @@ class ChatTurnWorkflow:
         return turn.result()
 
     async def _turn(self, inp: ChatTurnInput) -> ChatTurnResult:
-        opts = inp.options
+        """The turn's phases in order: each returns what the next needs, or the turn's result when it
+        ended there (an error already recorded)."""
         started = workflow.now()
-        routed = workflow.patched(ROUTING_PATCH)
-        # Validation, retrieval and routing run side by side: the text the API hands over is already
-        # redacted, so retrieval need not wait for the check (whose verdict still gates what follows).
+        prepared = await self._prepare(inp)
+        if isinstance(prepared, ChatTurnResult):
+            return prepared
+        prompt = await self._assemble(inp, prepared)
+        if isinstance(prompt, ChatTurnResult):
+            return prompt
+        generated = await self._generate(inp, prepared, prompt)
+        if isinstance(generated, ChatTurnResult):
+            return generated
+        return await self._record(inp, prepared, prompt, generated, started)
+
+    async def _prepare(self, inp: ChatTurnInput) -> _Prepared | ChatTurnResult:
+        """Validation, retrieval and routing, side by side: the text the API hands over is already
+        redacted, so retrieval need not wait for the check (whose verdict still gates what follows)."""
+        opts = inp.options
         steps = [
             run_with_policy(
                 opts,
@@ -165,7 +208,7 @@ class ChatTurnWorkflow:
                 RetrieveResult,
             ),
         ]
-        if routed:
+        if workflow.patched(ROUTING_PATCH):
             steps.append(
                 run_with_policy(
                     opts,
@@ -188,58 +231,60 @@ class ChatTurnWorkflow:
                 return await self._finish_error(inp, inp.user_text, validation)
             raise validation
         assert isinstance(validation, ValidateResult)
-        valid, user_text = validation, validation.text
-        self._user_text = user_text
+        self._user_text = validation.text
         route: RouteDecision | None = None
         if routing:
             if isinstance(routing[0], StepFailed):
-                return await self._finish_error(inp, user_text, routing[0])
+                return await self._finish_error(inp, validation.text, routing[0])
             if isinstance(routing[0], BaseException):
                 raise routing[0]
             assert isinstance(routing[0], RouteDecision)
             route = routing[0]
             self._set_model(route.chain[0].name)
         # Retrieval failing or past its deadline degrades the turn instead of stalling it.
-        degraded = False
         if isinstance(retrieval, StepFailed):
             workflow.logger.warning("retrieval failed or timed out; answering without context")
-            chunks, degraded = [], True
-        elif isinstance(retrieval, BaseException):
+            return _Prepared(validation, route, chunks=[], degraded=True)
+        if isinstance(retrieval, BaseException):
             raise retrieval
-        else:
-            assert isinstance(retrieval, RetrieveResult)
-            chunks = retrieval.chunks
+        assert isinstance(retrieval, RetrieveResult)
+        return _Prepared(validation, route, chunks=retrieval.chunks, degraded=False)
 
-        max_tokens = route.max_tokens if route else (inp.max_tokens or 256)
+    async def _assemble(self, inp: ChatTurnInput, prep: _Prepared) -> AssembleResult | ChatTurnResult:
+        route = prep.route
         try:
-            prompt = await run_with_policy(
-                opts,
+            return await run_with_policy(
+                inp.options,
                 "assemble_prompt",
                 AssembleInput(
                     conversation_id=inp.conversation_id,
                     model=route.chain[0].name if route else None,
-                    user_text=user_text,
-                    chunks=chunks,
-                    budget=route.prompt_budget if route else inp.context_tokens - max_tokens,
+                    user_text=prep.user_text,
+                    chunks=prep.chunks,
+                    budget=route.prompt_budget if route else inp.context_tokens - prep.max_tokens(inp),
                     history=inp.history,
                 ),
                 AssembleResult,
             )
         except StepFailed as exc:
-            return await self._finish_error(inp, user_text, exc)
+            return await self._finish_error(inp, prep.user_text, exc)
 
+    async def _generate(
+        self, inp: ChatTurnInput, prep: _Prepared, prompt: AssembleResult
+    ) -> _Generated | ChatTurnResult:
+        """Inference along the route's chain; a client's cancel keeps what was streamed."""
+        opts, route = inp.options, prep.route
         infer = InferInput(
             turn_id=inp.turn_id,
             conversation_id=inp.conversation_id,
             request_id=inp.request_id,
             model=inp.model or "",
             messages=prompt.messages,
-            max_tokens=max_tokens,
+            max_tokens=prep.max_tokens(inp),
             temperature=inp.temperature if route else (inp.temperature or 0.7),
-            degraded=degraded,
+            degraded=prep.degraded,
             prompt_tokens=prompt.prompt_tokens,
         )
-        status: TurnStatus = "completed"
         fallbacks: list[dict[str, str]] = []
         try:
             if route:
@@ -250,7 +295,6 @@ class ChatTurnWorkflow:
             if self._out_of_time:
                 raise  # not the client: the turn's deadline (recorded by _turn_by_deadline)
             # Cancelled by the client: keep what was streamed, and say so.
-            status = "cancelled"
             partial = await run_with_policy(opts, "partial_text", TurnRef(turn_id=inp.turn_id), str)
             served = route.chain[len(fallbacks)] if route else None
             reply = InferResult(
@@ -261,11 +305,23 @@ class ChatTurnWorkflow:
                 ttft_ms=None,
                 finish_reason="cancelled",
             )
+            return _Generated(reply, "cancelled", fallbacks)
         except StepFailed as exc:
             return await self._finish_error(
-                inp, user_text, exc, prompt=prompt, route=route, fallbacks=fallbacks
+                inp, prep.user_text, exc, prompt=prompt, route=route, fallbacks=fallbacks
             )
+        return _Generated(reply, "completed", fallbacks)
 
+    async def _record(
+        self,
+        inp: ChatTurnInput,
+        prep: _Prepared,
+        prompt: AssembleResult,
+        gen: _Generated,
+        started: datetime,
+    ) -> ChatTurnResult:
+        """The exchange persisted with its provenance, moderation queued, and the turn's result."""
+        route, reply = prep.route, gen.reply
         if reply.model != (route.chain[0].name if route else inp.model):
             self._set_model(reply.model)
         input_tokens = reply.input_tokens or prompt.prompt_tokens
@@ -276,10 +332,10 @@ class ChatTurnWorkflow:
         latency_ms = (workflow.now() - started).total_seconds() * 1000
         saved = await self._persist(
             inp,
-            user_text=user_text,
-            pii_redacted=bool(valid.pii_counts or inp.pii_counts),
+            user_text=prep.user_text,
+            pii_redacted=bool(prep.validation.pii_counts or inp.pii_counts),
             assistant_text=reply.text,
-            status=status,
+            status=gen.status,
             model_id=reply.model,
             model_version=reply.model_version,
             prompt_template_version=prompt.template_version,
@@ -291,7 +347,7 @@ class ChatTurnWorkflow:
                     "embedding_version": c.embedding_version,
                     "score": round(c.score, 4),
                 }
-                for c in chunks
+                for c in prep.chunks
                 if c.id in prompt.chunks_used
             ],
             input_tokens=input_tokens,
@@ -299,29 +355,18 @@ class ChatTurnWorkflow:
             ttft_ms=reply.ttft_ms,
             latency_ms=round(latency_ms, 1),
             finish_reason=reply.finish_reason,
-            degraded=degraded,
+            degraded=prep.degraded,
             moderation_pending=bool(reply.text),
-            route=self._route_record(route, fallbacks, served=reply.model),
+            route=self._route_record(route, gen.fallbacks, served=reply.model),
             cost_usd=cost,
             interactive=inp.interactive,
         )
         if reply.text:
-            moderation = ModerationInput(
-                options=opts, turn_id=inp.turn_id, message_id=saved.assistant_message_id, text=reply.text
-            )
-            if workflow.patched(MODERATION_STEP_PATCH):
-                self._moderation = moderation  # checked by run(), once the turn's result stands
-            else:
-                await workflow.start_child_workflow(
-                    ModerationWorkflow.run,
-                    moderation,
-                    id=f"{inp.turn_id}/moderation",
-                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                )
+            await self._queue_moderation(inp, saved.assistant_message_id, reply.text)
         return ChatTurnResult(
             turn_id=inp.turn_id,
             conversation_id=inp.conversation_id,
-            status=status,
+            status=gen.status,
             text=reply.text,
             message_id=saved.assistant_message_id,
             model=reply.model,
@@ -332,8 +377,22 @@ class ChatTurnWorkflow:
             output_tokens=reply.output_tokens,
             cost_usd=cost,
             ttft_ms=reply.ttft_ms,
-            degraded=degraded,
+            degraded=prep.degraded,
         )
+
+    async def _queue_moderation(self, inp: ChatTurnInput, message_id: str, text: str) -> None:
+        moderation = ModerationInput(
+            options=inp.options, turn_id=inp.turn_id, message_id=message_id, text=text
+        )
+        if workflow.patched(MODERATION_STEP_PATCH):
+            self._moderation = moderation  # checked by run(), once the turn's result stands
+        else:
+            await workflow.start_child_workflow(
+                ModerationWorkflow.run,
+                moderation,
+                id=f"{inp.turn_id}/moderation",
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+            )
 
     async def _infer_along(
         self, opts: WorkflowOptions, route: RouteDecision, infer: InferInput, fallbacks: list[dict[str, str]]
