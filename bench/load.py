@@ -31,7 +31,8 @@ from typing import Any
 
 from bench.plotting import pyplot, save
 from bench.stack import BenchStack
-from infra.eval.synth import Synth, percentile
+from infra.eval.stats import percentile
+from infra.eval.synth import Synth
 from infra.stack.state import read_state
 
 RESULTS = Path(__file__).parent / "results"

@@ -30,10 +30,11 @@ import psycopg
 from pgvector import HalfVector
 from pgvector.psycopg import register_vector
 
-from activities.adapters.search import RRF_K, SearchSettings, vector_literal
+from activities.adapters.search import RRF_K, SearchSettings
+from db.documents import vector_literal
 from infra.config.endpoints import Endpoints
 from infra.config.settings import get_settings
-from infra.eval.ir_metrics import percentile
+from infra.eval.stats import percentile
 
 RESULTS = Path(__file__).parent / "results"
 DIM, TENANTS, K = 384, 100, 10
@@ -251,7 +252,7 @@ def run_option(
 
 
 def _summary(lat: list[float]) -> dict[str, float]:
-    return {f"p{p}_ms": round(percentile(lat, p), 2) for p in (50, 95, 99)}
+    return {f"p{p}_ms": round(percentile(lat, p) or 0.0, 2) for p in (50, 95, 99)}
 
 
 async def ingest_throughput(docs: int) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from bench.load import rss_mb, watch_memory
 from bench.plotting import pyplot, save
 from bench.stack import BenchStack
 from infra.eval.sse_client import events
-from infra.eval.synth import percentile
+from infra.eval.stats import percentile
 from infra.stack.state import read_state
 
 RESULTS = Path(__file__).parent / "results"

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
     from infra.config.endpoints import Endpoints
     from infra.config.policy import load_policy
     from infra.config.settings import get_settings
-    from infra.eval.synth import percentile
+    from infra.eval.stats import percentile
 
 _reached: dict[str, float] = {}  # workflow id → when its activity's first line ran
 _STEP = timedelta(seconds=5)

@@ -22,12 +22,3 @@ def mrr_at(ranked: list[str], relevant: dict[str, int], k: int) -> float:
         if relevant.get(doc, 0) > 0:
             return 1.0 / (i + 1)
     return 0.0
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100); 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]

@@ -16,11 +16,13 @@ from sqlalchemy import delete, select
 from activities.adapters.search import SearchMode
 from activities.logic.chunking import Chunker, ChunkerSettings
 from db.access import ensure_tenant
+from db.documents import delete_tenant_documents
 from db.engine import scope_to_tenant
 from db.models import Document, Tenant
 from infra.eval.beir import BeirDataset
 from infra.eval.bulk_ingest import BulkStats, TextDocument, bulk_ingest
-from infra.eval.ir_metrics import mrr_at, ndcg_at, percentile, recall_at
+from infra.eval.ir_metrics import mrr_at, ndcg_at, recall_at
+from infra.eval.stats import percentile
 from infra.runtime.resources import Resources
 
 MODES: tuple[SearchMode, ...] = ("vector", "text", "hybrid")
@@ -41,8 +43,8 @@ class ModeReport:
             "recall@10": round(self.recall_10, 4),
             "recall@100": round(self.recall_100, 4),
             "mrr@10": round(self.mrr_10, 4),
-            "latency_p50_ms": round(percentile(self.latency_ms, 50), 2),
-            "latency_p95_ms": round(percentile(self.latency_ms, 95), 2),
+            "latency_p50_ms": round(percentile(self.latency_ms, 50) or 0.0, 2),
+            "latency_p95_ms": round(percentile(self.latency_ms, 95) or 0.0, 2),
         }
 
 
@@ -73,7 +75,7 @@ async def evaluate(
         if not reused:
             async with res.sessions.begin() as session:
                 await scope_to_tenant(session, tenant)
-                await session.execute(delete(Document).where(Document.tenant_id == tenant))
+                await delete_tenant_documents(session, tenant)
             stats = await bulk_ingest(
                 res.sessions,
                 embedder,

@@ -66,15 +66,6 @@ class Tally:
     total_ms: list[float] = field(default_factory=list)
 
 
-def percentile(values: list[float], p: float) -> float | None:
-    """Nearest rank, as the SLO report computes it."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, -(-len(ordered) * p // 100))
-    return ordered[int(rank) - 1]
-
-
 class Synth:
     def __init__(
         self, api: str, key: str, *, max_tokens: int, max_in_flight: int, seed: int, think_s: float = 0.0
