@@ -20,7 +20,7 @@ from api.core.errors import error_responses, turn_error_response
 from api.core.tenancy import TenantDep, require, tokens_within_limit
 from api.core.text_fields import StorableStr
 from api.routes.conversations import get_conversation
-from api.services.turn_starter import start_turn, tenant_of_turn
+from api.services.turn_starter import TurnRequest, start_turn, tenant_of_turn
 from api.services.turn_stream import as_sse, follow
 from infra.runtime.resources import Resources
 from workers.replay import fetch_history, turn_audit
@@ -121,31 +121,31 @@ async def _json_result(handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str
 
 async def _post_message(
     res: Resources,
+    request: Request,
     tenant: uuid.UUID,
     conversation_id: uuid.UUID,
     body: MessageCreate,
-    key: str | None,
-    rid: str,
-    audit: dict[str, object],
-    pii: dict[str, str],
+    idempotency_key: str | None,
 ) -> Any:
+    """Both message routes: the conversation must be the tenant's, then the turn starts (or is joined)."""
+    audit: dict[str, object] = {}
+    request.state.audit = audit
     await get_conversation(res, tenant, conversation_id)
-    turn_id, handle = await start_turn(
-        res,
-        tenant,
-        conversation_id,
-        body.content,
-        idempotency_key=key,
-        request_id=rid,
+    req = TurnRequest(
+        tenant_id=tenant,
+        conversation_id=conversation_id,
+        text=body.content,
+        request_id=request_id(request),
+        idempotency_key=idempotency_key,
+        pii_policy=request.state.principal.pii,
+        model=body.model,
         max_tokens=body.max_tokens,
         temperature=body.temperature,
-        model=body.model,
         latency_budget_ms=body.latency_budget_ms,
         interactive=body.interactive,
         webhook_url=str(body.webhook_url) if body.webhook_url else None,
-        audit=audit,
-        pii_policy=pii,
     )
+    turn_id, handle = await start_turn(res, req, audit)
     if not body.interactive:
         # Queued behind other batch work, never in front of an interactive turn: poll, or await the webhook.
         status_url = f"/v1/turns/{turn_id}"
@@ -174,12 +174,7 @@ async def post_message(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """Start a turn; answers `text/event-stream` (events turn, token, reset, done, error, redact) or JSON."""
-    audit: dict[str, object] = {}
-    request.state.audit = audit
-    pii = request.state.principal.pii
-    return await _post_message(
-        res, tenant, conversation_id, body, idempotency_key, request_id(request), audit, pii
-    )
+    return await _post_message(res, request, tenant, conversation_id, body, idempotency_key)
 
 
 @router.post(
@@ -193,12 +188,7 @@ async def post_message_flat(
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
     """The same as `POST /v1/conversations/{id}/messages`, with the conversation id in the body."""
-    audit: dict[str, object] = {}
-    request.state.audit = audit
-    pii = request.state.principal.pii
-    return await _post_message(
-        res, tenant, body.conversation_id, body, idempotency_key, request_id(request), audit, pii
-    )
+    return await _post_message(res, request, tenant, body.conversation_id, body, idempotency_key)
 
 
 async def _turn_handle(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import HTTPException
@@ -15,7 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.adapters.admission import Overloaded
 from activities.contracts.turn import ChatTurnInput, ChatTurnResult, Message
-from activities.logic.input_guard import InputRejected, guard_input
+from activities.logic.input_guard import GuardedInput, InputRejected, guard_input
 from api.core.errors import ApiError
 from infra.runtime.resources import Resources
 from infra.telemetry.span_store import TURN_ID
@@ -70,106 +71,127 @@ def tenant_of_turn(turn_id: str) -> str | None:
     return turn_id[5 : 5 + 36]
 
 
+@dataclass(frozen=True)
+class TurnRequest:
+    """What a caller asks of one turn: the one shape every route hands to `start_turn`."""
+
+    tenant_id: uuid.UUID
+    conversation_id: uuid.UUID
+    text: str
+    request_id: str
+    idempotency_key: str | None = None
+    # The tenant's PII policy (kind → redact | mask | allow).
+    pii_policy: dict[str, str] = field(default_factory=dict)
+    # Given by OpenAI-style requests that carry their own history; else the turn loads it.
+    history: list[Message] | None = None
+    model: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    latency_budget_ms: int | None = None
+    interactive: bool = True
+    webhook_url: str | None = None
+
+
 async def start_turn(
-    res: Resources,
-    tenant_id: uuid.UUID,
-    conversation_id: uuid.UUID,
-    text: str,
-    *,
-    idempotency_key: str | None,
-    request_id: str,
-    max_tokens: int | None = None,
-    temperature: float | None = None,
-    history: list[Message] | None = None,
-    model: str | None = None,
-    latency_budget_ms: int | None = None,
-    interactive: bool = True,
-    webhook_url: str | None = None,
-    audit: dict[str, object] | None = None,
-    pii_policy: dict[str, str] | None = None,
+    res: Resources, req: TurnRequest, audit: dict[str, object] | None = None
 ) -> tuple[str, WorkflowHandle[object, ChatTurnResult]]:
-    """Start the turn (routing picks its model in the workflow). Non-interactive turns go to the
-    batch queue and its own workers; interactive ones start eagerly in this process's worker."""
-    try:
-        # Before Temporal: raw PII never reaches history (what the tenant's policy allows aside).
-        guarded = guard_input(text, res.safety, pii_policy)
-    except InputRejected as exc:
-        if audit is not None:
-            audit["refused"] = exc.code
-        raise HTTPException(_REJECTION_STATUS[exc.code], str(exc)) from exc
-    if audit is not None and guarded.pii_counts:
-        audit["pii_redacted"] = guarded.pii_counts  # what kinds, how many: never the values
-    turn_id = turn_id_for(tenant_id, conversation_id, idempotency_key or str(uuid.uuid4()))
+    """Start the turn (routing picks its model in the workflow), or join it. Non-interactive turns go
+    to the batch queue and its own workers; interactive ones start eagerly in this process's worker.
+    ``audit`` collects what the audit trail records of the request (refusals, PII kinds found)."""
+    audit = {} if audit is None else audit
+    turn = _turn_input(res, req, _guard(res, req, audit))
     # `turnflow trace TURN_ID` finds the turn's trace by this (the request's span is its root).
-    trace.get_current_span().set_attribute(TURN_ID, turn_id)
-    options = res.policy.options_for("chat_turn")
-    turn = ChatTurnInput(
-        options=options,
-        turn_id=turn_id,
-        tenant_id=str(tenant_id),
-        conversation_id=str(conversation_id),
-        request_id=request_id,
+    trace.get_current_span().set_attribute(TURN_ID, turn.turn_id)
+    if req.interactive:
+        await _admit(res, turn, audit)
+    # Only a turn a client may join again (it named a key) needs to remember what was asked.
+    fingerprint = request_fingerprint(turn) if req.idempotency_key else None
+    handle = await _start(res, turn, fingerprint)
+    if fingerprint and not await _same_request(handle, fingerprint):
+        # Joining would answer this request with another one's turn (IETF Idempotency-Key draft: 422).
+        audit["refused"] = "idempotency_key_reused"
+        raise ApiError(
+            422,
+            f"Idempotency-Key {req.idempotency_key!r} was used for a different request in this conversation",
+            code="idempotency_key_reused",
+        )
+    return turn.turn_id, handle
+
+
+def _guard(res: Resources, req: TurnRequest, audit: dict[str, object]) -> GuardedInput:
+    """Before Temporal: raw PII never reaches history (what the tenant's policy allows aside)."""
+    try:
+        guarded = guard_input(req.text, res.safety, req.pii_policy)
+    except InputRejected as exc:
+        audit["refused"] = exc.code
+        raise HTTPException(_REJECTION_STATUS[exc.code], str(exc)) from exc
+    if guarded.pii_counts:
+        audit["pii_redacted"] = guarded.pii_counts  # what kinds, how many: never the values
+    return guarded
+
+
+def _turn_input(res: Resources, req: TurnRequest, guarded: GuardedInput) -> ChatTurnInput:
+    return ChatTurnInput(
+        options=res.policy.options_for("chat_turn"),
+        turn_id=turn_id_for(req.tenant_id, req.conversation_id, req.idempotency_key or str(uuid.uuid4())),
+        tenant_id=str(req.tenant_id),
+        conversation_id=str(req.conversation_id),
+        request_id=req.request_id,
         user_text=guarded.text,
         pii_counts=guarded.pii_counts,
-        pii_policy=pii_policy or {},
-        history=history,
-        model=model,
-        max_tokens=max_tokens,
-        temperature=temperature,
+        pii_policy=req.pii_policy,
+        history=req.history,
+        model=req.model,
+        max_tokens=req.max_tokens,
+        temperature=req.temperature,
         retrieval_k=res.settings.retrieval_k,
-        latency_budget_ms=latency_budget_ms,
-        interactive=interactive,
-        webhook_url=webhook_url,
+        latency_budget_ms=req.latency_budget_ms,
+        interactive=req.interactive,
+        webhook_url=req.webhook_url,
     )
-    if interactive:
-        # Batch turns queue by design; an interactive one the platform cannot serve now is refused now.
-        timeout = options.execution_timeout.total_seconds() if options.execution_timeout else 600.0
-        try:
-            await res.admission.admit(turn_id, timeout)
-        except Overloaded as exc:
-            if audit is not None:
-                audit["refused"] = "overloaded"
-            raise ApiError(
-                503,
-                str(exc),
-                code="overloaded",
-                headers={"Retry-After": str(exc.retry_after_s)},
-                retryable=True,
-            ) from exc
-    queue = res.policy.workflows["chat_turn"].task_queue if interactive else "batch"
-    # Only a turn a client may join again (it named a key) needs to remember what was asked.
-    fingerprint = request_fingerprint(turn) if idempotency_key else None
+
+
+async def _admit(res: Resources, turn: ChatTurnInput, audit: dict[str, object]) -> None:
+    """Batch turns queue by design; an interactive one the platform cannot serve now is refused now."""
+    timeout = turn.options.execution_timeout
     try:
-        handle = await res.temporal.start_workflow(
+        await res.admission.admit(turn.turn_id, timeout.total_seconds() if timeout else 600.0)
+    except Overloaded as exc:
+        audit["refused"] = "overloaded"
+        raise ApiError(
+            503,
+            str(exc),
+            code="overloaded",
+            headers={"Retry-After": str(exc.retry_after_s)},
+            retryable=True,
+        ) from exc
+
+
+async def _start(
+    res: Resources, turn: ChatTurnInput, fingerprint: str | None
+) -> WorkflowHandle[object, ChatTurnResult]:
+    queue = res.policy.workflows["chat_turn"].task_queue if turn.interactive else "batch"
+    try:
+        return await res.temporal.start_workflow(
             "chat_turn",
             turn,
-            id=turn_id,
+            id=turn.turn_id,
             task_queue=res.policy.queue(queue),
-            execution_timeout=options.execution_timeout,
+            execution_timeout=turn.options.execution_timeout,
             result_type=ChatTurnResult,
             # A retried POST while the turn runs joins it; after it ended, the start is refused (below).
             id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             memo={"request_fingerprint": fingerprint} if fingerprint else None,
             search_attributes=TypedSearchAttributes(
-                turn_attributes(str(tenant_id), str(conversation_id), model)
+                turn_attributes(turn.tenant_id, turn.conversation_id, turn.model)
             ),
             # The workflow's first task runs in this process's worker: no server round trip.
-            request_eager_start=res.settings.api_worker and interactive,
+            request_eager_start=res.settings.api_worker and turn.interactive,
         )
     except WorkflowAlreadyStartedError:
-        handle = res.temporal.get_workflow_handle(turn_id, result_type=ChatTurnResult)
+        return res.temporal.get_workflow_handle(turn.turn_id, result_type=ChatTurnResult)
     except BaseException:
-        if interactive:
-            await res.admission.release(turn_id)  # never started: it holds no place
+        if turn.interactive:
+            await res.admission.release(turn.turn_id)  # never started: it holds no place
         raise
-    if fingerprint and not await _same_request(handle, fingerprint):
-        # Joining would answer this request with another one's turn (IETF Idempotency-Key draft: 422).
-        if audit is not None:
-            audit["refused"] = "idempotency_key_reused"
-        raise ApiError(
-            422,
-            f"Idempotency-Key {idempotency_key!r} was used for a different request in this conversation",
-            code="idempotency_key_reused",
-        )
-    return turn_id, handle
