@@ -108,3 +108,11 @@ async def delete_emptied_conversations(
         delete(Conversation).where(_emptied(tenant_id, cutoff)).returning(Conversation.id)
     )
     return list(gone.scalars().all())
+
+
+async def create_conversation(
+    session: AsyncSession, tenant_id: uuid.UUID, title: str | None, meta: dict[str, Any] | None = None
+) -> uuid.UUID:
+    conversation = Conversation(id=uuid.uuid4(), tenant_id=tenant_id, title=title, meta=meta or {})
+    session.add(conversation)
+    return conversation.id

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from activities.adapters.embedder import Embedder, Embedders
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 from activities.contracts.turn import ContextChunk
+from db.documents import active_embedding, vector_literal
 from db.engine import scope_to_tenant
 from db.vector_index import AnnIndex
 from infra.telemetry import metrics
@@ -315,21 +316,6 @@ def generation_key(tenant: str) -> str:
 async def invalidate_tenant(redis: Redis, tenant: uuid.UUID | str) -> None:
     """Cached results of the tenant's queries are stale from now on (they age out by TTL)."""
     await redis.incr(generation_key(str(tenant)))
-
-
-async def active_embedding(session: AsyncSession, tenant: str) -> tuple[str | None, str | None]:
-    row = (
-        await session.execute(
-            text("SELECT embedding_model, embedding_version FROM tenants WHERE id = :tenant"),
-            {"tenant": tenant},
-        )
-    ).first()
-    return (row[0], row[1]) if row else (None, None)
-
-
-def vector_literal(vector: np.ndarray | list[float]) -> str:
-    """pgvector's text form of a vector, for a CAST(:param AS vector)."""
-    return "[" + ",".join(f"{x:.7g}" for x in np.asarray(vector, dtype=np.float32)) + "]"
 
 
 def _collect(candidates: dict[str, Candidate], rows: Result[Any], method: str) -> None:

@@ -8,14 +8,13 @@ import uuid
 from pathlib import Path
 
 from redis.asyncio import Redis
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.embedder import Embedder, Embedders
-from activities.adapters.search import active_embedding, invalidate_tenant
+from activities.adapters.search import invalidate_tenant
 from activities.contracts.ingest import (
     DocumentRef,
     EmbedInput,
@@ -27,8 +26,20 @@ from activities.contracts.ingest import (
 from activities.logic.chunking import Chunker, ChunkerSettings
 from activities.logic.parsing import DocumentRejected, parse
 from activities.logic.pii import redact
+from db.documents import (
+    NotEmbedded,
+    activate_version,
+    active_embedding,
+    chunk_row,
+    chunks_to_embed,
+    count_chunks,
+    fail_version,
+    insert_chunks,
+    set_version_state,
+    store_vectors,
+)
 from db.engine import scope_to_tenant
-from db.models import Chunk, Document, DocumentUpload, Tenant
+from db.models import DocumentUpload, Tenant
 
 
 class IngestionActivities:
@@ -53,7 +64,7 @@ class IngestionActivities:
             embedder = await self._embedder_for(session, tenant)
             if upload is None:
                 # A retry after this version went live (the upload is deleted then): nothing to redo.
-                count = await _count(session, doc_id, inp.version, embedder)
+                count = await count_chunks(session, doc_id, inp.version, embedder.model_id, embedder.version)
                 return Prepared(
                     chunk_count=count, embedding_model=embedder.model_id, embedding_version=embedder.version
                 )
@@ -73,33 +84,29 @@ class IngestionActivities:
         record = chunker.settings.as_record()
         async with self.sessions.begin() as session:
             await scope_to_tenant(session, tenant)
-            if pieces:
-                await session.execute(
-                    insert(Chunk)
-                    .values(
-                        [
-                            {
-                                "id": uuid.uuid4(),
-                                "tenant_id": tenant,
-                                "document_id": doc_id,
-                                "document_version": inp.version,
-                                "ordinal": i,
-                                "text": piece.text,
-                                "token_count": piece.token_count,
-                                "embedding_model": embedder.model_id,
-                                "embedding_version": embedder.version,
-                                "chunker": record,
-                                "live": False,
-                            }
-                            for i, piece in enumerate(pieces)
-                        ]
-                    )
-                    .on_conflict_do_nothing(constraint="uq_chunks_position_embedding")
+            rows = [
+                chunk_row(
+                    tenant_id=tenant,
+                    document_id=doc_id,
+                    document_version=inp.version,
+                    ordinal=i,
+                    text=piece.text,
+                    token_count=piece.token_count,
+                    embedding_model=embedder.model_id,
+                    embedding_version=embedder.version,
+                    chunker=record,
+                    live=False,
                 )
-            await session.execute(
-                update(Document)
-                .where(Document.id == doc_id, Document.version == inp.version)
-                .values(status="ingesting", chunk_count=len(pieces), pii_counts=redacted.counts)
+                for i, piece in enumerate(pieces)
+            ]
+            await insert_chunks(session, rows)
+            await set_version_state(
+                session,
+                doc_id,
+                inp.version,
+                status="ingesting",
+                chunk_count=len(pieces),
+                pii_counts=redacted.counts,
             )
         activity.logger.info("document %s v%d: %d chunks", doc_id, inp.version, len(pieces))
         return Prepared(
@@ -119,33 +126,16 @@ class IngestionActivities:
         while True:
             async with self.sessions.begin() as session:
                 await scope_to_tenant(session, tenant)
-                rows = (
-                    await session.execute(
-                        select(Chunk.id, Chunk.text)
-                        .where(
-                            Chunk.document_id == doc_id,
-                            Chunk.document_version == inp.version,
-                            Chunk.embedding_model == embedder.model_id,
-                            Chunk.embedding_version == embedder.version,
-                            Chunk.embedding.is_(None),
-                        )
-                        .order_by(Chunk.ordinal)
-                        .limit(inp.batch_size)
-                    )
-                ).all()
+                rows = await chunks_to_embed(
+                    session, doc_id, inp.version, embedder.model_id, embedder.version, inp.batch_size
+                )
                 if not rows:
                     return done
                 vectors = await embedder.embed([r.text for r in rows])
-                # ORM bulk update by primary key: one executemany round trip for the batch.
-                await session.execute(
-                    update(Chunk), [{"id": r.id, "embedding": v} for r, v in zip(rows, vectors, strict=True)]
+                await store_vectors(
+                    session, doc_id, inp.version, {r.id: v for r, v in zip(rows, vectors, strict=True)}
                 )
                 done += len(rows)
-                await session.execute(
-                    update(Document)
-                    .where(Document.id == doc_id, Document.version == inp.version)
-                    .values(embedded_count=Document.embedded_count + len(rows))
-                )
             activity.heartbeat(done)
 
     @activity.defn(name="activate_document")
@@ -155,65 +145,20 @@ class IngestionActivities:
         tenant, doc_id = uuid.UUID(ref.tenant_id), uuid.UUID(ref.document_id)
         async with self.sessions.begin() as session:
             await scope_to_tenant(session, tenant)
-            doc = await session.get(Document, doc_id, with_for_update=True)
-            if doc is None or doc.deleted_at is not None:
-                return IngestResult(document_id=ref.document_id, version=ref.version, status="deleted")
-            if doc.version != ref.version:
-                # A newer upload of this source arrived meanwhile; it decides what goes live.
-                return IngestResult(document_id=ref.document_id, version=ref.version, status="superseded")
-            this_version = (Chunk.document_id == doc_id, Chunk.document_version == ref.version)
-            model, version = await active_embedding(session, ref.tenant_id)
-            stale = await session.scalar(
-                select(func.count()).where(
-                    *this_version, (Chunk.embedding_model != model) | (Chunk.embedding_version != version)
-                )
+            try:
+                done = await activate_version(session, ref.tenant_id, doc_id, ref.version)
+            except NotEmbedded as exc:
+                raise ApplicationError(str(exc), type="NotEmbedded") from exc
+        if done.status != "ready":
+            return IngestResult(
+                document_id=ref.document_id,
+                version=ref.version,
+                status=done.status,
+                embed_again_with=done.embed_again_with,
             )
-            if model is not None and version is not None and stale:
-                # A re-embed switched the tenant while this ran: these vectors would never be found.
-                await session.execute(
-                    update(Chunk)
-                    .where(*this_version)
-                    .values(embedding=None, embedding_model=model, embedding_version=version)
-                )
-                return IngestResult(
-                    document_id=ref.document_id,
-                    version=ref.version,
-                    status="ingesting",
-                    embed_again_with=(model, version),
-                )
-            missing = await session.scalar(
-                select(func.count()).where(*this_version, Chunk.embedding.is_(None))
-            )
-            if missing:
-                raise ApplicationError(f"{missing} chunks still have no vector", type="NotEmbedded")
-            await session.execute(
-                update(Chunk)
-                .where(
-                    Chunk.document_id == doc_id,
-                    Chunk.document_version == ref.version,
-                    Chunk.tombstoned_at.is_(None),
-                )
-                .values(live=True)
-            )
-            await session.execute(
-                update(Chunk)
-                .where(
-                    Chunk.document_id == doc_id,
-                    Chunk.document_version != ref.version,
-                    Chunk.tombstoned_at.is_(None),
-                )
-                .values(live=False, tombstoned_at=func.now())
-            )
-            count = await session.scalar(
-                select(func.count(func.distinct(Chunk.ordinal))).where(
-                    Chunk.document_id == doc_id, Chunk.document_version == ref.version
-                )
-            )
-            doc.status, doc.chunk_count, doc.error = "ready", int(count or 0), None
-            await session.execute(delete(DocumentUpload).where(DocumentUpload.document_id == doc_id))
         await invalidate_tenant(self.redis, tenant)
         return IngestResult(
-            document_id=ref.document_id, version=ref.version, status="ready", chunk_count=int(count or 0)
+            document_id=ref.document_id, version=ref.version, status="ready", chunk_count=done.chunk_count
         )
 
     @activity.defn(name="mark_document_failed")
@@ -222,22 +167,7 @@ class IngestionActivities:
         tenant, doc_id = uuid.UUID(ref.tenant_id), uuid.UUID(ref.document_id)
         async with self.sessions.begin() as session:
             await scope_to_tenant(session, tenant)
-            # This version's chunks never went live; drop them. A previous version stays searchable.
-            await session.execute(
-                delete(Chunk).where(
-                    Chunk.document_id == doc_id, Chunk.document_version == ref.version, Chunk.live.is_(False)
-                )
-            )
-            await session.execute(
-                update(Document)
-                .where(Document.id == doc_id, Document.version == ref.version)
-                .values(status="failed", error=f"{inp.code}: {inp.message}")
-            )
-            await session.execute(
-                delete(DocumentUpload).where(
-                    DocumentUpload.document_id == doc_id, DocumentUpload.document_version == ref.version
-                )
-            )
+            await fail_version(session, doc_id, ref.version, f"{inp.code}: {inp.message}")
         return IngestResult(
             document_id=ref.document_id,
             version=ref.version,
@@ -267,17 +197,3 @@ class IngestionActivities:
                 non_retryable=True,
             )
         return embedder
-
-
-async def _count(session: AsyncSession, doc_id: uuid.UUID, version: int, embedder: Embedder) -> int:
-    return int(
-        await session.scalar(
-            select(func.count()).where(
-                Chunk.document_id == doc_id,
-                Chunk.document_version == version,
-                Chunk.embedding_model == embedder.model_id,
-                Chunk.embedding_version == embedder.version,
-            )
-        )
-        or 0
-    )

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 
 from activities.contracts.maintenance import PurgeInput, PurgeReport
+from db.documents import purge
 from db.engine import scope_to_tenant
 
 BATCH = 1000
@@ -22,33 +23,16 @@ class PurgeActivities:
         report = PurgeReport(dry_run=inp.dry_run)
         async with self.sessions() as session:
             tenants = [str(r[0]) for r in await session.execute(text("SELECT id FROM tenants ORDER BY id"))]
-        cutoff = {"age": f"{inp.older_than_s} seconds"}
         for tenant in tenants:
             report.tenants += 1
-            for table, where, field in (
-                ("chunks", "tombstoned_at < now() - CAST(:age AS interval)", "chunks"),
-                ("documents", "deleted_at < now() - CAST(:age AS interval)", "documents"),
-            ):
+            for table in ("chunks", "documents"):
                 while True:
                     async with self.sessions.begin() as session:
                         await scope_to_tenant(session, tenant)
-                        if inp.dry_run:
-                            count = int(
-                                await session.scalar(
-                                    text(f"SELECT count(*) FROM {table} WHERE {where}"), cutoff
-                                )
-                                or 0
-                            )
-                        else:
-                            result = await session.execute(
-                                text(
-                                    f"DELETE FROM {table} WHERE id IN"
-                                    f" (SELECT id FROM {table} WHERE {where} LIMIT {BATCH})"
-                                ),
-                                cutoff,
-                            )
-                            count = int(result.rowcount)  # type: ignore[attr-defined]
-                    setattr(report, field, getattr(report, field) + count)
+                        count = await purge(
+                            session, table, inp.older_than_s, limit=BATCH, dry_run=inp.dry_run
+                        )
+                    setattr(report, table, getattr(report, table) + count)
                     activity.heartbeat(report.model_dump())
                     if inp.dry_run or count < BATCH:
                         break

@@ -5,7 +5,6 @@ are the old vectors dropped."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -16,7 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.embedder import Embedder, Embedders
-from activities.adapters.search import active_embedding, invalidate_tenant, vector_literal
+from activities.adapters.search import invalidate_tenant
 from activities.contracts.reembed import (
     BatchInput,
     CanaryInput,
@@ -26,6 +25,7 @@ from activities.contracts.reembed import (
     Target,
     TenantStep,
 )
+from db.documents import active_embedding, drop_other_embeddings, insert_reembedded, vector_literal
 from db.engine import scope_to_tenant
 
 # Live chunks of the tenant's active version that have no twin on the target version yet.
@@ -117,27 +117,11 @@ class ReembedActivities:
                 return 0
             activity.heartbeat(f"embedding {len(rows)}")
             vectors = await embedder.embed([r.text for r in rows])
-            await session.execute(
-                text(
-                    """
-                    INSERT INTO chunks (id, tenant_id, document_id, document_version, ordinal, text,
-                        token_count, embedding, embedding_model, embedding_version, chunker, live, created_at)
-                    SELECT :new_id, tenant_id, document_id, document_version, ordinal, text, token_count,
-                        CAST(:vector AS vector), :model, :version, chunker, live, now()
-                    FROM chunks WHERE id = :id
-                    ON CONFLICT ON CONSTRAINT uq_chunks_position_embedding DO NOTHING
-                    """
-                ),
-                [
-                    {
-                        "new_id": uuid.uuid4(),
-                        "id": r.id,
-                        "vector": vector_literal(v),
-                        "model": inp.target.model,
-                        "version": inp.target.version,
-                    }
-                    for r, v in zip(rows, vectors, strict=True)
-                ],
+            await insert_reembedded(
+                session,
+                {r.id: v for r, v in zip(rows, vectors, strict=True)},
+                inp.target.model,
+                inp.target.version,
             )
         activity.heartbeat(f"embedded {len(rows)}")
         return len(rows)
@@ -220,15 +204,9 @@ class ReembedActivities:
         while True:
             async with self.sessions.begin() as session:
                 await scope_to_tenant(session, inp.tenant_id)
-                result = await session.execute(
-                    text(
-                        "DELETE FROM chunks WHERE id IN (SELECT id FROM chunks WHERE tenant_id = :tenant AND"
-                        " (embedding_model, embedding_version) IS DISTINCT FROM (:model, :version)"
-                        " LIMIT 1000)"
-                    ),
-                    {"tenant": inp.tenant_id, "model": inp.target.model, "version": inp.target.version},
+                count = await drop_other_embeddings(
+                    session, inp.tenant_id, inp.target.model, inp.target.version, limit=1000
                 )
-            count = int(result.rowcount)  # type: ignore[attr-defined]
             dropped += count
             activity.heartbeat(dropped)
             if count == 0:

@@ -14,6 +14,7 @@ from api.core.deps import ResourcesDep
 from api.core.errors import error_responses
 from api.core.tenancy import TenantDep
 from api.core.text_fields import StorableObject, StorableStr
+from db.messages import create_conversation as db_create_conversation
 from db.models import Conversation, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -67,10 +68,9 @@ async def create_conversation(
     body: ConversationCreate, res: ResourcesDep, tenant: TenantDep
 ) -> ConversationOut:
     async with res.sessions.begin() as session:
-        conv = Conversation(id=uuid.uuid4(), tenant_id=tenant, title=body.title, meta=body.metadata)
-        session.add(conv)
+        created = await db_create_conversation(session, tenant, body.title, body.metadata)
     async with res.sessions() as session:
-        return _out(await session.get_one(Conversation, conv.id))
+        return _out(await session.get_one(Conversation, created))
 
 
 @router.get("/{conversation_id}", responses=error_responses(404))

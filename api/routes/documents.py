@@ -11,7 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, ValidationError
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from activities.adapters.search import invalidate_tenant
 from activities.contracts.ingest import IngestResult
@@ -22,8 +22,9 @@ from api.core.errors import error_responses
 from api.core.tenancy import TenantDep
 from api.core.text_fields import StorableStr
 from api.services.document_intake import Upload, document_view, rejected, take_in
+from db.documents import tombstone_document
 from db.engine import scope_to_tenant
-from db.models import Chunk, Document
+from db.models import Document
 from infra.runtime.resources import Resources
 
 router = APIRouter(tags=["documents"])
@@ -187,12 +188,7 @@ async def delete_document(document_id: uuid.UUID, res: ResourcesDep, tenant: Ten
         doc = await session.get(Document, document_id, with_for_update=True)
         if doc is None or doc.tenant_id != tenant or doc.deleted_at is not None:
             raise HTTPException(404, f"document {document_id} not found")
-        await session.execute(
-            update(Chunk)
-            .where(Chunk.document_id == document_id, Chunk.tombstoned_at.is_(None))
-            .values(live=False, tombstoned_at=func.now())
-        )
-        doc.deleted_at, doc.status = func.now(), "deleted"
+        await tombstone_document(session, doc)
     await invalidate_tenant(res.redis, tenant)
     return await _view(res, tenant, document_id)
 

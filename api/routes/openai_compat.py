@@ -22,9 +22,9 @@ from api.core.errors import error_body, error_responses, turn_error_response
 from api.core.tenancy import TenantDep, tokens_within_limit
 from api.core.text_fields import StorableStr
 from api.routes.turns import SSE_HEADERS, IdempotencyKey, request_id
-from api.services.turn_starter import start_turn
+from api.services.turn_starter import TurnRequest, start_turn
 from api.services.turn_stream import follow
-from db.models import Conversation
+from db.messages import create_conversation
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -105,24 +105,22 @@ async def chat_completions(
     if last.role != "user":
         raise HTTPException(422, "the last message must have role 'user'")
     async with res.sessions.begin() as session:
-        conversation = Conversation(id=uuid.uuid4(), tenant_id=tenant, title="chat.completions")
-        session.add(conversation)
+        conversation_id = await create_conversation(session, tenant, "chat.completions")
     audit: dict[str, object] = {}
     request.state.audit = audit
-    turn_id, handle = await start_turn(
-        res,
-        tenant,
-        conversation.id,
-        last.content,
-        idempotency_key=idempotency_key,
+    req = TurnRequest(
+        tenant_id=tenant,
+        conversation_id=conversation_id,
+        text=last.content,
         request_id=request_id(request),
-        max_tokens=body.max_completion_tokens or body.max_tokens,
-        temperature=body.temperature,
+        idempotency_key=idempotency_key,
+        pii_policy=request.state.principal.pii,
         history=[m.model_dump() for m in history],
         model=body.model,
-        audit=audit,
-        pii_policy=request.state.principal.pii,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        temperature=body.temperature,
     )
+    turn_id, handle = await start_turn(res, req, audit)
     # Routing picks the model; until the turn says which, the stream names the one asked for.
     cid, created, asked = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model or "turnflow"
 

@@ -10,14 +10,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import HTTPException
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from temporalio.common import WorkflowIDConflictPolicy
 
 from activities.contracts.ingest import ChunkerOptions, IngestInput
 from activities.logic.parsing import DocumentRejected, check_pdf
+from db.documents import record_upload
 from db.engine import scope_to_tenant
-from db.models import Document, DocumentUpload
+from db.models import Document
 from infra.runtime.resources import Resources
 from workflows.ingest_document import ingest_workflow_id
 
@@ -64,60 +64,24 @@ async def take_in(res: Resources, tenant: uuid.UUID, upload: Upload) -> Intake:
 
 
 async def _record(res: Resources, tenant: uuid.UUID, upload: Upload, digest: str) -> Intake:
+    """The source's next version, or the same bytes again: then nothing changes, and an ingestion
+    that never got going (its start failed after the row was written) starts now; a running one is
+    joined, not doubled (the workflow id is the version's)."""
     async with res.sessions.begin() as session:
         await scope_to_tenant(session, tenant)
-        # Lock the source's row (if any): two uploads of one source must not both make version n+1.
-        doc = await session.scalar(
-            select(Document)
-            .where(
-                Document.tenant_id == tenant, Document.source == upload.source, Document.deleted_at.is_(None)
-            )
-            .with_for_update()
-        )
-        same_bytes = await session.scalar(
-            select(Document).where(
-                Document.tenant_id == tenant,
-                Document.content_hash == digest,
-                Document.deleted_at.is_(None),
-                Document.status.in_(("pending", "ingesting", "ready")),
-            )
-        )
-        if same_bytes is not None and (doc is None or doc.id == same_bytes.id):
-            # The same bytes again: nothing changes. If their ingestion never got going (the start
-            # failed after the row was written), start it now; a running one is joined, not doubled.
-            pending = await session.scalar(
-                select(DocumentUpload.id).where(
-                    DocumentUpload.document_id == same_bytes.id,
-                    DocumentUpload.document_version == same_bytes.version,
-                )
-            )
-            if pending is not None and same_bytes.status in ("pending", "ingesting"):
-                await _start(res, tenant, same_bytes, pending)
-            return Intake(same_bytes, started=False)
-        if doc is None:
-            doc = Document(id=uuid.uuid4(), tenant_id=tenant, source=upload.source, version=1)
-            session.add(doc)
-        else:
-            doc.version += 1
-        doc.title = upload.title or doc.title
-        doc.mime_type = upload.mime_type
-        doc.content_hash = digest
-        doc.size_bytes = len(upload.content)
-        doc.status, doc.error, doc.chunk_count, doc.embedded_count = "pending", None, 0, 0
-        doc.workflow_id = ingest_workflow_id(str(doc.id), doc.version)
-        await session.flush()
-        upload_row = DocumentUpload(
-            id=uuid.uuid4(),
-            tenant_id=tenant,
-            document_id=doc.id,
-            document_version=doc.version,
-            filename=upload.source,
+        recorded = await record_upload(
+            session,
+            tenant,
+            source=upload.source,
+            title=upload.title,
             mime_type=upload.mime_type,
             content=upload.content,
+            digest=digest,
+            workflow_id_for=ingest_workflow_id,
         )
-        session.add(upload_row)
-    await _start(res, tenant, doc, upload_row.id)
-    return Intake(doc, started=True)
+    if recorded.upload_id is not None:
+        await _start(res, tenant, recorded.document, recorded.upload_id)
+    return Intake(recorded.document, started=recorded.new_version)
 
 
 async def _start(res: Resources, tenant: uuid.UUID, doc: Document, upload_id: uuid.UUID) -> None:

@@ -10,14 +10,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, update
+from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.adapters.embedder import Embedder
 from activities.logic.chunking import Chunker, TextChunk
 from activities.logic.pii import redact
+from db.documents import chunk_row, insert_chunks, insert_documents
 from db.engine import scope_to_tenant
-from db.models import Chunk, Document, Tenant
+from db.models import Tenant
 
 
 @dataclass(frozen=True)
@@ -83,27 +84,25 @@ async def bulk_ingest(
                 }
             )
             chunk_rows.extend(
-                {
-                    "id": uuid.uuid4(),
-                    "tenant_id": tenant,
-                    "document_id": doc_id,
-                    "document_version": 1,
-                    "ordinal": i,
-                    "text": piece.text,
-                    "token_count": piece.token_count,
-                    "embedding": next(vectors),
-                    "embedding_model": embedder.model_id,
-                    "embedding_version": embedder.version,
-                    "chunker": chunker.settings.as_record(),
-                    "live": True,
-                }
+                chunk_row(
+                    tenant_id=tenant,
+                    document_id=doc_id,
+                    document_version=1,
+                    ordinal=i,
+                    text=piece.text,
+                    token_count=piece.token_count,
+                    embedding=next(vectors),
+                    embedding_model=embedder.model_id,
+                    embedding_version=embedder.version,
+                    chunker=chunker.settings.as_record(),
+                    live=True,
+                )
                 for i, piece in enumerate(doc_pieces)
             )
         async with sessions.begin() as session:
             await scope_to_tenant(session, tenant)
-            await session.execute(insert(Document), doc_rows)
-            if chunk_rows:
-                await session.execute(insert(Chunk), chunk_rows)
+            await insert_documents(session, doc_rows)
+            await insert_chunks(session, chunk_rows)
         stats.documents += len(batch)
         stats.chunks += len(chunk_rows)
         if progress:
