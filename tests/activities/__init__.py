@@ -1,0 +1,2 @@
+"""The steps: routing, models and their failures, breakers, prompts, guards, retrieval, ingestion,
+retention."""

@@ -1,0 +1,139 @@
+"""Retrieval on real pgvector with real embeddings: tenant-filtered top-k, versions recorded on the turn."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import uuid
+
+import pytest
+from sqlalchemy import update
+
+from activities.chat.retrieval import RetrievalActivities
+from activities.contracts.turn import RetrieveInput
+from db.access import ensure_tenant
+from db.engine import scope_to_tenant
+from db.models import Chunk, Document
+from infra.runtime.resources import Resources
+from tests.support.api_harness import ApiServer
+from tests.support.sse import collect
+
+FACTS = [
+    "The Zorblat lighthouse stands on the island of Quentara and was built in 1887.",
+    "Quentara island is known for its purple sand beaches and strong winds.",
+    "Sourdough bread needs a starter made of flour and water.",
+]
+
+
+async def add_document(res: Resources, tenant: uuid.UUID, texts: list[str]) -> list[uuid.UUID]:
+    vectors = await res.embedder.embed(texts)
+    async with res.sessions.begin() as session:
+        await scope_to_tenant(session, tenant)
+        doc = Document(
+            id=uuid.uuid4(),
+            tenant_id=tenant,
+            source="test",
+            content_hash=hashlib.sha256("".join(texts).encode() + uuid.uuid4().bytes).hexdigest(),
+            status="ready",
+        )
+        session.add(doc)
+        await session.flush()
+        chunks = [
+            Chunk(
+                id=uuid.uuid4(),
+                tenant_id=tenant,
+                document_id=doc.id,
+                document_version=1,
+                ordinal=i,
+                text=t,
+                token_count=len(t.split()),
+                embedding=v,
+                embedding_model=res.embedder.model_id,
+                embedding_version=res.embedder.version,
+                live=True,
+            )
+            for i, (t, v) in enumerate(zip(texts, vectors, strict=True))
+        ]
+        session.add_all(chunks)
+    return [c.id for c in chunks]
+
+
+async def test_top_k_is_tenant_filtered_and_skips_tombstones(resources: Resources) -> None:
+    mine = await ensure_tenant(resources.sessions, f"t-{uuid.uuid4().hex[:8]}")
+    other = await ensure_tenant(resources.sessions, f"t-{uuid.uuid4().hex[:8]}")
+    ids = await add_document(resources, mine, FACTS)
+    await add_document(resources, other, ["The Zorblat lighthouse is painted green, says the other tenant."])
+    retrieval = RetrievalActivities(resources.search)
+
+    found = await retrieval.retrieve(
+        RetrieveInput(tenant_id=str(mine), query="When was the Zorblat lighthouse built?", k=2)
+    )
+    assert [c.id for c in found.chunks] == [str(ids[0]), str(ids[1])]
+    assert found.chunks[0].score > found.chunks[1].score > 0
+    assert all(
+        c.document_version == 1 and c.embedding_version == resources.embedder.version for c in found.chunks
+    )
+
+    async with resources.sessions.begin() as session:
+        await scope_to_tenant(session, mine)
+        await session.execute(
+            update(Chunk).where(Chunk.id == ids[0]).values(live=False, tombstoned_at=Chunk.created_at)
+        )
+    again = await retrieval.retrieve(RetrieveInput(tenant_id=str(mine), query="Zorblat lighthouse", k=5))
+    assert str(ids[0]) not in [c.id for c in again.chunks] and len(again.chunks) == 2
+
+    empty = await ensure_tenant(resources.sessions, f"t-{uuid.uuid4().hex[:8]}")
+    assert (await retrieval.retrieve(RetrieveInput(tenant_id=str(empty), query="Zorblat", k=3))).chunks == []
+
+
+async def test_turn_uses_and_records_retrieved_context(api: ApiServer, resources: Resources) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    tenant = await ensure_tenant(resources.sessions, name)
+    ids = await add_document(resources, tenant, FACTS)
+    headers = await api.headers_for(name)
+    conv = await api.conversation(headers)
+    async with api.client.stream(
+        "POST",
+        f"/v1/conversations/{conv}/messages",
+        headers=headers,
+        json={"content": "When was the Zorblat lighthouse built?", "max_tokens": 24, "temperature": 0},
+    ) as resp:
+        seen = await collect(resp)
+    assert seen[0].data["degraded"] is False
+    listed = (await api.client.get(f"/v1/conversations/{conv}/messages", headers=headers)).json()
+    provenance = listed[1]["retrieved_chunks"]
+    assert provenance and provenance[0]["id"] == str(ids[0])
+    assert {"document_id", "document_version", "embedding_version", "score"} <= set(provenance[0])
+    assert listed[1]["input_tokens"] > 60  # the passages are in the prompt
+
+
+async def test_recent_context_falls_back_to_postgres_when_redis_lost_it(
+    api: ApiServer, resources: Resources
+) -> None:
+    from activities.adapters.context_cache import recent_key
+    from activities.chat.transcript import Transcript
+
+    conv = await api.conversation()
+    async with api.client.stream(
+        "POST", f"/v1/conversations/{conv}/messages", json={"content": "My name is Ada.", "max_tokens": 8}
+    ) as resp:
+        await collect(resp)
+    transcript = Transcript(resources.sessions, resources.redis, resources.events)
+    from_redis = await transcript.recent(conv)
+    assert [m["role"] for m in from_redis] == ["user", "assistant"]
+    await resources.redis.delete(recent_key(conv))  # evicted
+    assert await transcript.recent(conv) == from_redis  # read back from Postgres...
+    assert await resources.redis.exists(recent_key(conv)) == 1  # ...and cached again
+
+
+async def test_embedding_draws_no_progress_bar_in_the_service_log(
+    resources: Resources, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # Services log at INFO, where sentence-transformers would draw a tqdm bar per call.
+    logging.getLogger("sentence_transformers").setLevel(logging.INFO)
+    try:
+        vectors = await resources.embedder.embed(["why do lighthouses have lenses?"])
+    finally:
+        logging.getLogger("sentence_transformers").setLevel(logging.NOTSET)
+    assert len(vectors) == 1
+    assert "Batches" not in capfd.readouterr().err

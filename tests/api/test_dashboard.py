@@ -1,0 +1,79 @@
+"""The operators' dashboard in headless Chromium (Debian's, driven by Playwright): after synthetic
+traffic from `turnflow synth` it shows numbers, and the browser reports no console errors."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest_asyncio
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.support.api_harness import ApiServer, run_cli
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Headless on a machine with no display and no outside network (what .ci/run installs is Debian's build).
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest_asyncio.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def watched(browser: Browser) -> tuple[Page, list[str]]:
+    """A fresh page (its own storage) and the console errors and uncaught exceptions it reports."""
+    page = await (await browser.new_context()).new_page()
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"page: {e}"))
+    return page, problems
+
+
+async def test_dashboard_shows_numbers_after_synthetic_traffic(api: ApiServer, browser: Browser) -> None:
+    tenant = f"synth-{uuid.uuid4().hex[:8]}"
+    headers = await api.headers_for(tenant, scopes=("chat", "ingest", "operator"))
+    key = headers["Authorization"].removeprefix("Bearer ")
+    traffic = ("--rate", "1", "--duration", "3", "--max-tokens", "6")
+    code, out = await run_cli(api, "synth", "--api", api.url, "--api-key", key, *traffic)
+    assert code == 0, out
+    assert "synthetic traffic" in out and "SLOs" in out and "time to first token" in out
+
+    page, problems = await watched(browser)
+    await page.goto(f"{api.url}/dashboard#key={key}")
+    await page.wait_for_selector("#slo td.num")
+    assert "#key" not in page.url  # the key leaves the address bar for local storage
+    slo = await page.locator("#slo tbody tr").all_inner_texts()
+    assert len(slo) == 4, slo
+    ttft = next(row for row in slo if row.startswith("time to first token"))
+    assert re.search(r"p95 ttft <= 2000 ms\s+\d+ ms\s+[✓✗]\s+-?\d+\.\d%", ttft), ttft
+    answered = next(row for row in slo if row.startswith("turns answered"))
+    assert re.search(r"\d+\.\d\d%", answered), answered
+    models = await page.locator("#models tbody tr").all_inner_texts()
+    real = next(row for row in models if row.startswith("smollm2"))
+    # turns, errors, TTFT p50/p95, turn p50/p95, tokens/s, cost per 1k: numbers, not placeholders
+    assert re.search(r"\t\d+\t\d+\t\d+ / \d+\t\d+ / \d+\t\d+\.\d\t\$\d\.\d{4}", real), real
+    breakers = await page.inner_text("#breakers")
+    assert "smollm2-135m-instruct-q4_1" in breakers
+    assert (await page.inner_text("#updated")).startswith("updated")
+    assert problems == []
+
+    # Without a key the page says what it needs, and still raises nothing.
+    bare, bare_problems = await watched(browser)
+    await bare.goto(f"{api.url}/dashboard")
+    assert "operator API key" in await bare.inner_text("#banner")
+    assert bare_problems == []

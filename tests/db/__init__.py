@@ -1,0 +1,1 @@
+"""Migrations, the vector index, and the reports computed in SQL (SLOs, drift)."""

@@ -1,0 +1,1 @@
+"""The whole stack at once, with processes and dependencies killed on purpose."""

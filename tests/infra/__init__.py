@@ -1,0 +1,1 @@
+"""Settings and policy, the embedded stack and its supervisor, evaluation, telemetry."""

@@ -1,0 +1,73 @@
+"""ScriptedModelServer: an OpenAI-compatible server that misbehaves on purpose.
+
+Only for tests about turnflow's handling of the model server (failures, fallbacks, what the model
+says); everything else talks to the real llama.cpp server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from tests.support.in_loop_server import InLoopServer
+
+
+@dataclass
+class Script:
+    reply: list[str] = field(default_factory=lambda: ["Hello", " there", "."])
+    status: int = 200  # anything else: every request fails with this status
+    token_delay_s: float = 0.0
+    first_token_delay_s: float = 0.0
+
+
+class ScriptedModelServer(InLoopServer):
+    def __init__(self, name: str = "scripted") -> None:
+        self.name = name
+        self.script = Script()
+        self.requests = 0
+        self.bodies: list[dict[str, object]] = []
+        self.headers: list[dict[str, str]] = []
+        super().__init__(
+            Starlette(
+                routes=[
+                    Route("/v1/chat/completions", self._chat, methods=["POST"]),
+                    Route("/v1/models", self._models),
+                ]
+            )
+        )
+
+    async def _models(self, _: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [{"id": self.name, "object": "model"}]})
+
+    async def _chat(self, request: Request) -> Response:
+        self.requests += 1
+        self.bodies.append(await request.json())
+        self.headers.append(dict(request.headers))
+        script = self.script
+        if script.status != 200:
+            return JSONResponse({"error": {"message": "failing on purpose"}}, status_code=script.status)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            await asyncio.sleep(script.first_token_delay_s)
+            for i, token in enumerate(script.reply):
+                await asyncio.sleep(script.token_delay_s)
+                finish = "stop" if i == len(script.reply) - 1 else None
+                body = {
+                    "id": "x",
+                    "object": "chat.completion.chunk",
+                    "created": int(time.time()),
+                    "model": self.name,
+                    "choices": [{"index": 0, "delta": {"content": token}, "finish_reason": finish}],
+                }
+                yield f"data: {json.dumps(body)}\n\n".encode()
+            yield b"data: [DONE]\n\n"
+
+        return StreamingResponse(chunks(), media_type="text/event-stream")

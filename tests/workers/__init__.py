@@ -1,0 +1,1 @@
+"""What runs on the workers beyond the turn itself: compliance replay."""
