@@ -45,6 +45,8 @@ class Principal:
     pii: dict[str, str] = field(default_factory=dict)
     # Where the tenant's data may live: every store and model it uses must carry all of these.
     residency: frozenset[str] = frozenset()
+    # The hosts its webhooks may reach (`*.example.com` for subdomains); empty: any the rules allow.
+    webhook_hosts: tuple[str, ...] = ()
 
     def may(self, *any_of: str) -> bool:
         if self.scopes & set(any_of):
@@ -136,6 +138,7 @@ async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -
         frozenset(api_key.scopes),
         **limits,
         pii=dict(policy.get("pii") or {}),
+        webhook_hosts=tuple(policy.get("webhook_hosts") or ()),
         residency=frozenset(residency or ()),
     )
 
@@ -182,3 +185,10 @@ async def ensure_demo_key(sessions: async_sessionmaker[AsyncSession], settings: 
     path.touch(mode=0o600)
     path.write_text(key + "\n")
     return key
+
+
+async def tenant_webhook_hosts(sessions: async_sessionmaker[AsyncSession], tenant: uuid.UUID) -> list[str]:
+    """The hosts the tenant's webhooks may reach (its `webhook_hosts` setting); empty: any allowed."""
+    async with sessions() as session:
+        settings = await session.scalar(select(Tenant.settings).where(Tenant.id == tenant))
+    return list((settings or {}).get("webhook_hosts") or [])

@@ -118,7 +118,7 @@ class ChatTurnWorkflow:
             await self._moderate(self._moderation)
         if not inp.webhook_url:
             return result
-        webhook = WebhookInput(url=inp.webhook_url, result=result)
+        webhook = WebhookInput(url=inp.webhook_url, result=result, tenant_id=inp.tenant_id)
         if workflow.patched(WEBHOOK_CHILD_PATCH):
             # Non-interactive callers may ask to be told; delivery is a child of its own, so the turn
             # ends now (polls see it completed) however long the receiver takes to accept it.

@@ -167,6 +167,8 @@ class ChatTurnResult(BaseModel):
 class WebhookInput(BaseModel):
     url: str
     result: ChatTurnResult
+    # Whose webhook (its allowed hosts apply); absent in deliveries recorded before it was sent.
+    tenant_id: str | None = None
 
 
 class WebhookDelivery(BaseModel):

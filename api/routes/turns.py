@@ -15,8 +15,9 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.turn_events import EVENT_TYPES
 from activities.contracts.turn import ChatTurnResult
+from activities.logic.webhook_targets import WebhookRefused
 from api.core.deps import ResourcesDep
-from api.core.errors import error_responses, turn_error_response
+from api.core.errors import ApiError, error_responses, turn_error_response
 from api.core.tenancy import TenantDep, require, tokens_within_limit
 from api.core.text_fields import StorableStr
 from api.routes.conversations import get_conversation
@@ -119,6 +120,16 @@ async def _json_result(handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str
     return JSONResponse(result.model_dump(mode="json"), headers={"X-Turn-ID": turn_id})
 
 
+async def _check_webhook(res: Resources, url: str, hosts: tuple[str, ...], audit: dict[str, object]) -> None:
+    """The webhook rules, now (delivery checks them again, with a fresh resolution): 400 naming the rule."""
+    try:
+        await res.webhooks.target(url, list(hosts))
+    except WebhookRefused as exc:
+        audit["refused"] = "webhook_refused"
+        audit["webhook"] = {"rule": exc.code, "url": url}
+        raise ApiError(400, str(exc), code="webhook_refused") from exc
+
+
 async def _post_message(
     res: Resources,
     request: Request,
@@ -131,6 +142,8 @@ async def _post_message(
     audit: dict[str, object] = {}
     request.state.audit = audit
     await get_conversation(res, tenant, conversation_id)
+    if body.webhook_url is not None:
+        await _check_webhook(res, str(body.webhook_url), request.state.principal.webhook_hosts, audit)
     req = TurnRequest(
         tenant_id=tenant,
         conversation_id=conversation_id,

@@ -41,6 +41,7 @@ async def create_tenant(
     tokens_per_min: int | None = None,
     retention_days: int | None = None,
     pii: dict[str, str] | None = None,
+    webhook_hosts: list[str] | None = None,
 ) -> str:
     tags = sorted(set(residency))
     if gaps := residency_gaps(tags, res.policy.stores):
@@ -73,6 +74,8 @@ async def create_tenant(
         policy["retention_days"] = retention_days
     if pii:
         policy["pii"] = pii
+    if webhook_hosts:
+        policy["webhook_hosts"] = sorted(set(webhook_hosts))
     async with res.sessions.begin() as session:
         tenant = await session.get_one(Tenant, created)
         if residency:
@@ -176,6 +179,10 @@ def tenants_create(
             help="KIND=redact|mask|allow for EMAIL, IBAN, CARD, SSN, NATIONAL_ID, IP, PHONE (repeatable)"
         ),
     ] = None,
+    webhook_host: Annotated[
+        list[str] | None,
+        typer.Option(help="a host its webhooks may reach, `*.example.com` for subdomains (repeatable)"),
+    ] = None,
 ) -> None:
     """Create a tenant (or update its policy when it exists)."""
     from activities.logic.pii import check_policy
@@ -193,6 +200,7 @@ def tenants_create(
                 tokens_per_min,
                 retention_days,
                 pii_policy,
+                webhook_host,
             )
         )
     except (ValueError, ResidencyViolation) as exc:

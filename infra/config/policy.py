@@ -17,6 +17,7 @@ from infra.config.durations import Duration, parse_duration
 from infra.config.models import BreakerPolicy, ModelSpec, check_registry
 from infra.config.objectives import DriftPolicy, SloPolicy
 from infra.config.residency import StoreName, StoreSpec
+from infra.config.webhooks import WebhookPolicy
 
 __all__ = ["Duration", "parse_duration"]  # re-exported: callers read durations through the policy
 
@@ -92,6 +93,7 @@ class Policy(_Strict):
     # What operators hold the platform to (GET /v1/slo), and when retrieval or latency has drifted.
     slo: SloPolicy = SloPolicy()
     drift: DriftPolicy = DriftPolicy()
+    webhooks: WebhookPolicy = WebhookPolicy()
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:

@@ -392,7 +392,9 @@ class WebhookReceiver(InLoopServer):
 async def test_non_interactive_turns_queue_apart_and_never_delay_interactive_ones(
     services: Services, tmp_path: Path
 ) -> None:
-    settings = isolated_settings(services, tmp_path, webhook_secret="s3cret")
+    # The receiver is a local plain-http server: allowed as a developer's temporal.yaml would allow it.
+    local = {"allow_http_hosts": ["127.0.0.1"], "allow_private": ["127.0.0.1"]}
+    settings = isolated_settings(services, tmp_path, webhooks=local, webhook_secret="s3cret")
     # The receiver refuses twice (retried 1 s, then 2 s later): the turn must not wait for it.
     async with WebhookReceiver(refuse_first=2) as hook, ApiServer(settings) as api:
         conv = await api.conversation()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, Self
 
 import uvicorn
@@ -11,12 +12,29 @@ from tests.support.services import free_port
 
 
 class InLoopServer:
-    def __init__(self, app: Any, *, lifespan: str = "auto") -> None:
+    """``tls``: (certificate, key) files; then it serves https, named by the certificate's host."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        lifespan: str = "auto",
+        tls: tuple[Path, Path] | None = None,
+        host: str = "localhost",
+    ) -> None:
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan=lifespan)
+        self.url = f"https://{host}:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
+        certfile, keyfile = tls if tls else (None, None)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan=lifespan,
+            ssl_certfile=str(certfile) if certfile else None,
+            ssl_keyfile=str(keyfile) if keyfile else None,
         )
+        self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
