@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 from temporalio.api.common.v1 import Payload
+from temporalio.api.failure.v1 import Failure
 from temporalio.client import WorkflowHistory
 from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
@@ -64,6 +65,17 @@ def _ms(since: datetime, moment: datetime) -> float:
     return round((moment - since).total_seconds() * 1000, 1)
 
 
+async def _failure_message(codec: PayloadCodec | None, failure: Failure) -> str:
+    """A failure's message; an encoded one (payload codec set: message and stack trace encrypted into
+    ``encoded_attributes``) is opened with the codec."""
+    if codec is None or not failure.HasField("encoded_attributes"):
+        return failure.message
+    [attributes] = await _values(codec, [failure.encoded_attributes])
+    return (
+        str(attributes.get("message", failure.message)) if isinstance(attributes, dict) else failure.message
+    )
+
+
 async def reconstruct(history: WorkflowHistory, codec: PayloadCodec | None) -> Reconstruction:
     out = Reconstruction(history.workflow_id)
     started_at: datetime | None = None
@@ -108,7 +120,8 @@ async def reconstruct(history: WorkflowHistory, codec: PayloadCodec | None) -> R
         elif kind == "activity_task_failed_event_attributes":
             failed = event.activity_task_failed_event_attributes
             if failed.scheduled_event_id in attempts:
-                attempts[failed.scheduled_event_id].update(outcome="failed", error=failed.failure.message)
+                error = await _failure_message(codec, failed.failure)
+                attempts[failed.scheduled_event_id].update(outcome="failed", error=error)
         elif kind == "workflow_execution_completed_event_attributes":
             [out.facts["result"]] = await _values(
                 codec, event.workflow_execution_completed_event_attributes.result.payloads

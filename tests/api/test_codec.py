@@ -6,11 +6,15 @@ from __future__ import annotations
 import base64
 import json
 import uuid
+from datetime import timedelta
 
 import pytest
 from google.protobuf import json_format
+from temporalio import activity, workflow
 from temporalio.api.common.v1 import Payload, Payloads
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.worker import Worker
 
 from infra.runtime.payload_codec import AesGcmCodec, UnknownPayloadKey, parse_keys, rotate
 from tests.support.api_harness import ApiServer
@@ -106,3 +110,49 @@ async def test_codec_endpoint_decodes_for_admins_only(api: ApiServer) -> None:
         "/codec/decode", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     )
     assert elsewhere.headers.get("access-control-allow-origin") is None
+
+
+@activity.defn(name="leaky_step")
+async def leaky_step(marker: str) -> None:
+    # Like a model server's error body quoted in an activity's error: what history must not show.
+    raise ApplicationError(f"the model server said: {marker}", non_retryable=True)
+
+
+@workflow.defn(name="leaky_workflow", sandboxed=False)
+class LeakyWorkflow:
+    @workflow.run
+    async def run(self, marker: str) -> None:
+        await workflow.execute_activity(leaky_step, marker, start_to_close_timeout=timedelta(seconds=10))
+
+
+async def test_failure_messages_are_encrypted_in_history(api: ApiServer) -> None:
+    res = api.app.state.resources
+    marker, queue = f"okapi-{uuid.uuid4().hex[:8]}", f"leaky-{uuid.uuid4()}"
+    workflow_id = f"leaky-{uuid.uuid4()}"
+    async with Worker(res.temporal, task_queue=queue, workflows=[LeakyWorkflow], activities=[leaky_step]):
+        with pytest.raises(WorkflowFailureError) as failed:
+            await res.temporal.execute_workflow(LeakyWorkflow.run, marker, id=workflow_id, task_queue=queue)
+    # The deployment's own client (and workflow code) sees the whole message.
+    cause = failed.value.cause
+    assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
+    assert marker in cause.cause.message
+
+    # Straight from the server, with no keys: the message and stack trace are ciphertext.
+    raw_client = await Client.connect(api.settings.temporal_address or "")
+    raw = await raw_client.get_workflow_handle(workflow_id).fetch_history()
+    assert marker not in raw.to_json() and "model server said" not in raw.to_json()
+    failures = [
+        e.activity_task_failed_event_attributes.failure
+        for e in raw.events
+        if e.HasField("activity_task_failed_event_attributes")
+    ]
+    assert failures and all(f.message == "Encoded failure" and not f.stack_trace for f in failures)
+    assert all(f.encoded_attributes.metadata["encryption-key-id"] for f in failures)
+
+    # An operator reads it through the codec endpoint, as the web UI does.
+    admin = await api.headers_for("default", scopes=("admin",))
+    body = json_format.MessageToJson(Payloads(payloads=[failures[0].encoded_attributes]))
+    decoded = await api.client.post("/codec/decode", content=body, headers=admin)
+    assert decoded.status_code == 200
+    [opened] = json_format.Parse(decoded.text, Payloads()).payloads
+    assert marker in json.loads(opened.data)["message"]
