@@ -9,6 +9,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+import uvicorn
 from fastapi import Depends, FastAPI, Request, Response
 from fastapi.middleware.cors import CORSMiddleware
 from opentelemetry import trace
@@ -55,6 +56,26 @@ async def _embedded_worker(res: Resources) -> AsyncIterator[None]:
             await task
 
 
+@asynccontextmanager
+async def _metrics_port(res: Resources) -> AsyncIterator[None]:
+    """/metrics on a port of its own (TURNFLOW_API_METRICS_PORT), beside the public one."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.resources = res
+    app.include_router(metrics.router)
+    config = uvicorn.Config(
+        app, host=res.settings.api_host, port=res.settings.api_metrics_port or 0, log_level="warning"
+    )
+    config.lifespan = "off"
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await task
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -67,10 +88,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         except Exception as exc:  # the API still starts, and /healthz says what is down
             log.warning("could not ensure the default tenant: %s", exc)
         try:
-            if settings.api_worker:
-                async with _embedded_worker(res):
-                    yield
-            else:
+            async with contextlib.AsyncExitStack() as stack:
+                if settings.telemetry and settings.api_metrics_port:
+                    await stack.enter_async_context(_metrics_port(res))
+                if settings.api_worker:
+                    await stack.enter_async_context(_embedded_worker(res))
                 yield
         finally:
             await res.close()
@@ -101,7 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
 
     app.include_router(health.router)  # no key: probes and load balancers call these
-    app.include_router(metrics.router)  # no key: Prometheus scrapes it
+    app.include_router(metrics.router)  # Prometheus' (its own port, or a scrape credential)
     chat, ingest = [Depends(require("chat"))], [Depends(require("ingest"))]
     either, admin = [Depends(require("chat", "ingest"))], [Depends(require("admin"))]
     keyed = error_responses(*KEYED)

@@ -62,7 +62,14 @@ def keep_bytecode(cache_dir: Path) -> None:
 
 def chat_activities(res: Resources) -> list[Callable[..., Any]]:
     res.registry.check()
-    transcript = Transcript(res.sessions, res.redis, res.events, res.rate_limits, res.admission)
+    transcript = Transcript(
+        res.sessions,
+        res.redis,
+        res.events,
+        res.rate_limits,
+        res.admission,
+        tenant_label=res.settings.metrics_tenant_label,
+    )
     steps = TurnSteps(res.sessions, res.safety, transcript, res.counter, res.events, res.registry)
     inference = InferenceActivities(res.registry, res.breakers, res.events, res.safety)
     router = RouteActivities(res.registry, res.breakers, res.sessions, res.redis, res.settings.max_tokens)
@@ -75,7 +82,7 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
         router.route_turn,
         inference.infer,
         transcript.persist_turn,
-        WebhookActivities(res.http, res.settings.webhook_secret).notify_webhook,
+        WebhookActivities(res.webhooks, res.settings.webhook_secret, res.sessions).notify_webhook,
         ModerationActivities(res.sessions, res.safety, res.events).moderate_message,
         probe.probe_postgres,
         probe.probe_redis,

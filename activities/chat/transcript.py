@@ -79,13 +79,16 @@ class Transcript:
         events: TurnEvents,
         rate_limits: RateLimiter | None = None,
         admission: TurnAdmission | None = None,
+        tenant_label: str = "name",
     ) -> None:
         self.sessions = sessions
         self.context = ContextCache(sessions, redis)
         self.events = events
         self.rate_limits = rate_limits
         self.admission = admission
-        # Metrics label tenants by name (ids would be unbounded in dashboards' eyes); names never change.
+        # Metrics label a tenant by name (names never change), or by its opaque id where the metrics'
+        # readers should not learn the customer list (TURNFLOW_METRICS_TENANT_LABEL=id).
+        self.tenant_label = tenant_label
         self._tenant_names: dict[str, str] = {}
 
     async def recent(self, conversation_id: str) -> list[Message]:
@@ -114,7 +117,11 @@ class Transcript:
         async with self.sessions.begin() as session:
             ids, inserted = await insert_exchange(session, *_rows(inp))
             if inserted and inp.tenant_id not in self._tenant_names:
-                name = await tenant_name(session, uuid.UUID(inp.tenant_id))
+                name = (
+                    await tenant_name(session, uuid.UUID(inp.tenant_id))
+                    if self.tenant_label == "name"
+                    else None
+                )
                 self._tenant_names[inp.tenant_id] = name or inp.tenant_id
         if inserted:
             record_turn(inp, self._tenant_names[inp.tenant_id])

@@ -9,13 +9,14 @@ import uuid
 from decimal import Decimal
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 
 from infra.runtime.resources import Resources
 from tests.support.api_harness import ApiServer, isolated_settings, real_model_entry
 from tests.support.prometheus import delta, scrape, total
-from tests.support.services import Services, db_rows, psycopg_url
+from tests.support.services import Services, db_rows, free_port, psycopg_url
 from workers.ingest import build_ingest_worker
 
 
@@ -138,3 +139,52 @@ async def test_metrics_off_when_telemetry_is_off(services: Services, tmp_path: P
     async with ApiServer(settings) as api:
         resp = await api.client.get("/metrics")
     assert resp.status_code == 404 and "telemetry is off" in resp.json()["error"]["message"]
+
+
+async def test_metrics_behind_a_scrape_credential(services: Services, tmp_path: Path) -> None:
+    settings = isolated_settings(services, tmp_path, metrics_token="scrape-secret")
+    async with ApiServer(settings) as api:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, dict(api.client.headers)):
+            refused = await api.client.get("/metrics", headers=headers)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+        scraped = await api.client.get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+    assert scraped.status_code == 200 and "turnflow_" in scraped.text
+
+
+async def test_metrics_on_a_port_of_their_own(services: Services, tmp_path: Path) -> None:
+    port = free_port()
+    settings = isolated_settings(services, tmp_path, api_metrics_port=port)
+    async with ApiServer(settings) as api, httpx.AsyncClient() as scraper:
+        public = await api.client.get("/metrics")
+        # A forged Host header does not make the public port the metrics one.
+        forged = await api.client.get("/metrics", headers={"Host": f"127.0.0.1:{port}"})
+        own = await scraper.get(f"http://127.0.0.1:{port}/metrics")
+        other_routes = await scraper.get(f"http://127.0.0.1:{port}/v1/conversations")
+    assert public.status_code == 404 and forged.status_code == 404
+    assert own.status_code == 200 and "turnflow_" in own.text
+    assert other_routes.status_code == 404  # that port serves metrics, nothing else
+
+
+async def test_tenants_can_be_opaque_ids_in_metrics(services: Services, tmp_path: Path) -> None:
+    model = f"opaque-{uuid.uuid4().hex[:6]}"
+    settings = isolated_settings(
+        services, tmp_path, models={model: real_model_entry()}, metrics_tenant_label="id"
+    )
+    tenant = f"customer-{uuid.uuid4().hex[:8]}"
+    async with ApiServer(settings) as api:
+        headers = await api.headers_for(tenant)
+        conv = await api.conversation(headers)
+        resp = await api.client.post(
+            f"/v1/conversations/{conv}/messages",
+            json={"content": "Hi!", "stream": False, "max_tokens": 4, "model": model},
+            headers=headers,
+        )
+        assert resp.status_code == 200, resp.text
+        [(tenant_id,)] = db_rows(services, "SELECT id FROM tenants WHERE name = %s", tenant)
+        text = ""
+        for _ in range(50):  # the worker's counters reach the scrape on their next export
+            text = (await api.client.get("/metrics")).text
+            if str(tenant_id) in text:
+                break
+            await asyncio.sleep(0.2)
+    assert f'tenant="{tenant_id}"' in text and tenant not in text
