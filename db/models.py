@@ -248,6 +248,11 @@ class AuditEvent(Base):
     object_id: Mapped[str | None] = mapped_column(String(300))
     request_id: Mapped[str | None] = mapped_column(String(100))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
+    # The hash chain (migration 0005): set by the database's trigger on insert, never by the application.
+    chain: Mapped[str | None] = mapped_column(String(64))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
+    prev_hash: Mapped[str | None] = mapped_column(String(64))
+    row_hash: Mapped[str | None] = mapped_column(String(64))
 
 
 class TraceSpan(Base):

@@ -4,7 +4,21 @@ from __future__ import annotations
 
 import typer
 
-from infra.cli import access, codec, db, eval, ingest, models, reembed, replay, retention, slo, trace, up
+from infra.cli import (
+    access,
+    audit,
+    codec,
+    db,
+    eval,
+    ingest,
+    models,
+    reembed,
+    replay,
+    retention,
+    slo,
+    trace,
+    up,
+)
 
 app = typer.Typer(help="turnflow: durable chat turns on Temporal.", no_args_is_help=True)
 app.add_typer(up.app)
@@ -17,6 +31,7 @@ app.add_typer(models.app)
 app.add_typer(models.models_app, name="models")
 app.add_typer(access.tenants_app, name="tenants")
 app.add_typer(access.keys_app, name="keys")
+app.add_typer(audit.audit_app, name="audit")
 app.add_typer(replay.app)
 app.add_typer(trace.app)
 app.add_typer(slo.app)
