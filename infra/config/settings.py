@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import make_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +35,25 @@ class Settings(BaseSettings):
         default=None, description="Base URL of a TGI or any OpenAI-compatible model server."
     )
     tgi_token: str | None = None
+    # TLS to the services (docs/security.md). Postgres takes it in its URL (`?sslmode=verify-full&
+    # sslrootcert=/path/ca.pem`), Redis from a `rediss://` URL (and a CA file), Temporal from these.
+    temporal_tls: bool = Field(default=False, description="TLS to Temporal (implied by the settings below)")
+    temporal_tls_ca_file: Path | None = Field(
+        default=None, description="the CA Temporal's certificate is checked against"
+    )
+    temporal_tls_cert_file: Path | None = Field(default=None, description="a client certificate (mTLS)")
+    temporal_tls_key_file: Path | None = Field(default=None, description="the client certificate's key")
+    temporal_tls_server_name: str | None = Field(
+        default=None, description="the name Temporal's certificate is for"
+    )
+    temporal_api_key: str | None = Field(default=None, description="an API key (Temporal Cloud); implies TLS")
+    redis_ca_file: Path | None = Field(
+        default=None, description="the CA a `rediss://` Redis is checked against"
+    )
+    tls_waived: str = Field(
+        default="",
+        description="services production may reach without TLS, comma-separated: temporal, postgres, redis",
+    )
     redis_max_connections: int = Field(
         default=1024,
         ge=8,
@@ -89,6 +109,9 @@ class Settings(BaseSettings):
     rate_limit_window_s: float = Field(default=60.0, gt=0, description="the sliding window of both limits")
     webhook_secret: str | None = Field(
         default=None, description="signs webhook bodies (X-Turnflow-Signature: sha256=HMAC)"
+    )
+    webhook_ca_file: Path | None = Field(
+        default=None, description="CA bundle trusted for webhook receivers besides the public roots"
     )
 
     # Documents and retrieval.
@@ -170,6 +193,16 @@ class Settings(BaseSettings):
     temporal_ui_url: str | None = Field(
         default=None, description="the Temporal web UI operators open (empty: the embedded one's)"
     )
+    api_metrics_port: int | None = Field(
+        default=None,
+        description="serve the API's /metrics on this port (inside the cluster), not on the public one",
+    )
+    metrics_token: str | None = Field(
+        default=None, description="a scrape credential: /metrics answers only `Authorization: Bearer <token>`"
+    )
+    metrics_tenant_label: Literal["name", "id"] = Field(
+        default="name", description="how metrics name a tenant: its name, or its opaque id"
+    )
     worker_metrics_port: int | None = Field(
         default=9464, description="the worker's Prometheus /metrics port (empty: none)"
     )
@@ -191,7 +224,41 @@ class Settings(BaseSettings):
             if missing:
                 names = ", ".join(f"TURNFLOW_{n.upper()}" for n in missing)
                 raise ValueError(f"production needs external services; set {names}")
+            if plain := self.services_without_tls():
+                names = ", ".join(plain)
+                raise ValueError(
+                    f"production needs TLS to {names} (docs/security.md), or TURNFLOW_TLS_WAIVED={names}"
+                    " to accept plain connections to them on purpose"
+                )
+            if self.telemetry and not (self.metrics_token or self.api_metrics_port):
+                # Anyone who reaches the chat API would read the tenants and what each spends.
+                raise ValueError(
+                    "production keeps /metrics off the public port: set TURNFLOW_API_METRICS_PORT "
+                    "(a port of its own) or TURNFLOW_METRICS_TOKEN (a scrape credential)"
+                )
         return self
+
+    @property
+    def temporal_uses_tls(self) -> bool:
+        return bool(
+            self.temporal_tls
+            or self.temporal_api_key
+            or self.temporal_tls_ca_file
+            or self.temporal_tls_cert_file
+        )
+
+    def services_without_tls(self) -> list[str]:
+        """The external services this configuration reaches in plain text, less those waived."""
+        waived = {w.strip() for w in self.tls_waived.split(",") if w.strip()}
+        plain = []
+        if not self.temporal_uses_tls:
+            plain.append("temporal")
+        query = make_url(self.database_url).query if self.database_url else {}
+        if query.get("sslmode") not in ("require", "verify-ca", "verify-full"):
+            plain.append("postgres")
+        if not (self.redis_url or "").startswith("rediss://"):
+            plain.append("redis")
+        return [p for p in plain if p not in waived]
 
     @property
     def payload_key_file(self) -> Path:

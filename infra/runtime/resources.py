@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 from huggingface_hub import AsyncInferenceClient
@@ -20,6 +21,7 @@ from activities.adapters.rate_limits import RateLimiter
 from activities.adapters.search import HybridSearch, SearchSettings
 from activities.adapters.tokens import LocalGGUFCounter, RemoteCounter
 from activities.adapters.turn_events import TurnEvents
+from activities.adapters.webhook_sender import WebhookSender
 from activities.logic.prompt import TokenCounter
 from activities.logic.safety import SafetyEngine
 from db.engine import make_engine, make_sessionmaker
@@ -28,7 +30,7 @@ from infra.config.endpoints import Endpoints, default_gguf
 from infra.config.policy import Policy, load_policy
 from infra.config.settings import Settings
 from infra.runtime.payload_codec import AesGcmCodec, codec_for
-from infra.runtime.temporal_client import connect_temporal
+from infra.runtime.temporal_client import connect_temporal, temporal_tls
 from infra.telemetry.setup import setup_telemetry
 
 
@@ -54,6 +56,7 @@ class Resources:
     _breakers: CircuitBreakers | None = None
     _rate_limits: RateLimiter | None = None
     _admission: TurnAdmission | None = None
+    _webhooks: WebhookSender | None = None
 
     @classmethod
     async def open(
@@ -66,17 +69,28 @@ class Resources:
         codec = codec_for(settings)
         telemetry = setup_telemetry(settings, endpoints.database_url, service) if service else None
         temporal = await connect_temporal(
-            endpoints.temporal_address, policy.namespace, lazy=lazy_temporal, codec=codec, telemetry=telemetry
+            endpoints.temporal_address,
+            policy.namespace,
+            lazy=lazy_temporal,
+            codec=codec,
+            telemetry=telemetry,
+            tls=temporal_tls(settings),
+            api_key=settings.temporal_api_key,
         )
         engine = make_engine(endpoints.database_url, role=settings.database_role or None)
         if telemetry:
             telemetry.start_temporal_metrics()
+        # `rediss://`: TLS, checked against TURNFLOW_REDIS_CA_FILE (else the system's roots).
+        tls: dict[str, Any] = {}
+        if endpoints.redis_url.startswith("rediss://") and settings.redis_ca_file:
+            tls["ssl_ca_certs"] = str(settings.redis_ca_file)
         redis = Redis.from_url(
             endpoints.redis_url,
             socket_timeout=5,
             socket_connect_timeout=2,
             # redis-py's default of 100 refused the 101st open stream (found by bench/load.py).
             max_connections=settings.redis_max_connections,
+            **tls,
         )
         return cls(
             settings=settings,
@@ -179,7 +193,16 @@ class Resources:
             )
         return self._search
 
+    @property
+    def webhooks(self) -> WebhookSender:
+        """Webhook requests under temporal.yaml's `webhooks:` rules (never to an internal address)."""
+        if self._webhooks is None:
+            self._webhooks = WebhookSender(self.policy.webhooks, self.settings.webhook_ca_file)
+        return self._webhooks
+
     async def close(self) -> None:
+        if self._webhooks is not None:
+            await self._webhooks.close()
         await self.http.aclose()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -102,14 +102,18 @@ def _policy_summary(settings: Settings) -> str:
 async def run_probe(settings: Settings) -> tuple[bool, str]:
     """Run StackProbeWorkflow on the running stack: a Postgres row, a Redis key, a streamed reply."""
     from infra.runtime.payload_codec import codec_for
-    from infra.runtime.temporal_client import connect_temporal
+    from infra.runtime.temporal_client import connect_temporal, temporal_tls
     from workflows.stack_probe import StackProbeInput, StackProbeResult
 
     policy = load_policy(settings.policy_file)
     endpoints = Endpoints.resolve(settings)
     try:
         client = await connect_temporal(
-            endpoints.temporal_address, policy.namespace, codec=codec_for(settings)
+            endpoints.temporal_address,
+            policy.namespace,
+            codec=codec_for(settings),
+            tls=temporal_tls(settings),
+            api_key=settings.temporal_api_key,
         )
         result = await asyncio.wait_for(
             client.execute_workflow(

@@ -48,15 +48,36 @@ def test_configured_urls_skip_embedded(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_production_refuses_embedded_services() -> None:
     with pytest.raises(ValidationError, match="TURNFLOW_DATABASE_URL"):
         Settings(_env_file=None, environment="production", temporal_address="t:7233")
-    ok = Settings(
+    plain = {
+        "temporal_address": "t:7233",
+        "database_url": "postgresql+psycopg://u:p@db/x",
+        "redis_url": "redis://r",
+        "tgi_url": "http://tgi",
+    }
+    # Plain connections to every service: refused, each named, unless waived on purpose.
+    with pytest.raises(ValidationError, match="TLS to temporal, postgres, redis"):
+        Settings(_env_file=None, environment="production", metrics_token="m", **plain)
+    waived = Settings(
         _env_file=None,
         environment="production",
-        temporal_address="t:7233",
-        database_url="postgresql+psycopg://u:p@db/x",
-        redis_url="redis://r",
-        tgi_url="http://tgi",
+        metrics_token="m",
+        tls_waived="temporal,postgres,redis",
+        **plain,
     )
+    assert waived.services_without_tls() == []
+    external = {
+        **plain,
+        "database_url": "postgresql+psycopg://u:p@db/x?sslmode=verify-full&sslrootcert=/ca.pem",
+        "redis_url": "rediss://r",
+        "temporal_tls": True,
+    }
+    # /metrics names tenants and what each spends: not on the public port without a credential.
+    with pytest.raises(ValidationError, match="TURNFLOW_API_METRICS_PORT"):
+        Settings(_env_file=None, environment="production", **external)
+    ok = Settings(_env_file=None, environment="production", metrics_token="scrape-secret", **external)
     assert ok.environment == "production"
+    own_port = Settings(_env_file=None, environment="production", api_metrics_port=9465, **external)
+    assert own_port.api_metrics_port == 9465
 
 
 def test_children_count_tokens_locally_when_the_model_is_embedded(tmp_path: Path) -> None:
