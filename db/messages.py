@@ -111,8 +111,46 @@ async def delete_emptied_conversations(
 
 
 async def create_conversation(
-    session: AsyncSession, tenant_id: uuid.UUID, title: str | None, meta: dict[str, Any] | None = None
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    title: str | None,
+    meta: dict[str, Any] | None = None,
+    end_user: str | None = None,
 ) -> uuid.UUID:
-    conversation = Conversation(id=uuid.uuid4(), tenant_id=tenant_id, title=title, meta=meta or {})
+    conversation = Conversation(
+        id=uuid.uuid4(), tenant_id=tenant_id, title=title, meta=meta or {}, end_user=end_user
+    )
     session.add(conversation)
     return conversation.id
+
+
+# --- erasure on request ---------------------------------------------------------------------------
+
+
+async def conversations_to_erase(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    conversation_ids: list[uuid.UUID] | None = None,
+    end_user: str | None = None,
+) -> list[uuid.UUID]:
+    """The tenant's conversations an erasure covers: the ones named, an end user's, or all of them."""
+    query = select(Conversation.id).where(Conversation.tenant_id == tenant_id)
+    if conversation_ids is not None:
+        query = query.where(Conversation.id.in_(conversation_ids))
+    if end_user is not None:
+        query = query.where(Conversation.end_user == end_user)
+    return list((await session.scalars(query.order_by(Conversation.id))).all())
+
+
+async def turns_of(session: AsyncSession, conversation_ids: list[uuid.UUID]) -> list[str]:
+    found = await session.scalars(
+        select(Message.turn_id).where(Message.conversation_id.in_(conversation_ids)).distinct()
+    )
+    return sorted(found.all())
+
+
+async def delete_conversations(session: AsyncSession, conversation_ids: list[uuid.UUID]) -> tuple[int, int]:
+    """The conversations and their messages, gone: (messages, conversations) deleted."""
+    messages = await session.execute(delete(Message).where(Message.conversation_id.in_(conversation_ids)))
+    conversations = await session.execute(delete(Conversation).where(Conversation.id.in_(conversation_ids)))
+    return int(messages.rowcount), int(conversations.rowcount)  # type: ignore[attr-defined]

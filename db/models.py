@@ -84,6 +84,8 @@ class Conversation(Base):
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()
     title: Mapped[str | None] = mapped_column(String(500))
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
+    # The app's own id for the person the conversation is with (erasure of one end user's data).
+    end_user: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=func.now(), onupdate=func.now()

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from db.models import TraceSpan
@@ -87,3 +87,9 @@ def span_tree(rows: Any) -> list[SpanNode]:
         parent = nodes.get(node.parent_span_id or "")
         (parent.children if parent else roots).append(node)
     return roots
+
+
+async def delete_spans_of_turns(session: AsyncSession, turn_ids: list[str]) -> int:
+    """Every stored span of these turns (erasure: span attributes can hold what a turn was about)."""
+    gone = await session.execute(delete(TraceSpan).where(TraceSpan.turn_id.in_(turn_ids)))
+    return int(gone.rowcount)  # type: ignore[attr-defined]

@@ -6,23 +6,32 @@ from datetime import timedelta
 
 from temporalio.worker import Worker
 
+from activities.ingest.erasure import ErasureActivities
 from activities.ingest.ingestion import IngestionActivities
 from activities.ingest.purge import PurgeActivities
 from activities.ingest.reembed import ReembedActivities
 from activities.ingest.retention import RetentionActivities
 from infra.runtime.resources import Resources
 from workers.chat import sandbox_runner
+from workflows.erasure import ErasureWorkflow
 from workflows.ingest_document import IngestDocumentWorkflow
 from workflows.purge import PurgeTombstonesWorkflow
 from workflows.reembed import ReembedWorkflow
 from workflows.retention import RetentionWorkflow
 
-INGEST_WORKFLOWS = [IngestDocumentWorkflow, ReembedWorkflow, PurgeTombstonesWorkflow, RetentionWorkflow]
+INGEST_WORKFLOWS = [
+    IngestDocumentWorkflow,
+    ReembedWorkflow,
+    PurgeTombstonesWorkflow,
+    RetentionWorkflow,
+    ErasureWorkflow,
+]
 
 
 def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
     ingestion = IngestionActivities(res.sessions, res.embedders, res.redis, res.embedder.tokenizer_file)
     embedder = res.policy.stores.get("embedder")
+    erasure = ErasureActivities(res.sessions, res.redis, res.temporal)
     reembed = ReembedActivities(
         res.sessions, res.embedders, res.redis, embedder.residency if embedder else ()
     )
@@ -44,6 +53,9 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
             RetentionActivities(
                 res.sessions, res.redis, res.settings.transcript_retention_days
             ).retention_purge,
+            erasure.erasure_plan,
+            erasure.erase_conversations,
+            erasure.record_erasure,
         ],
         workflow_runner=sandbox_runner(res.settings.data_dir / "pycache"),
         graceful_shutdown_timeout=timedelta(seconds=10),

@@ -41,3 +41,36 @@ class RetentionReport(BaseModel):
     dry_run: bool = False
     tenants: list[TenantRetention] = Field(default_factory=list)
     kept_forever: list[str] = Field(default_factory=list)
+
+
+class ErasureInput(BaseModel):
+    """What to erase now: named conversations of a tenant, one end user's, or all of the tenant's."""
+
+    options: WorkflowOptions
+    tenant_id: str
+    conversation_ids: list[str] | None = None
+    end_user: str | None = None
+    # Who asked (a key's prefix, or the operator at the CLI), for the audit trail.
+    requested_by: str
+
+
+class ErasureBatch(BaseModel):
+    tenant_id: str
+    conversation_ids: list[str]
+
+
+class ErasureCounts(BaseModel):
+    conversations: int = 0
+    messages: int = 0
+    turns: int = 0
+    workflow_executions: int = 0
+    redis_keys: int = 0
+    trace_spans: int = 0
+
+    def add(self, other: ErasureCounts) -> ErasureCounts:
+        return ErasureCounts(**{k: getattr(self, k) + getattr(other, k) for k in type(self).model_fields})
+
+
+class ErasureRecord(BaseModel):
+    request: ErasureInput
+    counts: ErasureCounts

@@ -6,7 +6,8 @@ import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
@@ -14,22 +15,34 @@ from api.core.deps import ResourcesDep
 from api.core.errors import error_responses
 from api.core.tenancy import TenantDep
 from api.core.text_fields import StorableObject, StorableStr
+from api.services.erasure import erased_within, start_erasure
 from db.messages import create_conversation as db_create_conversation
 from db.models import Conversation, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
+# How long DELETE waits for the erasure before answering 202 (it goes on either way).
+ERASURE_WAIT_S = 30.0
 
 
 class ConversationCreate(BaseModel):
     title: StorableStr | None = Field(default=None, max_length=500)
     metadata: StorableObject = Field(default_factory=dict)
+    end_user: StorableStr | None = Field(
+        default=None, max_length=200, description="your id for the person it is with (erasure by end user)"
+    )
 
 
 class ConversationOut(BaseModel):
     id: uuid.UUID
     title: str | None
     metadata: dict[str, Any]
+    end_user: str | None = None
     created_at: datetime
+
+
+class ErasureAccepted(BaseModel):
+    erasure_id: str
+    status: str
 
 
 class MessageOut(BaseModel):
@@ -49,7 +62,9 @@ class MessageOut(BaseModel):
 
 
 def _out(c: Conversation) -> ConversationOut:
-    return ConversationOut(id=c.id, title=c.title, metadata=c.meta, created_at=c.created_at)
+    return ConversationOut(
+        id=c.id, title=c.title, metadata=c.meta, end_user=c.end_user, created_at=c.created_at
+    )
 
 
 async def get_conversation(res: ResourcesDep, tenant: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:
@@ -68,7 +83,7 @@ async def create_conversation(
     body: ConversationCreate, res: ResourcesDep, tenant: TenantDep
 ) -> ConversationOut:
     async with res.sessions.begin() as session:
-        created = await db_create_conversation(session, tenant, body.title, body.metadata)
+        created = await db_create_conversation(session, tenant, body.title, body.metadata, body.end_user)
     async with res.sessions() as session:
         return _out(await session.get_one(Conversation, created))
 
@@ -107,3 +122,25 @@ async def list_messages(
         )
         for m in rows
     ]
+
+
+@router.delete(
+    "/{conversation_id}",
+    responses={202: {"model": ErasureAccepted}, **error_responses(404, 503)},
+)
+async def erase_conversation(
+    conversation_id: uuid.UUID, request: Request, res: ResourcesDep, tenant: TenantDep
+) -> Any:
+    """Erase the conversation now, from every store: its messages, its turns' workflow histories, event
+    streams, context cache and trace spans. Answers the counts (never the content), or 202 while a long
+    one still runs (asking again joins it)."""
+    await get_conversation(res, tenant, conversation_id)
+    principal = request.state.principal
+    handle = await start_erasure(
+        res, tenant, f"key:{principal.key_prefix}", conversation_ids=[str(conversation_id)]
+    )
+    request.state.audit = {"erasure": handle.id}
+    counts = await erased_within(handle, ERASURE_WAIT_S)
+    if counts is None:
+        return JSONResponse({"erasure_id": handle.id, "status": "running"}, status_code=202)
+    return counts

@@ -9,6 +9,7 @@ from infra.cli import (
     audit,
     codec,
     db,
+    erase,
     eval,
     ingest,
     models,
@@ -36,6 +37,7 @@ app.add_typer(replay.app)
 app.add_typer(trace.app)
 app.add_typer(slo.app)
 app.add_typer(retention.app)
+app.add_typer(erase.app)
 app.add_typer(codec.codec_app, name="codec")
 
 

@@ -25,6 +25,7 @@ CROSS_TENANT: dict[tuple[str, str], tuple[int, Any]] = {
     ("POST", "/v1/conversations"): (201, {}),  # creates B's own: nothing of A's involved
     ("GET", "/v1/conversations/{conversation_id}"): (404, None),
     ("GET", "/v1/conversations/{conversation_id}/messages"): (404, None),
+    ("DELETE", "/v1/conversations/{conversation_id}"): (404, None),  # erasing A's: not found for B
     ("POST", "/v1/conversations/{conversation_id}/messages"): (404, {"content": "hi", "stream": False}),
     ("POST", "/v1/messages"): (
         404,

@@ -1,0 +1,114 @@
+"""Erasure on request: a conversation, an end user's conversations, or a tenant's, gone from every store
+that holds them: Temporal (the turns' workflow executions), Redis (event streams, context caches), the
+trace store, and Postgres last. Each batch is idempotent and Postgres goes last, so a retried or
+resumed batch finds what is left (the turns are read from the messages it has not deleted yet)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from temporalio import activity
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
+from temporalio.client import Client
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.adapters.context_cache import recent_key
+from activities.adapters.turn_events import stream_key
+from activities.contracts.maintenance import ErasureBatch, ErasureCounts, ErasureInput, ErasureRecord
+from db.engine import scope_to_tenant
+from db.messages import conversations_to_erase, delete_conversations, turns_of
+from db.models import AuditEvent
+from db.traces import delete_spans_of_turns
+
+# A turn's own workflow and the children it may have started.
+_CHILDREN = ("", "/webhook", "/moderation")
+
+
+class ErasureActivities:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis, temporal: Client) -> None:
+        self.sessions = sessions
+        self.redis = redis
+        self.temporal = temporal
+
+    @activity.defn(name="erasure_plan")
+    async def erasure_plan(self, inp: ErasureInput) -> list[str]:
+        """The conversations the request covers (none left: the erasure has nothing more to do)."""
+        tenant = uuid.UUID(inp.tenant_id)
+        named = [uuid.UUID(c) for c in inp.conversation_ids] if inp.conversation_ids is not None else None
+        async with self.sessions() as session:
+            await scope_to_tenant(session, tenant)
+            found = await conversations_to_erase(session, tenant, named, inp.end_user)
+        return [str(c) for c in found]
+
+    @activity.defn(name="erase_conversations")
+    async def erase_conversations(self, batch: ErasureBatch) -> ErasureCounts:
+        tenant = uuid.UUID(batch.tenant_id)
+        conversations = [uuid.UUID(c) for c in batch.conversation_ids]
+        async with self.sessions() as session:
+            await scope_to_tenant(session, tenant)
+            turns = await turns_of(session, conversations)
+        counts = ErasureCounts(turns=len(turns))
+        for turn in turns:
+            for suffix in _CHILDREN:
+                counts.workflow_executions += await self._delete_execution(turn + suffix)
+            activity.heartbeat(counts.model_dump())
+        keys = [stream_key(t) for t in turns] + [recent_key(str(c)) for c in conversations]
+        if keys:
+            counts.redis_keys = int(await self.redis.delete(*keys))
+        async with self.sessions.begin() as session:
+            await scope_to_tenant(session, tenant)
+            counts.trace_spans = await delete_spans_of_turns(session, turns) if turns else 0
+            counts.messages, counts.conversations = await delete_conversations(session, conversations)
+        return counts
+
+    @activity.defn(name="record_erasure")
+    async def record_erasure(self, record: ErasureRecord) -> None:
+        """The audit trail keeps that it happened, who asked and how much went; never what it was."""
+        request = record.request
+        scope = (
+            {"conversations": request.conversation_ids}
+            if request.conversation_ids is not None
+            else {"end_user": request.end_user}
+            if request.end_user is not None
+            else {"tenant": "all"}
+        )
+        async with self.sessions.begin() as session:
+            session.add(
+                AuditEvent(
+                    tenant_id=uuid.UUID(request.tenant_id),
+                    actor=request.requested_by,
+                    action="erasure.completed",
+                    object_type="tenant",
+                    object_id=request.tenant_id,
+                    details={"scope": scope, **record.counts.model_dump()},
+                )
+            )
+
+    async def _delete_execution(self, workflow_id: str) -> int:
+        """1 when Temporal deleted it (running ones are terminated first), 0 when it had none."""
+        request = DeleteWorkflowExecutionRequest(
+            namespace=self.temporal.namespace, workflow_execution=WorkflowExecution(workflow_id=workflow_id)
+        )
+        try:
+            await self.temporal.workflow_service.delete_workflow_execution(request)
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return 0
+            raise
+        await self._wait_gone(workflow_id)
+        return 1
+
+    async def _wait_gone(self, workflow_id: str) -> None:
+        """Deletion is asynchronous in Temporal; wait briefly so a caller that looks next finds nothing."""
+        for _ in range(50):
+            try:
+                await self.temporal.get_workflow_handle(workflow_id).describe()
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.NOT_FOUND:
+                    return
+                raise
+            await asyncio.sleep(0.1)
