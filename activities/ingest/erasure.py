@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DeleteWorkflowExecutionRequest
 from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.context_cache import recent_key
@@ -22,10 +23,13 @@ from activities.contracts.maintenance import ErasureBatch, ErasureCounts, Erasur
 from db.engine import scope_to_tenant
 from db.messages import conversations_to_erase, delete_conversations, turns_of
 from db.models import AuditEvent
+from db.tenant_keys import shred_tenant
 from db.traces import delete_spans_of_turns
 
 # A turn's own workflow and the children it may have started.
 _CHILDREN = ("", "/webhook", "/moderation")
+# How long a batch waits for Temporal to finish deleting before it fails (and is retried).
+GONE_WITHIN_S = 60
 
 
 class ErasureActivities:
@@ -52,10 +56,11 @@ class ErasureActivities:
             await scope_to_tenant(session, tenant)
             turns = await turns_of(session, conversations)
         counts = ErasureCounts(turns=len(turns))
-        for turn in turns:
-            for suffix in _CHILDREN:
-                counts.workflow_executions += await self._delete_execution(turn + suffix)
-            activity.heartbeat(counts.model_dump())
+        deleted = [
+            w for t in turns for w in (t + suffix for suffix in _CHILDREN) if await self._delete_execution(w)
+        ]
+        counts.workflow_executions = len(deleted)
+        await self._until_gone(deleted)
         keys = [stream_key(t) for t in turns] + [recent_key(str(c)) for c in conversations]
         if keys:
             counts.redis_keys = int(await self.redis.delete(*keys))
@@ -64,6 +69,12 @@ class ErasureActivities:
             counts.trace_spans = await delete_spans_of_turns(session, turns) if turns else 0
             counts.messages, counts.conversations = await delete_conversations(session, conversations)
         return counts
+
+    @activity.defn(name="shred_tenant_key")
+    async def shred_tenant_key(self, request: ErasureInput) -> int:
+        """A whole tenant erased: its data keys go too, so every copy left (old histories past their
+        deletion, backups) stays ciphertext for good."""
+        return await shred_tenant(self.sessions, uuid.UUID(request.tenant_id), request.requested_by)
 
     @activity.defn(name="record_erasure")
     async def record_erasure(self, record: ErasureRecord) -> None:
@@ -88,8 +99,9 @@ class ErasureActivities:
                 )
             )
 
-    async def _delete_execution(self, workflow_id: str) -> int:
-        """1 when Temporal deleted it (running ones are terminated first), 0 when it had none."""
+    async def _delete_execution(self, workflow_id: str) -> bool:
+        """True when Temporal took the deletion (a running one is terminated first), False when it had
+        no such execution."""
         request = DeleteWorkflowExecutionRequest(
             namespace=self.temporal.namespace, workflow_execution=WorkflowExecution(workflow_id=workflow_id)
         )
@@ -97,18 +109,30 @@ class ErasureActivities:
             await self.temporal.workflow_service.delete_workflow_execution(request)
         except RPCError as exc:
             if exc.status == RPCStatusCode.NOT_FOUND:
-                return 0
+                return False
             raise
-        await self._wait_gone(workflow_id)
-        return 1
+        return True
 
-    async def _wait_gone(self, workflow_id: str) -> None:
-        """Deletion is asynchronous in Temporal; wait briefly so a caller that looks next finds nothing."""
-        for _ in range(50):
-            try:
-                await self.temporal.get_workflow_handle(workflow_id).describe()
-            except RPCError as exc:
-                if exc.status == RPCStatusCode.NOT_FOUND:
-                    return
-                raise
-            await asyncio.sleep(0.1)
+    async def _until_gone(self, workflow_ids: list[str]) -> None:
+        """Temporal deletes asynchronously: the batch is done only once none of them is left. Past
+        the bound it fails (retryable), and the retry finds what is still there (Postgres goes last)."""
+        waiting = list(workflow_ids)
+        for _ in range(GONE_WITHIN_S * 5):
+            waiting = [w for w in waiting if not await self._gone(w)]
+            if not waiting:
+                return
+            activity.heartbeat(f"{len(waiting)} executions still being deleted")
+            await asyncio.sleep(0.2)
+        raise ApplicationError(
+            f"Temporal has not deleted {len(waiting)} executions yet (e.g. {waiting[0]})",
+            type="StillDeleting",
+        )
+
+    async def _gone(self, workflow_id: str) -> bool:
+        try:
+            await self.temporal.get_workflow_handle(workflow_id).describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return True
+            raise
+        return False

@@ -69,8 +69,12 @@ async def test_an_erased_conversation_leaves_no_trace(services: Services, tmp_pa
             assert (await api.client.delete(f"/v1/conversations/{conv}", headers=other)).status_code == 404
 
             erased = await api.client.delete(f"/v1/conversations/{conv}", headers=headers)
-            assert erased.status_code == 200, erased.text
-            counts = erased.json()
+            assert erased.status_code in (200, 202), erased.text
+            if erased.status_code == 202:  # a slow one goes on: wait for it, as a client would poll
+                erasure = res.temporal.get_workflow_handle(erased.json()["erasure_id"])
+                counts = (await erasure.result()).model_dump()
+            else:
+                counts = erased.json()
             assert counts["conversations"] == 1 and counts["messages"] == 4 and counts["turns"] == 2
             assert (
                 counts["workflow_executions"] >= 2 and counts["redis_keys"] >= 3 and counts["trace_spans"] > 0
@@ -90,7 +94,10 @@ async def test_an_erased_conversation_leaves_no_trace(services: Services, tmp_pa
                 assert await _gone_from_temporal(res, turn)
             # What was not asked for stays.
             kept_rows = db_rows(
-                services, "SELECT count(*) FROM messages WHERE content LIKE %s", f"%{kept_marker}%"
+                # The question (the reply may or may not echo it).
+                services,
+                "SELECT count(*) FROM messages WHERE role = 'user' AND content LIKE %s",
+                f"%{kept_marker}%",
             )
             assert kept_rows == [(1,)]
 
