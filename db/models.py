@@ -296,3 +296,17 @@ class RetrievalObservation(Base):
     mean_score: Mapped[float | None]
     embedding_version: Mapped[str | None] = mapped_column(String(100))
     query_embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))
+
+
+class TenantKey(Base):
+    """A tenant's payload data key, stored only wrapped by a key-encryption key (migration 0007)."""
+
+    __tablename__ = "tenant_keys"
+
+    tenant_id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # None once destroyed (crypto-shredding): what it encrypted can never be read again.
+    wrapped: Mapped[bytes | None] = mapped_column(LargeBinary)
+    kek_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _created()
+    destroyed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

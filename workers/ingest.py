@@ -55,6 +55,7 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
             ).retention_purge,
             erasure.erasure_plan,
             erasure.erase_conversations,
+            erasure.shred_tenant_key,
             erasure.record_erasure,
         ],
         workflow_runner=sandbox_runner(res.settings.data_dir / "pycache"),

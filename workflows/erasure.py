@@ -29,7 +29,9 @@ class ErasureWorkflow:
             )
             done = await run_with_policy(inp.options, "erase_conversations", batch, ErasureCounts)
             counts = counts.add(done)
-        await run_with_policy(
-            inp.options, "record_erasure", ErasureRecord(request=inp, counts=counts), type(None)
-        )
+        if inp.conversation_ids is None and inp.end_user is None:
+            # The whole tenant: its keys go too (crypto-shredding what any copy still holds).
+            await run_with_policy(inp.options, "shred_tenant_key", inp, int)
+        record = ErasureRecord(request=inp, counts=counts)
+        await run_with_policy(inp.options, "record_erasure", record, type(None))
         return counts

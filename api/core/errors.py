@@ -40,6 +40,7 @@ _WHEN = {
     403: "The key lacks the scope this route needs",
     404: "Not found (another tenant's objects are not found either)",
     409: "The object is not in a state that allows this",
+    410: "Gone for good (e.g. payloads whose tenant key was destroyed)",
     415: "Unsupported content type",
     422: "The request is invalid (`error.details` lists the fields)",
     429: "Over the tenant's rate limit or token budget: retry after `Retry-After` seconds",

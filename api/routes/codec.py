@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from cryptography.exceptions import InvalidTag
 from fastapi import APIRouter, HTTPException, Request, Response
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
 from api.core.deps import ResourcesDep
+from api.core.errors import error_responses
+from infra.runtime.payload_codec import UnknownPayloadKey
+from infra.runtime.tenant_keys import KeyShredded
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 
@@ -49,7 +53,8 @@ _CODEC_ROUTE: dict[str, Any] = {
         200: {
             "description": "The payloads, encoded or decoded",
             "content": {"application/json": {"schema": _PAYLOADS}},
-        }
+        },
+        **error_responses(410, 422),
     },
 }
 
@@ -69,4 +74,9 @@ async def encode(request: Request, res: ResourcesDep) -> Response:
 async def decode(request: Request, res: ResourcesDep) -> Response:
     """Decrypt payloads (any key this deployment holds); unencrypted ones come back as they are."""
     payloads = await _payloads(request)
-    return _answer(Payloads(payloads=await res.codec.decode(payloads.payloads)))
+    try:
+        return _answer(Payloads(payloads=await res.codec.decode(payloads.payloads)))
+    except KeyShredded as exc:
+        raise HTTPException(410, str(exc)) from exc
+    except (UnknownPayloadKey, InvalidTag) as exc:
+        raise HTTPException(422, f"cannot open these payloads: {exc or 'not sealed by this key'}") from exc

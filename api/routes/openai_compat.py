@@ -91,7 +91,7 @@ def _usage(done: dict[str, Any]) -> dict[str, int]:
                 }
             },
         },
-        **error_responses(400, 503),
+        **error_responses(400, 410, 503),
     },
 )
 async def chat_completions(

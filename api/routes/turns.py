@@ -94,7 +94,7 @@ _TURN_STARTED: dict[int | str, dict[str, Any]] = {
         "content": _SSE,
     },
     202: {"description": "Non-interactive: queued; poll `Location`", "model": TurnQueued},
-    **error_responses(400, 404, 503),
+    **error_responses(400, 404, 410, 503),
 }
 
 

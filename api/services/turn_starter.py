@@ -19,6 +19,7 @@ from activities.contracts.turn import ChatTurnInput, ChatTurnResult, Message
 from activities.logic.input_guard import GuardedInput, InputRejected, guard_input
 from api.core.errors import ApiError
 from infra.runtime.resources import Resources
+from infra.runtime.tenant_keys import KeyShredded
 from infra.telemetry.span_store import TURN_ID
 from workflows.search_attributes import turn_attributes
 
@@ -191,6 +192,12 @@ async def _start(
         )
     except WorkflowAlreadyStartedError:
         return res.temporal.get_workflow_handle(turn.turn_id, result_type=ChatTurnResult)
+    except KeyShredded as exc:
+        if turn.interactive:
+            await res.admission.release(turn.turn_id)
+        raise ApiError(
+            410, "this tenant's data was erased (its keys destroyed)", code="tenant_erased"
+        ) from exc
     except BaseException:
         if turn.interactive:
             await res.admission.release(turn.turn_id)  # never started: it holds no place

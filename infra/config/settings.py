@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     redis_ca_file: Path | None = Field(
         default=None, description="the CA a `rediss://` Redis is checked against"
     )
+    tenant_key_cache_s: float = Field(
+        default=60.0, ge=0, description="how long a process keeps a tenant's unwrapped key (bounds shredding)"
+    )
     tls_waived: str = Field(
         default="",
         description="services production may reach without TLS, comma-separated: temporal, postgres, redis",

@@ -4,22 +4,36 @@ keys rotate: new payloads use the first key, older ones decrypt with whichever k
 
 Keys come from TURNFLOW_PAYLOAD_KEYS (`id:base64,id:base64`, the current one first) or, on a local
 stack, from `<data dir>/payload-keys` (made on first use, owner-only; `turnflow codec rotate` adds one).
+
+A tenant's workflows (its turns, its erasures) are sealed with that tenant's own data key instead
+(`TenantCodec`, infra/runtime/tenant_keys.py), which the deployment's keys only wrap: destroying it
+shreds the tenant's histories. The tenant comes from the workflow id each payload belongs to (the
+SDK's serialization context).
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import re
 import secrets
+import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
-from temporalio.converter import PayloadCodec
+from temporalio.converter import (
+    ActivitySerializationContext,
+    PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
+)
 
 from infra.config.settings import Settings
+from infra.runtime.tenant_keys import TenantKeyring, parse_key_id
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -64,6 +78,61 @@ class AesGcmCodec(PayloadCodec):
         return out
 
 
+# The workflows whose payloads are a tenant's: its turns and their children (webhook, moderation).
+# Erasures carry only ids and counts, under the deployment's key: the one that shreds a tenant's key
+# must still write its own record afterwards.
+_TENANT_WORKFLOW = re.compile(r"^turn-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-")
+
+
+def tenant_of_workflow(workflow_id: str | None) -> uuid.UUID | None:
+    found = _TENANT_WORKFLOW.match(workflow_id or "")
+    return uuid.UUID(found.group(1)) if found else None
+
+
+class TenantCodec(PayloadCodec, WithSerializationContext):
+    """A tenant's payloads under its own key; everything else under the deployment's. Decoding goes by
+    the key each payload names, so one codec opens any payload (the codec endpoint, replay)."""
+
+    def __init__(
+        self, deployment: AesGcmCodec, keyring: TenantKeyring, tenant: uuid.UUID | None = None
+    ) -> None:
+        self.deployment = deployment
+        self.keyring = keyring
+        self.tenant = tenant
+
+    def with_context(self, context: SerializationContext) -> TenantCodec:
+        workflow_id = (
+            context.workflow_id
+            if isinstance(context, WorkflowSerializationContext | ActivitySerializationContext)
+            else None
+        )
+        tenant = tenant_of_workflow(workflow_id)
+        return self if tenant == self.tenant else TenantCodec(self.deployment, self.keyring, tenant)
+
+    async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        if self.tenant is None:
+            return await self.deployment.encode(payloads)
+        kid, cipher = await self.keyring.for_encrypting(self.tenant)
+        out = []
+        for payload in payloads:
+            nonce = os.urandom(NONCE_BYTES)
+            sealed = cipher.encrypt(nonce, payload.SerializeToString(), None)
+            out.append(Payload(metadata={"encoding": ENCODING, KEY_ID: kid.encode()}, data=nonce + sealed))
+        return out
+
+    async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
+        out = []
+        for payload in payloads:
+            kid = payload.metadata.get(KEY_ID, b"").decode()
+            if payload.metadata.get("encoding") != ENCODING or parse_key_id(kid) is None:
+                out.extend(await self.deployment.decode([payload]))
+                continue
+            cipher = await self.keyring.for_decrypting(kid)
+            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+            out.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
+        return out
+
+
 def parse_keys(text: str) -> list[tuple[str, bytes]]:
     keys = []
     for entry in text.replace("\n", ",").split(","):
@@ -101,8 +170,12 @@ def rotate(path: Path) -> str:
     return line.split(":", 1)[0]
 
 
-def codec_for(settings: Settings) -> AesGcmCodec:
-    """The codec every Temporal client of this deployment uses."""
+def deployment_keys(settings: Settings) -> list[tuple[str, bytes]]:
     if settings.payload_keys:
-        return AesGcmCodec(parse_keys(settings.payload_keys))
-    return AesGcmCodec(key_file_keys(settings.payload_key_file))
+        return parse_keys(settings.payload_keys)
+    return key_file_keys(settings.payload_key_file)
+
+
+def codec_for(settings: Settings) -> AesGcmCodec:
+    """The deployment's own codec (payloads of no tenant: probes, schedules, maintenance)."""
+    return AesGcmCodec(deployment_keys(settings))

@@ -29,8 +29,9 @@ from db.vector_index import configured_index
 from infra.config.endpoints import Endpoints, default_gguf
 from infra.config.policy import Policy, load_policy
 from infra.config.settings import Settings
-from infra.runtime.payload_codec import AesGcmCodec, codec_for
+from infra.runtime.payload_codec import AesGcmCodec, TenantCodec, deployment_keys
 from infra.runtime.temporal_client import connect_temporal, temporal_tls
+from infra.runtime.tenant_keys import LocalKeyWrapper, TenantKeyring
 from infra.telemetry.setup import setup_telemetry
 
 
@@ -47,7 +48,7 @@ class Resources:
     http: httpx.AsyncClient
     events: TurnEvents
     safety: SafetyEngine
-    codec: AesGcmCodec
+    codec: TenantCodec
     embedder: LocalEmbedder = field(default_factory=LocalEmbedder)
     _counter: TokenCounter | None = None
     _embedders: Embedders | None = None
@@ -66,8 +67,12 @@ class Resources:
         measured under that name; tools and one-off commands pass none."""
         policy = load_policy(settings.policy_file)
         endpoints = Endpoints.resolve(settings)
-        codec = codec_for(settings)
         telemetry = setup_telemetry(settings, endpoints.database_url, service) if service else None
+        # After telemetry (its instrumentation wraps the engine), before Temporal (the codec needs it).
+        engine = make_engine(endpoints.database_url, role=settings.database_role or None)
+        keys = deployment_keys(settings)
+        keyring = TenantKeyring(make_sessionmaker(engine), LocalKeyWrapper(keys), settings.tenant_key_cache_s)
+        codec = TenantCodec(AesGcmCodec(keys), keyring)
         temporal = await connect_temporal(
             endpoints.temporal_address,
             policy.namespace,
@@ -77,7 +82,6 @@ class Resources:
             tls=temporal_tls(settings),
             api_key=settings.temporal_api_key,
         )
-        engine = make_engine(endpoints.database_url, role=settings.database_role or None)
         if telemetry:
             telemetry.start_temporal_metrics()
         # `rediss://`: TLS, checked against TURNFLOW_REDIS_CA_FILE (else the system's roots).
@@ -98,7 +102,7 @@ class Resources:
             endpoints=endpoints,
             temporal=temporal,
             engine=engine,
-            sessions=make_sessionmaker(engine),
+            sessions=keyring.sessions,
             redis=redis,
             model=make_inference_client(endpoints.model_url, settings.tgi_token),
             http=httpx.AsyncClient(timeout=5.0),
