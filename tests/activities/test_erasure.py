@@ -4,6 +4,7 @@ nothing more; another tenant cannot erase it; an operator erases one end user's 
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.context_cache import recent_key
 from activities.adapters.turn_events import stream_key
+from activities.contracts.maintenance import ErasureCounts
 from api.services.erasure import start_erasure
 from infra.runtime.resources import Resources
 from tests.support.api_harness import ApiServer, isolated_settings, run_cli
@@ -59,10 +61,16 @@ async def test_an_erased_conversation_leaves_no_trace(services: Services, tmp_pa
             conv, kept = await _conversation(api, headers), await _conversation(api, headers)
             turns = [await _turn(api, conv, f"Remember {marker}, please.", headers) for _ in range(2)]
             await _turn(api, kept, f"Remember {kept_marker}.", headers)
-            trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
-            spans_before = db_rows(
-                services, "SELECT count(*) FROM trace_spans WHERE turn_id = ANY(%s)", turns
-            )
+            # A worker's last span of a turn can end just after its client saw the result: wait until
+            # every span of these turns is stored (erasure takes what is stored; docs/compliance.md).
+            spans_before, seen = [(0,)], -1
+            while spans_before[0][0] != seen:
+                seen = spans_before[0][0]
+                trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
+                await asyncio.sleep(1)
+                spans_before = db_rows(
+                    services, "SELECT count(*) FROM trace_spans WHERE turn_id = ANY(%s)", turns
+                )
             assert spans_before[0][0] > 0 and await res.redis.exists(stream_key(turns[0]), recent_key(conv))
 
             other = await api.headers_for(f"other-{uuid.uuid4().hex[:8]}")
@@ -71,7 +79,9 @@ async def test_an_erased_conversation_leaves_no_trace(services: Services, tmp_pa
             erased = await api.client.delete(f"/v1/conversations/{conv}", headers=headers)
             assert erased.status_code in (200, 202), erased.text
             if erased.status_code == 202:  # a slow one goes on: wait for it, as a client would poll
-                erasure = res.temporal.get_workflow_handle(erased.json()["erasure_id"])
+                erasure = res.temporal.get_workflow_handle(
+                    erased.json()["erasure_id"], result_type=ErasureCounts
+                )
                 counts = (await erasure.result()).model_dump()
             else:
                 counts = erased.json()
