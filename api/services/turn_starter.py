@@ -18,6 +18,7 @@ from activities.adapters.admission import Overloaded
 from activities.contracts.turn import ChatTurnInput, ChatTurnResult, Message
 from activities.logic.input_guard import GuardedInput, InputRejected, guard_input
 from api.core.errors import ApiError
+from infra.runtime.payload_codec import tenant_of_workflow
 from infra.runtime.resources import Resources
 from infra.runtime.tenant_keys import KeyShredded
 from infra.telemetry.span_store import TURN_ID
@@ -67,9 +68,8 @@ async def _same_request(handle: WorkflowHandle[Any, Any], fingerprint: str) -> b
 
 def tenant_of_turn(turn_id: str) -> str | None:
     """The tenant id inside a turn id, or None when it is not one of ours."""
-    if not turn_id.startswith("turn-") or len(turn_id) < 5 + 36:
-        return None
-    return turn_id[5 : 5 + 36]
+    found = tenant_of_workflow(turn_id)
+    return str(found) if found else None
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,17 @@ class UnknownPayloadKey(ValueError):
     pass
 
 
+def _seal(cipher: AESGCM, key_id: str, payload: Payload) -> Payload:
+    nonce = os.urandom(NONCE_BYTES)
+    sealed = cipher.encrypt(nonce, payload.SerializeToString(), None)
+    return Payload(metadata={"encoding": ENCODING, KEY_ID: key_id.encode()}, data=nonce + sealed)
+
+
+def _open(cipher: AESGCM, payload: Payload) -> Payload:
+    nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
+    return Payload.FromString(cipher.decrypt(nonce, sealed, None))
+
+
 class AesGcmCodec(PayloadCodec):
     def __init__(self, keys: list[tuple[str, bytes]]) -> None:
         """``keys``: (id, 32-byte key) pairs, the one to encrypt with first."""
@@ -54,14 +65,7 @@ class AesGcmCodec(PayloadCodec):
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         cipher = self._ciphers[self.current]
-        out = []
-        for payload in payloads:
-            nonce = os.urandom(NONCE_BYTES)
-            sealed = cipher.encrypt(nonce, payload.SerializeToString(), None)
-            out.append(
-                Payload(metadata={"encoding": ENCODING, KEY_ID: self.current.encode()}, data=nonce + sealed)
-            )
-        return out
+        return [_seal(cipher, self.current, payload) for payload in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = []
@@ -73,8 +77,7 @@ class AesGcmCodec(PayloadCodec):
             cipher = self._ciphers.get(key_id)
             if cipher is None:
                 raise UnknownPayloadKey(f"payload encrypted with key {key_id!r}, which this process lacks")
-            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
-            out.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
+            out.append(_open(cipher, payload))
         return out
 
 
@@ -113,12 +116,7 @@ class TenantCodec(PayloadCodec, WithSerializationContext):
         if self.tenant is None:
             return await self.deployment.encode(payloads)
         kid, cipher = await self.keyring.for_encrypting(self.tenant)
-        out = []
-        for payload in payloads:
-            nonce = os.urandom(NONCE_BYTES)
-            sealed = cipher.encrypt(nonce, payload.SerializeToString(), None)
-            out.append(Payload(metadata={"encoding": ENCODING, KEY_ID: kid.encode()}, data=nonce + sealed))
-        return out
+        return [_seal(cipher, kid, payload) for payload in payloads]
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = []
@@ -127,9 +125,7 @@ class TenantCodec(PayloadCodec, WithSerializationContext):
             if payload.metadata.get("encoding") != ENCODING or parse_key_id(kid) is None:
                 out.extend(await self.deployment.decode([payload]))
                 continue
-            cipher = await self.keyring.for_decrypting(kid)
-            nonce, sealed = payload.data[:NONCE_BYTES], payload.data[NONCE_BYTES:]
-            out.append(Payload.FromString(cipher.decrypt(nonce, sealed, None)))
+            out.append(_open(await self.keyring.for_decrypting(kid), payload))
         return out
 
 

@@ -127,9 +127,3 @@ class TenantKeyring:
         if key is None or key.wrapped is None or key.kek_id is None:
             raise KeyShredded(f"{kid} was destroyed: this payload can never be read again")
         return self._keep(kid, AESGCM(self.wrapper.unwrap(key.wrapped, key.kek_id)))
-
-    def forget(self, tenant: uuid.UUID) -> None:
-        """Drop this process's cached keys of the tenant (after shredding it here)."""
-        self._current.pop(tenant, None)
-        for kid in [k for k in self._cache if k.startswith(f"tenant/{tenant}/")]:
-            del self._cache[kid]
