@@ -275,6 +275,7 @@ async def ingest_throughput(docs: int) -> dict[str, Any]:
         tenant = await ensure_tenant(res.sessions, f"bench-{uuid.uuid4().hex[:8]}")
         stats = await bulk_ingest(
             res.sessions,
+            res.sealer,
             res.embedder,
             Chunker(res.embedder.tokenizer_file),
             tenant,

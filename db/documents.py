@@ -68,10 +68,24 @@ def chunk_row(
     }
 
 
-async def insert_chunks(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """Chunks not there yet (a retried step finds its own and adds nothing); one executemany."""
-    if rows:
-        await session.execute(insert(Chunk).on_conflict_do_nothing(constraint=CHUNK_UNIQUE), rows)
+async def insert_chunks(
+    session: AsyncSession, rows: list[dict[str, Any]], clear_texts: Sequence[str]
+) -> None:
+    """Chunks not there yet (a retried step finds its own and adds nothing); one executemany.
+
+    ``rows[i]["text"]`` is what is stored (sealed); ``clear_texts[i]`` the text it seals, from which
+    Postgres computes the chunk's tsvector: the clear text is a statement parameter, never stored."""
+    if not rows:
+        return
+    lexemes = await session.execute(
+        text(
+            "SELECT to_tsvector('english', t)::text FROM unnest(CAST(:texts AS text[]))"
+            " WITH ORDINALITY AS u(t, n) ORDER BY n"
+        ),
+        {"texts": list(clear_texts)},
+    )
+    searchable = [{**row, "tsv": tsv} for row, (tsv,) in zip(rows, lexemes.all(), strict=True)]
+    await session.execute(insert(Chunk).on_conflict_do_nothing(constraint=CHUNK_UNIQUE), searchable)
 
 
 async def insert_documents(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -319,9 +333,9 @@ async def insert_reembedded(
     await session.execute(
         text(
             """
-            INSERT INTO chunks (id, tenant_id, document_id, document_version, ordinal, text,
+            INSERT INTO chunks (id, tenant_id, document_id, document_version, ordinal, text, tsv,
                 token_count, embedding, embedding_model, embedding_version, chunker, live, created_at)
-            SELECT :new_id, tenant_id, document_id, document_version, ordinal, text, token_count,
+            SELECT :new_id, tenant_id, document_id, document_version, ordinal, text, tsv, token_count,
                 CAST(:vector AS vector), :model, :version, chunker, live, now()
             FROM chunks WHERE id = :id
             ON CONFLICT ON CONSTRAINT uq_chunks_position_embedding DO NOTHING

@@ -11,7 +11,6 @@ from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
-    Computed,
     DateTime,
     ForeignKey,
     Index,
@@ -82,7 +81,8 @@ class Conversation(Base):
 
     id: Mapped[uuid.UUID] = _pk()
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()
-    title: Mapped[str | None] = mapped_column(String(500))
+    # Sealed (activities/adapters/sealed_text.py): longer than the 500 characters the API allows.
+    title: Mapped[str | None] = mapped_column(Text)
     meta: Mapped[dict[str, Any]] = mapped_column("metadata", default=dict, server_default="{}")
     # The app's own id for the person the conversation is with (erasure of one end user's data).
     end_user: Mapped[str | None] = mapped_column(String(200))
@@ -226,7 +226,9 @@ class Chunk(Base):
     embedding: Mapped[list[float] | None] = mapped_column(Vector(EMBEDDING_DIM))
     embedding_model: Mapped[str | None] = mapped_column(String(200))
     embedding_version: Mapped[str | None] = mapped_column(String(100))
-    tsv: Mapped[str] = mapped_column(TSVECTOR, Computed("to_tsvector('english', text)", persisted=True))
+    # Sealed with the tenant's key (activities/adapters/sealed_text.py), so the writer computes the
+    # tsvector from the clear text (db.documents.insert_chunks; migration 0008).
+    tsv: Mapped[str] = mapped_column(TSVECTOR)
     chunker: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # Queries see only live chunks: a new document version's chunks go live, and the old ones are
     # tombstoned, in one transaction, so no query ever sees a mix of versions.

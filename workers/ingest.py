@@ -29,11 +29,13 @@ INGEST_WORKFLOWS = [
 
 
 def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
-    ingestion = IngestionActivities(res.sessions, res.embedders, res.redis, res.embedder.tokenizer_file)
+    ingestion = IngestionActivities(
+        res.sessions, res.embedders, res.redis, res.sealer, res.embedder.tokenizer_file
+    )
     embedder = res.policy.stores.get("embedder")
     erasure = ErasureActivities(res.sessions, res.redis, res.temporal)
     reembed = ReembedActivities(
-        res.sessions, res.embedders, res.redis, embedder.residency if embedder else ()
+        res.sessions, res.embedders, res.redis, res.sealer, embedder.residency if embedder else ()
     )
     return Worker(
         res.temporal,

@@ -257,6 +257,7 @@ class ChatTurnWorkflow:
                 inp.options,
                 "assemble_prompt",
                 AssembleInput(
+                    tenant_id=inp.tenant_id,
                     conversation_id=inp.conversation_id,
                     model=route.chain[0].name if route else None,
                     user_text=prep.user_text,

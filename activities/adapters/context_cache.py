@@ -2,6 +2,7 @@
 
 Written once per recorded turn (idempotent under retries), trimmed to the last RECENT_MESSAGES,
 expiring after a day idle; read back from Postgres and cached again when Redis has evicted it.
+Each cached message is sealed with the tenant's key, as in Postgres.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
+from activities.adapters.sealed_text import SealedText
 from activities.contracts.turn import Message
 from db.messages import recent_messages
 
@@ -33,12 +35,13 @@ def recent_key(conversation_id: str) -> str:
 
 
 class ContextCache:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis, sealer: SealedText) -> None:
         self.sessions = sessions
         self.redis = redis
+        self.sealer = sealer
         self._append = redis.register_script(_APPEND_ONCE)
 
-    async def recent(self, conversation_id: str) -> list[Message]:
+    async def recent(self, tenant_id: str, conversation_id: str) -> list[Message]:
         """The last messages, oldest first; from Redis, or from Postgres when Redis has evicted them."""
         try:
             cached = await self.redis.lrange(recent_key(conversation_id), 0, -1)
@@ -46,21 +49,30 @@ class ContextCache:
             degraded("recent context read from Postgres", exc)
             cached = []
         if cached:
-            return [json.loads(item) for item in cached]
+            return [json.loads(await self.sealer.open(tenant_id, _text(item))) for item in cached]
         async with self.sessions() as session:
-            messages = await recent_messages(session, conversation_id, RECENT_MESSAGES)
+            stored = await recent_messages(session, conversation_id, RECENT_MESSAGES)
+        messages: list[Message] = [
+            {"role": m["role"], "content": await self.sealer.open(tenant_id, m["content"])} for m in stored
+        ]
         if messages:
             try:
-                await self.remember(conversation_id, messages)
+                await self.remember(tenant_id, conversation_id, messages)
             except REDIS_UNAVAILABLE as exc:
                 degraded("recent context not cached", exc)
         return messages
 
-    async def remember(self, conversation_id: str, messages: list[Message], turn_id: str = "") -> None:
+    async def remember(
+        self, tenant_id: str, conversation_id: str, messages: list[Message], turn_id: str = ""
+    ) -> None:
         """Append to the conversation's cached context; with a turn id, at most once per turn, so a
         retried persist (its Redis step failed after the commit) never caches the exchange twice."""
         marker = f"turnflow:conv:{conversation_id}:cached:{turn_id}" if turn_id else ""
+        sealed = [await self.sealer.seal(tenant_id, json.dumps(m)) for m in messages]
         await self._append(
-            keys=[recent_key(conversation_id), marker],
-            args=[RECENT_MESSAGES, RECENT_TTL_S, *[json.dumps(m) for m in messages]],
+            keys=[recent_key(conversation_id), marker], args=[RECENT_MESSAGES, RECENT_TTL_S, *sealed]
         )
+
+
+def _text(item: bytes | str) -> str:
+    return item.decode() if isinstance(item, bytes) else item

@@ -5,6 +5,10 @@ Every query is scoped to one tenant twice: by its WHERE clause and by row-level 
 transaction is scoped to the tenant first). Only chunks embedded with the tenant's active embedding
 version are searched. Query embeddings and whole results are cached in Redis; a tenant's result
 cache is invalidated by bumping its generation whenever its documents change.
+
+Chunk text is sealed at rest (sealed_text.py): it is opened here, after the database has ranked, and
+cached results are sealed again. What the database searches stays clear: the embeddings and the
+tsvector of each chunk (docs/security.md says why).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.adapters.embedder import Embedder, Embedders
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
+from activities.adapters.sealed_text import SealedText
 from activities.contracts.turn import ContextChunk
 from db.documents import active_embedding, vector_literal
 from db.engine import scope_to_tenant
@@ -165,12 +170,14 @@ class HybridSearch:
         sessions: async_sessionmaker[AsyncSession],
         embedders: Embedders,
         redis: Redis,
+        sealer: SealedText,
         settings: SearchSettings | None = None,
         reranker: Reranker | None = None,
     ) -> None:
         self.sessions = sessions
         self.embedders = embedders
         self.redis = redis
+        self.sealer = sealer
         self.settings = settings or SearchSettings()
         self.reranker = reranker or LexicalSemanticReranker(self.settings)
         self._vector_sql = _vector_sql(self.settings.index)
@@ -197,7 +204,10 @@ class HybridSearch:
             cache_key = await self._cache_key(tenant, model, version, mode, k, query) if use_cache else None
             if cache_key and (hit := await self._cache_get(cache_key)):
                 _count_cache("result", hit=True)
-                chunks = [ContextChunk.model_validate(c) for c in json.loads(hit)]
+                chunks = [
+                    ContextChunk.model_validate(c)
+                    for c in json.loads(await self.sealer.open(tenant, hit.decode()))
+                ]
                 return SearchResult(chunks, model, version, cached=True)
             params = {
                 "tenant": tenant,
@@ -233,7 +243,10 @@ class HybridSearch:
             if mode in ("hybrid", "text"):
                 rows = await session.execute(_TEXT_SQL, {**params, "query": query, "vector": literal})
                 _collect(candidates, rows, "text")
-        ranked = self._rank(query, list(candidates.values()), mode)[:k]
+        found = list(candidates.values())
+        for c, opened in zip(found, await self.sealer.open_all(tenant, [c.text for c in found]), strict=True):
+            c.text = opened
+        ranked = self._rank(query, found, mode)[:k]
         chunks = [
             ContextChunk(
                 id=c.id,
@@ -246,7 +259,8 @@ class HybridSearch:
             for c in ranked
         ]
         if cache_key:
-            await self._cache_set(cache_key, json.dumps([c.model_dump() for c in chunks]))
+            cached = json.dumps([c.model_dump() for c in chunks])
+            await self._cache_set(cache_key, await self.sealer.seal(tenant, cached))
             _count_cache("result", hit=False)
         return SearchResult(chunks, model, version, query_vector=query_vector)
 

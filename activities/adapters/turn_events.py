@@ -1,6 +1,8 @@
 """Each turn's events in a Redis Stream: written by activities as they happen, read by the SSE API.
 
 Entry ids are the SSE ``id:`` values, so ``Last-Event-ID`` resumes exactly after what a client saw.
+Each event's data is sealed with its tenant's key (the tenant is in the turn id; ids made elsewhere,
+by tests and tools, name none and stay clear); its type is not.
 The stream is capped (approximately) so a runaway turn cannot grow memory without bound, and it
 expires a retention window after the turn ends.
 """
@@ -18,6 +20,8 @@ from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
 
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
+from activities.adapters.sealed_text import SealedText
+from activities.adapters.tenant_keys import tenant_of_workflow
 
 EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact", "moderated")
 TERMINAL = ("done", "error")
@@ -36,14 +40,17 @@ class TurnEvent:
 
 
 class TurnEvents:
-    def __init__(self, redis: Redis, retention_s: int) -> None:
+    def __init__(self, redis: Redis, retention_s: int, sealer: SealedText) -> None:
         self.redis = redis
         self.retention_s = retention_s
+        self.sealer = sealer
 
     async def publish(self, turn_id: str, type_: str, data: dict[str, Any]) -> str:
         assert type_ in EVENT_TYPES, type_
         key = stream_key(turn_id)
-        fields = {"type": type_, "data": json.dumps(data, separators=(",", ":"))}
+        raw = json.dumps(data, separators=(",", ":"))
+        tenant = tenant_of_workflow(turn_id)
+        fields = {"type": type_, "data": await self.sealer.seal(tenant, raw) if tenant else raw}
         if type_ in (*TERMINAL, "redact", "moderated"):
             # Terminal events also (re)start the retention clock; one round trip for both.
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -62,13 +69,17 @@ class TurnEvents:
         """Up to ``count`` events after ``after``; with block_ms, waits that long for the first new one."""
         with suppress_instrumentation():  # a live follower reads once per token or so: no span each
             result: Any = await self.redis.xread({stream_key(turn_id): after}, block=block_ms, count=count)
+        tenant = tenant_of_workflow(turn_id)
         events = []
         for _key, entries in result or []:
             for entry_id, fields in entries:
                 eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
                 type_ = fields[b"type"].decode() if b"type" in fields else fields["type"]
                 raw = fields[b"data"] if b"data" in fields else fields["data"]
-                events.append(TurnEvent(eid, type_, json.loads(raw)))
+                raw = raw.decode() if isinstance(raw, bytes) else raw
+                events.append(
+                    TurnEvent(eid, type_, json.loads(await self.sealer.open(tenant, raw) if tenant else raw))
+                )
         return events
 
     async def read_all(self, turn_id: str) -> list[TurnEvent]:

@@ -82,7 +82,8 @@ class Transcript:
         tenant_label: str = "name",
     ) -> None:
         self.sessions = sessions
-        self.context = ContextCache(sessions, redis)
+        self.sealer = events.sealer
+        self.context = ContextCache(sessions, redis, events.sealer)
         self.events = events
         self.rate_limits = rate_limits
         self.admission = admission
@@ -91,8 +92,8 @@ class Transcript:
         self.tenant_label = tenant_label
         self._tenant_names: dict[str, str] = {}
 
-    async def recent(self, conversation_id: str) -> list[Message]:
-        return await self.context.recent(conversation_id)
+    async def recent(self, tenant_id: str, conversation_id: str) -> list[Message]:
+        return await self.context.recent(tenant_id, conversation_id)
 
     @activity.defn(name="persist_turn")
     async def persist_turn(self, inp: PersistInput) -> PersistResult:
@@ -107,15 +108,20 @@ class Transcript:
                 {"role": "user", "content": inp.user_text},
                 {"role": "assistant", "content": inp.assistant_text},
             ]
-            await self.context.remember(inp.conversation_id, exchange, turn_id=inp.turn_id)
+            await self.context.remember(inp.tenant_id, inp.conversation_id, exchange, turn_id=inp.turn_id)
         await self._release(inp)
         await self.events.publish(inp.turn_id, *_terminal_event(inp, result))
         return result
 
     async def _record(self, inp: PersistInput) -> PersistResult:
         """The exchange in Postgres, counted in the metrics the first time only."""
+        user, reply = _rows(inp)
+        # Sealed with the tenant's key: Postgres (and its backups) hold no readable transcript.
+        user["content"], reply["content"] = await self.sealer.seal_all(
+            inp.tenant_id, [inp.user_text, inp.assistant_text]
+        )
         async with self.sessions.begin() as session:
-            ids, inserted = await insert_exchange(session, *_rows(inp))
+            ids, inserted = await insert_exchange(session, user, reply)
             if inserted and inp.tenant_id not in self._tenant_names:
                 name = (
                     await tenant_name(session, uuid.UUID(inp.tenant_id))

@@ -65,9 +65,10 @@ class TurnSteps:
 
     @activity.defn(name="assemble_prompt")
     async def assemble_prompt(self, inp: AssembleInput) -> AssembleResult:
-        history = (
-            inp.history if inp.history is not None else await self.transcript.recent(inp.conversation_id)
-        )
+        history = inp.history
+        if history is None:
+            tenant = inp.tenant_id or await self._owner_of(inp.conversation_id)
+            history = await self.transcript.recent(tenant, inp.conversation_id)
         try:
             # The routed model's own tokenizer (turns recorded before routing: the default model's).
             counter = self.registry.adapter(inp.model).counter if inp.model else self.counter
@@ -84,6 +85,13 @@ class TurnSteps:
             compressed=prompt.compressed,
             template_version=TEMPLATE_VERSION,
         )
+
+    async def _owner_of(self, conversation_id: str) -> str:
+        async with self.sessions() as session:
+            owner = await session.scalar(
+                select(Conversation.tenant_id).where(Conversation.id == uuid.UUID(conversation_id))
+            )
+        return str(owner)
 
     @activity.defn(name="partial_text")
     async def partial_text(self, inp: TurnRef) -> str:

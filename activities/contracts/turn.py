@@ -56,6 +56,8 @@ class ValidateResult(BaseModel):
 
 
 class AssembleInput(BaseModel):
+    # Whose key opens the history (empty in turns scheduled before text was sealed: the conversation's).
+    tenant_id: str = ""
     conversation_id: str
     # Whose tokenizer counts the prompt (None: the deployment's default model).
     model: str | None = None

@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.embedder import Embedder, Embedders
+from activities.adapters.sealed_text import SealedText
 from activities.adapters.search import invalidate_tenant
 from activities.contracts.ingest import (
     DocumentRef,
@@ -48,11 +49,13 @@ class IngestionActivities:
         sessions: async_sessionmaker[AsyncSession],
         embedders: Embedders,
         redis: Redis,
+        sealer: SealedText,
         tokenizer_file: Path,
     ) -> None:
         self.sessions = sessions
         self.embedders = embedders
         self.redis = redis
+        self.sealer = sealer
         self.tokenizer_file = tokenizer_file
 
     @activity.defn(name="parse_and_chunk")
@@ -71,6 +74,7 @@ class IngestionActivities:
             content, mime = upload.content, upload.mime_type
             owner = await session.get(Tenant, tenant)
             pii_policy = (owner.settings.get("pii") if owner else None) or {}
+        content = await self.sealer.open_bytes(tenant, content)
         try:
             text = await asyncio.to_thread(parse, content, mime)
         except DocumentRejected as exc:
@@ -82,6 +86,8 @@ class IngestionActivities:
         )
         pieces = await asyncio.to_thread(chunker.chunk, redacted.text)
         record = chunker.settings.as_record()
+        clear = [piece.text for piece in pieces]
+        sealed = await self.sealer.seal_all(tenant, clear)
         async with self.sessions.begin() as session:
             await scope_to_tenant(session, tenant)
             rows = [
@@ -90,7 +96,7 @@ class IngestionActivities:
                     document_id=doc_id,
                     document_version=inp.version,
                     ordinal=i,
-                    text=piece.text,
+                    text=sealed[i],
                     token_count=piece.token_count,
                     embedding_model=embedder.model_id,
                     embedding_version=embedder.version,
@@ -99,7 +105,7 @@ class IngestionActivities:
                 )
                 for i, piece in enumerate(pieces)
             ]
-            await insert_chunks(session, rows)
+            await insert_chunks(session, rows, clear)
             await set_version_state(
                 session,
                 doc_id,
@@ -131,7 +137,7 @@ class IngestionActivities:
                 )
                 if not rows:
                     return done
-                vectors = await embedder.embed([r.text for r in rows])
+                vectors = await embedder.embed(await self.sealer.open_all(tenant, [r.text for r in rows]))
                 await store_vectors(
                     session, doc_id, inp.version, {r.id: v for r, v in zip(rows, vectors, strict=True)}
                 )

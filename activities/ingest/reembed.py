@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.embedder import Embedder, Embedders
+from activities.adapters.sealed_text import SealedText
 from activities.adapters.search import invalidate_tenant
 from activities.contracts.reembed import (
     BatchInput,
@@ -47,11 +48,13 @@ class ReembedActivities:
         sessions: async_sessionmaker[AsyncSession],
         embedders: Embedders,
         redis: Redis,
+        sealer: SealedText,
         embedder_residency: Iterable[str] = (),
     ) -> None:
         self.sessions = sessions
         self.embedders = embedders
         self.redis = redis
+        self.sealer = sealer
         # A tenant's text goes to the embedder only if it carries all the tenant's residency tags.
         self.embedder_residency = sorted(set(embedder_residency))
 
@@ -116,7 +119,7 @@ class ReembedActivities:
             if not rows:
                 return 0
             activity.heartbeat(f"embedding {len(rows)}")
-            vectors = await embedder.embed([r.text for r in rows])
+            vectors = await embedder.embed(await self.sealer.open_all(inp.tenant_id, [r.text for r in rows]))
             await insert_reembedded(
                 session,
                 {r.id: v for r, v in zip(rows, vectors, strict=True)},
@@ -152,7 +155,8 @@ class ReembedActivities:
             kept = Target(model=model, version=version) if model and version else None
             if not sample:
                 return CanaryResult(queries=0, recall_new=1.0, recall_current=1.0, current=kept)
-            queries = [" ".join(r.text.split()[:24]) for r in sample]
+            texts = await self.sealer.open_all(inp.tenant_id, [r.text for r in sample])
+            queries = [" ".join(t.split()[:24]) for t in texts]
             recall_new = await _self_recall(session, inp.tenant_id, new_embedder, sample, queries)
             recall_current = (
                 await _self_recall(session, inp.tenant_id, current, sample, queries) if current else 0.0

@@ -11,10 +11,10 @@ from fastapi import APIRouter, HTTPException, Request, Response
 from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 
+from activities.adapters.tenant_keys import KeyShredded
 from api.core.deps import ResourcesDep
 from api.core.errors import error_responses
 from infra.runtime.payload_codec import UnknownPayloadKey
-from infra.runtime.tenant_keys import KeyShredded
 
 router = APIRouter(prefix="/codec", tags=["codec"])
 

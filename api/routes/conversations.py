@@ -61,9 +61,10 @@ class MessageOut(BaseModel):
     retrieved_chunks: list[dict[str, Any]] | None
 
 
-def _out(c: Conversation) -> ConversationOut:
+async def _out(res: ResourcesDep, c: Conversation) -> ConversationOut:
+    title = await res.sealer.open(c.tenant_id, c.title) if c.title is not None else None
     return ConversationOut(
-        id=c.id, title=c.title, metadata=c.meta, end_user=c.end_user, created_at=c.created_at
+        id=c.id, title=title, metadata=c.meta, end_user=c.end_user, created_at=c.created_at
     )
 
 
@@ -82,17 +83,18 @@ async def get_conversation(res: ResourcesDep, tenant: uuid.UUID, conversation_id
 async def create_conversation(
     body: ConversationCreate, res: ResourcesDep, tenant: TenantDep
 ) -> ConversationOut:
+    title = await res.sealer.seal(tenant, body.title) if body.title is not None else None
     async with res.sessions.begin() as session:
-        created = await db_create_conversation(session, tenant, body.title, body.metadata, body.end_user)
+        created = await db_create_conversation(session, tenant, title, body.metadata, body.end_user)
     async with res.sessions() as session:
-        return _out(await session.get_one(Conversation, created))
+        return await _out(res, await session.get_one(Conversation, created))
 
 
 @router.get("/{conversation_id}", responses=error_responses(404))
 async def read_conversation(
     conversation_id: uuid.UUID, res: ResourcesDep, tenant: TenantDep
 ) -> ConversationOut:
-    return _out(await get_conversation(res, tenant, conversation_id))
+    return await _out(res, await get_conversation(res, tenant, conversation_id))
 
 
 @router.get("/{conversation_id}/messages", responses=error_responses(404))
@@ -117,7 +119,7 @@ async def list_messages(
         MessageOut.model_validate(
             {
                 **{k: getattr(m, k) for k in MessageOut.model_fields},
-                "content": "" if m.redacted else m.content,
+                "content": "" if m.redacted else await res.sealer.open(tenant, m.content),
             }
         )
         for m in rows

@@ -104,8 +104,9 @@ async def chat_completions(
     *history, last = body.messages
     if last.role != "user":
         raise HTTPException(422, "the last message must have role 'user'")
+    title = await res.sealer.seal(tenant, "chat.completions")
     async with res.sessions.begin() as session:
-        conversation_id = await create_conversation(session, tenant, "chat.completions")
+        conversation_id = await create_conversation(session, tenant, title)
     audit: dict[str, object] = {}
     request.state.audit = audit
     req = TurnRequest(

@@ -66,7 +66,9 @@ async def take_in(res: Resources, tenant: uuid.UUID, upload: Upload) -> Intake:
 async def _record(res: Resources, tenant: uuid.UUID, upload: Upload, digest: str) -> Intake:
     """The source's next version, or the same bytes again: then nothing changes, and an ingestion
     that never got going (its start failed after the row was written) starts now; a running one is
-    joined, not doubled (the workflow id is the version's)."""
+    joined, not doubled (the workflow id is the version's). The bytes are stored sealed with the
+    tenant's key (the digest, of the clear bytes, only finds a repeat)."""
+    sealed = await res.sealer.seal_bytes(tenant, upload.content)
     async with res.sessions.begin() as session:
         await scope_to_tenant(session, tenant)
         recorded = await record_upload(
@@ -75,7 +77,7 @@ async def _record(res: Resources, tenant: uuid.UUID, upload: Upload, digest: str
             source=upload.source,
             title=upload.title,
             mime_type=upload.mime_type,
-            content=upload.content,
+            content=sealed,
             digest=digest,
             workflow_id_for=ingest_workflow_id,
         )

@@ -15,12 +15,11 @@ from temporalio.common import TypedSearchAttributes, WorkflowIDConflictPolicy, W
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.adapters.admission import Overloaded
+from activities.adapters.tenant_keys import KeyShredded, tenant_of_workflow
 from activities.contracts.turn import ChatTurnInput, ChatTurnResult, Message
 from activities.logic.input_guard import GuardedInput, InputRejected, guard_input
 from api.core.errors import ApiError
-from infra.runtime.payload_codec import tenant_of_workflow
 from infra.runtime.resources import Resources
-from infra.runtime.tenant_keys import KeyShredded
 from infra.telemetry.span_store import TURN_ID
 from workflows.search_attributes import turn_attributes
 

@@ -1,4 +1,4 @@
-"""`turnflow codec`: the keys that encrypt Temporal payloads."""
+"""`turnflow codec`: the keys that encrypt Temporal payloads and tenants' text at rest."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from infra.cli.common import console, settings_or_exit, with_resources
 if TYPE_CHECKING:
     from infra.runtime.resources import Resources
 
-codec_app = typer.Typer(help="The keys that encrypt Temporal payloads.", no_args_is_help=True)
+codec_app = typer.Typer(
+    help="The keys that encrypt Temporal payloads and tenants' text at rest.", no_args_is_help=True
+)
 
 
 @codec_app.command("rotate")
@@ -37,9 +39,9 @@ def codec_rotate() -> None:
 def codec_rewrap() -> None:
     """Wrap every tenant's data key again under the newest payload key (after `rotate`): no payload is
     re-encrypted, and the older payload key can then be retired."""
+    from activities.adapters.tenant_keys import LocalKeyWrapper
     from db.tenant_keys import rewrap_all
     from infra.runtime.payload_codec import deployment_keys
-    from infra.runtime.tenant_keys import LocalKeyWrapper
 
     wrapper = LocalKeyWrapper(deployment_keys(settings_or_exit()))
 
@@ -75,3 +77,39 @@ def codec_shred(
         return await shred_tenant(res.sessions, found, f"cli:{getpass.getuser()}")
 
     console.print(f"destroyed {with_resources(work)} key(s) of tenant {tenant}")
+
+
+@codec_app.command("seal-at-rest")
+def codec_seal_at_rest(
+    tenant: Annotated[str | None, typer.Option(help="one tenant, by name (default: every tenant)")] = None,
+) -> None:
+    """Seal, with each tenant's key, the message text, conversation titles, chunks and uploads still in
+    the clear in Postgres (written before sealing at rest, or with TURNFLOW_AT_REST_ENCRYPTION off).
+    Resumable: run it again after an interruption. Redis copies expire on their own within a day."""
+    from sqlalchemy import select
+
+    from activities.adapters.tenant_keys import KeyShredded
+    from db.models import Tenant
+    from db.sealing import seal_clear_rows
+
+    async def work(res: Resources) -> dict[str, dict[str, int]]:
+        if not res.sealer.enabled:
+            console.print("[red]✗ TURNFLOW_AT_REST_ENCRYPTION is off: nothing would be sealed[/]")
+            raise typer.Exit(2)
+        if tenant is not None:
+            tenants = [(tenant, await tenant_id(res, tenant))]
+        else:
+            async with res.sessions() as session:
+                tenants = [(t.name, t.id) for t in (await session.scalars(select(Tenant))).all()]
+        done = {}
+        for name, tid in tenants:
+            try:
+                done[name] = await seal_clear_rows(res.sessions, tid, res.sealer.seal, res.sealer.seal_bytes)
+            except KeyShredded:
+                console.print(f"{name}: its key is destroyed (erased); skipped")
+                continue
+            console.print(f"{name}: " + ", ".join(f"{n} {table}" for table, n in done[name].items()))
+        return done
+
+    done = with_resources(work)
+    console.print(f"sealed {sum(sum(c.values()) for c in done.values())} rows across {len(done)} tenant(s)")

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     tenant_key_cache_s: float = Field(
         default=60.0, ge=0, description="how long a process keeps a tenant's unwrapped key (bounds shredding)"
     )
+    at_rest_encryption: bool = Field(
+        default=True,
+        description="seal each tenant's messages, documents and chunks in Postgres and Redis with its key",
+    )
     tls_waived: str = Field(
         default="",
         description="services production may reach without TLS, comma-separated: temporal, postgres, redis",
@@ -232,6 +236,11 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"production needs TLS to {names} (docs/security.md), or TURNFLOW_TLS_WAIVED={names}"
                     " to accept plain connections to them on purpose"
+                )
+            if not self.at_rest_encryption:
+                raise ValueError(
+                    "production seals tenants' text at rest (docs/security.md):"
+                    " unset TURNFLOW_AT_REST_ENCRYPTION"
                 )
             if self.telemetry and not (self.metrics_token or self.api_metrics_port):
                 # Anyone who reaches the chat API would read the tenants and what each spends.

@@ -1,5 +1,5 @@
 """Bulk ingestion for evaluation and benchmarks: the same parsing-free path as a text document
-(redact → chunk → embed → live chunks), in large batches, without a workflow per document."""
+(redact → chunk → embed → seal → live chunks), in large batches, without a workflow per document."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.adapters.embedder import Embedder
+from activities.adapters.sealed_text import SealedText
 from activities.logic.chunking import Chunker, TextChunk
 from activities.logic.pii import redact
 from db.documents import chunk_row, insert_chunks, insert_documents
@@ -41,6 +42,7 @@ def _chunk_all(chunker: Chunker, texts: list[str]) -> list[list[TextChunk]]:
 
 async def bulk_ingest(
     sessions: async_sessionmaker[AsyncSession],
+    sealer: SealedText,
     embedder: Embedder,
     chunker: Chunker,
     tenant: uuid.UUID,
@@ -64,6 +66,7 @@ async def bulk_ingest(
         pieces = await asyncio.to_thread(_chunk_all, chunker, texts)
         flat = [p.text for doc_pieces in pieces for p in doc_pieces]
         vectors = iter(await embedder.embed(flat))
+        sealed = iter(await sealer.seal_all(tenant, flat))
         doc_rows: list[dict[str, Any]] = []
         chunk_rows: list[dict[str, Any]] = []
         for doc, doc_pieces in zip(batch, pieces, strict=True):
@@ -89,7 +92,7 @@ async def bulk_ingest(
                     document_id=doc_id,
                     document_version=1,
                     ordinal=i,
-                    text=piece.text,
+                    text=next(sealed),
                     token_count=piece.token_count,
                     embedding=next(vectors),
                     embedding_model=embedder.model_id,
@@ -102,7 +105,7 @@ async def bulk_ingest(
         async with sessions.begin() as session:
             await scope_to_tenant(session, tenant)
             await insert_documents(session, doc_rows)
-            await insert_chunks(session, chunk_rows)
+            await insert_chunks(session, chunk_rows, flat)
         stats.documents += len(batch)
         stats.chunks += len(chunk_rows)
         if progress:

@@ -78,6 +78,7 @@ async def evaluate(
                 await delete_tenant_documents(session, tenant)
             stats = await bulk_ingest(
                 res.sessions,
+                res.sealer,
                 embedder,
                 Chunker(res.embedder.tokenizer_file, chunking),
                 tenant,

@@ -6,7 +6,7 @@ Keys come from TURNFLOW_PAYLOAD_KEYS (`id:base64,id:base64`, the current one fir
 stack, from `<data dir>/payload-keys` (made on first use, owner-only; `turnflow codec rotate` adds one).
 
 A tenant's workflows (its turns, its erasures) are sealed with that tenant's own data key instead
-(`TenantCodec`, infra/runtime/tenant_keys.py), which the deployment's keys only wrap: destroying it
+(`TenantCodec`, activities/adapters/tenant_keys.py), which the deployment's keys only wrap: destroying it
 shreds the tenant's histories. The tenant comes from the workflow id each payload belongs to (the
 SDK's serialization context).
 """
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 import secrets
 import uuid
 from collections.abc import Sequence
@@ -32,8 +31,8 @@ from temporalio.converter import (
     WorkflowSerializationContext,
 )
 
+from activities.adapters.tenant_keys import TenantKeyring, parse_key_id, tenant_of_workflow
 from infra.config.settings import Settings
-from infra.runtime.tenant_keys import TenantKeyring, parse_key_id
 
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
@@ -79,17 +78,6 @@ class AesGcmCodec(PayloadCodec):
                 raise UnknownPayloadKey(f"payload encrypted with key {key_id!r}, which this process lacks")
             out.append(_open(cipher, payload))
         return out
-
-
-# The workflows whose payloads are a tenant's: its turns and their children (webhook, moderation).
-# Erasures carry only ids and counts, under the deployment's key: the one that shreds a tenant's key
-# must still write its own record afterwards.
-_TENANT_WORKFLOW = re.compile(r"^turn-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-")
-
-
-def tenant_of_workflow(workflow_id: str | None) -> uuid.UUID | None:
-    found = _TENANT_WORKFLOW.match(workflow_id or "")
-    return uuid.UUID(found.group(1)) if found else None
 
 
 class TenantCodec(PayloadCodec, WithSerializationContext):

@@ -18,7 +18,9 @@ from activities.adapters.embedder import Embedders, LocalEmbedder, RemoteEmbedde
 from activities.adapters.model_client import make_inference_client
 from activities.adapters.model_registry import ModelRegistry
 from activities.adapters.rate_limits import RateLimiter
+from activities.adapters.sealed_text import SealedText
 from activities.adapters.search import HybridSearch, SearchSettings
+from activities.adapters.tenant_keys import LocalKeyWrapper, TenantKeyring
 from activities.adapters.tokens import LocalGGUFCounter, RemoteCounter
 from activities.adapters.turn_events import TurnEvents
 from activities.adapters.webhook_sender import WebhookSender
@@ -31,7 +33,6 @@ from infra.config.policy import Policy, load_policy
 from infra.config.settings import Settings
 from infra.runtime.payload_codec import AesGcmCodec, TenantCodec, deployment_keys
 from infra.runtime.temporal_client import connect_temporal, temporal_tls
-from infra.runtime.tenant_keys import LocalKeyWrapper, TenantKeyring
 from infra.telemetry.setup import setup_telemetry
 
 
@@ -49,6 +50,8 @@ class Resources:
     events: TurnEvents
     safety: SafetyEngine
     codec: TenantCodec
+    # Tenants' text at rest (Postgres, Redis), under the same data keys as their payloads.
+    sealer: SealedText
     embedder: LocalEmbedder = field(default_factory=LocalEmbedder)
     _counter: TokenCounter | None = None
     _embedders: Embedders | None = None
@@ -96,6 +99,7 @@ class Resources:
             max_connections=settings.redis_max_connections,
             **tls,
         )
+        sealer = SealedText(keyring, enabled=settings.at_rest_encryption)
         return cls(
             settings=settings,
             policy=policy,
@@ -106,9 +110,10 @@ class Resources:
             redis=redis,
             model=make_inference_client(endpoints.model_url, settings.tgi_token),
             http=httpx.AsyncClient(timeout=5.0),
-            events=TurnEvents(redis, settings.event_retention_s),
+            events=TurnEvents(redis, settings.event_retention_s, sealer),
             safety=SafetyEngine.load(),
             codec=codec,
+            sealer=sealer,
         )
 
     @property
@@ -185,6 +190,7 @@ class Resources:
                 self.sessions,
                 self.embedders,
                 self.redis,
+                self.sealer,
                 SearchSettings(
                     candidates=s.search_candidates,
                     index=configured_index(s),

@@ -68,7 +68,7 @@ async def versions(res: Resources, tenant: uuid.UUID) -> dict[tuple[str, str], i
 async def seeded_tenant(res: Resources, n: int) -> uuid.UUID:
     tenant = await ensure_tenant(res.sessions, f"t-{uuid.uuid4().hex[:8]}")
     chunker = Chunker(res.embedder.tokenizer_file)
-    await bulk_ingest(res.sessions, res.embedder, chunker, tenant, town_documents(n))
+    await bulk_ingest(res.sessions, res.sealer, res.embedder, chunker, tenant, town_documents(n))
     return tenant
 
 
@@ -227,14 +227,16 @@ async def test_the_plan_leaves_out_tenants_whose_residency_the_embedder_lacks(
                 ),
                 {"tags": tags, "id": tenant},
             )
-    acts = ReembedActivities(resources.sessions, resources.embedders, resources.redis, ["on-prem"])
+    acts = ReembedActivities(
+        resources.sessions, resources.embedders, resources.redis, resources.sealer, ["on-prem"]
+    )
     wanted = [str(onprem), str(eu)]
     plan = await ActivityEnvironment().run(
         acts.reembed_plan, ReembedInput(options=resources.policy.options_for("reembed"), tenant_ids=wanted)
     )
     assert plan.tenant_ids == [str(onprem)]
     everywhere = ReembedActivities(
-        resources.sessions, resources.embedders, resources.redis, ["on-prem", "eu"]
+        resources.sessions, resources.embedders, resources.redis, resources.sealer, ["on-prem", "eu"]
     )
     plan = await ActivityEnvironment().run(
         everywhere.reembed_plan,

@@ -12,6 +12,7 @@ from sqlalchemy import update
 from activities.chat.retrieval import RetrievalActivities
 from activities.contracts.turn import RetrieveInput
 from db.access import ensure_tenant
+from db.documents import chunk_row, insert_chunks
 from db.engine import scope_to_tenant
 from db.models import Chunk, Document
 from infra.runtime.resources import Resources
@@ -38,24 +39,27 @@ async def add_document(res: Resources, tenant: uuid.UUID, texts: list[str]) -> l
         )
         session.add(doc)
         await session.flush()
-        chunks = [
-            Chunk(
-                id=uuid.uuid4(),
+        # As the ingestion writes them: sealed, with the tsvector of the clear text.
+        rows = [
+            chunk_row(
                 tenant_id=tenant,
                 document_id=doc.id,
                 document_version=1,
                 ordinal=i,
-                text=t,
+                text=sealed,
                 token_count=len(t.split()),
                 embedding=v,
                 embedding_model=res.embedder.model_id,
                 embedding_version=res.embedder.version,
+                chunker={},
                 live=True,
             )
-            for i, (t, v) in enumerate(zip(texts, vectors, strict=True))
+            for i, (t, sealed, v) in enumerate(
+                zip(texts, await res.sealer.seal_all(tenant, texts), vectors, strict=True)
+            )
         ]
-        session.add_all(chunks)
-    return [c.id for c in chunks]
+        await insert_chunks(session, rows, texts)
+    return [row["id"] for row in rows]
 
 
 async def test_top_k_is_tenant_filtered_and_skips_tombstones(resources: Resources) -> None:
@@ -107,6 +111,13 @@ async def test_turn_uses_and_records_retrieved_context(api: ApiServer, resources
     assert listed[1]["input_tokens"] > 60  # the passages are in the prompt
 
 
+async def owner_of(resources: Resources, conversation_id: str) -> uuid.UUID:
+    from db.models import Conversation
+
+    async with resources.sessions() as session:
+        return (await session.get_one(Conversation, uuid.UUID(conversation_id))).tenant_id
+
+
 async def test_recent_context_falls_back_to_postgres_when_redis_lost_it(
     api: ApiServer, resources: Resources
 ) -> None:
@@ -119,10 +130,12 @@ async def test_recent_context_falls_back_to_postgres_when_redis_lost_it(
     ) as resp:
         await collect(resp)
     transcript = Transcript(resources.sessions, resources.redis, resources.events)
-    from_redis = await transcript.recent(conv)
+    tenant = str(await owner_of(resources, conv))
+    from_redis = await transcript.recent(tenant, conv)
     assert [m["role"] for m in from_redis] == ["user", "assistant"]
+    assert from_redis[0]["content"] == "My name is Ada."  # opened: Redis holds it sealed
     await resources.redis.delete(recent_key(conv))  # evicted
-    assert await transcript.recent(conv) == from_redis  # read back from Postgres...
+    assert await transcript.recent(tenant, conv) == from_redis  # read back from Postgres...
     assert await resources.redis.exists(recent_key(conv)) == 1  # ...and cached again
 
 

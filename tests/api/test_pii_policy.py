@@ -7,7 +7,7 @@ import json
 import uuid
 
 from tests.support.api_harness import ApiServer
-from tests.support.services import Services, db_rows
+from tests.support.services import Services, db_rows, opened
 
 TEXT = "I am jane.doe@example.com and my card is 4242 4242 4242 4242."
 
@@ -27,8 +27,10 @@ async def test_tenant_policy_masks_and_allows_in_messages_and_documents(
         headers=headers,
     )
     assert said.status_code == 200, said.text
-    [(stored,)] = db_rows(
-        services, "SELECT content FROM messages WHERE turn_id = %s AND role = 'user'", said.json()["turn_id"]
+    [stored] = opened(
+        services,
+        "SELECT tenant_id, content FROM messages WHERE turn_id = %s AND role = 'user'",
+        said.json()["turn_id"],
     )
     assert stored == "I am jane.doe@example.com and my card is **** **** **** 4242."
 
@@ -36,8 +38,8 @@ async def test_tenant_policy_masks_and_allows_in_messages_and_documents(
         "/v1/documents", json={"text": f"Contact sheet. {TEXT}", "source": "contacts.txt"}, headers=headers
     )
     assert doc.status_code == 201, doc.text
-    [(chunk,)] = db_rows(
-        services, "SELECT text FROM chunks WHERE document_id = %s AND live", doc.json()["id"]
+    [chunk] = opened(
+        services, "SELECT tenant_id, text FROM chunks WHERE document_id = %s AND live", doc.json()["id"]
     )
     assert (
         "jane.doe@example.com" in chunk
@@ -50,7 +52,9 @@ async def test_tenant_policy_masks_and_allows_in_messages_and_documents(
         f"/v1/conversations/{await api.conversation()}/messages",
         json={"content": TEXT, "stream": False, "max_tokens": 2},
     )
-    [(default,)] = db_rows(
-        services, "SELECT content FROM messages WHERE turn_id = %s AND role = 'user'", plain.json()["turn_id"]
+    [default] = opened(
+        services,
+        "SELECT tenant_id, content FROM messages WHERE turn_id = %s AND role = 'user'",
+        plain.json()["turn_id"],
     )
     assert default == "I am [EMAIL] and my card is [CARD]."

@@ -14,9 +14,9 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payload
 from temporalio.client import Client
 
+from activities.adapters.tenant_keys import KeyShredded, LocalKeyWrapper, TenantKeyring
 from db.tenant_keys import rewrap_all
 from infra.runtime.payload_codec import AesGcmCodec, TenantCodec, new_key_line, parse_keys
-from infra.runtime.tenant_keys import KeyShredded, LocalKeyWrapper, TenantKeyring
 from tests.support.api_harness import ApiServer, isolated_settings, run_cli
 from tests.support.services import Services, db_rows
 

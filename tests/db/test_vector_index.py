@@ -37,14 +37,15 @@ def seed(conninfo: str, model: str, version: str, n: int = 60) -> str:
             v = rng.standard_normal(384)
             v /= np.linalg.norm(v)
             conn.execute(
-                "INSERT INTO chunks (id, tenant_id, document_id, document_version, ordinal, text,"
+                "INSERT INTO chunks (id, tenant_id, document_id, document_version, ordinal, text, tsv,"
                 " token_count, embedding, embedding_model, embedding_version, live)"
-                " VALUES (%s, %s, %s, 1, %s, %s, 5, %s, %s, %s, true)",
+                " VALUES (%s, %s, %s, 1, %s, %s, to_tsvector('english', %s), 5, %s, %s, %s, true)",
                 (
                     uuid.uuid4(),
                     tenant,
                     doc,
                     i,
+                    f"chunk {i}",
                     f"chunk {i}",
                     "[" + ",".join(map(str, v)) + "]",
                     model,
@@ -91,7 +92,11 @@ async def test_reindex_to_ivfflat_halfvec_and_back(fresh_database: str, resource
         assert f"ORDER BY {ivf.order_by()}" in str(_vector_sql(ivf))
         assert "ix_chunks_embedding_ann" in plan, plan
         search = HybridSearch(
-            sessions, Embedders(embedder), resources.redis, SearchSettings(index=ivf, exact_max_rows=0)
+            sessions,
+            Embedders(embedder),
+            resources.redis,
+            resources.sealer,
+            SearchSettings(index=ivf, exact_max_rows=0),
         )
         found = await search.search(tenant, "chunk", 5, "vector", use_cache=False)
         assert len(found.chunks) == 5

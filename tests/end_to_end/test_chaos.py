@@ -26,8 +26,19 @@ from infra.stack.components.redis import redis_component
 from infra.stack.components.temporal import temporal_component
 from infra.stack.supervisor import Supervisor
 from tests.support.api_harness import ApiServer, isolated_settings
-from tests.support.services import Services, db_rows, free_port
+from tests.support.services import Services, db_rows, free_port, open_sealed
 from tests.support.sse import Event, events
+
+
+def transcript_of(services: Services, conversation_id: str) -> list[tuple[str, str, str, Any]]:
+    """(turn, role, content opened, error) of each message."""
+    rows = db_rows(
+        services,
+        "SELECT turn_id, role, tenant_id, content, error FROM messages WHERE conversation_id = %s",
+        conversation_id,
+    )
+    return [(t, role, open_sealed(services, tenant, text), err) for t, role, tenant, text, err in rows]
+
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -175,9 +186,7 @@ async def test_turns_in_flight_complete_across_a_redis_outage(services: Services
             client = Redis.from_url(url)
             cached = await client.llen(recent_key(conv))
             await client.aclose()
-        rows = db_rows(
-            services, "SELECT turn_id, role, content, error FROM messages WHERE conversation_id = %s", conv
-        )
+        rows = transcript_of(services, conv)
     finally:
         await first.stop()
         await second.stop()
@@ -219,9 +228,7 @@ async def test_turns_in_flight_resume_across_a_temporal_restart(services: Servic
             await second.start([component])
             back = time.monotonic()
             await asyncio.wait_for(asyncio.gather(*(t.task for t in turns)), 180)
-        rows = db_rows(
-            services, "SELECT turn_id, role, content, error FROM messages WHERE conversation_id = %s", conv
-        )
+        rows = transcript_of(services, conv)
     finally:
         await first.stop()
         await second.stop()

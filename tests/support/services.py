@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import base64
 import socket
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import psycopg
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from activities.adapters.tenant_keys import LocalKeyWrapper
 from infra.config.endpoints import Endpoints, libpq_url
 from infra.config.policy import Policy
 from infra.config.settings import Settings
+from infra.runtime.payload_codec import deployment_keys
 from infra.stack.supervisor import Supervisor
 
 _handed_out: set[int] = set()
@@ -46,10 +51,33 @@ def db_rows(services: Services, sql: str, *params: object) -> list[tuple[Any, ..
 psycopg_url = libpq_url  # the name the tests use
 
 
+def open_sealed(services: Services, tenant_id: uuid.UUID, value: str) -> str:
+    """A value turnflow sealed at rest (activities/adapters/sealed_text.py), opened from the database
+    as an auditor holding the deployment's keys would: clear values come back as they are."""
+    if not value.startswith("tf1:"):
+        return value
+    version, _, encoded = value.removeprefix("tf1:").partition(":")
+    [(wrapped, kek_id)] = db_rows(
+        services,
+        "SELECT wrapped, kek_id FROM tenant_keys WHERE tenant_id = %s AND version = %s",
+        tenant_id,
+        int(version),
+    )
+    key = LocalKeyWrapper(deployment_keys(services.settings)).unwrap(wrapped, kek_id)
+    sealed = base64.b64decode(encoded)
+    return AESGCM(key).decrypt(sealed[:12], sealed[12:], tenant_id.bytes).decode()
+
+
 def messages_of(services: Services, turn_id: str) -> list[tuple[str, str, str | None]]:
-    with psycopg.connect(psycopg_url(services.endpoints.database_url)) as conn:
-        rows = conn.execute(
-            "SELECT role, content, finish_reason FROM messages WHERE turn_id = %s ORDER BY role DESC",
-            (turn_id,),
-        ).fetchall()
-    return [(r[0], r[1], r[2]) for r in rows]
+    """The turn's (role, content opened, finish reason), the reply first."""
+    rows = db_rows(
+        services,
+        "SELECT role, tenant_id, content, finish_reason FROM messages WHERE turn_id = %s ORDER BY role DESC",
+        turn_id,
+    )
+    return [(role, open_sealed(services, tenant, content), reason) for role, tenant, content, reason in rows]
+
+
+def opened(services: Services, sql: str, *params: object) -> list[str]:
+    """The second column of each row, opened with the tenant in the first."""
+    return [open_sealed(services, tenant, value) for tenant, value in db_rows(services, sql, *params)]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.api_harness import ApiServer, run_cli
-from tests.support.services import Services, db_rows
+from tests.support.services import Services, opened
 
 
 async def a_turn(api: ApiServer) -> dict[str, Any]:
@@ -34,8 +34,10 @@ async def test_audit_endpoint_replays_and_reconstructs_a_turn(api: ApiServer, se
     assert attempt["model"] == turn["model"] and attempt["version"] == turn["model_version"]
     assert attempt["prompt_sent"][-1] == {"role": "user", "content": "I am [EMAIL]. Name a colour."}
     assert attempt["result"]["text"] == turn["text"] and attempt["outcome"] == "completed"
-    [(stored,)] = db_rows(
-        services, "SELECT content FROM messages WHERE turn_id = %s AND role = 'assistant'", turn["turn_id"]
+    [stored] = opened(
+        services,
+        "SELECT tenant_id, content FROM messages WHERE turn_id = %s AND role = 'assistant'",
+        turn["turn_id"],
     )
     assert stored == turn["text"] and report["moderation"] in ({"redacted": False, "reason": None}, None)
     assert report["timings_ms"]["total"] > 0

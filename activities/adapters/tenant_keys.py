@@ -1,16 +1,18 @@
-"""Envelope encryption per tenant: each tenant's Temporal payloads are sealed with a data key of its own,
-stored in Postgres wrapped by a key-encryption key (KEK) that never enters the database.
+"""Envelope encryption per tenant: each tenant's Temporal payloads, and its text at rest in Postgres and
+Redis (sealed_text.py), are sealed with a data key of its own, stored in Postgres wrapped by a
+key-encryption key (KEK) that never enters the database.
 
 The KEK is behind `KeyWrapper` (wrap, unwrap, its id): here the deployment's payload keys
-(TURNFLOW_PAYLOAD_KEYS or the data dir's file; `turnflow codec rotate` adds one, `turnflow keys rewrap`
+(TURNFLOW_PAYLOAD_KEYS or the data dir's file; `turnflow codec rotate` adds one, `turnflow codec rewrap`
 re-wraps every data key under it without re-encrypting any data); Vault Transit or a cloud KMS fit the
-same three calls. Destroying a tenant's key (`turnflow keys shred`, or erasing the whole tenant) makes
-every copy of its payloads unreadable, old histories and backups included: crypto-shredding.
+same three calls. Destroying a tenant's key (`turnflow codec shred`, or erasing the whole tenant) makes
+every copy of what it sealed unreadable, old histories and backups included: crypto-shredding.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 import uuid
 from typing import Protocol
@@ -56,6 +58,17 @@ class LocalKeyWrapper:
         if cipher is None:
             raise ValueError(f"a tenant key is wrapped by KEK {kek_id!r}, which this process lacks")
         return cipher.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], b"turnflow tenant key")
+
+
+# The workflows whose payloads are a tenant's: its turns and their children (webhook, moderation).
+# Erasures carry only ids and counts, under the deployment's key: the one that shreds a tenant's key
+# must still write its own record afterwards.
+_TENANT_WORKFLOW = re.compile(r"^turn-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})-")
+
+
+def tenant_of_workflow(workflow_id: str | None) -> uuid.UUID | None:
+    found = _TENANT_WORKFLOW.match(workflow_id or "")
+    return uuid.UUID(found.group(1)) if found else None
 
 
 def key_id(tenant: uuid.UUID, version: int) -> str:
