@@ -371,6 +371,54 @@ def retrieval_section(path: Path) -> str:
     )
 
 
+def sealing_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+    mine = r["in_process"]
+    shape = mine["shape"]
+    parts = [
+        "## Encryption at rest: its cost per turn (`bench/sealing.py`)",
+        f"Every seal and open of one turn's text (activities/adapters/sealed_text.py), in one process: "
+        f"{mine['operations_per_turn']} operations for {shape['tokens']} tokens (each event sealed by the "
+        f"worker, opened by the API), {shape['candidates']} retrieval candidates of {shape['chunk_chars']} "
+        f"characters opened, a {shape['history']}-message history opened, the exchange sealed for Postgres "
+        f"and Redis: **{mine['cpu_ms_per_turn']['p50']:.2f} ms** CPU p50 "
+        f"({mine['cpu_ms_per_turn']['p95']:.2f} ms p95) over {mine['repetitions']} turns. "
+        f"Run {r['date'][:16]} UTC.",
+    ]
+    if r.get("load"):
+        off, on = ({lv["users"]: lv for lv in r["load"][k]} for k in ("off", "on"))
+        rows = []
+        for users in sorted(off.keys() & on.keys()):
+            a, b = off[users], on[users]
+            cpu_a, cpu_b = (
+                sum(v for k, v in x["cpu_ms_per_turn"].items() if k != "load generator") for x in (a, b)
+            )
+            rows.append(
+                [
+                    users,
+                    f"{a['throughput_turns_per_s']} / {b['throughput_turns_per_s']}",
+                    f"{ms(a['ttft_ms']['p50'])} / {ms(b['ttft_ms']['p50'])}",
+                    f"{cpu_a:.0f} / {cpu_b:.0f} ({cpu_b - cpu_a:+.0f})",
+                    f"{sum(a['errors'].values())} / {sum(b['errors'].values())}",
+                ]
+            )
+        parts += [
+            "The whole platform, sealing off then on (`bench/load.py --model fake`, each on a stack of "
+            "its own, in the same run):",
+            table(
+                [
+                    "users",
+                    "turns/s off / on",
+                    "TTFT p50 off / on",
+                    "platform CPU ms per turn off / on",
+                    "errors",
+                ],
+                rows,
+            ),
+        ]
+    return "\n\n".join(parts)
+
+
 def chaos_section(path: Path) -> str:
     cases = {case.get("name", ""): case for case in ET.parse(path).getroot().iter("testcase")}
     rows = []
@@ -435,6 +483,7 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ),
     ("load-real-*.json", lambda p: load_section(p, "Load, real model (`bench/load.py --model real`)")),
     ("slow-consumers-*.json", slow_consumers_section),
+    ("sealing-*.json", sealing_section),
     ("failover-*.json", failover_section),
     ("retrieval-*.json", retrieval_section),
 ]
