@@ -415,6 +415,9 @@ def sealing_section(path: Path) -> str:
                 ],
                 rows,
             ),
+            "Platform CPU is every stack process but the load generator. The two stacks run one after "
+            "the other on the same two cores, so their difference also holds the run-to-run noise "
+            "(about ±10% here); the in-process figure above is the cost of sealing itself.",
         ]
     return "\n\n".join(parts)
 
