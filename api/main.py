@@ -16,6 +16,7 @@ from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from api.core.audit import audit_middleware
+from api.core.drain import Drain
 from api.core.errors import KEYED, error_responses, install_error_handlers
 from api.core.tenancy import DEFAULT_TENANT, require
 from api.routes import (
@@ -31,7 +32,9 @@ from api.routes import (
     usage,
 )
 from db.access import ensure_tenant
+from infra.config.build import build_id
 from infra.config.settings import Settings, get_settings
+from infra.runtime.deployments import EagerGate, deployment_of
 from infra.runtime.resources import Resources
 from infra.telemetry.setup import SERVICE_API
 from infra.telemetry.span_store import REQUEST_ID
@@ -48,9 +51,16 @@ async def _embedded_worker(res: Resources) -> AsyncIterator[None]:
     # Capped, so that under load the rest of the work goes to the worker processes.
     worker = build_chat_worker(res, slots=res.settings.api_worker_slots)
     task = asyncio.create_task(worker.run())
+    gate = None
+    if res.settings.worker_versioning:
+        build = build_id(res.settings.build_id)
+        res.eager_gate = EagerGate(res.temporal, deployment_of(res.settings, "chat"), build)
+        gate = asyncio.create_task(res.eager_gate.run())
     try:
         yield
     finally:
+        if gate is not None:
+            gate.cancel()
         await worker.shutdown()
         with contextlib.suppress(Exception):
             await task
@@ -83,6 +93,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         res = await Resources.open(settings, lazy_temporal=not settings.api_worker, service=SERVICE_API)
         app.state.resources = res
+        # SIGTERM: refuse new turns, send streams elsewhere, then stop (api/core/drain.py).
+        app.state.drain = Drain(res.policy.shutdown.api_grace.total_seconds())
+        app.state.drain.install()
         try:
             await ensure_tenant(res.sessions, DEFAULT_TENANT)
         except Exception as exc:  # the API still starts, and /healthz says what is down

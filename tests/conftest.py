@@ -47,6 +47,9 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         database_url=database_url,
         redis_url=f"redis://127.0.0.1:{ports['redis']}/0",
         tgi_url=f"http://127.0.0.1:{ports['model']}",
+        # Each test's workers poll task queues of their own, unversioned; the tests about Worker
+        # Versioning turn it on, with deployments of their own (tests/workers/test_versioning.py).
+        worker_versioning=False,
     )
     components = [
         temporal_component(

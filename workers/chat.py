@@ -20,13 +20,13 @@ from activities.chat.stack_probe import StackProbeActivities
 from activities.chat.transcript import Transcript
 from activities.chat.turn_steps import TurnSteps
 from activities.chat.webhook import WebhookActivities
+from infra.runtime.deployments import WorkerKind, deployment_config
 from infra.runtime.resources import Resources
 from workflows.chat_turn import ChatTurnWorkflow
-from workflows.moderation import ModerationWorkflow
 from workflows.stack_probe import StackProbeWorkflow
 from workflows.webhook import DeliverWebhookWorkflow
 
-WORKFLOWS = [ChatTurnWorkflow, ModerationWorkflow, StackProbeWorkflow, DeliverWebhookWorkflow]
+WORKFLOWS = [ChatTurnWorkflow, StackProbeWorkflow, DeliverWebhookWorkflow]
 
 # Heavy or stateless libraries are imported once outside the sandbox rather than per workflow run.
 PASSTHROUGH = (
@@ -90,17 +90,22 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
     ]
 
 
-def build_chat_worker(res: Resources, *, task_queue: str | None = None, slots: int | None = None) -> Worker:
+def build_chat_worker(
+    res: Resources, *, task_queue: str | None = None, slots: int | None = None, kind: WorkerKind = "chat"
+) -> Worker:
     """``slots`` caps concurrent tasks of each kind; work beyond it goes to other workers.
 
-    The same worker, on the `batch` queue with few slots, runs non-interactive turns apart."""
+    The same worker, on the `batch` queue with few slots, runs non-interactive turns apart. Each is a
+    version (this build) of its kind's Worker Deployment, its turns pinned to it."""
     return Worker(
         res.temporal,
-        task_queue=task_queue or res.policy.queue("chat"),
+        task_queue=task_queue or res.policy.queue(kind),
+        deployment_config=deployment_config(res.settings, kind),
         workflows=WORKFLOWS,
         activities=chat_activities(res),
         workflow_runner=sandbox_runner(res.settings.data_dir / "pycache"),
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        # SIGTERM: stop polling, let held activities finish this long (temporal.yaml `shutdown:`).
+        graceful_shutdown_timeout=res.policy.shutdown.worker_grace,
         # Heartbeats are what carries a cancel to a generating activity: the SDK's default throttle
         # (80% of the heartbeat timeout, 4 s here) let a cancelled turn generate for seconds more.
         max_heartbeat_throttle_interval=timedelta(seconds=1),
@@ -112,6 +117,4 @@ def build_chat_worker(res: Resources, *, task_queue: str | None = None, slots: i
 
 def build_batch_worker(res: Resources, *, task_queue: str | None = None) -> Worker:
     """Non-interactive turns: their own queue and slots, so they never take an interactive turn's."""
-    return build_chat_worker(
-        res, task_queue=task_queue or res.policy.queue("batch"), slots=res.settings.batch_worker_slots
-    )
+    return build_chat_worker(res, task_queue=task_queue, slots=res.settings.batch_worker_slots, kind="batch")

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio.worker import Worker
 
 from activities.ingest.erasure import ErasureActivities
@@ -11,6 +9,7 @@ from activities.ingest.ingestion import IngestionActivities
 from activities.ingest.purge import PurgeActivities
 from activities.ingest.reembed import ReembedActivities
 from activities.ingest.retention import RetentionActivities
+from infra.runtime.deployments import deployment_config
 from infra.runtime.resources import Resources
 from workers.chat import sandbox_runner
 from workflows.erasure import ErasureWorkflow
@@ -40,6 +39,8 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
     return Worker(
         res.temporal,
         task_queue=task_queue or res.policy.queue("ingest"),
+        # Auto-upgrade: its workflows may outlive a build (infra/runtime/deployments.py).
+        deployment_config=deployment_config(res.settings, "ingest"),
         workflows=INGEST_WORKFLOWS,
         activities=[
             ingestion.parse_and_chunk,
@@ -61,7 +62,8 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
             erasure.record_erasure,
         ],
         workflow_runner=sandbox_runner(res.settings.data_dir / "pycache"),
-        graceful_shutdown_timeout=timedelta(seconds=10),
+        # SIGTERM: stop polling, let held activities finish this long (temporal.yaml `shutdown:`).
+        graceful_shutdown_timeout=res.policy.shutdown.worker_grace,
         # Embedding is CPU-bound: a few documents at a time keep the machine responsive.
         max_concurrent_activities=2,
     )

@@ -8,7 +8,9 @@ import signal
 
 from prometheus_client import start_http_server
 
+from infra.config.build import build_id
 from infra.config.settings import Settings, get_settings
+from infra.runtime.deployments import KINDS, promote_own_build
 from infra.runtime.resources import Resources
 from infra.runtime.schedules import ensure_schedules
 from infra.runtime.search_attributes import ensure_search_attributes
@@ -31,8 +33,15 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
         # Load the embedding model before taking work: loading it starves the event loop for seconds.
         await res.embedder.warm_up()
         async with build_chat_worker(res), build_batch_worker(res), build_ingest_worker(res):
-            queues = ", ".join(res.policy.queue(q) for q in ("chat", "batch", "ingest"))
-            log.info("worker polling %s", queues)
+            queues = {kind: res.policy.queue(kind) for kind in KINDS}
+            log.info("worker polling %s", ", ".join(queues.values()))
+            if settings.worker_versioning:
+                log.info("build %s of deployments %s", build_id(settings.build_id), settings.deployment_name)
+                if settings.promote_on_start:
+                    made = await promote_own_build(res.temporal, settings, queues)
+                    log.info(
+                        "build %s is current in %s", build_id(settings.build_id), ", ".join(made) or "all"
+                    )
             await stop.wait()
             log.info("stopping: finishing in-flight activities")
     finally:

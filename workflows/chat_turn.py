@@ -4,9 +4,8 @@ The quick steps are local activities (no server round trip); inference is a regu
 heartbeats, can be cancelled, and moves to another worker if this one dies. Every step's timeouts,
 retries and fallbacks come from temporal.yaml, carried in the input.
 
-Longer than a module should be (~500 lines) for one reason: four `workflow.patched` branches keep the
-old paths that turns recorded before them replay through; Worker Versioning retires them (pinned runs
-finish on the build they started on), and with them about a fifth of this file.
+A turn is pinned to the build it started on (Worker Versioning, infra/runtime/deployments.py): it
+finishes on that build's workers, so a new build changes this code freely, with no `workflow.patched`.
 """
 
 from __future__ import annotations
@@ -44,20 +43,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from infra.config.policy import WorkflowOptions
 
-from workflows.moderation import ModerationWorkflow
 from workflows.policy_options import StepFailed, run_with_policy
 from workflows.search_attributes import MODEL, TENANT
-from workflows.webhook import DeliverWebhookWorkflow, deliver
+from workflows.webhook import DeliverWebhookWorkflow
 
-# Turns started before model routing existed replay down the old path (one model, fallback activity).
-ROUTING_PATCH = "model-routing"
-# Turns started before webhooks had their own workflow deliver them inline (and wait for it).
-WEBHOOK_CHILD_PATCH = "webhook-child"
-# Turns started before the turn kept its own deadline ran until the server's timeout ended them,
-# leaving no record.
-DEADLINE_PATCH = "turn-deadline"
-# Turns started before moderation was a step of the turn itself moderate in a child workflow.
-MODERATION_STEP_PATCH = "moderation-step"
 # Of its whole-turn timeout, what a turn keeps to stop its step in progress (which may take a
 # heartbeat or two) and record that it ran out; at most a third of it.
 DEADLINE_RESERVE = timedelta(seconds=15)
@@ -81,16 +70,13 @@ class _Prepared:
     """What the first phase found: the validated input, the route, the context."""
 
     validation: ValidateResult
-    route: RouteDecision | None
+    route: RouteDecision
     chunks: list[ContextChunk]
     degraded: bool
 
     @property
     def user_text(self) -> str:
         return self.validation.text
-
-    def max_tokens(self, inp: ChatTurnInput) -> int:
-        return self.route.max_tokens if self.route else (inp.max_tokens or 256)
 
 
 @dataclass
@@ -106,30 +92,24 @@ class ChatTurnWorkflow:
     _out_of_time = False
     # The user's text as validation left it, once it has (what a turn that runs out records).
     _user_text: str | None = None
-    # The reply to moderate once the turn's result stands (turns with the moderation step).
+    # The reply to moderate once the turn's result stands.
     _moderation: ModerationInput | None = None
 
     @workflow.run
     async def run(self, inp: ChatTurnInput) -> ChatTurnResult:
-        result = (
-            await self._turn_by_deadline(inp) if workflow.patched(DEADLINE_PATCH) else await self._turn(inp)
-        )
+        result = await self._turn_by_deadline(inp)
         if self._moderation is not None:
             await self._moderate(self._moderation)
-        if not inp.webhook_url:
-            return result
-        webhook = WebhookInput(url=inp.webhook_url, result=result, tenant_id=inp.tenant_id)
-        if workflow.patched(WEBHOOK_CHILD_PATCH):
+        if inp.webhook_url:
             # Non-interactive callers may ask to be told; delivery is a child of its own, so the turn
             # ends now (polls see it completed) however long the receiver takes to accept it.
+            webhook = WebhookInput(url=inp.webhook_url, result=result, tenant_id=inp.tenant_id)
             await workflow.start_child_workflow(
                 DeliverWebhookWorkflow.run,
                 WebhookDelivery(options=inp.options, webhook=webhook),
                 id=f"{inp.turn_id}/webhook",
                 parent_close_policy=workflow.ParentClosePolicy.ABANDON,
             )
-        else:
-            await deliver(inp.options, webhook)
         return result
 
     @staticmethod
@@ -189,7 +169,7 @@ class ChatTurnWorkflow:
         """Validation, retrieval and routing, side by side: the text the API hands over is already
         redacted, so retrieval need not wait for the check (whose verdict still gates what follows)."""
         opts = inp.options
-        steps = [
+        validation, retrieval, routing = await asyncio.gather(
             run_with_policy(
                 opts,
                 "validate_turn",
@@ -207,40 +187,35 @@ class ChatTurnWorkflow:
                 RetrieveInput(tenant_id=inp.tenant_id, query=inp.user_text, k=inp.retrieval_k),
                 RetrieveResult,
             ),
-        ]
-        if workflow.patched(ROUTING_PATCH):
-            steps.append(
-                run_with_policy(
-                    opts,
-                    "route_turn",
-                    RouteRequest(
-                        tenant_id=inp.tenant_id,
-                        conversation_id=inp.conversation_id,
-                        turn_id=inp.turn_id,
-                        requested_model=inp.model,
-                        latency_budget_ms=inp.latency_budget_ms,
-                        interactive=inp.interactive,
-                        max_tokens=inp.max_tokens,
-                    ),
-                    RouteDecision,
-                )
-            )
-        validation, retrieval, *routing = await asyncio.gather(*steps, return_exceptions=True)
+            run_with_policy(
+                opts,
+                "route_turn",
+                RouteRequest(
+                    tenant_id=inp.tenant_id,
+                    conversation_id=inp.conversation_id,
+                    turn_id=inp.turn_id,
+                    requested_model=inp.model,
+                    latency_budget_ms=inp.latency_budget_ms,
+                    interactive=inp.interactive,
+                    max_tokens=inp.max_tokens,
+                ),
+                RouteDecision,
+            ),
+            return_exceptions=True,
+        )
         if isinstance(validation, BaseException):
             if isinstance(validation, StepFailed):
                 return await self._finish_error(inp, inp.user_text, validation)
             raise validation
         assert isinstance(validation, ValidateResult)
         self._user_text = validation.text
-        route: RouteDecision | None = None
-        if routing:
-            if isinstance(routing[0], StepFailed):
-                return await self._finish_error(inp, validation.text, routing[0])
-            if isinstance(routing[0], BaseException):
-                raise routing[0]
-            assert isinstance(routing[0], RouteDecision)
-            route = routing[0]
-            self._set_model(route.chain[0].name)
+        if isinstance(routing, StepFailed):
+            return await self._finish_error(inp, validation.text, routing)
+        if isinstance(routing, BaseException):
+            raise routing
+        assert isinstance(routing, RouteDecision)
+        route = routing
+        self._set_model(route.chain[0].name)
         # Retrieval failing or past its deadline degrades the turn instead of stalling it.
         if isinstance(retrieval, StepFailed):
             workflow.logger.warning("retrieval failed or timed out; answering without context")
@@ -259,10 +234,10 @@ class ChatTurnWorkflow:
                 AssembleInput(
                     tenant_id=inp.tenant_id,
                     conversation_id=inp.conversation_id,
-                    model=route.chain[0].name if route else None,
+                    model=route.chain[0].name,
                     user_text=prep.user_text,
                     chunks=prep.chunks,
-                    budget=route.prompt_budget if route else inp.context_tokens - prep.max_tokens(inp),
+                    budget=route.prompt_budget,
                     history=inp.history,
                 ),
                 AssembleResult,
@@ -281,27 +256,24 @@ class ChatTurnWorkflow:
             request_id=inp.request_id,
             model=inp.model or "",
             messages=prompt.messages,
-            max_tokens=prep.max_tokens(inp),
-            temperature=inp.temperature if route else (inp.temperature or 0.7),
+            max_tokens=route.max_tokens,
+            temperature=inp.temperature,
             degraded=prep.degraded,
             prompt_tokens=prompt.prompt_tokens,
         )
         fallbacks: list[dict[str, str]] = []
         try:
-            if route:
-                reply = await self._infer_along(opts, route, infer, fallbacks)
-            else:
-                reply = await run_with_policy(opts, "infer", infer, InferResult)
+            reply = await self._infer_along(opts, route, infer, fallbacks)
         except asyncio.CancelledError:
             if self._out_of_time:
                 raise  # not the client: the turn's deadline (recorded by _turn_by_deadline)
             # Cancelled by the client: keep what was streamed, and say so.
             partial = await run_with_policy(opts, "partial_text", TurnRef(turn_id=inp.turn_id), str)
-            served = route.chain[len(fallbacks)] if route else None
+            served = route.chain[len(fallbacks)]
             reply = InferResult(
                 text=partial,
-                model=served.name if served else inp.model or "",
-                model_version=served.version if served else None,
+                model=served.name,
+                model_version=served.version,
                 output_tokens=0,
                 ttft_ms=None,
                 finish_reason="cancelled",
@@ -323,13 +295,11 @@ class ChatTurnWorkflow:
     ) -> ChatTurnResult:
         """The exchange persisted with its provenance, moderation queued, and the turn's result."""
         route, reply = prep.route, gen.reply
-        if reply.model != (route.chain[0].name if route else inp.model):
+        if reply.model != route.chain[0].name:
             self._set_model(reply.model)
         input_tokens = reply.input_tokens or prompt.prompt_tokens
-        cost = None
-        if route:
-            served = next(t for t in route.chain if t.name == reply.model)
-            cost = served.cost(input_tokens, reply.output_tokens)
+        served = next(t for t in route.chain if t.name == reply.model)
+        cost = served.cost(input_tokens, reply.output_tokens)
         latency_ms = (workflow.now() - started).total_seconds() * 1000
         saved = await self._persist(
             inp,
@@ -363,7 +333,7 @@ class ChatTurnWorkflow:
             interactive=inp.interactive,
         )
         if reply.text:
-            await self._queue_moderation(inp, saved.assistant_message_id, reply.text)
+            self._queue_moderation(inp, saved.assistant_message_id, reply.text)
         return ChatTurnResult(
             turn_id=inp.turn_id,
             conversation_id=inp.conversation_id,
@@ -372,7 +342,7 @@ class ChatTurnWorkflow:
             message_id=saved.assistant_message_id,
             model=reply.model,
             model_version=reply.model_version,
-            route_rule=route.rule if route else None,
+            route_rule=route.rule,
             finish_reason=reply.finish_reason,
             input_tokens=input_tokens,
             output_tokens=reply.output_tokens,
@@ -381,19 +351,11 @@ class ChatTurnWorkflow:
             degraded=prep.degraded,
         )
 
-    async def _queue_moderation(self, inp: ChatTurnInput, message_id: str, text: str) -> None:
-        moderation = ModerationInput(
+    def _queue_moderation(self, inp: ChatTurnInput, message_id: str, text: str) -> None:
+        """Moderated by run(), once the turn's result stands."""
+        self._moderation = ModerationInput(
             options=inp.options, turn_id=inp.turn_id, message_id=message_id, text=text
         )
-        if workflow.patched(MODERATION_STEP_PATCH):
-            self._moderation = moderation  # checked by run(), once the turn's result stands
-        else:
-            await workflow.start_child_workflow(
-                ModerationWorkflow.run,
-                moderation,
-                id=f"{inp.turn_id}/moderation",
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-            )
 
     async def _infer_along(
         self, opts: WorkflowOptions, route: RouteDecision, infer: InferInput, fallbacks: list[dict[str, str]]

@@ -26,7 +26,8 @@ from db.models import AuditEvent
 from db.tenant_keys import shred_tenant
 from db.traces import delete_spans_of_turns
 
-# A turn's own workflow and the children it may have started.
+# A turn's own workflow and the children it may have started ("/moderation": turns of builds before
+# moderation was a step of the turn, still in Temporal until their retention ends).
 _CHILDREN = ("", "/webhook", "/moderation")
 # How long a batch waits for Temporal to finish deleting before it fails (and is retried).
 GONE_WITHIN_S = 60

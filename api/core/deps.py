@@ -6,6 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from api.core.drain import Drain
+from api.core.errors import ApiError
 from infra.runtime.resources import Resources
 
 
@@ -15,3 +17,23 @@ def get_resources(request: Request) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_drain(request: Request) -> Drain:
+    drain: Drain = request.app.state.drain
+    return drain
+
+
+DrainDep = Annotated[Drain, Depends(get_drain)]
+
+
+def refuse_while_draining(drain: DrainDep) -> None:
+    """New turns and new streams go to another process while this one leaves (api/core/drain.py)."""
+    if drain.draining:
+        raise ApiError(
+            503,
+            "this server is shutting down; retry and another one will take the request",
+            code="draining",
+            headers={"Retry-After": "1"},
+            retryable=True,
+        )

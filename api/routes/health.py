@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from api.core.deps import ResourcesDep
+from api.core.deps import DrainDep, ResourcesDep
 from infra.runtime import probes
 
 router = APIRouter(tags=["health"])
@@ -61,8 +61,11 @@ async def livez() -> dict[str, str]:
 
 
 @router.get("/readyz", responses=_REPORTS)
-async def readyz(res: ResourcesDep) -> JSONResponse:
-    """The API's own dependencies answer: it can accept requests."""
+async def readyz(res: ResourcesDep, drain: DrainDep) -> JSONResponse:
+    """The API's own dependencies answer: it can accept requests. 503 `draining` once it is leaving
+    (SIGTERM), so a load balancer stops sending it new ones."""
+    if drain.draining:
+        return JSONResponse({"status": "draining", "components": {}}, status_code=503)
     return await _report(res, ("temporal", "postgres", "redis"))
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
-from api.core.deps import ResourcesDep
+from api.core.deps import ResourcesDep, get_drain, refuse_while_draining
 from api.core.errors import error_body, error_responses, turn_error_response
 from api.core.tenancy import TenantDep, tokens_within_limit
 from api.core.text_fields import StorableStr
@@ -76,7 +76,7 @@ def _usage(done: dict[str, Any]) -> dict[str, int]:
 @router.post(
     "/chat/completions",
     response_model=None,
-    dependencies=[Depends(tokens_within_limit)],
+    dependencies=[Depends(refuse_while_draining), Depends(tokens_within_limit)],
     responses={
         200: {
             "description": "A `chat.completion`, or with `stream: true` `chat.completion.chunk` events",
@@ -199,4 +199,6 @@ async def chat_completions(
                 break
         yield {"data": "[DONE]"}
 
-    return EventSourceResponse(chunks(), ping=15, headers={**SSE_HEADERS, "X-Turn-ID": turn_id})
+    # These clients cannot resume elsewhere: a leaving process lets the stream finish (api/core/drain.py).
+    stream = get_drain(request).counted(chunks())
+    return EventSourceResponse(stream, ping=15, headers={**SSE_HEADERS, "X-Turn-ID": turn_id})

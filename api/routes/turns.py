@@ -16,7 +16,8 @@ from temporalio.service import RPCError, RPCStatusCode
 from activities.adapters.turn_events import EVENT_TYPES
 from activities.contracts.turn import ChatTurnResult
 from activities.logic.webhook_targets import WebhookRefused
-from api.core.deps import ResourcesDep
+from api.core.deps import DrainDep, ResourcesDep, get_drain, refuse_while_draining
+from api.core.drain import Drain
 from api.core.errors import ApiError, error_responses, turn_error_response
 from api.core.tenancy import TenantDep, require, tokens_within_limit
 from api.core.text_fields import StorableStr
@@ -103,14 +104,16 @@ def request_id(request: Request) -> str:
 
 
 def _sse(
-    res: Resources, handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str, after: str | None
+    res: Resources, drain: Drain, handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str, after: str | None
 ) -> EventSourceResponse:
     async def events() -> AsyncIterator[dict[str, Any]]:
         # A client that goes away stops only this generator; the turn runs on and is persisted.
         async for event in follow(res.events, handle, turn_id, after):
             yield as_sse(event)
 
-    return EventSourceResponse(events(), ping=15, headers={**SSE_HEADERS, "X-Turn-ID": turn_id})
+    # If this process leaves, the client is told to reconnect (it resumes with Last-Event-ID).
+    stream = drain.until_drained(events())
+    return EventSourceResponse(stream, ping=15, headers={**SSE_HEADERS, "X-Turn-ID": turn_id})
 
 
 async def _json_result(handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str) -> JSONResponse:
@@ -168,14 +171,14 @@ async def _post_message(
             headers={"Location": status_url, "X-Turn-ID": turn_id},
         )
     if body.stream:
-        return _sse(res, handle, turn_id, None)
+        return _sse(res, get_drain(request), handle, turn_id, None)
     return await _json_result(handle, turn_id)
 
 
 @router.post(
     "/v1/conversations/{conversation_id}/messages",
     response_model=None,
-    dependencies=[Depends(tokens_within_limit)],
+    dependencies=[Depends(refuse_while_draining), Depends(tokens_within_limit)],
     responses=_TURN_STARTED,
 )
 async def post_message(
@@ -191,7 +194,10 @@ async def post_message(
 
 
 @router.post(
-    "/v1/messages", response_model=None, dependencies=[Depends(tokens_within_limit)], responses=_TURN_STARTED
+    "/v1/messages",
+    response_model=None,
+    dependencies=[Depends(refuse_while_draining), Depends(tokens_within_limit)],
+    responses=_TURN_STARTED,
 )
 async def post_message_flat(
     body: MessageCreateWithConversation,
@@ -252,18 +258,20 @@ async def audit_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dict
 @router.get(
     "/v1/turns/{turn_id}/events",
     response_model=None,
-    responses={200: {"description": "The turn's events", "content": _SSE}, **error_responses(404)},
+    dependencies=[Depends(refuse_while_draining)],
+    responses={200: {"description": "The turn's events", "content": _SSE}, **error_responses(404, 503)},
 )
 async def turn_events(
     turn_id: str,
     res: ResourcesDep,
+    drain: DrainDep,
     tenant: TenantDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=EVENT_ID)] = None,
     after: Annotated[str | None, Query(pattern=EVENT_ID, description="as Last-Event-ID")] = None,
 ) -> EventSourceResponse:
     """Replay the turn's events after `Last-Event-ID` (or `?after=`), then follow it live."""
     handle, _ = await _turn_handle(res, tenant, turn_id)
-    return _sse(res, handle, turn_id, last_event_id or after)
+    return _sse(res, drain, handle, turn_id, last_event_id or after)
 
 
 @router.post("/v1/turns/{turn_id}/cancel", status_code=202, responses=error_responses(404, 409))

@@ -186,8 +186,11 @@ async def _start(
             search_attributes=TypedSearchAttributes(
                 turn_attributes(turn.tenant_id, turn.conversation_id, turn.model)
             ),
-            # The workflow's first task runs in this process's worker: no server round trip.
-            request_eager_start=res.settings.api_worker and turn.interactive,
+            # The workflow's first task runs in this process's worker: no server round trip (while its
+            # build is the one turns should go to).
+            request_eager_start=res.settings.api_worker
+            and turn.interactive
+            and (res.eager_gate is None or res.eager_gate.allowed),
         )
     except WorkflowAlreadyStartedError:
         return res.temporal.get_workflow_handle(turn.turn_id, result_type=ChatTurnResult)

@@ -9,6 +9,7 @@ from infra.cli import (
     audit,
     codec,
     db,
+    deploy,
     erase,
     eval,
     ingest,
@@ -39,6 +40,7 @@ app.add_typer(slo.app)
 app.add_typer(retention.app)
 app.add_typer(erase.app)
 app.add_typer(codec.codec_app, name="codec")
+app.add_typer(deploy.deploy_app, name="deploy")
 
 
 if __name__ == "__main__":

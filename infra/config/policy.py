@@ -17,6 +17,7 @@ from infra.config.durations import Duration, parse_duration
 from infra.config.models import BreakerPolicy, ModelSpec, check_registry
 from infra.config.objectives import DriftPolicy, SloPolicy
 from infra.config.residency import StoreName, StoreSpec
+from infra.config.shutdown import ShutdownPolicy
 from infra.config.webhooks import WebhookPolicy
 
 __all__ = ["Duration", "parse_duration"]  # re-exported: callers read durations through the policy
@@ -94,6 +95,7 @@ class Policy(_Strict):
     slo: SloPolicy = SloPolicy()
     drift: DriftPolicy = DriftPolicy()
     webhooks: WebhookPolicy = WebhookPolicy()
+    shutdown: ShutdownPolicy = ShutdownPolicy()
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:

@@ -71,6 +71,21 @@ class Settings(BaseSettings):
         description="role each connection switches to (row-level security binds it); empty: the login's",
     )
 
+    # Worker Versioning (docs/operations.md, "Shipping a new build").
+    worker_versioning: bool = Field(
+        default=True, description="workers run as versions of Worker Deployments (pinned chat turns)"
+    )
+    build_id: str | None = Field(
+        default=None, description="this build's id (an image tag, a commit); empty: a hash of the code"
+    )
+    deployment_name: str = Field(
+        default="turnflow", description="prefix of the Worker Deployments: <name>-chat, -batch, -ingest"
+    )
+    promote_on_start: bool = Field(
+        default=False,
+        description="a worker process makes its own build current when it starts (`turnflow up` does)",
+    )
+
     # Chat turns.
     max_tokens: int = Field(default=256, gt=0, description="default reply budget per turn")
     retrieval_k: int = Field(default=4, ge=0)

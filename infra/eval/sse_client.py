@@ -1,5 +1,6 @@
 """A small SSE client reader: parses `id:`, `event:` and `data:` lines as they stream in (JSON data;
-the OpenAI route's `[DONE]` stays a string). Used by the benchmarks and the tests."""
+the OpenAI route's `[DONE]` stays a string), and a server's `retry:` (its ask to reconnect, with
+Last-Event-ID, after that many ms) as an event `retry`. Used by the benchmarks and the tests."""
 
 from __future__ import annotations
 
@@ -22,12 +23,15 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
     eid: str | None = None
     name = "message"
     data: list[str] = []
+    retry: int | None = None
     async for line in response.aiter_lines():
         if line == "":
             if data:
                 raw = "\n".join(data)
                 yield Event(eid, name, raw if raw == "[DONE]" else json.loads(raw))
-            eid, name, data = None, "message", []
+            elif retry is not None:
+                yield Event(None, "retry", retry)
+            eid, name, data, retry = None, "message", [], None
         elif line.startswith(":"):
             continue  # keep-alive ping
         else:
@@ -39,3 +43,5 @@ async def events(response: httpx.Response) -> AsyncIterator[Event]:
                 name = value
             elif field == "data":
                 data.append(value)
+            elif field == "retry" and value.isdigit():
+                retry = int(value)

@@ -31,6 +31,7 @@ from db.vector_index import configured_index
 from infra.config.endpoints import Endpoints, default_gguf
 from infra.config.policy import Policy, load_policy
 from infra.config.settings import Settings
+from infra.runtime.deployments import EagerGate
 from infra.runtime.payload_codec import AesGcmCodec, TenantCodec, deployment_keys
 from infra.runtime.temporal_client import connect_temporal, temporal_tls
 from infra.telemetry.setup import setup_telemetry
@@ -53,6 +54,8 @@ class Resources:
     # Tenants' text at rest (Postgres, Redis), under the same data keys as their payloads.
     sealer: SealedText
     embedder: LocalEmbedder = field(default_factory=LocalEmbedder)
+    # Set in an API process with an eager worker under Worker Versioning (infra/runtime/deployments.py).
+    eager_gate: EagerGate | None = None
     _counter: TokenCounter | None = None
     _embedders: Embedders | None = None
     _search: HybridSearch | None = None

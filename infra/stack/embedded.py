@@ -62,6 +62,6 @@ def build_stack(settings: Settings, policy: Policy) -> tuple[Endpoints, list[Com
                 components.append(build())
             except (FileNotFoundError, ModuleNotFoundError) as exc:
                 raise ComponentFailed(name, str(exc)) from exc
-    components.append(worker_component(settings, endpoints, policy.namespace, policy.queue("chat")))
-    components.append(api_component(settings, endpoints))
+    components.append(worker_component(settings, endpoints, policy))
+    components.append(api_component(settings, endpoints, policy))
     return endpoints, components

@@ -121,18 +121,22 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "TURNFLOW_TEMPORAL_ADDRESS": str(settings.temporal_address),
         "TURNFLOW_TGI_URL": str(settings.tgi_url),
         "TURNFLOW_POLICY_FILE": str(settings.policy_file),
+        "TURNFLOW_WORKER_VERSIONING": str(settings.worker_versioning).lower(),
+        "TURNFLOW_DEPLOYMENT_NAME": settings.deployment_name,
+        **({"TURNFLOW_BUILD_ID": settings.build_id} if settings.build_id else {}),
         "COLUMNS": "200",
     }
 
 
-async def run_cli(api: ApiServer, *args: str) -> tuple[int, str]:
-    """`turnflow ARGS...` as a subprocess against the same services: (exit code, output)."""
+async def run_cli(api: ApiServer | Settings, *args: str) -> tuple[int, str]:
+    """`turnflow ARGS...` as a subprocess against the same services as the API (or these settings):
+    (exit code, output)."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "infra.cli.main",
         *args,
-        env=cli_env(api.settings),
+        env=cli_env(api if isinstance(api, Settings) else api.settings),
         cwd=REPO_ROOT,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -1,6 +1,9 @@
 """Record workflow histories from a running stack (`make run`) into tests/histories/ for replay tests.
 
 .venv/bin/python -m tests.support.record_history
+
+It records every kind; keep only what tests/histories/README.md says to renew (a pinned workflow's new
+recording), and put the auto-upgrade workflows' recordings back (`git checkout`): theirs must all replay.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""Determinism: histories recorded by earlier versions of the code must replay on the current one.
-
-To record a new history after an intended, versioned change: `python -m tests.support.record_history`.
+"""Determinism: recorded histories replay on the current code. Pinned workflows' recordings are of this
+build (a new build records them again); auto-upgrade workflows' recordings are kept from every build
+(tests/histories/README.md).
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import httpx
 
 from db.migrate import upgrade
 from infra.config.endpoints import Endpoints, default_gguf
+from infra.config.policy import Policy
 from infra.config.settings import REPO_ROOT, Settings
 from infra.runtime import probes
 from infra.runtime.temporal_client import connect_temporal
@@ -28,10 +29,10 @@ def _child_env(settings: Settings, endpoints: Endpoints) -> dict[str, str]:
     return env
 
 
-def worker_component(settings: Settings, endpoints: Endpoints, namespace: str, task_queue: str) -> Component:
+def worker_component(settings: Settings, endpoints: Endpoints, policy: Policy) -> Component:
     async def ready() -> None:
-        client = await connect_temporal(endpoints.temporal_address, namespace)
-        await probes.probe_worker(client, task_queue)
+        client = await connect_temporal(endpoints.temporal_address, policy.namespace)
+        await probes.probe_worker(client, policy.queue("chat"))
 
     worker_urls = {}
     if settings.telemetry and settings.worker_metrics_port:
@@ -39,7 +40,8 @@ def worker_component(settings: Settings, endpoints: Endpoints, namespace: str, t
     return Component(
         name="worker",
         argv=[sys.executable, "-m", "workers.main"],
-        env=_child_env(settings, endpoints),
+        # The embedded stack ships a new build by restarting: its worker makes its own build current.
+        env={**_child_env(settings, endpoints), "TURNFLOW_PROMOTE_ON_START": "true"},
         cwd=REPO_ROOT,
         ready=ready,
         # The schema must be current before any activity runs, embedded database or not.
@@ -48,11 +50,11 @@ def worker_component(settings: Settings, endpoints: Endpoints, namespace: str, t
         urls=worker_urls,
         ports=[settings.worker_metrics_port] if settings.worker_metrics_port else [],
         # Longer than the worker's graceful shutdown, so in-flight activities can finish.
-        stop_timeout_s=20,
+        stop_timeout_s=policy.shutdown.worker_grace.total_seconds() + 10,
     )
 
 
-def api_component(settings: Settings, endpoints: Endpoints) -> Component:
+def api_component(settings: Settings, endpoints: Endpoints, policy: Policy) -> Component:
     base = f"http://{settings.api_host}:{settings.api_port}"
 
     async def ready() -> None:
@@ -85,4 +87,6 @@ def api_component(settings: Settings, endpoints: Endpoints) -> Component:
         },
         ports=[settings.api_port],
         startup_timeout_s=60,
+        # Longer than its drain: SSE clients are told to reconnect before it exits.
+        stop_timeout_s=policy.shutdown.api_grace.total_seconds() + 10,
     )
