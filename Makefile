@@ -39,7 +39,7 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest
 
-# Every benchmark, then bench/REPORT.md (~30 min; needs the machine to itself).
+# Every benchmark, then bench/REPORT.md (~35 min; needs the machine to itself).
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m bench.all

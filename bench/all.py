@@ -1,4 +1,4 @@
-"""Every benchmark, then bench/REPORT.md: `make bench` (about 30 minutes on 2 cores).
+"""Every benchmark, then bench/REPORT.md: `make bench` (about 35 minutes on 2 cores).
 
 Each benchmark runs as its own process against a stack of its own; the chaos scenarios run as the
 pytest tests they are (real services, started by the suite's fixtures). `--only` picks some;
@@ -64,6 +64,7 @@ STEPS: dict[str, Callable[[], None]] = {
     ),
     "slow-consumers": lambda: run([*PY, "bench.slow_consumers"]),
     "sealing": lambda: run([*PY, "bench.sealing"]),
+    "rollout": lambda: run([*PY, "bench.rollout"]),
     "failover": lambda: run(
         [*PY, "bench.failover", "--duration", "60", "--kill-at", "15", "--restart-at", "35"]
     ),

@@ -422,6 +422,56 @@ def sealing_section(path: Path) -> str:
     return "\n\n".join(parts)
 
 
+def rollout_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+    t, pg, phases = r["turns"], r["postgres"], r["ttft_ms"]
+    before_p95 = phases["before"]["p95"] or 0
+    during_p95 = phases["during"]["p95"] or 0
+    ratio = during_p95 / before_p95 if before_p95 else None
+    drains = ", ".join(f"{d['process']} {d['seconds']:.1f} s" for d in r["drains"])
+    return "\n\n".join(
+        [
+            "## Rolling deploy under load (`bench/rollout.py`)",
+            f"{r['users']} conversations over 2 API processes (~{t['turns_per_s']} turns/s, FAKE fast "
+            "model), 2 workers of build A; then 2 workers of build B, B ramped to 50 %, made current, "
+            "the A workers SIGTERMed one at a time, each API restarted on B, and a rollback to A "
+            f"(its workers started again). {r['seconds']:.0f} s in all. Run {r['date'][:16]} UTC.",
+            table(
+                [
+                    "started",
+                    "completed",
+                    "failed",
+                    "lost",
+                    "reply missing / duplicated (Postgres)",
+                    "events seen twice",
+                    "streams resumed",
+                    "mixed-build turns",
+                ],
+                [
+                    [
+                        t["started"],
+                        t["completed"],
+                        t["failed"],
+                        t["lost"],
+                        f"{pg['missing_reply']} / {pg['duplicated_reply']}",
+                        t["duplicate_events"],
+                        t["resumed_streams"],
+                        f"**{r['mixed_build_turns']}**",
+                    ]
+                ],
+            ),
+            table(
+                ["phase", "turns", "TTFT p50 / p95"],
+                [[name, p["turns"], f"{ms(p['p50'])} / {ms(p['p95'])}"] for name, p in phases.items()],
+            ),
+            f"TTFT p95 during the rollout ÷ before: **{ratio:.2f}** (target ≤ 1.5). "
+            f"Turns per build: {r['turns_per_build']}. Drains (SIGTERM to exit): {drains}."
+            if ratio is not None
+            else "",
+        ]
+    )
+
+
 def chaos_section(path: Path) -> str:
     cases = {case.get("name", ""): case for case in ET.parse(path).getroot().iter("testcase")}
     rows = []
@@ -487,6 +537,7 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("load-real-*.json", lambda p: load_section(p, "Load, real model (`bench/load.py --model real`)")),
     ("slow-consumers-*.json", slow_consumers_section),
     ("sealing-*.json", sealing_section),
+    ("rollout-*.json", rollout_section),
     ("failover-*.json", failover_section),
     ("retrieval-*.json", retrieval_section),
 ]
