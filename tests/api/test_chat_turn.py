@@ -176,7 +176,11 @@ async def workflow_handle(api: ApiServer, turn_id: str):
 async def test_cancel_stops_generation_and_keeps_the_partial_reply(
     api: ApiServer, services: Services
 ) -> None:
-    conv = await api.conversation()
+    # A tenant without documents: retrieval adds nothing, so the prompt (and the greedy story, 600
+    # tokens long) is the same every run; other tests' documents made it a short story that could end
+    # on its own before the cancel landed.
+    headers = await api.headers_for(f"cancel-{uuid.uuid4().hex[:8]}")
+    conv = await api.conversation(headers)
     async with api.client.stream(
         "POST",
         f"/v1/conversations/{conv}/messages",
@@ -186,6 +190,7 @@ async def test_cancel_stops_generation_and_keeps_the_partial_reply(
             "max_tokens": 600,
             "temperature": 0,
         },
+        headers=headers,
     ) as resp:
         turn_id = resp.headers["x-turn-id"]
         seen = []
@@ -193,7 +198,7 @@ async def test_cancel_stops_generation_and_keeps_the_partial_reply(
         async for event in events(resp):
             seen.append(event)
             if len(seen) == 4:
-                cancel = await api.client.post(f"/v1/turns/{turn_id}/cancel")
+                cancel = await api.client.post(f"/v1/turns/{turn_id}/cancel", headers=headers)
                 assert cancel.status_code == 202
                 cancelled_at = len(seen)
     done = next(e for e in seen if e.event == "done")
@@ -207,7 +212,7 @@ async def test_cancel_stops_generation_and_keeps_the_partial_reply(
     assert rows[1] == ("assistant", "".join(e.data["text"] for e in tokens), "cancelled")
     result = await (await workflow_handle(api, turn_id)).result()
     assert result.status == "cancelled" and result.finish_reason == "cancelled"
-    again = await api.client.post(f"/v1/turns/{turn_id}/cancel")
+    again = await api.client.post(f"/v1/turns/{turn_id}/cancel", headers=headers)
     assert again.status_code == 409 and again.json()["error"]["code"] == "409"
 
 

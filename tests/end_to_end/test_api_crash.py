@@ -4,49 +4,19 @@ to the worker process), and the transcript holds exactly the reply the client as
 
 from __future__ import annotations
 
-import asyncio
 import signal
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
-from infra.config.settings import Settings
 from infra.runtime.resources import Resources
 from tests.support.api_harness import isolated_settings, key_headers
-from tests.support.processes import start_service, start_worker, wait_for_log
+from tests.support.processes import start_api, start_worker, wait_for_log, wait_live
 from tests.support.services import Services, free_port, messages_of
-from tests.support.sse import Event, events
+from tests.support.sse import Event, events, reply_of
 
 pytestmark = pytest.mark.timeout(300)
-
-
-def start_api(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
-    return start_service(["uvicorn", "api.main:create_app", "--factory", "--port", str(port)], settings, log)
-
-
-async def wait_live(base: str) -> None:
-    async with httpx.AsyncClient(timeout=2) as http:
-        for _ in range(300):
-            try:
-                if (await http.get(f"{base}/livez")).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{base} never came up")
-
-
-def reply_of(seen: list[Event]) -> str:
-    """The text a client shows: tokens, starting over at each `reset`."""
-    text = ""
-    for event in seen:
-        if event.event == "reset":
-            text = ""
-        elif event.event == "token":
-            text += event.data["text"]
-    return text
 
 
 async def test_killed_api_mid_stream_then_resume(services: Services, tmp_path: Path) -> None:

@@ -15,11 +15,10 @@ import pytest
 from infra.config.policy import load_policy
 from infra.config.settings import Settings
 from infra.runtime.resources import Resources
-from tests.end_to_end.test_api_crash import reply_of, start_api, wait_live
 from tests.support.api_harness import ApiServer, isolated_settings, key_headers
-from tests.support.processes import start_worker, wait_for_log
+from tests.support.processes import start_api, start_worker, wait_for_log, wait_live
 from tests.support.services import Services, free_port, messages_of
-from tests.support.sse import Event, events
+from tests.support.sse import Event, events, reply_of
 
 pytestmark = pytest.mark.timeout(300)
 STORY = {"content": "Write a long story about a lighthouse keeper.", "max_tokens": 120, "temperature": 0}

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+
 from infra.config.settings import REPO_ROOT, Settings
 from tests.support.services import free_port
 
@@ -34,6 +36,22 @@ def start_service(
     return subprocess.Popen(
         [sys.executable, "-m", *argv], cwd=REPO_ROOT, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT
     )
+
+
+def start_api(settings: Settings, port: int, log: Path) -> subprocess.Popen[bytes]:
+    return start_service(["uvicorn", "api.main:create_app", "--factory", "--port", str(port)], settings, log)
+
+
+async def wait_live(base: str) -> None:
+    async with httpx.AsyncClient(timeout=2) as http:
+        for _ in range(300):
+            try:
+                if (await http.get(f"{base}/livez")).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+    raise AssertionError(f"{base} never came up")
 
 
 def start_worker(settings: Settings, log: Path, **extra_env: str) -> subprocess.Popen[bytes]:

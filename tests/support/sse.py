@@ -6,7 +6,7 @@ import httpx
 
 from infra.eval.sse_client import Event, events
 
-__all__ = ["Event", "collect", "events"]
+__all__ = ["Event", "collect", "events", "reply_of"]
 
 
 async def collect(response: httpx.Response, stop_after: int | None = None) -> list[Event]:
@@ -17,3 +17,14 @@ async def collect(response: httpx.Response, stop_after: int | None = None) -> li
         if stop_after is not None and len(seen) >= stop_after:
             break
     return seen
+
+
+def reply_of(seen: list[Event]) -> str:
+    """The text a client shows: tokens, starting over at each `reset`."""
+    text = ""
+    for event in seen:
+        if event.event == "reset":
+            text = ""
+        elif event.event == "token":
+            text += event.data["text"]
+    return text
