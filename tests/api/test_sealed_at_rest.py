@@ -57,6 +57,19 @@ async def _redis_text(redis: Redis) -> str:
     return "\n".join(p.decode(errors="replace") if isinstance(p, bytes) else str(p) for p in parts).lower()
 
 
+async def _say(api: ApiServer, tenant: str, text: str) -> tuple[str, dict[str, str]]:
+    """A short turn in a new conversation of ``tenant``: (the conversation, the tenant's headers)."""
+    headers = await api.headers_for(tenant)
+    conv = await api.conversation(headers)
+    said = await api.client.post(
+        f"/v1/conversations/{conv}/messages",
+        json={"content": text, "stream": False, "max_tokens": 4},
+        headers=headers,
+    )
+    assert said.status_code == 200, said.text
+    return conv, headers
+
+
 async def test_no_table_or_redis_value_holds_a_tenants_text_in_the_clear(
     api: ApiServer, services: Services, resources: Resources
 ) -> None:
@@ -127,15 +140,7 @@ async def test_shredding_one_tenant_leaves_its_rows_unreadable_and_spares_the_ot
         names = [f"rest-a-{uuid.uuid4().hex[:6]}", f"rest-b-{uuid.uuid4().hex[:6]}"]
         convs = []
         for name in names:
-            headers = await api.headers_for(name)
-            conv = await api.conversation(headers)
-            said = await api.client.post(
-                f"/v1/conversations/{conv}/messages",
-                json={"content": QUESTION, "stream": False, "max_tokens": 4},
-                headers=headers,
-            )
-            assert said.status_code == 200, said.text
-            convs.append(conv)
+            convs.append((await _say(api, name, QUESTION))[0])
         rows = [
             db_rows(
                 services,
@@ -163,14 +168,7 @@ async def test_rows_written_in_the_clear_are_sealed_in_place(services: Services,
     note = "An old note, written before text was sealed at rest."
     name = f"legacy-{uuid.uuid4().hex[:6]}"
     async with ApiServer(clear) as api:
-        headers = await api.headers_for(name)
-        conv = await api.conversation(headers)
-        said = await api.client.post(
-            f"/v1/conversations/{conv}/messages",
-            json={"content": note, "stream": False, "max_tokens": 4},
-            headers=headers,
-        )
-        assert said.status_code == 200, said.text
+        conv, headers = await _say(api, name, note)
     query = "SELECT content FROM messages WHERE conversation_id = %s AND role = 'user'"
     assert db_rows(services, query, conv) == [(note,)]
     [(written,)] = db_rows(

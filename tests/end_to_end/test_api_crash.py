@@ -12,7 +12,7 @@ import pytest
 
 from infra.runtime.resources import Resources
 from tests.support.api_harness import isolated_settings, key_headers
-from tests.support.processes import start_api, start_worker, wait_for_log, wait_live
+from tests.support.processes import start_api, start_worker, stop_processes, wait_for_log, wait_live
 from tests.support.services import Services, free_port, messages_of
 from tests.support.sse import Event, events, reply_of
 
@@ -65,10 +65,7 @@ async def test_killed_api_mid_stream_then_resume(services: Services, tmp_path: P
                     if event.event == "moderated":
                         break
     finally:
-        for proc in (api, second, worker):
-            if proc and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=30)
+        await stop_processes(api, second, worker)
 
     ids = [e.id for e in seen if e.id]
     assert len(ids) == len(set(ids)), "an event was delivered twice"

@@ -16,7 +16,7 @@ from infra.config.policy import load_policy
 from infra.config.settings import Settings
 from infra.runtime.resources import Resources
 from tests.support.api_harness import ApiServer, isolated_settings, key_headers
-from tests.support.processes import start_api, start_worker, wait_for_log, wait_live
+from tests.support.processes import start_api, start_worker, stop_processes, wait_for_log, wait_live
 from tests.support.services import Services, free_port, messages_of
 from tests.support.sse import Event, events, reply_of
 
@@ -46,10 +46,7 @@ async def test_sigterm_on_a_worker_mid_turn_loses_nothing(services: Services, tm
             code = await asyncio.to_thread(first.wait, 60)
             took = time.monotonic() - stopped
     finally:
-        for proc in (first, second):
-            if proc and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                await asyncio.to_thread(proc.wait, 30)
+        await stop_processes(first, second)
     assert code == 0 and took < settings_grace(settings) + 10, (code, took)
     kinds = [e.event for e in seen]
     assert "reset" not in kinds, kinds  # the inference it held was not cut off
@@ -102,10 +99,7 @@ async def test_sigterm_on_an_api_mid_stream_sends_the_client_to_another(
                         break
         code = await asyncio.to_thread(leaving.wait, 60)
     finally:
-        for proc in (leaving, staying, worker):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                await asyncio.to_thread(proc.wait, 30)
+        await stop_processes(leaving, staying, worker)
     assert code in (0, -signal.SIGTERM), code  # uvicorn re-raises the signal it stopped for
     ids = [e.id for e in seen if e.id]
     assert len(ids) == len(set(ids)), "an event was delivered twice"

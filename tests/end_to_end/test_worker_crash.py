@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.api_harness import ApiServer, isolated_settings
-from tests.support.processes import start_worker, wait_for_log
+from tests.support.processes import start_worker, stop_processes, wait_for_log
 from tests.support.services import Services, messages_of
 from tests.support.sse import events
 
@@ -44,10 +44,7 @@ async def test_killed_worker_mid_stream(services: Services, tmp_path: Path) -> N
                         first.wait()
                         second = start_worker(settings, log)
     finally:
-        for proc in (first, second):
-            if proc and proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(timeout=30)
+        await stop_processes(first, second)
 
     kinds = [e.event for e in seen]
     assert "reset" in kinds, kinds

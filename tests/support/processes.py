@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,15 @@ async def wait_live(base: str) -> None:
                 pass
             await asyncio.sleep(0.2)
     raise AssertionError(f"{base} never came up")
+
+
+async def stop_processes(*procs: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM each one still running and wait for it (off the event loop, which serves the test's
+    in-loop servers meanwhile)."""
+    for proc in procs:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(proc.wait, 30)
 
 
 def start_worker(settings: Settings, log: Path, **extra_env: str) -> subprocess.Popen[bytes]:
