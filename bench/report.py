@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -468,8 +469,25 @@ def rollout_section(path: Path) -> str:
             f"Turns per build: {r['turns_per_build']}. Drains (SIGTERM to exit): {drains}."
             if ratio is not None
             else "",
+            rollout_steps(r),
         ]
     )
+
+
+def rollout_steps(r: dict[str, Any]) -> str:
+    """When the operator's steps fell, how long routing changes took to reach the task queues, and
+    the turns that waited longest (where, in their histories)."""
+    steps = ", ".join(f"{name} {max(at, 0.0):.0f} s" for name, at in r.get("steps_s", []))
+    settled = [float(x) for said in r.get("operator_saw", []) for x in re.findall(r"in\s+([\d.]+)\s+s", said)]
+    slow = r.get("slow_turns", [])
+    lines = [f"Steps (seconds after the start): {steps}."] if steps else []
+    if settled:
+        lines.append(
+            f"Each routing change reached its task queues in {min(settled):.1f} to {max(settled):.1f} s "
+            "(`turnflow deploy` waits for that, and first for the build's workers to poll now). "
+            f"Turns with a first token after more than 2 s: {len(slow)}."
+        )
+    return " ".join(lines)
 
 
 def chaos_section(path: Path) -> str:

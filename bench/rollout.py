@@ -28,6 +28,7 @@ import os
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -67,12 +68,18 @@ class Rehearsal:
     apis: list[str]
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     phases: list[tuple[str, float]] = field(default_factory=list)
+    steps: list[tuple[str, float]] = field(default_factory=list)  # phases and the operator's steps
+    said: list[str] = field(default_factory=list)  # what the operator's commands printed
     drains: list[dict[str, Any]] = field(default_factory=list)
     turns: list[Turn] = field(default_factory=list)
 
     def phase(self, name: str) -> None:
-        print(f"{time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
+        self.step(name)
         self.phases.append((name, time.monotonic()))
+
+    def step(self, name: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {name}", file=sys.stderr, flush=True)
+        self.steps.append((name, time.monotonic()))
 
     def start(self, name: str, build: str, argv: list[str], **env: str) -> None:
         log = (self.scratch / f"{name}.log").open("ab")
@@ -93,6 +100,7 @@ class Rehearsal:
 
     async def stop(self, name: str) -> float:
         """SIGTERM, then the seconds until it exited (its drain)."""
+        self.step(f"SIGTERM {name}")
         proc = self.processes.pop(name)
         began = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -101,12 +109,14 @@ class Rehearsal:
         self.drains.append({"process": name, "seconds": round(took, 2), "exit": proc.returncode})
         return took
 
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "infra.cli.main", *args], env=self.env, capture_output=True, text=True
-        )
+    async def cli(self, *args: str) -> str:
+        """A `turnflow` command, as an operator runs it (in a thread: the users keep going meanwhile)."""
+        argv = [sys.executable, "-m", "infra.cli.main", *args]
+        done = await asyncio.to_thread(subprocess.run, argv, env=self.env, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"turnflow {' '.join(args)}: {done.stdout}{done.stderr}")
+        self.step(f"turnflow {' '.join(args)} done")
+        self.said.append(done.stdout)
         return done.stdout
 
 
@@ -116,16 +126,18 @@ def start_fake_model(port: int, log: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
-async def wait_polled(env: dict[str, str], build: str) -> None:
+async def wait_polled(r: Rehearsal, build: str, workers: list[str]) -> None:
+    """Until these worker processes poll every kind's queue (Temporal names a worker `pid@host`)."""
     from infra.config.policy import load_policy
     from infra.runtime.deployments import wait_until_polled
     from infra.runtime.temporal_client import connect_temporal
 
-    policy = load_policy(Path(env["TURNFLOW_POLICY_FILE"]))
-    client = await connect_temporal(env["TURNFLOW_TEMPORAL_ADDRESS"], policy.namespace)
+    policy = load_policy(Path(r.env["TURNFLOW_POLICY_FILE"]))
+    client = await connect_temporal(r.env["TURNFLOW_TEMPORAL_ADDRESS"], policy.namespace)
+    identities = {f"{r.processes[name].pid}@{socket.gethostname()}" for name in workers}
     for kind in ("chat", "batch", "ingest"):
-        deployment = f"{env['TURNFLOW_DEPLOYMENT_NAME']}-{kind}"
-        await wait_until_polled(client, deployment, build, [policy.queue(kind)], timeout_s=60)
+        deployment = f"{r.env['TURNFLOW_DEPLOYMENT_NAME']}-{kind}"
+        await wait_until_polled(client, deployment, build, [policy.queue(kind)], 120, identities)
 
 
 async def user(r: Rehearsal, key: str, stop: asyncio.Event, rng: random.Random) -> None:
@@ -197,18 +209,38 @@ def check_postgres(database_url: str, turns: list[Turn]) -> dict[str, int]:
     }
 
 
-async def mixed_builds(env: dict[str, str], turns: list[Turn]) -> tuple[int, dict[str, int]]:
-    """Turns whose workflow tasks were completed by workers of more than one build, and turns per build."""
+async def mixed_builds(
+    env: dict[str, str], turns: list[Turn], slow_ms: float = 2000
+) -> tuple[int, dict[str, int], list[dict[str, Any]]]:
+    """Turns whose workflow tasks were completed by workers of more than one build, turns per build, and
+    the histories of slow turns (event, seconds after the start, build) to see where they waited."""
+    from temporalio.api.enums.v1 import EventType
+
     from infra.config.policy import load_policy
     from infra.runtime.temporal_client import connect_temporal
 
     policy = load_policy(Path(env["TURNFLOW_POLICY_FILE"]))
     client = await connect_temporal(env["TURNFLOW_TEMPORAL_ADDRESS"], policy.namespace)
-    mixed, per_build = 0, dict[str, int]()
+    mixed, per_build, slow = 0, dict[str, int](), list[dict[str, Any]]()
     for turn in turns:
         if not turn.turn_id:
             continue
         history = await client.get_workflow_handle(turn.turn_id).fetch_history()
+        if (turn.ttft_ms or 0) > slow_ms:
+            first = history.events[0].event_time.ToDatetime()
+            slow.append(
+                {
+                    "turn": turn.turn_id,
+                    "ttft_ms": round(turn.ttft_ms or 0),
+                    "events": [
+                        [
+                            round((e.event_time.ToDatetime() - first).total_seconds(), 3),
+                            EventType.Name(e.event_type).removeprefix("EVENT_TYPE_"),
+                        ]
+                        for e in history.events
+                    ],
+                }
+            )
         builds = {
             e.workflow_task_completed_event_attributes.deployment_version.build_id
             for e in history.events
@@ -217,7 +249,7 @@ async def mixed_builds(env: dict[str, str], turns: list[Turn]) -> tuple[int, dic
         mixed += len(builds) > 1
         for build in builds:
             per_build[build] = per_build.get(build, 0) + 1
-    return mixed, per_build
+    return mixed, per_build, slow
 
 
 def ttft(turns: list[Turn], start: float, end: float) -> dict[str, float | None]:
@@ -280,7 +312,7 @@ async def rehearse(args: argparse.Namespace) -> dict[str, Any]:
         for i in range(2):
             r.start_api(i, build_a)
         await asyncio.gather(*(wait_http(f"{api}/livez") for api in r.apis))
-        await wait_polled(env, build_a)
+        await wait_polled(r, build_a, ["worker-a1", "worker-a2"])
         await asyncio.sleep(3)  # the first worker has made A current
 
         stop, rng = asyncio.Event(), random.Random(7)
@@ -291,10 +323,12 @@ async def rehearse(args: argparse.Namespace) -> dict[str, Any]:
         r.phase("during")
         r.start_worker("worker-b1", build_b)
         r.start_worker("worker-b2", build_b)
-        await wait_polled(env, build_b)
-        r.cli("deploy", "promote", build_b, "--ramp", "50")
+        await wait_polled(r, build_b, ["worker-b1", "worker-b2"])
+        r.step("ramp B 50%")
+        await r.cli("deploy", "promote", build_b, "--ramp", "50")
         await asyncio.sleep(args.step_s)
-        r.cli("deploy", "promote", build_b)
+        r.step("promote B")
+        await r.cli("deploy", "promote", build_b)
         await asyncio.sleep(args.step_s)
         for name in ("worker-a1", "worker-a2"):
             await r.stop(name)
@@ -311,8 +345,9 @@ async def rehearse(args: argparse.Namespace) -> dict[str, Any]:
         r.phase("rollback")
         r.start_worker("worker-a3", build_a)
         r.start_worker("worker-a4", build_a)
-        await wait_polled(env, build_a)
-        r.cli("deploy", "rollback")
+        await wait_polled(r, build_a, ["worker-a3", "worker-a4"])
+        r.step("rollback command")
+        await r.cli("deploy", "rollback")
         await asyncio.sleep(args.steady_s)
         r.phase("end")
         stop.set()
@@ -321,7 +356,7 @@ async def rehearse(args: argparse.Namespace) -> dict[str, Any]:
 
         marks = dict(r.phases)
         started, completed = len(r.turns), sum(t.outcome == "done" for t in r.turns)
-        mixed, per_build = await mixed_builds(env, r.turns)
+        mixed, per_build, slow = await mixed_builds(env, r.turns)
         return {
             "benchmark": "rollout",
             "date": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -346,6 +381,20 @@ async def rehearse(args: argparse.Namespace) -> dict[str, Any]:
                 "rollback": ttft(r.turns, marks["rollback"], marks["end"]),
             },
             "drains": r.drains,
+            "slow_turns": slow,
+            "operator_saw": r.said,
+            "steps_s": [[name, round(at - marks["before"], 2)] for name, at in r.steps],
+            # Each turn on the run's clock, to see where a slow one fell among the operator's steps.
+            "timeline": [
+                {
+                    "t": round(t.started - marks["before"], 2),
+                    "api": t.api,
+                    "ttft_ms": t.ttft_ms and round(t.ttft_ms),
+                    "outcome": t.outcome,
+                    "resumed": t.resumed,
+                }
+                for t in r.turns
+            ],
         }
     finally:
         for name in list(r.processes):
@@ -362,7 +411,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--users", type=int, default=4, help="concurrent conversations (~5 turns/s at 4)")
+    parser.add_argument("--users", type=int, default=5, help="concurrent conversations (~5 turns/s at 5)")
     parser.add_argument(
         "--steady-s", type=float, default=20, help="seconds before, after, and after rollback"
     )

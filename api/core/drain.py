@@ -87,6 +87,7 @@ class Drain:
         async with self.stream():
             drained = asyncio.ensure_future(self.started.wait())
             iterator = aiter(events)
+            following: asyncio.Future[dict[str, Any]] | None = None
             try:
                 while True:
                     following = asyncio.ensure_future(anext(iterator))
@@ -103,6 +104,10 @@ class Drain:
                         return
             finally:
                 drained.cancel()
+                if following is not None and not following.done():  # the client left mid-wait
+                    following.cancel()
+                    # Its outcome is ours to take, or asyncio logs it as never retrieved.
+                    following.add_done_callback(lambda f: f.cancelled() or f.exception())
                 with contextlib.suppress(Exception):
                     await events.aclose()  # type: ignore[attr-defined]
 

@@ -25,6 +25,10 @@ deploy_app = typer.Typer(
 KindOption = Annotated[
     list[str] | None, typer.Option("--kind", help="chat, batch or ingest (default: all three)")
 ]
+WaitOption = Annotated[
+    float,
+    typer.Option("--wait", min=0, help="seconds to wait for the build's workers to poll before giving up"),
+]
 
 
 def _kinds(kinds: list[str] | None) -> list[WorkerKind]:
@@ -73,13 +77,17 @@ def deploy_status(kind: KindOption = None) -> None:
     with_resources(work)
 
 
-async def _change(res: Resources, kind: WorkerKind, action: str, build: str, ramp: float | None) -> str:
-    """Make ``build`` current (or ramping at ``ramp`` %) in the kind's deployment; audited."""
+async def _change(
+    res: Resources, kind: WorkerKind, action: str, build: str, ramp: float | None, wait_s: float
+) -> str:
+    """Make ``build`` current (or ramping at ``ramp`` %) in the kind's deployment, once its workers
+    poll (turns routed to a build with none wait for one); audited."""
     from db.models import AuditEvent
-    from infra.runtime.deployments import describe, make_current
+    from infra.runtime.deployments import describe, make_current, wait_until_polled, wait_until_settled
     from infra.runtime.deployments import ramp as set_ramp
 
     deployment, actor = deployment_of(res.settings, kind), f"cli:{getpass.getuser()}"
+    await wait_until_polled(res.temporal, deployment, build, [res.policy.queue(kind)], timeout_s=wait_s)
     before = await describe(res.temporal, deployment, details=False)
     if ramp is None:
         await make_current(res.temporal, deployment, build, actor)
@@ -89,6 +97,8 @@ async def _change(res: Resources, kind: WorkerKind, action: str, build: str, ram
         said = (
             f"{deployment}: {build} ramping at {ramp:g}% (current stays {before.current if before else None})"
         )
+    # Done means every task queue routes by the new rule, not only that Temporal accepted it.
+    said += f"; reached its task queues in {await wait_until_settled(res.temporal, deployment):.1f} s"
     async with res.sessions.begin() as session:
         session.add(
             AuditEvent(
@@ -115,13 +125,14 @@ def deploy_promote(
         typer.Option(min=0, max=100, help="send only this share of new runs to it first (percent)"),
     ] = None,
     kind: KindOption = None,
+    wait: WaitOption = 60,
 ) -> None:
     """Make BUILD current: new runs go to it, pinned runs on older builds finish there. With --ramp,
     only that share of new runs, the current build keeping the rest."""
 
     async def work(res: Resources) -> list[str]:
         return [
-            await _change(res, k, "ramp" if ramp is not None else "promote", build, ramp)
+            await _change(res, k, "ramp" if ramp is not None else "promote", build, ramp, wait)
             for k in _kinds(kind)
         ]
 
@@ -130,7 +141,7 @@ def deploy_promote(
 
 
 @deploy_app.command("rollback")
-def deploy_rollback(kind: KindOption = None) -> None:
+def deploy_rollback(kind: KindOption = None, wait: WaitOption = 60) -> None:
     """Make the build that was current before this one current again (and stop any ramp)."""
     from infra.runtime.deployments import describe
 
@@ -142,7 +153,7 @@ def deploy_rollback(kind: KindOption = None) -> None:
             if previous is None:
                 said.append(f"{deployment_of(res.settings, k)}: no earlier build to go back to")
                 continue
-            said.append(await _change(res, k, "rollback", previous, None))
+            said.append(await _change(res, k, "rollback", previous, None, wait))
         return said
 
     for line in _run(work):
@@ -156,4 +167,7 @@ def _run(work: Callable[[Resources], Awaitable[list[str]]]) -> list[str]:
         return with_resources(work)
     except RPCError as exc:
         console.print(f"[red]✗ Temporal refused: {exc.message}[/]")
+        raise typer.Exit(1) from exc
+    except TimeoutError as exc:  # its workers are not there: start them first, nothing was changed
+        console.print(f"[red]✗ {exc}; start its workers first[/]")
         raise typer.Exit(1) from exc

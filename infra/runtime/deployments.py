@@ -21,10 +21,8 @@ from dataclasses import dataclass, field
 from typing import Literal, TypeVar
 
 from temporalio.api.deployment.v1 import WorkerDeploymentVersion as VersionProto
-from temporalio.api.enums.v1 import TaskQueueType, WorkerDeploymentVersionStatus
-from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.enums.v1 import RoutingConfigUpdateState, WorkerDeploymentVersionStatus
 from temporalio.api.workflowservice.v1 import (
-    DescribeTaskQueueRequest,
     DescribeWorkerDeploymentRequest,
     DescribeWorkerDeploymentVersionRequest,
     SetWorkerDeploymentCurrentVersionRequest,
@@ -37,6 +35,7 @@ from temporalio.worker import WorkerDeploymentConfig
 
 from infra.config.build import build_id
 from infra.config.settings import Settings
+from infra.runtime.pollers import recent_pollers
 
 log = logging.getLogger("turnflow.deploy")
 
@@ -82,6 +81,9 @@ class DeploymentStatus:
     ramping: str | None
     ramp_percentage: float
     builds: list[BuildStatus]
+    # False while a routing change is still reaching the task queues: for those seconds (~5 on the dev
+    # server, bench/REPORT.md) a turn Temporal routes by the new rule can wait for its first step.
+    settled: bool = True
 
     def previous(self) -> str | None:
         """The build that was current most recently before this one: where a rollback goes."""
@@ -145,23 +147,17 @@ async def describe(client: Client, deployment: str, *, details: bool = True) -> 
         ramping=routing.ramping_deployment_version.build_id or None,
         ramp_percentage=routing.ramping_version_percentage,
         builds=sorted(builds, key=lambda b: b.last_current or 0, reverse=True),
+        settled=info.routing_config_update_state
+        != RoutingConfigUpdateState.ROUTING_CONFIG_UPDATE_STATE_IN_PROGRESS,
     )
 
 
 async def _fill_details(client: Client, deployment: str, build: BuildStatus) -> None:
-    service, namespace = client.workflow_service, client.namespace
     queues = await _queues_of(client, deployment, build.build_id)
     build.task_queues = queues
     pollers: set[str] = set()
     for queue in queues:
-        described = await service.describe_task_queue(
-            DescribeTaskQueueRequest(
-                namespace=namespace,
-                task_queue=TaskQueue(name=queue),
-                task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-            )
-        )
-        pollers |= {p.identity for p in described.pollers if p.deployment_options.build_id == build.build_id}
+        pollers |= set(await recent_pollers(client, queue, build.build_id))
     build.pollers = len(pollers)
     query = (
         f"TemporalWorkerDeploymentVersion = '{deployment}:{build.build_id}' AND ExecutionStatus = 'Running'"
@@ -187,18 +183,50 @@ async def ramp(client: Client, deployment: str, build: str, percentage: float, i
     await _patiently(lambda: client.workflow_service.set_worker_deployment_ramping_version(request))
 
 
-async def wait_until_polled(
-    client: Client, deployment: str, build: str, task_queues: list[str], timeout_s: float = 30.0
-) -> None:
-    """Until the build's workers have polled each of these task queues (a build can only become
-    current once it serves every queue the current one does)."""
-    deadline = time.monotonic() + timeout_s
+async def wait_until_settled(client: Client, deployment: str, timeout_s: float = 60.0) -> float:
+    """Until the deployment's last routing change has reached its task queues; the seconds it took."""
+    began = time.monotonic()
     while True:
-        if set(task_queues) <= set(await _queues_of(client, deployment, build)):
-            return
+        status = await describe(client, deployment, details=False)
+        if status is None or status.settled:
+            return time.monotonic() - began
+        if time.monotonic() - began > timeout_s:
+            raise TimeoutError(f"{deployment}: routing change still propagating after {timeout_s:g} s")
+        await asyncio.sleep(0.25)
+
+
+async def wait_until_polled(
+    client: Client,
+    deployment: str,
+    build: str,
+    task_queues: list[str],
+    timeout_s: float = 30.0,
+    identities: set[str] | None = None,
+) -> None:
+    """Until workers of the build poll each of these task queues now (of ``identities``, when given):
+    a build can only become current once it serves every queue the current one does, and a turn
+    routed to a build whose workers are gone (or still starting) waits for them. The queues a version
+    has registered are not enough: they stay listed after its workers leave."""
+    deadline = time.monotonic() + timeout_s
+    while not await _polls_now(client, deployment, build, task_queues, identities):
         if time.monotonic() > deadline:
-            raise TimeoutError(f"build {build} of {deployment} did not poll {task_queues} in {timeout_s:g} s")
+            queues = ", ".join(task_queues)
+            raise TimeoutError(
+                f"no worker of build {build} of {deployment} polls {queues} (waited {timeout_s:g} s)"
+            )
         await asyncio.sleep(0.5)
+
+
+async def _polls_now(
+    client: Client, deployment: str, build: str, task_queues: list[str], identities: set[str] | None
+) -> bool:
+    if not set(task_queues) <= set(await _queues_of(client, deployment, build)):
+        return False
+    for queue in task_queues:
+        polling = set(await recent_pollers(client, queue, build))
+        if not polling or (identities is not None and not identities <= polling):
+            return False
+    return True
 
 
 async def _queues_of(client: Client, deployment: str, build: str) -> list[str]:
@@ -246,6 +274,10 @@ class EagerGate:
 
     async def refresh(self) -> None:
         status = await describe(self.client, self.deployment, details=False)
+        if status is not None and not status.settled:
+            # Until a routing change has propagated, routed starts can wait seconds for their first
+            # step, while an eager one runs at once on this build (still polling, its runs pinned).
+            return
         # No current build yet (a first start): routing has nowhere else to send it.
         self.allowed = (
             status is None or not status.current or (status.current == self.build and not status.ramping)

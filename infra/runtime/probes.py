@@ -7,24 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import httpx
 from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from temporalio.api.enums.v1 import TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest, GetSystemInfoRequest
+from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.client import Client
+
+from infra.runtime.pollers import recent_pollers
 
 if TYPE_CHECKING:
     from activities.adapters.breaker import CircuitBreakers
     from activities.adapters.model_registry import ModelRegistry
-
-# A poller is "seen" if it polled within this window (long polls last up to ~60 s).
-WORKER_SEEN_WITHIN = timedelta(seconds=90)
 
 
 class ProbeFailed(RuntimeError):
@@ -97,19 +93,7 @@ async def probe_models(registry: ModelRegistry, breakers: CircuitBreakers) -> di
 
 async def probe_worker(client: Client, task_queue: str) -> dict[str, Any]:
     """A worker counts as up when it has polled the task queue recently."""
-    resp = await client.workflow_service.describe_task_queue(
-        DescribeTaskQueueRequest(
-            namespace=client.namespace,
-            task_queue=TaskQueue(name=task_queue),
-            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
-        )
-    )
-    now = datetime.now(UTC)
-    recent = [
-        p.identity
-        for p in resp.pollers
-        if now - p.last_access_time.ToDatetime(tzinfo=UTC) < WORKER_SEEN_WITHIN
-    ]
+    recent = await recent_pollers(client, task_queue)
     if not recent:
         raise ProbeFailed(f"no worker has polled task queue {task_queue!r} recently")
     return {"task_queue": task_queue, "pollers": recent}

@@ -14,7 +14,14 @@ from temporalio.client import Client, WorkflowHandle
 from activities.contracts.maintenance import PurgeInput
 from infra.config.endpoints import default_gguf
 from infra.config.settings import Settings
-from infra.runtime.deployments import deployment_of, describe, promote_own_build, wait_until_polled
+from infra.runtime.deployments import (
+    DeploymentStatus,
+    EagerGate,
+    deployment_of,
+    describe,
+    promote_own_build,
+    wait_until_polled,
+)
 from infra.runtime.resources import Resources
 from tests.support.api_harness import ApiServer, isolated_settings, model_entry, run_cli
 from tests.support.fake_model import ScriptedModelServer
@@ -146,6 +153,41 @@ async def test_ingest_workflows_auto_upgrade_to_the_current_build(services: Serv
                 assert await build_of(later) == settings_b.build_id
                 info = (await later.describe()).raw_description.workflow_execution_info.versioning_info
                 assert info.behavior == 2  # VERSIONING_BEHAVIOR_AUTO_UPGRADE
+
+                # A build no worker polls is refused, not routed to (its runs would wait): nothing changes.
+                nobody = f"{settings_b.build_id}-nobody"
+                code, out = await run_cli(
+                    settings_b, "deploy", "promote", nobody, "--kind", "ingest", "--wait", "1"
+                )
+                assert code == 1 and f"no worker of build {nobody}" in out, out
+                still = await describe(client, ingest, details=False)
+                assert still and still.current == settings_b.build_id
+                assert not db_rows(
+                    services, "SELECT 1 FROM audit_events WHERE details->>'build' = %s", nobody
+                )
     finally:
         await res_a.close()
         await res_b.close()
+
+
+async def test_the_eager_gate_keeps_its_answer_while_a_routing_change_propagates(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A recording stand-in for Temporal's answer: while the change is IN_PROGRESS a routed start can
+    wait seconds (bench/REPORT.md, rollout), so the gate holds until the change has settled."""
+    from infra.runtime import deployments
+
+    answers = [
+        DeploymentStatus("d", current="b", ramping=None, ramp_percentage=0, builds=[], settled=False),
+        DeploymentStatus("d", current="b", ramping=None, ramp_percentage=0, builds=[], settled=True),
+    ]
+
+    async def next_answer(*_args: object, **_kw: object) -> DeploymentStatus:
+        return answers.pop(0)
+
+    monkeypatch.setattr(deployments, "describe", next_answer)
+    gate = EagerGate(client=None, deployment="d", build="a")  # type: ignore[arg-type]
+    await gate.refresh()
+    assert gate.allowed  # still a's routing as far as the task queues know
+    await gate.refresh()
+    assert not gate.allowed
