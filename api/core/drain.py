@@ -104,7 +104,7 @@ class Drain:
                         return
             finally:
                 drained.cancel()
-                if following is not None and not following.done():  # the client left mid-wait
+                if following is not None:  # the client left mid-wait, or as it ended
                     following.cancel()
                     # Its outcome is ours to take, or asyncio logs it as never retrieved.
                     following.add_done_callback(lambda f: f.cancelled() or f.exception())
