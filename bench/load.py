@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench import profiling
 from bench.plotting import pyplot, save
 from bench.stack import BenchStack
 from infra.eval.stats import percentile
@@ -36,6 +37,7 @@ from infra.eval.synth import Synth
 from infra.stack.state import read_state
 
 RESULTS = Path(__file__).parent / "results"
+PROFILED = ("api", "worker")  # the stack's Python processes (Temporal is Go; Postgres, Redis are C)
 
 
 def rss_mb(pid: int) -> float | None:
@@ -95,6 +97,12 @@ async def level(
     state = read_state(data_dir)
     processes = {**(state.pids if state else {}), **({"model": model_pid} if model_pid else {})}
     cpu_before, own_before = cpu_seconds(processes), time.process_time()
+    # py-spy on the Python processes for the level (`--profile`): where their CPU goes.
+    spies = {
+        name: profiling.start(pid, data_dir.parent / f"profile-{users}-{name}.txt")
+        for name, pid in processes.items()
+        if args.profile and name in PROFILED
+    }
     started = time.monotonic()
     deadline = started + args.duration
 
@@ -106,6 +114,8 @@ async def level(
         await asyncio.gather(*(user() for _ in range(users)))
     finally:
         elapsed = time.monotonic() - started
+        for spy in spies.values():
+            await asyncio.to_thread(profiling.stop, spy)
         stop.set()
         await memory
         await traffic.aclose()
@@ -130,6 +140,11 @@ async def level(
         "peak_rss_mb": {k: round(v, 1) for k, v in sorted(peaks.items())},
         # Where the two cores went: CPU seconds per completed turn, by process (and its children).
         "cpu_ms_per_turn": {k: round(v * 1000 / max(t.completed, 1), 1) for k, v in sorted(cpu_used.items())},
+        **(
+            {"profile": {n: profiling.summarize(data_dir.parent / f"profile-{users}-{n}.txt") for n in spies}}
+            if spies
+            else {}
+        ),
     }
 
 
@@ -204,6 +219,9 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=32)
     parser.add_argument("--think-s", type=float, default=0.0, help="users' mean pause before a turn")
     parser.add_argument("--token-ms", type=float, default=5.0, help="the fake model's pace per token")
+    parser.add_argument(
+        "--profile", action="store_true", help="sample the API and worker with py-spy at each level"
+    )
     args = parser.parse_args()
     result = run(args)
     RESULTS.mkdir(exist_ok=True)

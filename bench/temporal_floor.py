@@ -6,7 +6,9 @@ as turnflow's API starts a turn:
 - ``first_activity``: start → first line of a regular activity the workflow schedules at once (the
   least any design with inference as a workflow activity pays);
 - ``turn_shape``: start → first line of a regular activity after three local activities side by
-  side and a fourth after them (the chat turn's shape: validate ∥ retrieve ∥ route, assemble, infer).
+  side and a fourth after them (the chat turn's shape: validate ∥ retrieve ∥ route, assemble, infer);
+- ``local_shape``: the same shape with the last step a local activity too (inference in the same
+  workflow task as the steps before it: no round trip to the server before the first token).
 
     .venv/bin/python -m bench.temporal_floor          # against the running stack's Temporal
 
@@ -69,6 +71,19 @@ class TurnShape:
         return await workflow.execute_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
 
 
+@workflow.defn(name="floor_local_shape")
+class LocalShape:
+    @workflow.run
+    async def run(self, run_id: str) -> str:
+        steps = (
+            workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
+            for _ in range(3)
+        )
+        await asyncio.gather(*steps)
+        await workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
+        return await workflow.execute_local_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
+
+
 async def _series(client: Client, queue: str, workflow_name: str, runs: int) -> dict[str, float]:
     samples: list[float] = []
     for i in range(runs + 3):  # the first three warm the worker and the server's caches
@@ -92,21 +107,22 @@ async def measure(address: str, namespace: str = "default", runs: int = 20) -> d
     async with Worker(
         client,
         task_queue=queue,
-        workflows=[FirstActivity, TurnShape],
+        workflows=[FirstActivity, TurnShape, LocalShape],
         activities=[floor_step, floor_first_line],
     ):
         return {
             "first_activity_ms": await _series(client, queue, "floor_first_activity", runs),
             "turn_shape_ms": await _series(client, queue, "floor_turn_shape", runs),
+            "local_shape_ms": await _series(client, queue, "floor_local_shape", runs),
         }
 
 
 def describe(floor: dict[str, Any]) -> str:
-    a, t = floor["first_activity_ms"], floor["turn_shape_ms"]
+    a, t, local = floor["first_activity_ms"], floor["turn_shape_ms"], floor["local_shape_ms"]
     return (
         f"Temporal floor (bare worker, eager start, no work): start → first activity p50 {a['p50']} / "
         f"p95 {a['p95']} ms; through the turn's shape (3 local ∥, 1 local, activity) p50 {t['p50']} / "
-        f"p95 {t['p95']} ms"
+        f"p95 {t['p95']} ms; the same shape all local p50 {local['p50']} / p95 {local['p95']} ms"
     )
 
 
