@@ -477,7 +477,7 @@ def rollout_section(path: Path) -> str:
 def rollout_steps(r: dict[str, Any]) -> str:
     """When the operator's steps fell, how long routing changes took to reach the task queues, and
     the turns that waited longest (where, in their histories)."""
-    steps = ", ".join(f"{name} {max(at, 0.0):.0f} s" for name, at in r.get("steps_s", []))
+    steps = ", ".join(f"{name} {round(at) or 0} s" for name, at in r.get("steps_s", []))
     settled = [float(x) for said in r.get("operator_saw", []) for x in re.findall(r"in\s+([\d.]+)\s+s", said)]
     slow = r.get("slow_turns", [])
     lines = [f"Steps (seconds after the start): {steps}."] if steps else []
