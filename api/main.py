@@ -18,6 +18,7 @@ from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 from api.core.audit import audit_middleware
 from api.core.drain import Drain
 from api.core.errors import KEYED, error_responses, install_error_handlers
+from api.core.principals import PrincipalCache
 from api.core.tenancy import DEFAULT_TENANT, require
 from api.routes import (
     codec,
@@ -100,6 +101,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await ensure_tenant(res.sessions, DEFAULT_TENANT)
         except Exception as exc:  # the API still starts, and /healthz says what is down
             log.warning("could not ensure the default tenant: %s", exc)
+        app.state.principals = PrincipalCache(res.sessions)
+        revocations = asyncio.create_task(app.state.principals.follow_revocations(res.redis))
         try:
             async with contextlib.AsyncExitStack() as stack:
                 if settings.telemetry and settings.api_metrics_port:
@@ -108,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                     await stack.enter_async_context(_embedded_worker(res))
                 yield
         finally:
+            revocations.cancel()
             await res.close()
 
     app = FastAPI(

@@ -47,6 +47,8 @@ class Principal:
     residency: frozenset[str] = frozenset()
     # The hosts its webhooks may reach (`*.example.com` for subdomains); empty: any the rules allow.
     webhook_hosts: tuple[str, ...] = ()
+    # When the key stops working by itself (None: never); a cached principal honours it too.
+    expires_at: datetime | None = None
 
     def may(self, *any_of: str) -> bool:
         if self.scopes & set(any_of):
@@ -140,6 +142,7 @@ async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -
         pii=dict(policy.get("pii") or {}),
         webhook_hosts=tuple(policy.get("webhook_hosts") or ()),
         residency=frozenset(residency or ()),
+        expires_at=api_key.expires_at,
     )
 
 

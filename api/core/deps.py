@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 
 from api.core.drain import Drain
 from api.core.errors import ApiError
+from api.core.principals import PrincipalCache
 from infra.runtime.resources import Resources
 
 
@@ -17,6 +18,14 @@ def get_resources(request: Request) -> Resources:
 
 
 ResourcesDep = Annotated[Resources, Depends(get_resources)]
+
+
+def get_principals(request: Request) -> PrincipalCache:
+    principals: PrincipalCache = request.app.state.principals
+    return principals
+
+
+PrincipalsDep = Annotated[PrincipalCache, Depends(get_principals)]
 
 
 def get_drain(request: Request) -> Drain:

@@ -16,9 +16,9 @@ from fastapi import Depends, HTTPException, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from activities.adapters.rate_limits import RateLimited
-from api.core.deps import ResourcesDep
+from api.core.deps import PrincipalsDep, ResourcesDep
 from api.core.errors import ApiError
-from db.access import Principal, find_principal, touch_key
+from db.access import Principal, touch_key
 from infra.config.residency import describe_gaps, residency_gaps
 from infra.telemetry import metrics
 
@@ -41,11 +41,12 @@ def _unauthorized(message: str) -> HTTPException:
 async def current_principal(
     request: Request,
     res: ResourcesDep,
+    principals: PrincipalsDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if credentials is None:
         raise _unauthorized("an API key is required: Authorization: Bearer <key>")
-    principal = await find_principal(res.sessions, credentials.credentials)
+    principal = await principals.find(credentials.credentials)
     if principal is None:
         raise _unauthorized("the API key is not valid (unknown, revoked or expired)")
     request.state.principal = principal

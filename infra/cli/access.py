@@ -12,6 +12,8 @@ import typer
 from rich.table import Table
 from sqlalchemy import func, select
 
+from activities.adapters.outages import REDIS_UNAVAILABLE
+from api.core.principals import TTL_S, announce_revoked
 from db.access import create_key, ensure_tenant, prefix_of, revoke_key
 from db.models import ApiKey, AuditEvent, Tenant
 from infra.cli.common import console, with_resources
@@ -123,6 +125,10 @@ async def revoke(res: Resources, key_or_prefix: str) -> str:
     prefix = prefix_of(key_or_prefix) or key_or_prefix
     if not await revoke_key(res.sessions, prefix):
         raise LookupError(f"no live key with prefix {prefix!r}")
+    try:
+        await announce_revoked(res.redis, prefix)
+    except REDIS_UNAVAILABLE:  # API processes still drop it from their caches within TTL_S
+        return f"revoked key {prefix} (API processes stop accepting it within {TTL_S:g} s)"
     return f"revoked key {prefix}"
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 import psycopg
 import pytest
 
+from api.core.principals import TTL_S
 from db.access import create_key, ensure_tenant, revoke_key
+from infra.cli.access import revoke
 from infra.config.residency import StoreName, StoreSpec, describe_gaps, residency_gaps
 from tests.support.api_harness import ApiServer, isolated_settings
 from tests.support.services import Services, db_rows, psycopg_url
@@ -135,9 +138,27 @@ async def test_revoked_expired_and_unscoped_keys(api: ApiServer) -> None:
         found = await api.client.post("/v1/search", json={"query": "x"}, headers=auth(key))
         assert found.status_code == 200
 
-    assert await revoke_key(sessions, row.prefix)
-    assert (await api.client.post("/v1/conversations", json={}, headers=auth(live))).status_code == 401
+    # `turnflow keys revoke` announces it: every API process forgets the key (its cached principal) at once.
+    assert await revoke(api.app.state.resources, row.prefix) == f"revoked key {row.prefix}"
+    deadline = time.monotonic() + 1.0
+    while (await api.client.post("/v1/conversations", json={}, headers=auth(live))).status_code != 401:
+        assert time.monotonic() < deadline, "a revoked key still worked a second after its announcement"
+        await asyncio.sleep(0.05)
     assert not await revoke_key(sessions, row.prefix)  # already revoked
+
+
+async def test_a_key_revoked_unannounced_stops_working_within_the_cache_bound(api: ApiServer) -> None:
+    """Revoked in the database only (the announcement lost): the cached principal expires by itself."""
+    sessions = api.app.state.resources.sessions
+    tenant = await ensure_tenant(sessions, f"keys-{uuid.uuid4().hex[:8]}")
+    key, row = await create_key(sessions, tenant, "live", ["chat"])
+    headers = {"Authorization": f"Bearer {key}"}
+    assert (await api.client.post("/v1/conversations", json={}, headers=headers)).status_code == 201
+    assert await revoke_key(sessions, row.prefix)
+    revoked_at = time.monotonic()
+    while (await api.client.post("/v1/conversations", json={}, headers=headers)).status_code != 401:
+        assert time.monotonic() - revoked_at <= TTL_S + 0.5, f"still accepted {TTL_S:g} s after revocation"
+        await asyncio.sleep(0.1)
 
 
 @pytest.mark.parametrize("scopes", [[], ["root"]])
