@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.worker import Worker
+from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.adapters.retrieval_observer import RetrievalObserver
@@ -48,6 +48,15 @@ def sandbox_runner(bytecode_cache: Path | None = None) -> SandboxedWorkflowRunne
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSTHROUGH)
     )
+
+
+def chat_runner(res: Resources) -> WorkflowRunner:
+    """The chat worker's runner. Its workflows are pinned, short and replay-tested (tests/workflows run
+    them in the sandbox, as tests/histories' replays do): per turn, the sandbox's fresh import of the
+    workflow modules and its proxies cost more than the rest of the workflow's code."""
+    if res.settings.chat_workflow_sandbox:
+        return sandbox_runner(res.settings.data_dir / "pycache")
+    return UnsandboxedWorkflowRunner()
 
 
 def keep_bytecode(cache_dir: Path) -> None:
@@ -103,7 +112,7 @@ def build_chat_worker(
         deployment_config=deployment_config(res.settings, kind),
         workflows=WORKFLOWS,
         activities=chat_activities(res),
-        workflow_runner=sandbox_runner(res.settings.data_dir / "pycache"),
+        workflow_runner=chat_runner(res),
         # SIGTERM: stop polling, let held activities finish this long (temporal.yaml `shutdown:`).
         graceful_shutdown_timeout=res.policy.shutdown.worker_grace,
         # Heartbeats are what carries a cancel to a generating activity: the SDK's default throttle

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 from temporalio.api.common.v1 import Payload
 from temporalio.api.failure.v1 import Failure
+from temporalio.api.history.v1 import MarkerRecordedEventAttributes
 from temporalio.client import WorkflowHistory
 from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
@@ -76,6 +77,32 @@ async def _failure_message(codec: PayloadCodec | None, failure: Failure) -> str:
     )
 
 
+async def _local_attempt(
+    facts: dict[str, Any], marker: MarkerRecordedEventAttributes, codec: PayloadCodec | None, at_ms: float
+) -> dict[str, Any]:
+    """A local activity's marker holds its result (or failure), not its input: the model and the
+    prompt sent are the route's and the assembled prompt's, recorded by the steps before it."""
+    attempt: dict[str, Any] = {
+        "prompt_sent": (facts.get("prompt") or {}).get("messages"),
+        "max_tokens": (facts.get("route") or {}).get("max_tokens"),
+        "recorded_ms": at_ms,
+    }
+    if marker.HasField("failure"):
+        attempt.update(outcome="failed", error=await _failure_message(codec, marker.failure))
+        return attempt
+    [result] = await _values(codec, marker.details["result"].payloads)
+    chain = (facts.get("route") or {}).get("chain") or []
+    target: dict[str, Any] = next((t for t in chain if t.get("name") == result.get("model")), {})
+    attempt.update(
+        model=result.get("model"),
+        version=result.get("model_version"),
+        endpoint=target.get("endpoint"),
+        outcome="completed",
+        result=result,
+    )
+    return attempt
+
+
 async def reconstruct(history: WorkflowHistory, codec: PayloadCodec | None) -> Reconstruction:
     out = Reconstruction(history.workflow_id)
     started_at: datetime | None = None
@@ -92,11 +119,15 @@ async def reconstruct(history: WorkflowHistory, codec: PayloadCodec | None) -> R
             }
         elif kind == "marker_recorded_event_attributes":
             marker = event.marker_recorded_event_attributes
-            if "data" not in marker.details or "result" not in marker.details:
+            if "data" not in marker.details:
                 continue
             data = json.loads(marker.details["data"].payloads[0].data)
-            name = _STEPS.get(data.get("activity_type", ""))
-            if name:
+            step = data.get("activity_type", "")
+            if step == "infer":  # a local inference: its attempt, from what the steps before it decided
+                out.inference.append(
+                    await _local_attempt(out.facts, marker, codec, _ms(started_at or at, at))
+                )
+            elif (name := _STEPS.get(step)) and "result" in marker.details:
                 [out.facts[name]] = await _values(codec, marker.details["result"].payloads)
         elif kind == "activity_task_scheduled_event_attributes":
             scheduled = event.activity_task_scheduled_event_attributes

@@ -94,6 +94,8 @@ class ChatTurnWorkflow:
     _user_text: str | None = None
     # The reply to moderate once the turn's result stands.
     _moderation: ModerationInput | None = None
+    # When inference must stop for the turn to end within its whole-turn timeout.
+    _deadline: datetime | None = None
 
     @workflow.run
     async def run(self, inp: ChatTurnInput) -> ChatTurnResult:
@@ -129,26 +131,36 @@ class ChatTurnWorkflow:
         timeout = workflow.info().execution_timeout
         if not timeout:
             return await self._turn(inp)
+        budget = timeout - min(DEADLINE_RESERVE, timeout / 3)
+        # A local inference stops by itself at this time (InferInput.deadline): the timer below
+        # reaches a workflow task busy with it only at the task's next heartbeat.
+        self._deadline = workflow.now() + budget
         turn = asyncio.create_task(self._turn(inp))
         try:
-            await workflow.wait_condition(turn.done, timeout=timeout - min(DEADLINE_RESERVE, timeout / 3))
+            await workflow.wait_condition(turn.done, timeout=budget)
         except TimeoutError:
+            if self._out_of_time:  # inference stopped at the deadline itself: its record is under way
+                return await turn
             self._out_of_time = True
             turn.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await turn
-            limit = f"{timeout.total_seconds():g} s"
-            message = f"the turn ran out of time (its whole-turn timeout is {limit}); try again"
-            return await self._record_error(
-                inp,
-                self._user_text or inp.user_text,
-                {"code": "turn_timed_out", "message": message, "retryable": True},
-            )
+            return await self._record_timed_out(inp)
         except asyncio.CancelledError:
             # Cancelled by the client: the turn keeps what was streamed (see _turn) and ends.
             turn.cancel()
             return await turn
         return turn.result()
+
+    async def _record_timed_out(self, inp: ChatTurnInput) -> ChatTurnResult:
+        timeout = workflow.info().execution_timeout
+        limit = f"{timeout.total_seconds():g} s" if timeout else "unset"
+        message = f"the turn ran out of time (its whole-turn timeout is {limit}); try again"
+        return await self._record_error(
+            inp,
+            self._user_text or inp.user_text,
+            {"code": "turn_timed_out", "message": message, "retryable": True},
+        )
 
     async def _turn(self, inp: ChatTurnInput) -> ChatTurnResult:
         """The turn's phases in order: each returns what the next needs, or the turn's result when it
@@ -260,6 +272,7 @@ class ChatTurnWorkflow:
             temperature=inp.temperature,
             degraded=prep.degraded,
             prompt_tokens=prompt.prompt_tokens,
+            deadline=self._deadline,
         )
         fallbacks: list[dict[str, str]] = []
         try:
@@ -283,7 +296,12 @@ class ChatTurnWorkflow:
             return await self._finish_error(
                 inp, prep.user_text, exc, prompt=prompt, route=route, fallbacks=fallbacks
             )
-        return _Generated(reply, "completed", fallbacks)
+        if reply.finish_reason == "out_of_time":  # it stopped at the turn's deadline
+            self._out_of_time = True
+            return await self._record_timed_out(inp)
+        # Stopped by the turn's cancel flag (the API's cancel): the reply is what was streamed.
+        status: TurnStatus = "cancelled" if reply.finish_reason == "cancelled" else "completed"
+        return _Generated(reply, status, fallbacks)
 
     async def _record(
         self,

@@ -16,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -35,6 +37,10 @@ from db.vector_index import AnnIndex
 from infra.telemetry import metrics
 
 SearchMode = Literal["hybrid", "vector", "text"]
+# How long a process trusts what it saw of a tenant (its embedding, whether it has chunks) while its
+# generation stays the same: a change that forgot to bump it is seen within this anyway.
+SHAPE_TTL_S = 30.0
+SHAPES_KEPT = 10_000
 RRF_K = 60  # the constant from Cormack et al. (2009); ranks past ~60 barely count
 _WORD = re.compile(r"[a-z0-9]+")
 _STOP = frozenset(
@@ -181,6 +187,8 @@ class HybridSearch:
         self.settings = settings or SearchSettings()
         self.reranker = reranker or LexicalSemanticReranker(self.settings)
         self._vector_sql = _vector_sql(self.settings.index)
+        # tenant → (generation, until, embedding model, version, chunks): see _shape_of.
+        self._shapes: OrderedDict[str, tuple[int, float, str | None, str | None, int]] = OrderedDict()
 
     async def search(
         self,
@@ -192,39 +200,42 @@ class HybridSearch:
         use_cache: bool = True,
     ) -> SearchResult:
         tenant = str(tenant_id)
+        use_cache = use_cache and self.settings.cache_ttl_s > 0
+        generation = await self._generation(tenant) if use_cache else None
+        known = self._shape_of(tenant, generation)
+        if known is not None:
+            # What the tenant searches, as of its documents' generation: an empty tenant, or a query
+            # asked before, costs no database round trip at all.
+            model, version, size = known
+            embedder = self.embedders.get(model, version)
+            if embedder is None or k <= 0 or not size:
+                return SearchResult([], model, version)
+            cache_key = self._cache_key(tenant, generation, embedder, mode, k, query)
+            if cache_key and (hit := await self._cached(tenant, cache_key, embedder)):
+                return hit
         async with self.sessions.begin() as session:
             await scope_to_tenant(session, tenant)
-            model, version = await active_embedding(session, tenant)
-            embedder = self.embedders.get(model, version)
-            if embedder is None or k <= 0:
-                # A tenant on an embedding this deployment cannot compute: answer without context.
-                return SearchResult([], model, version)
-            model, version = embedder.model_id, embedder.version
-            use_cache = use_cache and self.settings.cache_ttl_s > 0
-            cache_key = await self._cache_key(tenant, model, version, mode, k, query) if use_cache else None
-            if cache_key and (hit := await self._cache_get(cache_key)):
-                _count_cache("result", hit=True)
-                chunks = [
-                    ContextChunk.model_validate(c)
-                    for c in json.loads(await self.sealer.open(tenant, hit.decode()))
-                ]
-                return SearchResult(chunks, model, version, cached=True)
+            if known is None:
+                model, version = await active_embedding(session, tenant)
+                embedder = self.embedders.get(model, version)
+                if embedder is None or k <= 0:
+                    # A tenant on an embedding this deployment cannot compute: answer without context.
+                    return SearchResult([], model, version)
+                model, version = embedder.model_id, embedder.version
+                cache_key = self._cache_key(tenant, generation, embedder, mode, k, query)
+                if cache_key and (hit := await self._cached(tenant, cache_key, embedder)):
+                    return hit
+                size = await self._size(session, tenant, model, version)
+                self._remember_shape(tenant, generation, model, version, size)
+                if not size:  # a tenant without documents costs one indexed lookup, not an embedding
+                    return SearchResult([], model, version)
             params = {
                 "tenant": tenant,
                 "model": model,
                 "version": version,
                 "n": max(self.settings.candidates, k),
             }
-            # How many chunks the tenant has, counted no further than the exact-search bound.
-            size = await session.scalar(
-                text(
-                    "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE tenant_id = :tenant AND live"
-                    " AND embedding_model = :model AND embedding_version = :version LIMIT :cap) AS s"
-                ),
-                {**params, "cap": self.settings.exact_max_rows + 1},
-            )
-            if not size:  # a tenant without documents costs one indexed lookup, not an embedding
-                return SearchResult([], model, version)
+            assert embedder is not None  # both ways here returned without one
             query_vector = await self.query_vector(embedder, query)
             literal = vector_literal(query_vector)
             candidates: dict[str, Candidate] = {}
@@ -264,6 +275,44 @@ class HybridSearch:
             _count_cache("result", hit=False)
         return SearchResult(chunks, model, version, query_vector=query_vector)
 
+    async def _size(self, session: AsyncSession, tenant: str, model: str | None, version: str | None) -> int:
+        """How many chunks the tenant searches, counted no further than the exact-search bound."""
+        size = await session.scalar(
+            text(
+                "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE tenant_id = :tenant AND live"
+                " AND embedding_model = :model AND embedding_version = :version LIMIT :cap) AS s"
+            ),
+            {"tenant": tenant, "model": model, "version": version, "cap": self.settings.exact_max_rows + 1},
+        )
+        return int(size or 0)
+
+    async def _cached(self, tenant: str, cache_key: str, embedder: Embedder) -> SearchResult | None:
+        hit = await self._cache_get(cache_key)
+        if not hit:
+            return None
+        _count_cache("result", hit=True)
+        chunks = [
+            ContextChunk.model_validate(c) for c in json.loads(await self.sealer.open(tenant, hit.decode()))
+        ]
+        return SearchResult(chunks, embedder.model_id, embedder.version, cached=True)
+
+    def _shape_of(self, tenant: str, generation: int | None) -> tuple[str | None, str | None, int] | None:
+        """(embedding model, version, chunks up to the exact bound) last seen at this generation."""
+        entry = self._shapes.get(tenant)
+        if generation is None or entry is None or entry[0] != generation or entry[1] < time.monotonic():
+            return None
+        return entry[2], entry[3], entry[4]
+
+    def _remember_shape(
+        self, tenant: str, generation: int | None, model: str | None, version: str | None, size: int
+    ) -> None:
+        if generation is None:
+            return
+        self._shapes[tenant] = (generation, time.monotonic() + SHAPE_TTL_S, model, version, size)
+        self._shapes.move_to_end(tenant)
+        while len(self._shapes) > SHAPES_KEPT:
+            self._shapes.popitem(last=False)
+
     def _rank(self, query: str, candidates: list[Candidate], mode: SearchMode) -> list[Candidate]:
         if mode == "vector":
             for c in candidates:
@@ -289,18 +338,24 @@ class HybridSearch:
         _count_cache("embedding", hit=False)
         return array
 
-    async def _cache_key(
-        self, tenant: str, model: str, version: str, mode: str, k: int, query: str
-    ) -> str | None:
-        """None while Redis is unreachable: without the tenant's generation, a cached result
-        could be stale, so the search neither reads nor writes the cache."""
+    async def _generation(self, tenant: str) -> int | None:
+        """The tenant's documents' generation (bumped whenever they change); None while Redis is
+        unreachable: then a cached result could be stale, so the search neither reads nor writes
+        the cache, nor trusts what it remembers of the tenant."""
         try:
-            generation = int(await self.redis.get(generation_key(tenant)) or 0)
+            return int(await self.redis.get(generation_key(tenant)) or 0)
         except REDIS_UNAVAILABLE as exc:
             degraded("search cache skipped", exc)
             return None
+
+    @staticmethod
+    def _cache_key(
+        tenant: str, generation: int | None, embedder: Embedder, mode: str, k: int, query: str
+    ) -> str | None:
+        if generation is None:
+            return None
         digest = query_digest(query)[:32]
-        return f"search:{tenant}:{generation}:{model}:{version}:{mode}:{k}:{digest}"
+        return f"search:{tenant}:{generation}:{embedder.model_id}:{embedder.version}:{mode}:{k}:{digest}"
 
     # The cache is only a cache: Redis down means a miss, and nothing stored.
     async def _cache_get(self, key: str) -> bytes | None:

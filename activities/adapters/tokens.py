@@ -7,6 +7,8 @@ model server runs (exact, microseconds); the remote one asks the model server (T
 
 from __future__ import annotations
 
+import asyncio
+from collections import OrderedDict
 from pathlib import Path
 
 import httpx
@@ -42,15 +44,32 @@ class LocalGGUFCounter:
 
 
 class RemoteCounter:
+    """Counts by asking the model server, remembering what it answered: a prompt is counted several
+    times while it is fitted to its budget, and a conversation's history comes back every turn, so
+    most texts are known already; the others are asked for side by side (one round trip, not one
+    per message)."""
+
     # ChatML-style templates spend about this many tokens around each message.
     PER_MESSAGE = 5
+    KEEP = 4096  # texts remembered (a few MB at most)
 
     def __init__(self, http: httpx.AsyncClient, model_url: str) -> None:
         self.http = http
         self.model_url = model_url
         self._route: str | None = None
+        self._known: OrderedDict[str, int] = OrderedDict()
 
     async def count(self, text: str) -> int:
+        if (n := self._known.get(text)) is not None:
+            self._known.move_to_end(text)
+            return n
+        n = await self._ask(text)
+        self._known[text] = n
+        if len(self._known) > self.KEEP:
+            self._known.popitem(last=False)
+        return n
+
+    async def _ask(self, text: str) -> int:
         if self._route in (None, "/tokenize"):
             resp = await self.http.post(f"{self.model_url}/tokenize", json={"inputs": text, "content": text})
             if resp.status_code == 200:
@@ -65,7 +84,5 @@ class RemoteCounter:
         return len(resp.json()["tokens"])
 
     async def count_chat(self, messages: list[Message]) -> int:
-        total = self.PER_MESSAGE  # the generation prompt
-        for message in messages:
-            total += await self.count(message["content"]) + self.PER_MESSAGE
-        return total
+        counts = await asyncio.gather(*(self.count(m["content"]) for m in messages))
+        return self.PER_MESSAGE + sum(n + self.PER_MESSAGE for n in counts)  # + the generation prompt

@@ -8,9 +8,11 @@ the client discards the partial text it has and the new attempt streams the repl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import httpcore2
 import httpx
@@ -23,6 +25,7 @@ from activities.adapters.breaker import CircuitBreakers
 from activities.adapters.model_adapters import ModelAdapter
 from activities.adapters.model_call import ModelCall
 from activities.adapters.model_registry import ModelRegistry
+from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 from activities.adapters.turn_events import TurnEvents, TurnPublisher
 from activities.contracts.route import ModelTarget
 from activities.contracts.turn import InferInput, InferResult
@@ -42,6 +45,8 @@ _UNREACHABLE = (
 )
 # How long a finished reply waits for Redis to take the events it holds (an outage mid-stream).
 EVENT_FLUSH_GRACE_S = 30.0
+# How often a streaming reply looks for its turn's cancel flag: a cancel stops it within this.
+CANCEL_POLL_S = 0.25
 
 
 @asynccontextmanager
@@ -89,6 +94,8 @@ class InferenceActivities:
             raise ApplicationError(
                 f"model {target.name} is no longer in the registry", type="ModelUnknown", non_retryable=True
             )
+        if await self._cancel_requested(inp.turn_id):
+            return self._cancelled(target, [])  # cancelled before its inference began
         if not await self.breakers.acquire(target.endpoint):
             # Another worker opened this endpoint's circuit since routing: the next model, now.
             raise ApplicationError(f"{target.name}: circuit open", type="CircuitOpen", non_retryable=True)
@@ -104,12 +111,15 @@ class InferenceActivities:
             "attempt": attempt,
         }
         publisher = TurnPublisher(self.events, inp.turn_id)
-        await publisher.publish("turn" if inp.first_choice and attempt == 1 else "reset", meta)
+        first = inp.first_choice and attempt == 1
+        if first and activity.info().is_local:
+            first = not await self._began(inp.turn_id)  # run again after its worker died?
+        await publisher.publish("turn" if first else "reset", meta)
         adapter = self.registry.adapter(target.name)
         with ModelCall(target, inp) as call:
             try:
                 async with keep_heartbeating():
-                    result = await self._stream(adapter, target, inp, call, publisher)
+                    result = await self._stream_unless_cancelled(adapter, target, inp, call, publisher)
                     if not await publisher.flush(EVENT_FLUSH_GRACE_S):
                         activity.logger.warning(
                             "turn %s: %d events never reached Redis; clients get the reply from the"
@@ -138,6 +148,65 @@ class InferenceActivities:
         await self.breakers.record(target.endpoint, outcome)
         return result
 
+    async def _stream_unless_cancelled(
+        self,
+        adapter: ModelAdapter,
+        target: ModelTarget,
+        inp: InferInput,
+        call: ModelCall,
+        publisher: TurnPublisher,
+    ) -> InferResult:
+        """The stream, stopped when the turn's cancel flag goes up (TurnEvents.request_cancel) or its
+        deadline passes: what was streamed so far is then the reply, ``cancelled`` or ``out_of_time``."""
+        parts: list[str] = []
+        stream = asyncio.create_task(self._stream(adapter, target, inp, call, publisher, parts))
+        watch = asyncio.create_task(self._until_cancel_requested(inp.turn_id))
+        left = (inp.deadline - datetime.now(UTC)).total_seconds() if inp.deadline else None
+        try:
+            await asyncio.wait({stream, watch}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+            if stream.done():
+                return stream.result()
+            stream.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stream
+            reason = "cancelled" if watch.done() else "out_of_time"
+            activity.logger.info("turn %s %s after %d tokens", inp.turn_id, reason, len(parts))
+            return self._cancelled(target, parts, reason)
+        finally:
+            for task in (stream, watch):
+                task.cancel()
+
+    async def _until_cancel_requested(self, turn_id: str) -> None:
+        while True:  # a poll: the flag is in Redis, set by another process
+            await asyncio.sleep(CANCEL_POLL_S)
+            if await self._cancel_requested(turn_id):
+                return
+
+    async def _cancel_requested(self, turn_id: str) -> bool:
+        try:
+            return await self.events.cancel_requested(turn_id)
+        except REDIS_UNAVAILABLE as exc:  # no flag to read: the stream goes on
+            degraded("turn cancel flags unread until Redis is back", exc)
+            return False
+
+    async def _began(self, turn_id: str) -> bool:
+        try:
+            return await self.events.began(turn_id)
+        except REDIS_UNAVAILABLE as exc:  # a first attempt, as far as anyone can tell
+            degraded("a turn's earlier attempt unknown until Redis is back", exc)
+            return False
+
+    @staticmethod
+    def _cancelled(target: ModelTarget, parts: list[str], reason: str = "cancelled") -> InferResult:
+        return InferResult(
+            text="".join(parts),
+            model=target.name,
+            model_version=target.version,
+            output_tokens=len(parts),
+            ttft_ms=None,
+            finish_reason=reason,
+        )
+
     async def _failed(self, target: ModelTarget, exc: BaseException) -> None:
         if await self.breakers.record(target.endpoint, "failed") == "open":
             # This failure opened the circuit: give up on the model now rather than retry into it.
@@ -152,11 +221,12 @@ class InferenceActivities:
         inp: InferInput,
         call: ModelCall,
         publisher: TurnPublisher,
+        parts: list[str],
     ) -> InferResult:
+        """The reply streamed into ``parts`` (what a cancel keeps) and published token by token."""
         monitor = self.safety.output_monitor()
         start = time.perf_counter()
         ttft_ms: float | None = None
-        parts: list[str] = []
         finish_reason = "stop"
         safety_rule = None
         input_tokens = output_tokens = None

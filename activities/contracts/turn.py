@@ -5,6 +5,7 @@ Pydantic models, so fields can be added later without breaking histories already
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -91,6 +92,10 @@ class InferInput(BaseModel):
     first_choice: bool = True
     # The prompt as our tokenizer counted it (for telemetry when the server reports no usage).
     prompt_tokens: int | None = None
+    # When the turn must stop generating to end within its whole-turn timeout (UTC). A local inference
+    # watches it itself: the workflow's own timer reaches a running workflow task only at its next
+    # heartbeat, seconds later. Past it the reply so far comes back, `out_of_time`.
+    deadline: datetime | None = None
 
 
 class InferResult(BaseModel):

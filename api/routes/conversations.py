@@ -80,6 +80,18 @@ async def get_conversation(res: ResourcesDep, tenant: uuid.UUID, conversation_id
     return conv
 
 
+async def require_conversation(res: ResourcesDep, tenant: uuid.UUID, conversation_id: uuid.UUID) -> None:
+    """404 unless the tenant has this conversation: only its id is read (a turn's check, every turn)."""
+    async with res.sessions() as session:
+        found = await session.execute(
+            select(Conversation.id).where(
+                Conversation.id == conversation_id, Conversation.tenant_id == tenant
+            )
+        )
+    if found.first() is None:
+        raise HTTPException(404, f"conversation {conversation_id} not found")
+
+
 @router.post("", status_code=201, responses=error_responses(400))
 async def create_conversation(
     body: ConversationCreate, res: ResourcesDep, tenant: TenantDep

@@ -21,7 +21,7 @@ from api.core.drain import Drain
 from api.core.errors import ApiError, error_responses, turn_error_response
 from api.core.tenancy import TenantDep, require, tokens_within_limit
 from api.core.text_fields import StorableStr
-from api.routes.conversations import get_conversation
+from api.routes.conversations import require_conversation
 from api.services.turn_starter import TurnRequest, start_turn, tenant_of_turn
 from api.services.turn_stream import as_sse, follow
 from infra.runtime.resources import Resources
@@ -144,7 +144,7 @@ async def _post_message(
     """Both message routes: the conversation must be the tenant's, then the turn starts (or is joined)."""
     audit: dict[str, object] = {}
     request.state.audit = audit
-    await get_conversation(res, tenant, conversation_id)
+    await require_conversation(res, tenant, conversation_id)
     if body.webhook_url is not None:
         await _check_webhook(res, str(body.webhook_url), request.state.principal.webhook_hosts, audit)
     req = TurnRequest(
@@ -280,5 +280,10 @@ async def cancel_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dic
     handle, desc = await _turn_handle(res, tenant, turn_id)
     if desc.status != WorkflowExecutionStatus.RUNNING:
         raise HTTPException(409, f"turn {turn_id} has already ended")
-    await handle.cancel()
+    # The streaming loop watches this flag (within a quarter second). A local inference would hear of
+    # a workflow cancel only at its workflow task's next heartbeat, seconds away, and a cancel landing
+    # in that task makes Temporal run its steps again; a regular one also takes the workflow cancel.
+    await res.events.request_cancel(turn_id)
+    if not res.policy.activities["infer"].local:
+        await handle.cancel()
     return {"turn_id": turn_id, "status": "cancelling"}

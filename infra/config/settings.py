@@ -95,6 +95,12 @@ class Settings(BaseSettings):
         description="run a worker inside the API process, so turns start eagerly (lowest latency)",
     )
     api_worker_slots: int = Field(default=8, ge=1, description="concurrent tasks of the API's worker")
+    chat_workflow_sandbox: bool = Field(
+        default=False,
+        description="run chat turns' workflow code in Temporal's sandbox, which imports it afresh for every"
+        " run (a fifth of a chat worker's CPU, bench/REPORT.md); off, determinism is held by the replay and"
+        " workflow tests, which always run it sandboxed",
+    )
     max_inflight_turns: int = Field(
         default=256,
         ge=1,

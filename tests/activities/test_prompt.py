@@ -7,7 +7,7 @@ import pytest
 
 from activities.adapters.tokens import LocalGGUFCounter, RemoteCounter
 from activities.contracts.turn import ContextChunk
-from activities.logic.prompt import PromptTooLong, assemble, compress, rank_sentences
+from activities.logic.prompt import Message, PromptTooLong, assemble, compress, rank_sentences
 from infra.config.endpoints import default_gguf
 from tests.support.services import Services
 
@@ -34,6 +34,29 @@ async def test_local_counter_agrees_with_the_model_server(
         remote = RemoteCounter(http, services.endpoints.model_url)
         for text in ["Hello there!", SEA, "naïve café — 東京"]:
             assert await counter.count(text) == await remote.count(text)
+
+
+async def test_the_remote_counter_asks_once_per_text(services: Services) -> None:
+    """Fitting a prompt counts it several times, and history comes back every turn: a text the
+    model server has counted once is not sent again."""
+    asked: list[str] = []
+
+    async def record(request: httpx.Request) -> None:
+        asked.append(request.url.path)
+
+    async with httpx.AsyncClient(event_hooks={"request": [record]}) as http:
+        remote = RemoteCounter(http, services.endpoints.model_url)
+        chat: list[Message] = [
+            {"role": "system", "content": SEA},
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+        ]
+        first = await remote.count_chat(chat)
+        assert len(asked) >= 3  # each message once (a first call may also learn the server's route)
+        before = len(asked)
+        assert await remote.count_chat(chat) == first and len(asked) == before
+        longer = await remote.count_chat([*chat, {"role": "user", "content": "And now?"}])
+        assert longer > first and len(asked) == before + 1
 
 
 async def test_chat_count_includes_the_template(counter: LocalGGUFCounter) -> None:

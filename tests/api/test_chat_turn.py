@@ -11,7 +11,7 @@ from openai import AsyncOpenAI
 
 from activities.contracts.turn import ChatTurnResult
 from tests.support.api_harness import ApiServer, api_key_of
-from tests.support.replay import replay
+from tests.support.replay import replay, scheduled_activities
 from tests.support.services import Services, messages_of
 from tests.support.sse import collect, events
 
@@ -203,9 +203,11 @@ async def test_cancel_stops_generation_and_keeps_the_partial_reply(
                 cancelled_at = len(seen)
     done = next(e for e in seen if e.event == "done")
     assert done.data["finish_reason"] == "cancelled"
-    # The cancel reaches the model call within about a heartbeat (1 s, ~45 tokens here), not seconds.
+    # The cancel flag reaches the stream within a poll (250 ms), well under a second (~45 tokens here).
     late = [e for e in seen[cancelled_at:] if e.event == "token"]
-    assert len(late) < 90, f"{len(late)} tokens streamed after the cancel was accepted"
+    assert len(late) < 45, f"{len(late)} tokens streamed after the cancel was accepted"
+    # Inference ran as a local activity (temporal.yaml), the path the flag exists for.
+    assert "infer" not in await scheduled_activities(await workflow_handle(api, turn_id))
     tokens = [e for e in seen if e.event == "token"]
     assert 3 <= len(tokens) < 300
     rows = messages_of(services, turn_id)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.support.api_harness import ApiServer, isolated_settings
 from tests.support.processes import start_worker, stop_processes, wait_for_log
+from tests.support.replay import scheduled_activities
 from tests.support.services import Services, messages_of
 from tests.support.sse import events
 
@@ -54,3 +55,8 @@ async def test_killed_worker_mid_stream(services: Services, tmp_path: Path) -> N
     rows = messages_of(services, turn_id)
     assert [r[0] for r in rows] == ["user", "assistant"]
     assert rows[1][1] == reply and reply
+    # Inference was a local activity (temporal.yaml): the dead worker was noticed by its workflow
+    # task's timeout, and the turn ran again elsewhere.
+    async with ApiServer(settings) as api:
+        handle = api.app.state.resources.temporal.get_workflow_handle(turn_id)
+        assert "infer" not in await scheduled_activities(handle)

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowHandle, WorkflowHistory
 from temporalio.converter import PayloadCodec
 from temporalio.worker import Replayer
 
@@ -23,6 +24,15 @@ async def replay(history: WorkflowHistory, codec: PayloadCodec | None = None) ->
         workflow_runner=sandbox_runner(),
     )
     await replayer.replay_workflow(history)
+
+
+async def scheduled_activities(handle: WorkflowHandle[Any, Any]) -> list[str]:
+    """The regular activities a run scheduled (local ones are markers in its history, not listed)."""
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in (await handle.fetch_history()).events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
 
 
 def load_history(name: str) -> WorkflowHistory:

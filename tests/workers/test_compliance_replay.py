@@ -3,6 +3,7 @@ reconstructed; a history the code no longer reproduces is reported as such, not 
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,19 @@ async def test_replay_command_exports_and_reports_a_changed_workflow(
     code, out = await run_cli(api, "replay", "--history", str(history))
     assert code == 0, out
     events = json.loads(history.read_text())
+    renamed = 0
     for event in events["events"]:
-        scheduled = event.get("activityTaskScheduledEventAttributes")
-        if scheduled and scheduled["activityType"]["name"] == "infer":
-            scheduled["activityType"]["name"] = "infer_somewhere_else"
+        # Inference is a local activity: its record is a marker naming the activity type.
+        marker = event.get("markerRecordedEventAttributes")
+        if not marker or "data" not in marker.get("details", {}):
+            continue
+        payload = marker["details"]["data"]["payloads"][0]
+        data = json.loads(base64.b64decode(payload["data"]))
+        if data.get("activity_type") == "infer":
+            data["activity_type"] = "infer_somewhere_else"
+            payload["data"] = base64.b64encode(json.dumps(data).encode()).decode()
+            renamed += 1
+    assert renamed == 1
     tampered = tmp_path / "tampered.history.json"
     tampered.write_text(json.dumps(events))
     code, out = await run_cli(api, "replay", "--history", str(tampered))

@@ -57,8 +57,10 @@ async def test_a_pinned_turn_finishes_on_its_build_while_new_turns_go_to_the_new
     services: Services, tmp_path: Path
 ) -> None:
     async with ScriptedModelServer("scripted-gpu") as scripted:
-        scripted.script.reply = [f" w{i}" for i in range(20)]
-        scripted.script.token_delay_s = 0.15  # a turn of ~3 s: long enough to ship a build under it
+        scripted.script.reply = [f" w{i}" for i in range(24)]
+        # A turn of ~12 s: long enough to ship a build under it, and longer than the workflow task's
+        # heartbeat (8 s), which is when a turn that is one local-activity task shows on its build.
+        scripted.script.token_delay_s = 0.5
         settings_a, settings_b = two_builds(services, tmp_path, scripted.url)
         async with ApiServer(settings_a) as api:  # its eager chat worker is build A
             res_a: Resources = api.app.state.resources
@@ -79,8 +81,14 @@ async def test_a_pinned_turn_finishes_on_its_build_while_new_turns_go_to_the_new
                     chat = deployment_of(settings_a, "chat")
                     status = await describe(res_a.temporal, chat)
                     assert status and status.current == settings_b.build_id
-                    # The turn A started is still open on A, and shown so.
-                    [on_a] = [b for b in status.builds if b.build_id == settings_a.build_id]
+                    # The turn A started is still open on A, and shown so (once its task heartbeats).
+                    for _ in range(40):
+                        [on_a] = [b for b in status.builds if b.build_id == settings_a.build_id]
+                        if on_a.open_runs:
+                            break
+                        await asyncio.sleep(0.25)
+                        status = await describe(res_a.temporal, chat)
+                        assert status
                     assert on_a.open_runs == 1 and on_a.pollers >= 1
 
                     first = (await slow).json()
