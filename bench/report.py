@@ -159,13 +159,20 @@ def floor_note(floor: dict[str, Any] | None) -> str:
     if not floor:
         return ""
     a, t = floor["first_activity_ms"], floor["turn_shape_ms"]
+    local = floor.get("local_shape_ms")
+    all_local = (
+        f"; the same shape with inference a local activity too, as turnflow runs it now (no round trip "
+        f"to the server before the first token) **{local['p50']:.0f} / {local['p95']:.0f} ms**"
+        if local
+        else ""
+    )
     return (
         f"Temporal's own floor, measured in the same run against the same server (`bench/temporal_floor.py`: "
         f"a bare worker, eager start, steps that do nothing): start → first line of an activity "
         f"**{a['p50']:.0f} / {a['p95']:.0f} ms** (p50 / p95); through the turn's shape (three local "
-        f"activities side by side, a fourth, then the activity) **{t['p50']:.0f} / {t['p95']:.0f} ms**. "
-        "Turnflow's overhead is that, plus the API's checks before the start, the steps' own work "
-        "(retrieval, token counting), the payload codec and tracing, and the token's way through Redis."
+        f"activities side by side, a fourth, then the activity) **{t['p50']:.0f} / {t['p95']:.0f} ms**"
+        f"{all_local}. Turnflow's overhead is that, plus the API's checks before the start, the steps' own "
+        "work (retrieval, token counting), the payload codec and tracing, and the token's way through Redis."
     )
 
 
@@ -205,6 +212,70 @@ def load_section(path: Path, title: str) -> str:
             figure(path.stem.rsplit("-", 1)[0], lambda out: load.plot(r, out)),
         ]
     )
+
+
+PLATFORM = ("api", "worker", "temporal", "postgres", "redis")  # what a turn costs turnflow, not its peers
+
+
+def platform_cpu(level: dict[str, Any]) -> float:
+    return sum(level.get("cpu_ms_per_turn", {}).get(p, 0) for p in PLATFORM)
+
+
+def efficiency_section(path: Path) -> str:
+    """Issue 17's figures: a turn's platform CPU and throughput now against the same benchmark on the
+    code before the change (`efficiency-baseline-*.json`, a `bench/load.py --profile` run kept for
+    this), and where each Python process's CPU goes at each profiled level, before and after."""
+    after_path = newest("load-fake-2*.json")
+    if after_path is None:
+        return ""
+    before, after = json.loads(path.read_text()), json.loads(after_path.read_text())
+    levels_before = {lv["users"]: lv for lv in before["levels"]}
+    rows = []
+    for lv in json.loads(after_path.read_text())["levels"]:
+        old = levels_before.get(lv["users"])
+        if old is None:
+            continue
+        rows.append(
+            [
+                lv["users"],
+                f"{old['throughput_turns_per_s']} → **{lv['throughput_turns_per_s']}**",
+                f"{platform_cpu(old):.0f} → **{platform_cpu(lv):.0f}**",
+                " / ".join(f"{old['cpu_ms_per_turn'].get(p, 0):.0f}" for p in PLATFORM),
+                " / ".join(f"{lv['cpu_ms_per_turn'].get(p, 0):.0f}" for p in PLATFORM),
+                f"{ms(old['ttft_ms']['p50'])} → {ms(lv['ttft_ms']['p50'])}",
+            ]
+        )
+    parts = [
+        "## Turn efficiency: before and after (issue 17)",
+        f"`bench/load.py --model fake --profile` on the code before ({before['date'][:16]} UTC) and now "
+        f"({after['date'][:16]} UTC), same machine. Platform CPU is API + worker + Temporal + Postgres "
+        "+ Redis, per completed turn. Targets: ≤ 120 ms at 1 user, ≤ 90 ms and ≥ 18 turns/s at 32.",
+        table(
+            [
+                "users",
+                "turns/s",
+                "platform CPU ms per turn",
+                "before: " + " / ".join(PLATFORM),
+                "now: " + " / ".join(PLATFORM),
+                "TTFT p50",
+            ],
+            rows,
+        ),
+    ]
+    for lv in after["levels"]:
+        old = levels_before.get(lv["users"], {})
+        for process, prof in lv.get("profile", {}).items():
+            was = old.get("profile", {}).get(process, {})
+            if not prof.get("samples"):
+                continue
+            groups = ", ".join(f"{name} {pct}%" for name, pct in prof.get("self_by_group_pct", [])[:8])
+            was_groups = ", ".join(f"{name} {pct}%" for name, pct in was.get("self_by_group_pct", [])[:8])
+            parts.append(
+                f"**{process}, {lv['users']} users** (py-spy, Python CPU by what it ran): now {groups}"
+                + (f"; before {was_groups}" if was_groups else "")
+                + "."
+            )
+    return "\n\n".join(parts)
 
 
 def pacing(r: dict[str, Any]) -> str:
@@ -553,6 +624,7 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
         lambda p: load_section(p, "Load, users who pause between turns, FAKE model at a real pace"),
     ),
     ("load-real-*.json", lambda p: load_section(p, "Load, real model (`bench/load.py --model real`)")),
+    ("efficiency-baseline-*.json", efficiency_section),
     ("slow-consumers-*.json", slow_consumers_section),
     ("sealing-*.json", sealing_section),
     ("rollout-*.json", rollout_section),
