@@ -7,8 +7,9 @@ import logging
 import uuid
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import event, update
 
+from activities.adapters.search import invalidate_tenant
 from activities.chat.retrieval import RetrievalActivities
 from activities.contracts.turn import RetrieveInput
 from db.access import ensure_tenant
@@ -150,3 +151,34 @@ async def test_embedding_draws_no_progress_bar_in_the_service_log(
         logging.getLogger("sentence_transformers").setLevel(logging.NOTSET)
     assert len(vectors) == 1
     assert "Batches" not in capfd.readouterr().err
+
+
+async def test_a_tenant_is_looked_up_once_per_documents_generation(resources: Resources) -> None:
+    """Retrieval remembers, per tenant and generation, what it searches: an empty tenant's next
+    search, or a query asked before, costs no database statement; a new document (its generation
+    bumped) is found at once."""
+    statements: list[str] = []
+
+    def count(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    tenant = await ensure_tenant(resources.sessions, f"t-{uuid.uuid4().hex[:8]}")
+    retrieval = RetrievalActivities(resources.search)
+    ask = RetrieveInput(tenant_id=str(tenant), query="When was the Zorblat lighthouse built?", k=2)
+    event.listen(resources.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        assert (await retrieval.retrieve(ask)).chunks == []
+        first = len(statements)
+        assert first > 0
+        assert (await retrieval.retrieve(ask)).chunks == []
+        assert len(statements) == first  # nothing asked of Postgres the second time
+
+        await add_document(resources, tenant, FACTS)
+        await invalidate_tenant(resources.redis, tenant)  # as ingestion does when a document goes live
+        found = await retrieval.retrieve(ask)
+        assert len(found.chunks) == 2 and "1887" in found.chunks[0].text
+        searched = len(statements)
+        again = await retrieval.retrieve(ask)  # the same question: the cached result
+        assert again.chunks == found.chunks and len(statements) == searched
+    finally:
+        event.remove(resources.engine.sync_engine, "before_cursor_execute", count)
