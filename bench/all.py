@@ -55,7 +55,7 @@ def chaos() -> None:
 STEPS: dict[str, Callable[[], None]] = {
     "chaos": chaos,
     "ttft": on_a_stack("ttft", ["bench.ttft"]),
-    "load-fake": lambda: run([*PY, "bench.load", "--model", "fake", "--duration", "15"]),
+    "load-fake": lambda: run([*PY, "bench.load", "--model", "fake", "--duration", "15", "--profile"]),
     "load-paced": lambda: run(
         [*PY, "bench.load", "--model", "fake", "--think-s", "5", "--token-ms", "25", *PACED_LEVELS]
     ),
