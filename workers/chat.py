@@ -80,7 +80,7 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
         tenant_label=res.settings.metrics_tenant_label,
     )
     steps = TurnSteps(res.sessions, res.safety, transcript, res.counter, res.events, res.registry)
-    inference = InferenceActivities(res.registry, res.breakers, res.events, res.safety)
+    inference = InferenceActivities(res.registry, res.breakers, res.events, res.cancels, res.safety)
     router = RouteActivities(res.registry, res.breakers, res.sessions, res.redis, res.settings.max_tokens)
     probe = StackProbeActivities(res.sessions, res.redis, res.model)
     return [

@@ -32,10 +32,6 @@ def stream_key(turn_id: str) -> str:
     return f"turnflow:turn:{turn_id}:events"
 
 
-def cancel_key(turn_id: str) -> str:
-    return f"turnflow:turn:{turn_id}:cancel"
-
-
 @dataclass(frozen=True)
 class TurnEvent:
     id: str
@@ -85,15 +81,6 @@ class TurnEvents:
                     TurnEvent(eid, type_, json.loads(await self.sealer.open(tenant, raw) if tenant else raw))
                 )
         return events
-
-    async def request_cancel(self, turn_id: str) -> None:
-        """Ask the turn's inference to stop: it looks for this flag while it streams (a local activity
-        hears of a workflow cancel only at its workflow task's next heartbeat, seconds away)."""
-        await self.redis.set(cancel_key(turn_id), b"1", ex=self.retention_s)
-
-    async def cancel_requested(self, turn_id: str) -> bool:
-        with suppress_instrumentation():  # polled while a reply streams: no span each
-            return bool(await self.redis.exists(cancel_key(turn_id)))
 
     async def began(self, turn_id: str) -> bool:
         """Whether an attempt already began streaming this turn (its ``turn`` event is out): a

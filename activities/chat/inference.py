@@ -26,6 +26,7 @@ from activities.adapters.model_adapters import ModelAdapter
 from activities.adapters.model_call import ModelCall
 from activities.adapters.model_registry import ModelRegistry
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
+from activities.adapters.turn_cancels import TurnCancels
 from activities.adapters.turn_events import TurnEvents, TurnPublisher
 from activities.contracts.route import ModelTarget
 from activities.contracts.turn import InferInput, InferResult
@@ -45,8 +46,6 @@ _UNREACHABLE = (
 )
 # How long a finished reply waits for Redis to take the events it holds (an outage mid-stream).
 EVENT_FLUSH_GRACE_S = 30.0
-# How often a streaming reply looks for its turn's cancel flag: a cancel stops it within this.
-CANCEL_POLL_S = 0.25
 
 
 @asynccontextmanager
@@ -75,16 +74,26 @@ async def keep_heartbeating() -> AsyncIterator[None]:
 
 class InferenceActivities:
     def __init__(
-        self, registry: ModelRegistry, breakers: CircuitBreakers, events: TurnEvents, safety: SafetyEngine
+        self,
+        registry: ModelRegistry,
+        breakers: CircuitBreakers,
+        events: TurnEvents,
+        cancels: TurnCancels,
+        safety: SafetyEngine,
     ) -> None:
         self.registry = registry
         self.breakers = breakers
         self.events = events
+        self.cancels = cancels
         self.safety = safety
 
     @activity.defn(name="infer")
     async def infer(self, inp: InferInput) -> InferResult:
         """One attempt at one model of the turn's chain (``inp.target``), on the replica routing chose."""
+        async with self.cancels.watch(inp.turn_id) as cancelled:
+            return await self._attempt(inp, cancelled)
+
+    async def _attempt(self, inp: InferInput, cancelled: asyncio.Event) -> InferResult:
         target = inp.target
         if target is None:
             raise ApplicationError(
@@ -94,7 +103,7 @@ class InferenceActivities:
             raise ApplicationError(
                 f"model {target.name} is no longer in the registry", type="ModelUnknown", non_retryable=True
             )
-        if await self._cancel_requested(inp.turn_id):
+        if await self.cancels.requested(inp.turn_id):
             return self._cancelled(target, [])  # cancelled before its inference began
         if not await self.breakers.acquire(target.endpoint):
             # Another worker opened this endpoint's circuit since routing: the next model, now.
@@ -119,7 +128,9 @@ class InferenceActivities:
         with ModelCall(target, inp) as call:
             try:
                 async with keep_heartbeating():
-                    result = await self._stream_unless_cancelled(adapter, target, inp, call, publisher)
+                    result = await self._stream_unless_cancelled(
+                        adapter, target, inp, call, publisher, cancelled
+                    )
                     if not await publisher.flush(EVENT_FLUSH_GRACE_S):
                         activity.logger.warning(
                             "turn %s: %d events never reached Redis; clients get the reply from the"
@@ -155,12 +166,13 @@ class InferenceActivities:
         inp: InferInput,
         call: ModelCall,
         publisher: TurnPublisher,
+        cancelled: asyncio.Event,
     ) -> InferResult:
-        """The stream, stopped when the turn's cancel flag goes up (TurnEvents.request_cancel) or its
-        deadline passes: what was streamed so far is then the reply, ``cancelled`` or ``out_of_time``."""
+        """The stream, stopped when the turn is cancelled (TurnCancels) or its deadline passes: what
+        was streamed so far is then the reply, ``cancelled`` or ``out_of_time``."""
         parts: list[str] = []
         stream = asyncio.create_task(self._stream(adapter, target, inp, call, publisher, parts))
-        watch = asyncio.create_task(self._until_cancel_requested(inp.turn_id))
+        watch = asyncio.create_task(cancelled.wait())
         left = (inp.deadline - datetime.now(UTC)).total_seconds() if inp.deadline else None
         try:
             await asyncio.wait({stream, watch}, timeout=left, return_when=asyncio.FIRST_COMPLETED)
@@ -175,19 +187,6 @@ class InferenceActivities:
         finally:
             for task in (stream, watch):
                 task.cancel()
-
-    async def _until_cancel_requested(self, turn_id: str) -> None:
-        while True:  # a poll: the flag is in Redis, set by another process
-            await asyncio.sleep(CANCEL_POLL_S)
-            if await self._cancel_requested(turn_id):
-                return
-
-    async def _cancel_requested(self, turn_id: str) -> bool:
-        try:
-            return await self.events.cancel_requested(turn_id)
-        except REDIS_UNAVAILABLE as exc:  # no flag to read: the stream goes on
-            degraded("turn cancel flags unread until Redis is back", exc)
-            return False
 
     async def _began(self, turn_id: str) -> bool:
         try:

@@ -280,10 +280,11 @@ async def cancel_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dic
     handle, desc = await _turn_handle(res, tenant, turn_id)
     if desc.status != WorkflowExecutionStatus.RUNNING:
         raise HTTPException(409, f"turn {turn_id} has already ended")
-    # The streaming loop watches this flag (within a quarter second). A local inference would hear of
-    # a workflow cancel only at its workflow task's next heartbeat, seconds away, and a cancel landing
-    # in that task makes Temporal run its steps again; a regular one also takes the workflow cancel.
-    await res.events.request_cancel(turn_id)
+    # The process streaming the reply hears it at once (activities/adapters/turn_cancels.py). A local
+    # inference would hear of a workflow cancel only at its workflow task's next heartbeat, seconds
+    # away, and a cancel landing in that task makes Temporal run its steps again; a regular one also
+    # takes the workflow cancel.
+    await res.cancels.request(turn_id)
     if not res.policy.activities["infer"].local:
         await handle.cancel()
     return {"turn_id": turn_id, "status": "cancelling"}

@@ -22,6 +22,7 @@ from activities.adapters.sealed_text import SealedText
 from activities.adapters.search import HybridSearch, SearchSettings
 from activities.adapters.tenant_keys import LocalKeyWrapper, TenantKeyring
 from activities.adapters.tokens import LocalGGUFCounter, RemoteCounter
+from activities.adapters.turn_cancels import TurnCancels
 from activities.adapters.turn_events import TurnEvents
 from activities.adapters.webhook_sender import WebhookSender
 from activities.logic.prompt import TokenCounter
@@ -49,6 +50,7 @@ class Resources:
     model: AsyncInferenceClient
     http: httpx.AsyncClient
     events: TurnEvents
+    cancels: TurnCancels
     safety: SafetyEngine
     codec: TenantCodec
     # Tenants' text at rest (Postgres, Redis), under the same data keys as their payloads.
@@ -114,6 +116,7 @@ class Resources:
             model=make_inference_client(endpoints.model_url, settings.tgi_token),
             http=httpx.AsyncClient(timeout=5.0),
             events=TurnEvents(redis, settings.event_retention_s, sealer),
+            cancels=TurnCancels(redis, settings.event_retention_s),
             safety=SafetyEngine.load(),
             codec=codec,
             sealer=sealer,
@@ -217,5 +220,6 @@ class Resources:
         if self._webhooks is not None:
             await self._webhooks.close()
         await self.http.aclose()
+        await self.cancels.close()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -203,7 +203,7 @@ async def test_cancel_stops_generation_and_keeps_the_partial_reply(
                 cancelled_at = len(seen)
     done = next(e for e in seen if e.event == "done")
     assert done.data["finish_reason"] == "cancelled"
-    # The cancel flag reaches the stream within a poll (250 ms), well under a second (~45 tokens here).
+    # The cancel is announced to the process streaming the reply: well under a second (~45 tokens here).
     late = [e for e in seen[cancelled_at:] if e.event == "token"]
     assert len(late) < 45, f"{len(late)} tokens streamed after the cancel was accepted"
     # Inference ran as a local activity (temporal.yaml), the path the flag exists for.
