@@ -271,7 +271,8 @@ def efficiency_section(path: Path) -> str:
             groups = ", ".join(f"{name} {pct}%" for name, pct in prof.get("self_by_group_pct", [])[:8])
             was_groups = ", ".join(f"{name} {pct}%" for name, pct in was.get("self_by_group_pct", [])[:8])
             parts.append(
-                f"**{process}, {lv['users']} user{'s' if lv['users'] != 1 else ''}** (py-spy, Python CPU by what it ran): now {groups}"
+                f"**{process}, {lv['users']} user{'s' if lv['users'] != 1 else ''}** "
+                f"(py-spy, Python CPU by what it ran): now {groups}"
                 + (f"; before {was_groups}" if was_groups else "")
                 + "."
             )
