@@ -89,6 +89,18 @@ class TurnEvents:
             first: Any = await self.redis.xrange(stream_key(turn_id), count=1)  # `turn` is always first
         return bool(first)
 
+    async def streamed_reply(self, turn_id: str) -> tuple[str, int, str] | None:
+        """The reply an earlier run of the turn streamed to its end (text, tokens, finish reason), or
+        None. A turn whose workflow task could not be completed (Temporal away) runs again from its
+        start: its inference gives back what the client already got, rather than another reply."""
+        events = await self.read_all(turn_id)
+        done = next((e for e in reversed(events) if e.type == "done"), None)
+        if done is None:
+            return None
+        starts = [i for i, e in enumerate(events) if e.type in ("turn", "reset")]
+        tokens = [e.data["text"] for e in events[starts[-1] if starts else 0 :] if e.type == "token"]
+        return "".join(tokens), len(tokens), str(done.data.get("finish_reason") or "stop")
+
     async def read_all(self, turn_id: str) -> list[TurnEvent]:
         events: list[TurnEvent] = []
         while batch := await self.read(turn_id, events[-1].id if events else "0-0"):

@@ -121,8 +121,20 @@ class InferenceActivities:
         }
         publisher = TurnPublisher(self.events, inp.turn_id)
         first = inp.first_choice and attempt == 1
-        if first and activity.info().is_local:
-            first = not await self._began(inp.turn_id)  # run again after its worker died?
+        if first and activity.info().is_local and await self._began(inp.turn_id):
+            # Run again: after its worker died (a reset, then the reply anew), or after Temporal could
+            # not take its finished task (the reply its client already has).
+            if (earlier := await self._streamed_reply(inp.turn_id)) is not None:
+                text, tokens, finish_reason = earlier
+                return InferResult(
+                    text=text,
+                    model=target.name,
+                    model_version=target.version,
+                    output_tokens=tokens,
+                    ttft_ms=None,
+                    finish_reason=finish_reason,
+                )
+            first = False
         await publisher.publish("turn" if first else "reset", meta)
         adapter = self.registry.adapter(target.name)
         with ModelCall(target, inp) as call:
@@ -187,6 +199,13 @@ class InferenceActivities:
         finally:
             for task in (stream, watch):
                 task.cancel()
+
+    async def _streamed_reply(self, turn_id: str) -> tuple[str, int, str] | None:
+        try:
+            return await self.events.streamed_reply(turn_id)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("a turn's earlier reply unknown until Redis is back", exc)
+            return None
 
     async def _began(self, turn_id: str) -> bool:
         try:

@@ -8,7 +8,6 @@ Redis meanwhile forgets everything when it reconnects).
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -16,9 +15,8 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from activities.adapters.outages import degraded
 from db.access import Principal, find_principal, hash_key
-
-log = logging.getLogger("turnflow.api")
 
 REVOKED_CHANNEL = "turnflow:keys:revoked"
 # The bound on how long a revoked key may still work should its message be missed (docs/security.md).
@@ -75,6 +73,6 @@ class PrincipalCache:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: entries still expire within TTL_S
-                log.warning("key revocations not followed (%s); retrying", exc)
+                degraded("key revocations not followed; cached keys lapse within 5 s", exc)
                 self.forget()
                 await asyncio.sleep(retry_s)
