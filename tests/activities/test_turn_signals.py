@@ -1,5 +1,6 @@
-"""A turn's cancel on real Redis: announced to the process streaming the reply, kept as a flag for an
-inference that begins later."""
+"""What a local inference learns from Redis about its turn, on real Redis: a cancel (announced to the
+process streaming the reply, kept as a flag for an inference that begins later), and whether an
+earlier run already streamed the reply."""
 
 from __future__ import annotations
 
@@ -38,3 +39,20 @@ async def test_a_cancel_before_the_inference_began_is_its_flag(resources: Resour
             await asyncio.wait_for(cancelled.wait(), 1.0)
     finally:
         await late.close()
+
+
+async def test_a_turn_run_again_finds_the_reply_its_stream_finished(resources: Resources) -> None:
+    """What a local inference run again reads back: the last attempt's tokens once the stream says
+    `done` (Temporal could not take the finished task), nothing while it is unfinished (a dead worker:
+    the run streams the reply anew)."""
+    events, turn = resources.events, f"turn-{uuid.uuid4()}"
+    assert not await events.began(turn) and await events.streamed_reply(turn) is None
+    await events.publish(turn, "turn", {})
+    for i, text in enumerate(["Hel", "lo"]):
+        await events.publish(turn, "token", {"text": text, "index": i})
+    assert await events.began(turn) and await events.streamed_reply(turn) is None  # not finished
+    await events.publish(turn, "reset", {})
+    for i, text in enumerate(["Good", "bye", "."]):
+        await events.publish(turn, "token", {"text": text, "index": i})
+    await events.publish(turn, "done", {"finish_reason": "length"})
+    assert await events.streamed_reply(turn) == ("Goodbye.", 3, "length")
