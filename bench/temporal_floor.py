@@ -58,16 +58,20 @@ class FirstActivity:
         return await workflow.execute_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
 
 
+async def _turn_steps(run_id: str) -> None:
+    """The chat turn's steps before inference: three local activities side by side, then a fourth."""
+    steps = (
+        workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP) for _ in range(3)
+    )
+    await asyncio.gather(*steps)
+    await workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
+
+
 @workflow.defn(name="floor_turn_shape")
 class TurnShape:
     @workflow.run
     async def run(self, run_id: str) -> str:
-        steps = (
-            workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
-            for _ in range(3)
-        )
-        await asyncio.gather(*steps)
-        await workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
+        await _turn_steps(run_id)
         return await workflow.execute_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
 
 
@@ -75,12 +79,7 @@ class TurnShape:
 class LocalShape:
     @workflow.run
     async def run(self, run_id: str) -> str:
-        steps = (
-            workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
-            for _ in range(3)
-        )
-        await asyncio.gather(*steps)
-        await workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
+        await _turn_steps(run_id)
         return await workflow.execute_local_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
 
 
