@@ -140,6 +140,13 @@ async def wait_polled(r: Rehearsal, build: str, workers: list[str]) -> None:
         await wait_until_polled(client, deployment, build, [policy.queue(kind)], 120, identities)
 
 
+async def start_polling(r: Rehearsal, build: str, workers: list[str]) -> None:
+    """Start these workers of the build and wait until each polls, as an operator would before routing."""
+    for name in workers:
+        r.start_worker(name, build)
+    await wait_polled(r, build, workers)
+
+
 async def user(r: Rehearsal, key: str, stop: asyncio.Event, rng: random.Random) -> None:
     """One person: a conversation on one API, a turn after another, a pause between."""
     async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
@@ -321,9 +328,7 @@ async def rehearse(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(args.steady_s)
 
         r.phase("during")
-        r.start_worker("worker-b1", build_b)
-        r.start_worker("worker-b2", build_b)
-        await wait_polled(r, build_b, ["worker-b1", "worker-b2"])
+        await start_polling(r, build_b, ["worker-b1", "worker-b2"])
         r.step("ramp B 50%")
         await r.cli("deploy", "promote", build_b, "--ramp", "50")
         await asyncio.sleep(args.step_s)
@@ -343,9 +348,7 @@ async def rehearse(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(args.steady_s)
 
         r.phase("rollback")
-        r.start_worker("worker-a3", build_a)
-        r.start_worker("worker-a4", build_a)
-        await wait_polled(r, build_a, ["worker-a3", "worker-a4"])
+        await start_polling(r, build_a, ["worker-a3", "worker-a4"])
         r.step("rollback command")
         await r.cli("deploy", "rollback")
         await asyncio.sleep(args.steady_s)

@@ -126,14 +126,7 @@ class InferenceActivities:
             # not take its finished task (the reply its client already has).
             if (earlier := await self._streamed_reply(inp.turn_id)) is not None:
                 text, tokens, finish_reason = earlier
-                return InferResult(
-                    text=text,
-                    model=target.name,
-                    model_version=target.version,
-                    output_tokens=tokens,
-                    ttft_ms=None,
-                    finish_reason=finish_reason,
-                )
+                return self._reply_of(target, text, tokens, finish_reason)
             first = False
         await publisher.publish("turn" if first else "reset", meta)
         adapter = self.registry.adapter(target.name)
@@ -214,15 +207,20 @@ class InferenceActivities:
             degraded("a turn's earlier attempt unknown until Redis is back", exc)
             return False
 
+    @classmethod
+    def _cancelled(cls, target: ModelTarget, parts: list[str], reason: str = "cancelled") -> InferResult:
+        return cls._reply_of(target, "".join(parts), len(parts), reason)
+
     @staticmethod
-    def _cancelled(target: ModelTarget, parts: list[str], reason: str = "cancelled") -> InferResult:
+    def _reply_of(target: ModelTarget, text: str, tokens: int, finish_reason: str) -> InferResult:
+        """A reply not (or no longer) streamed by this attempt: a stopped one, or an earlier run's."""
         return InferResult(
-            text="".join(parts),
+            text=text,
             model=target.name,
             model_version=target.version,
-            output_tokens=len(parts),
+            output_tokens=tokens,
             ttft_ms=None,
-            finish_reason=reason,
+            finish_reason=finish_reason,
         )
 
     async def _failed(self, target: ModelTarget, exc: BaseException) -> None:
