@@ -31,7 +31,8 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
         await ensure_search_attributes(res.temporal)
         await ensure_schedules(res.temporal, res.policy)
         # Load the embedding model before taking work: loading it starves the event loop for seconds.
-        await res.embedder.warm_up()
+        # This process ingests documents too, so sentence-transformers as well as the query encoder.
+        await res.embedder.warm_up(batches=True)
         async with build_chat_worker(res), build_batch_worker(res), build_ingest_worker(res):
             queues = {kind: res.policy.queue(kind) for kind in KINDS}
             log.info("worker polling %s", ", ".join(queues.values()))

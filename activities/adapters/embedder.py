@@ -13,6 +13,8 @@ from typing import Protocol
 import numpy as np
 from huggingface_hub import AsyncInferenceClient
 
+from activities.adapters.minilm_numpy import MiniLMNumpy
+
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_VERSION = "gt-0.1.0"
 
@@ -33,15 +35,22 @@ def minilm_path() -> Path:
 
 
 class LocalEmbedder:
-    """sentence-transformers on the CPU; the model loads once, off the event loop."""
+    """all-MiniLM-L6-v2 on the CPU, two runtimes over the same shipped weights: a few texts at a time
+    (a turn's question) go through the NumPy forward pass (activities/adapters/minilm_numpy.py), so a
+    process that only embeds questions never imports torch; batches (ingestion, re-embedding) go
+    through sentence-transformers, loaded on first use. Both load off the event loop."""
 
     model_id = MINILM_ID
     version = MINILM_VERSION
     dimension = 384
+    # Up to this many texts per call take the NumPy path: on two cores it matches torch for a
+    # query and costs ~100 MB instead of ~500; torch's kernels win on big batches.
+    SMALL_BATCH = 8
 
     def __init__(self, path: Path | None = None) -> None:
         self._path = path or minilm_path()
         self._model: object | None = None
+        self._small: MiniLMNumpy | None = None
         self._lock = threading.Lock()
 
     @property
@@ -56,10 +65,21 @@ class LocalEmbedder:
                 self._model = SentenceTransformer(str(self._path), device="cpu", local_files_only=True)
             return self._model
 
-    async def warm_up(self) -> None:
-        await asyncio.to_thread(self._load)
+    def _load_small(self) -> MiniLMNumpy:
+        with self._lock:
+            if self._small is None:
+                self._small = MiniLMNumpy(self._path)
+            return self._small
+
+    async def warm_up(self, *, batches: bool = False) -> None:
+        """``batches``: also load sentence-transformers (a process that ingests documents)."""
+        await asyncio.to_thread(self._load_small)
+        if batches:
+            await asyncio.to_thread(self._load)
 
     def _encode(self, texts: list[str]) -> list[list[float]]:
+        if len(texts) <= self.SMALL_BATCH:
+            return [v.tolist() for v in self._load_small().encode(texts)]
         model = self._load()
         # No progress bar: sentence-transformers draws one per call whenever logging is at INFO, into
         # the service's log, under tqdm's process-wide lock.
@@ -69,6 +89,8 @@ class LocalEmbedder:
         return [v.tolist() for v in vectors]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
+        if not texts:
+            return []
         return await asyncio.to_thread(self._encode, texts)
 
 
