@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import uvicorn
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from opentelemetry import trace
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
-from api.core.audit import audit_middleware
+from api.core.audit import AuditMiddleware
 from api.core.drain import Drain
 from api.core.errors import KEYED, error_responses, install_error_handlers
 from api.core.principals import PrincipalCache
+from api.core.request_ids import RequestIdMiddleware
 from api.core.tenancy import DEFAULT_TENANT, require
 from api.routes import (
     codec,
@@ -38,7 +37,6 @@ from infra.config.settings import Settings, get_settings
 from infra.runtime.deployments import EagerGate, deployment_of
 from infra.runtime.resources import Resources
 from infra.telemetry.setup import SERVICE_API
-from infra.telemetry.span_store import REQUEST_ID
 from workers.chat import build_chat_worker
 
 log = logging.getLogger("turnflow.api")
@@ -122,16 +120,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
 
-    @app.middleware("http")
-    async def request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("X-Request-ID") or str(uuid.uuid4())
-        request.state.request_id = rid[:100]
-        trace.get_current_span().set_attribute(REQUEST_ID, request.state.request_id)
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = request.state.request_id
-        return response
-
-    app.middleware("http")(audit_middleware(lambda: app.state.resources.sessions))
+    # Added last, so outermost of the two: the audit row has the request's id.
+    app.add_middleware(AuditMiddleware, sessions=lambda: app.state.resources.sessions)
+    app.add_middleware(RequestIdMiddleware)
     if settings.telemetry:
         # One span per request (the root of a turn's trace); not one per SSE event sent, and none
         # for probes and scrapes.

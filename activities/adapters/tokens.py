@@ -17,6 +17,12 @@ from activities.logic.prompt import Message
 
 
 class LocalGGUFCounter:
+    """Exact counts. Fitting a prompt to its budget counts the same prompt several times (before
+    and after each trim, then once more for the record), and rendering the chat template costs more
+    than tokenizing; so the last prompts' counts are remembered."""
+
+    KEEP = 1024  # prompts remembered (their texts are the key: a few MB at most)
+
     def __init__(self, gguf: Path) -> None:
         from llama_cpp import Llama
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -32,6 +38,7 @@ class LocalGGUFCounter:
             bos_token=token([self._llama.token_bos()]).decode(errors="ignore"),
             add_generation_prompt=True,
         )
+        self._known: OrderedDict[tuple[tuple[str, str], ...], int] = OrderedDict()
 
     def _n(self, text: str) -> int:
         return len(self._llama.tokenize(text.encode(), add_bos=False, special=True))
@@ -40,7 +47,15 @@ class LocalGGUFCounter:
         return self._n(text)
 
     async def count_chat(self, messages: list[Message]) -> int:
-        return self._n(self._format(messages=messages).prompt)  # type: ignore[arg-type]
+        key = tuple((m["role"], m["content"]) for m in messages)
+        if (n := self._known.get(key)) is not None:
+            self._known.move_to_end(key)
+            return n
+        n = self._n(self._format(messages=messages).prompt)  # type: ignore[arg-type]
+        self._known[key] = n
+        if len(self._known) > self.KEEP:
+            self._known.popitem(last=False)
+        return n
 
 
 class RemoteCounter:

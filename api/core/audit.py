@@ -9,11 +9,13 @@ table is append-only for the app role (migration 0002).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import Request, Response
+from fastapi import Request
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from db.access import Principal
 from db.models import AuditEvent
@@ -25,25 +27,25 @@ REFUSALS = {401, 403, 404, 429}
 # Reads that are not writes but change state elsewhere, or are costly: none today.
 
 
-def _object(request: Request, response: Response) -> tuple[str | None, str | None]:
+def _object(request: Request, headers: Headers) -> tuple[str | None, str | None]:
     params = request.path_params
     for name in ("turn_id", "document_id", "conversation_id"):
         if name in params:
             return name.removesuffix("_id"), str(params[name])
-    if turn := response.headers.get("X-Turn-ID"):
+    if turn := headers.get("X-Turn-ID"):
         return "turn", turn
     return None, None
 
 
-def audit_event(request: Request, response: Response) -> AuditEvent | None:
+def audit_event(request: Request, status: int, headers: Headers) -> AuditEvent | None:
     """The row this request leaves in the trail, or None when it is a read that succeeded."""
-    if request.method not in WRITES and response.status_code not in REFUSALS:
+    if request.method not in WRITES and status not in REFUSALS:
         return None
     route = request.scope.get("route")
     template = getattr(route, "path", request.url.path)
     principal: Principal | None = getattr(request.state, "principal", None)
-    object_type, object_id = _object(request, response)
-    details: dict[str, Any] = {"status": response.status_code, **getattr(request.state, "audit", {})}
+    object_type, object_id = _object(request, headers)
+    details: dict[str, Any] = {"status": status, **getattr(request.state, "audit", {})}
     return AuditEvent(
         tenant_id=principal.tenant_id if principal else None,
         actor=f"key:{principal.key_prefix}" if principal else "anonymous",
@@ -55,17 +57,34 @@ def audit_event(request: Request, response: Response) -> AuditEvent | None:
     )
 
 
-def audit_middleware(
-    sessions: Callable[[], async_sessionmaker[AsyncSession]],
-) -> Callable[[Request, Callable[[Request], Awaitable[Response]]], Awaitable[Response]]:
-    async def middleware(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        response = await call_next(request)
-        if (event := audit_event(request, response)) is not None:
-            try:
-                async with sessions().begin() as session:
-                    session.add(event)
-            except Exception:  # the database is down: the request's own outcome already says so
-                log.exception("audit event lost: %s %s", event.action, event.object_id)
-        return response
+class AuditMiddleware:
+    """Holds each response's start until its audit row is written. Plain ASGI rather than an
+    ``@app.middleware`` function: that one runs every SSE event of a stream through extra tasks and
+    memory streams, which cost the API more CPU per token than sending the token does."""
 
-    return middleware
+    def __init__(self, app: ASGIApp, sessions: Callable[[], async_sessionmaker[AsyncSession]]) -> None:
+        self.app = app
+        self.sessions = sessions
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def audited_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                # The router has filled the scope in by now: its route, path parameters and state.
+                request = Request(scope)
+                event = audit_event(request, message["status"], Headers(raw=message.get("headers", [])))
+                if event is not None:
+                    await self._write(event)
+            await send(message)
+
+        await self.app(scope, receive, audited_send)
+
+    async def _write(self, event: AuditEvent) -> None:
+        try:
+            async with self.sessions().begin() as session:
+                session.add(event)
+        except Exception:  # the database is down: the request's own outcome already says so
+            log.exception("audit event lost: %s %s", event.action, event.object_id)

@@ -112,3 +112,16 @@ async def test_compress_keeps_original_order(counter: LocalGGUFCounter) -> None:
     assert "Fresnel" in ranked[0][1] or "Lighthouses" in ranked[0][1]
     short = await compress(SEA, "lighthouse lens ships rocks", 40, counter)
     assert short.index("Lighthouses") < short.index("Fresnel")
+
+
+async def test_a_prompt_counted_again_is_remembered_not_rendered_again(counter: LocalGGUFCounter) -> None:
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "what is a lens?"}]
+    rendered = []
+    fmt = counter._format
+    counter._format = lambda **kw: rendered.append(1) or fmt(**kw)  # type: ignore[method-assign]
+    first = await counter.count_chat(messages)
+    assert await counter.count_chat([dict(m) for m in messages]) == first
+    assert len(rendered) == 1
+    longer = [*messages, {"role": "assistant", "content": "a curved glass"}]
+    assert await counter.count_chat(longer) > first
+    assert len(rendered) == 2
