@@ -10,8 +10,8 @@ expires a retention window after the turn ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
-import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -46,22 +46,31 @@ class TurnEvents:
         self.sealer = sealer
 
     async def publish(self, turn_id: str, type_: str, data: dict[str, Any]) -> str:
-        assert type_ in EVENT_TYPES, type_
+        return (await self.publish_many(turn_id, [(type_, data)]))[-1]
+
+    async def publish_many(self, turn_id: str, batch: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """Append events in order, in one round trip; all or none of them (MULTI/EXEC) when several,
+        so a batch retried after a failure adds no duplicates."""
         key = stream_key(turn_id)
-        raw = json.dumps(data, separators=(",", ":"))
         tenant = tenant_of_workflow(turn_id)
-        fields = {"type": type_, "data": await self.sealer.seal(tenant, raw) if tenant else raw}
-        if type_ in (*TERMINAL, "redact", "moderated"):
-            # Terminal events also (re)start the retention clock; one round trip for both.
-            async with self.redis.pipeline(transaction=False) as pipe:
+        terminal = False
+        async with self.redis.pipeline(transaction=len(batch) > 1) as pipe:
+            for type_, data in batch:
+                assert type_ in EVENT_TYPES, type_
+                raw = json.dumps(data, separators=(",", ":"))
+                fields = {"type": type_, "data": await self.sealer.seal(tenant, raw) if tenant else raw}
                 pipe.xadd(key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
-                pipe.expire(key, self.retention_s)
-                entry_id, _ = await pipe.execute()
-        else:
-            # One span per token would drown the turn's trace: token timing is in the metrics instead.
-            with suppress_instrumentation():
-                entry_id = await self.redis.xadd(key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                terminal = terminal or type_ in (*TERMINAL, "redact", "moderated")
+            if terminal:
+                pipe.expire(key, self.retention_s)  # terminal events also (re)start the retention clock
+            if terminal:
+                replies = await pipe.execute()
+            else:
+                # One span per token would drown the turn's trace: token timing is in the metrics instead.
+                with suppress_instrumentation():
+                    replies = await pipe.execute()
+        ids = replies[: len(batch)]
+        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 
     async def read(
         self, turn_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 512
@@ -109,9 +118,14 @@ class TurnEvents:
 
 
 class TurnPublisher:
-    """One turn's events, published in order by the step that makes them. While Redis is unreachable
-    they wait here (the model keeps generating; the worker never blocks on the bus) and go out, in
-    order, once it is back; clients following the stream see a pause, not a gap."""
+    """One turn's events, in order, from the step that makes them, sent by a task of their own: the
+    model's stream never waits for Redis. Events that come while a send is on its way go out
+    together in the next one, so a busy worker makes one round trip for several tokens (an idle one
+    sends each at once). While Redis is unreachable they wait here (the model keeps generating) and
+    go out, in order, once it is back; clients following the stream see a pause, not a gap.
+
+    Use as ``async with``: leaving it stops the sender, so a next attempt's events never interleave
+    with this one's."""
 
     RETRY_EVERY_S = 0.25
 
@@ -119,31 +133,39 @@ class TurnPublisher:
         self.events = events
         self.turn_id = turn_id
         self.pending: deque[tuple[str, dict[str, Any]]] = deque()
-        self._next_try = 0.0
+        self._sender: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> TurnPublisher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
 
     async def publish(self, type_: str, data: dict[str, Any]) -> None:
         self.pending.append((type_, data))
-        if time.monotonic() >= self._next_try:
-            await self._drain()
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send())
 
-    async def _drain(self) -> bool:
+    async def _send(self) -> None:
         while self.pending:
-            type_, data = self.pending[0]
+            batch = list(self.pending)
             try:
-                await self.events.publish(self.turn_id, type_, data)
+                await self.events.publish_many(self.turn_id, batch)
             except REDIS_UNAVAILABLE as exc:
                 degraded("turn events held in the worker until Redis is back", exc)
-                self._next_try = time.monotonic() + self.RETRY_EVERY_S
-                return False
-            self.pending.popleft()
-        return True
+                await asyncio.sleep(self.RETRY_EVERY_S)
+                continue
+            for _ in batch:
+                self.pending.popleft()
 
     async def flush(self, grace_s: float) -> bool:
-        """Publish what is still held, retrying for up to ``grace_s``. False if some could not go:
-        clients then get the reply from the turn's result instead of the stream."""
-        deadline = time.monotonic() + grace_s
-        while not await self._drain():
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(self.RETRY_EVERY_S)
-        return True
+        """Wait up to ``grace_s`` for what is still held to go out. False if some could not: clients
+        then get the reply from the turn's result instead of the stream."""
+        if self._sender is not None and not self._sender.done():
+            await asyncio.wait({self._sender}, timeout=grace_s)
+        if self._sender is not None and not self._sender.done():
+            await self.__aexit__()
+        return not self.pending

@@ -90,10 +90,15 @@ class InferenceActivities:
     @activity.defn(name="infer")
     async def infer(self, inp: InferInput) -> InferResult:
         """One attempt at one model of the turn's chain (``inp.target``), on the replica routing chose."""
-        async with self.cancels.watch(inp.turn_id) as cancelled:
-            return await self._attempt(inp, cancelled)
+        async with (
+            self.cancels.watch(inp.turn_id) as cancelled,
+            TurnPublisher(self.events, inp.turn_id) as publisher,
+        ):
+            return await self._attempt(inp, cancelled, publisher)
 
-    async def _attempt(self, inp: InferInput, cancelled: asyncio.Event) -> InferResult:
+    async def _attempt(
+        self, inp: InferInput, cancelled: asyncio.Event, publisher: TurnPublisher
+    ) -> InferResult:
         target = inp.target
         if target is None:
             raise ApplicationError(
@@ -119,7 +124,6 @@ class InferenceActivities:
             "degraded": inp.degraded,
             "attempt": attempt,
         }
-        publisher = TurnPublisher(self.events, inp.turn_id)
         first = inp.first_choice and attempt == 1
         if first and activity.info().is_local and await self._began(inp.turn_id):
             # Run again: after its worker died (a reset, then the reply anew), or after Temporal could
