@@ -169,7 +169,8 @@ def describe(floor: dict[str, Any]) -> str:
     )
     if cpu := floor.get("cpu"):
         parts = ", ".join(f"{name} {ms} ms" for name, ms in cpu["cpu_ms_per_turn"].items())
-        text += f"; CPU per turn of that shape at {cpu['users']} in flight: {parts} ({cpu['turns_per_s']} turns/s)"
+        text += f"; CPU per turn of that shape at {cpu['users']} in flight: {parts}"
+        text += f" ({cpu['turns_per_s']} turns/s)"
     return text
 
 
