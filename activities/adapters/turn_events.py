@@ -78,17 +78,20 @@ class TurnEvents:
         """Up to ``count`` events after ``after``; with block_ms, waits that long for the first new one."""
         with suppress_instrumentation():  # a live follower reads once per token or so: no span each
             result: Any = await self.redis.xread({stream_key(turn_id): after}, block=block_ms, count=count)
+        return [e for _key, entries in result or [] for e in await self.decode(turn_id, entries)]
+
+    async def decode(self, turn_id: str, entries: list[Any]) -> list[TurnEvent]:
+        """Entries of the turn's stream, as Redis gives them, opened with the tenant's key."""
         tenant = tenant_of_workflow(turn_id)
         events = []
-        for _key, entries in result or []:
-            for entry_id, fields in entries:
-                eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-                type_ = fields[b"type"].decode() if b"type" in fields else fields["type"]
-                raw = fields[b"data"] if b"data" in fields else fields["data"]
-                raw = raw.decode() if isinstance(raw, bytes) else raw
-                events.append(
-                    TurnEvent(eid, type_, json.loads(await self.sealer.open(tenant, raw) if tenant else raw))
-                )
+        for entry_id, fields in entries:
+            eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+            type_ = fields[b"type"].decode() if b"type" in fields else fields["type"]
+            raw = fields[b"data"] if b"data" in fields else fields["data"]
+            raw = raw.decode() if isinstance(raw, bytes) else raw
+            events.append(
+                TurnEvent(eid, type_, json.loads(await self.sealer.open(tenant, raw) if tenant else raw))
+            )
         return events
 
     async def began(self, turn_id: str) -> bool:

@@ -153,7 +153,7 @@ async def chat_completions(
         model = asked
         yield {"data": json.dumps(_chunk(cid, model, created, {"role": "assistant", "content": ""}, None))}
         sent_text = False
-        async for event in follow(res.events, handle, turn_id, None, moderation=False):
+        async for event in follow(res.events, handle, turn_id, None, moderation=False, feed=res.event_feed):
             if event.type in ("turn", "reset"):
                 model = str(event.data.get("model") or model)
             if event.type == "token":

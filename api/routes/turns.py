@@ -108,7 +108,7 @@ def _sse(
 ) -> EventSourceResponse:
     async def events() -> AsyncIterator[dict[str, Any]]:
         # A client that goes away stops only this generator; the turn runs on and is persisted.
-        async for event in follow(res.events, handle, turn_id, after):
+        async for event in follow(res.events, handle, turn_id, after, feed=res.event_feed):
             yield as_sse(event)
 
     # If this process leaves, the client is told to reconnect (it resumes with Last-Event-ID).

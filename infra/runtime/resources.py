@@ -15,6 +15,7 @@ from temporalio.client import Client
 from activities.adapters.admission import TurnAdmission
 from activities.adapters.breaker import CircuitBreakers
 from activities.adapters.embedder import Embedders, LocalEmbedder, RemoteEmbedder
+from activities.adapters.event_feed import EventFeed
 from activities.adapters.model_client import make_inference_client
 from activities.adapters.model_registry import ModelRegistry
 from activities.adapters.rate_limits import RateLimiter
@@ -66,6 +67,7 @@ class Resources:
     _rate_limits: RateLimiter | None = None
     _admission: TurnAdmission | None = None
     _webhooks: WebhookSender | None = None
+    _event_feed: EventFeed | None = None
 
     @classmethod
     async def open(
@@ -216,7 +218,16 @@ class Resources:
             self._webhooks = WebhookSender(self.policy.webhooks, self.settings.webhook_ca_file)
         return self._webhooks
 
+    @property
+    def event_feed(self) -> EventFeed:
+        """The one reader of turns' event streams for the SSE clients of this (API) process."""
+        if self._event_feed is None:
+            self._event_feed = EventFeed(self.redis, self.events)
+        return self._event_feed
+
     async def close(self) -> None:
+        if self._event_feed is not None:
+            await self._event_feed.close()
         if self._webhooks is not None:
             await self._webhooks.close()
         await self.http.aclose()
