@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import httpx
@@ -21,6 +22,10 @@ def _child_env(settings: Settings, endpoints: Endpoints) -> dict[str, str]:
         "TURNFLOW_DATA_DIR": str(settings.data_dir.resolve()),
         "TURNFLOW_POLICY_FILE": str(settings.policy_file.resolve()),
         "PYTHONUNBUFFERED": "1",
+        # glibc gives every thread that allocates an arena of its own (up to 8 per core); with the
+        # Temporal core's and the thread pools' threads that grew an API process by tens of MB under
+        # load. Two are enough for processes whose Python runs on one thread.
+        "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
     }
     if "model" in endpoints.embedded:
         # The children see the model server as a plain URL; the file tells them to count tokens
