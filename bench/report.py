@@ -168,11 +168,26 @@ def floor_note(floor: dict[str, Any] | None) -> str:
     )
     return (
         f"Temporal's own floor, measured in the same run against the same server (`bench/temporal_floor.py`: "
-        f"a bare worker, eager start, steps that do nothing): start → first line of an activity "
+        f"a bare worker, unsandboxed as the chat worker is, eager start, steps that do nothing): start → first line of an activity "
         f"**{a['p50']:.0f} / {a['p95']:.0f} ms** (p50 / p95); through the turn's shape (three local "
         f"activities side by side, a fourth, then the activity) **{t['p50']:.0f} / {t['p95']:.0f} ms**"
         f"{all_local}. Turnflow's overhead is that, plus the API's checks before the start, the steps' own "
         "work (retrieval, token counting), the payload codec and tracing, and the token's way through Redis."
+        + cpu_floor_note(floor)
+    )
+
+
+def cpu_floor_note(floor: dict[str, Any]) -> str:
+    """What the turn's shape alone costs in CPU (bench/temporal_floor.py's ``cpu`` series)."""
+    cpu = floor.get("cpu")
+    if not cpu:
+        return ""
+    used = cpu["cpu_ms_per_turn"]
+    return (
+        f" In CPU, that whole shape (every step a local activity, none doing anything) costs "
+        f"**{sum(used.values()):.0f} ms per turn** at {cpu['users']} in flight (the SDK's Python and core "
+        f"{used.get('worker_and_client', 0):.0f} ms, the Temporal server {used.get('temporal', 0):.0f} ms; "
+        f"{cpu['turns_per_s']} turns/s at most on these cores): no turn run as this workflow costs less."
     )
 
 
@@ -221,6 +236,9 @@ def platform_cpu(level: dict[str, Any]) -> float:
     return sum(level.get("cpu_ms_per_turn", {}).get(p, 0) for p in PLATFORM)
 
 
+MIN_PROFILE_SAMPLES = 100  # a second of Python CPU at py-spy's 100 Hz
+
+
 def efficiency_section(path: Path) -> str:
     """Issue 17's figures: a turn's platform CPU and throughput now against the same benchmark on the
     code before the change (`efficiency-baseline-*.json`, a `bench/load.py --profile` run kept for
@@ -266,8 +284,8 @@ def efficiency_section(path: Path) -> str:
         old = levels_before.get(lv["users"], {})
         for process, prof in lv.get("profile", {}).items():
             was = old.get("profile", {}).get(process, {})
-            if not prof.get("samples"):
-                continue
+            if prof.get("samples", 0) < MIN_PROFILE_SAMPLES:
+                continue  # hardly ran at this level (1 user: the API's eager worker ran it all)
             groups = ", ".join(f"{name} {pct}%" for name, pct in prof.get("self_by_group_pct", [])[:8])
             was_groups = ", ".join(f"{name} {pct}%" for name, pct in was.get("self_by_group_pct", [])[:8])
             parts.append(
