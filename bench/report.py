@@ -168,7 +168,8 @@ def floor_note(floor: dict[str, Any] | None) -> str:
     )
     return (
         f"Temporal's own floor, measured in the same run against the same server (`bench/temporal_floor.py`: "
-        f"a bare worker, unsandboxed as the chat worker is, eager start, steps that do nothing): start → first line of an activity "
+        "a bare worker, unsandboxed as the chat worker is, eager start, steps that do nothing): "
+        "start → first line of an activity "
         f"**{a['p50']:.0f} / {a['p95']:.0f} ms** (p50 / p95); through the turn's shape (three local "
         f"activities side by side, a fourth, then the activity) **{t['p50']:.0f} / {t['p95']:.0f} ms**"
         f"{all_local}. Turnflow's overhead is that, plus the API's checks before the start, the steps' own "

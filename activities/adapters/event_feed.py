@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections import deque
 from collections.abc import AsyncIterator
@@ -22,6 +23,8 @@ from redis.asyncio import Redis
 
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 from activities.adapters.turn_events import TurnEvent, TurnEvents, stream_key
+
+log = logging.getLogger("turnflow.events")
 
 BLOCK_MS = 1000
 HELD = 512
@@ -47,6 +50,7 @@ class Follower:
         self.last = after  # the last id handed to this follower (taken or held)
         self.held: deque[TurnEvent] = deque()
         self.error: BaseException | None = None
+        self.broken: BaseException | None = None  # its stream could not be read: for good
         self._ready = asyncio.Event()
 
     @property
@@ -66,6 +70,10 @@ class Follower:
         if exc is not None:
             self._ready.set()
 
+    def break_with(self, exc: BaseException) -> None:
+        self.broken = exc
+        self._ready.set()
+
     async def take(self, timeout_s: float) -> list[TurnEvent]:
         """What came since the last take; [] if nothing did within ``timeout_s``. Raises what the
         reader met (Redis unreachable) so the caller degrades as it would reading itself."""
@@ -73,6 +81,8 @@ class Follower:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._ready.wait(), timeout_s)
         self._ready.clear()
+        if self.broken is not None:
+            raise self.broken
         if self.error is not None and not self.held:
             exc, self.error = self.error, None
             raise exc
@@ -163,6 +173,13 @@ class EventFeed:
                 readers = self._followers.get(key)
                 if not readers:
                     continue
-                decoded = await self.events.decode(readers[0].turn_id, entries)
+                try:
+                    decoded = await self.events.decode(readers[0].turn_id, entries)
+                except Exception as exc:
+                    # An entry that cannot be opened fails its turn's followers, not every stream.
+                    log.exception("events of %s could not be read", readers[0].turn_id)
+                    for follower in self._followers.pop(key, []):
+                        follower.break_with(exc)
+                    continue
                 for follower in readers:
                     follower.give(decoded)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,8 @@ from redis.asyncio import Redis
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 from activities.adapters.sealed_text import SealedText
 from activities.adapters.tenant_keys import tenant_of_workflow
+
+log = logging.getLogger("turnflow.events")
 
 EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact", "moderated")
 TERMINAL = ("done", "error")
@@ -171,4 +174,6 @@ class TurnPublisher:
             await asyncio.wait({self._sender}, timeout=grace_s)
         if self._sender is not None and not self._sender.done():
             await self.__aexit__()
+        elif self._sender is not None and not self._sender.cancelled() and self._sender.exception():
+            log.error("turn %s: its events' sender failed", self.turn_id, exc_info=self._sender.exception())
         return not self.pending

@@ -13,6 +13,7 @@ import pytest
 
 from activities.adapters import event_feed
 from activities.adapters.event_feed import EventFeed
+from activities.adapters.turn_events import stream_key
 from infra.runtime.resources import Resources
 
 
@@ -71,5 +72,19 @@ async def test_a_follower_that_stops_taking_holds_a_bounded_number_and_loses_not
             while len(seen) < 30:
                 seen += [e.data["text"] for e in await follower.take(2.0)]
             assert seen == [str(i) for i in range(30)]
+    finally:
+        await feed.close()
+
+
+async def test_a_stream_that_cannot_be_read_fails_its_followers_only(resources: Resources) -> None:
+    events, feed = resources.events, EventFeed(resources.redis, resources.events)
+    bad, good = turn(), turn()
+    try:
+        async with feed.follow(bad, "0-0") as broken, feed.follow(good, "0-0") as fine:
+            await resources.redis.xadd(stream_key(bad), {"type": "token", "data": "not json"})
+            with pytest.raises(ValueError):
+                await broken.take(2.0)
+            await events.publish(good, "turn", {})
+            assert [e.type for e in await fine.take(2.0)] == ["turn"]
     finally:
         await feed.close()
