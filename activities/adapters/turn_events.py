@@ -19,6 +19,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 from activities.adapters.sealed_text import SealedText
@@ -29,6 +30,8 @@ log = logging.getLogger("turnflow.events")
 EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact", "moderated")
 TERMINAL = ("done", "error")
 MAX_EVENTS = 20_000
+# Redis's answer to an explicit entry id at or below the stream's last one.
+_ALREADY_ADDED = "equal or smaller than the target stream top item"
 
 
 def stream_key(turn_id: str) -> str:
@@ -51,29 +54,42 @@ class TurnEvents:
     async def publish(self, turn_id: str, type_: str, data: dict[str, Any]) -> str:
         return (await self.publish_many(turn_id, [(type_, data)]))[-1]
 
-    async def publish_many(self, turn_id: str, batch: list[tuple[str, dict[str, Any]]]) -> list[str]:
-        """Append events in order, in one round trip; all or none of them (MULTI/EXEC) when several,
-        so a batch retried after a failure adds no duplicates."""
+    async def publish_many(
+        self, turn_id: str, batch: list[tuple[str, dict[str, Any]]], ids: list[str] | None = None
+    ) -> list[str]:
+        """Append events in order, in one round trip; all or none of them (MULTI/EXEC) when several.
+        With ``ids`` (explicit entry ids, one per event), an event already in the stream under its id
+        is not added again: a batch sent again after an answer was lost adds nothing twice."""
         key = stream_key(turn_id)
         tenant = tenant_of_workflow(turn_id)
         terminal = False
         async with self.redis.pipeline(transaction=len(batch) > 1) as pipe:
-            for type_, data in batch:
+            for i, (type_, data) in enumerate(batch):
                 assert type_ in EVENT_TYPES, type_
                 raw = json.dumps(data, separators=(",", ":"))
                 fields = {"type": type_, "data": await self.sealer.seal(tenant, raw) if tenant else raw}
-                pipe.xadd(key, fields, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
+                entry_id = ids[i] if ids else "*"
+                pipe.xadd(key, fields, id=entry_id, maxlen=MAX_EVENTS, approximate=True)  # type: ignore[arg-type]
                 terminal = terminal or type_ in (*TERMINAL, "redact", "moderated")
             if terminal:
                 pipe.expire(key, self.retention_s)  # terminal events also (re)start the retention clock
             if terminal:
-                replies = await pipe.execute()
+                replies = await pipe.execute(raise_on_error=False)
             else:
                 # One span per token would drown the turn's trace: token timing is in the metrics instead.
                 with suppress_instrumentation():
-                    replies = await pipe.execute()
-        ids = replies[: len(batch)]
-        return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+                    replies = await pipe.execute(raise_on_error=False)
+        added = []
+        for i, reply in enumerate(replies[: len(batch)]):
+            if isinstance(reply, ResponseError):
+                if not (ids and _ALREADY_ADDED in str(reply)):
+                    raise reply
+                reply = ids[i]  # in the stream already, from the send whose answer was lost
+            added.append(reply.decode() if isinstance(reply, bytes) else str(reply))
+        for reply in replies[len(batch) :]:
+            if isinstance(reply, Exception):
+                raise reply
+        return added
 
     async def read(
         self, turn_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 512
@@ -130,6 +146,10 @@ class TurnPublisher:
     sends each at once). While Redis is unreachable they wait here (the model keeps generating) and
     go out, in order, once it is back; clients following the stream see a pause, not a gap.
 
+    Events after the attempt's first take explicit, consecutive entry ids after the one Redis gave
+    it (only this attempt writes to the turn's stream while it streams), so a batch sent again after
+    Redis went away mid-answer adds nothing twice.
+
     Use as ``async with``: leaving it stops the sender, so a next attempt's events never interleave
     with this one's."""
 
@@ -139,6 +159,8 @@ class TurnPublisher:
         self.events = events
         self.turn_id = turn_id
         self.pending: deque[tuple[str, dict[str, Any]]] = deque()
+        self._ids: deque[str] = deque()  # the entry ids of the pending events that have one
+        self._next: tuple[int, int] | None = None  # the next explicit id, once the first is out
         self._sender: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> TurnPublisher:
@@ -155,17 +177,31 @@ class TurnPublisher:
         if self._sender is None or self._sender.done():
             self._sender = asyncio.create_task(self._send())
 
+    def _batch(self) -> tuple[list[tuple[str, dict[str, Any]]], list[str] | None]:
+        if self._next is None:  # the first event: Redis gives its id
+            return [self.pending[0]], None
+        while len(self._ids) < len(self.pending):
+            ms, seq = self._next
+            self._ids.append(f"{ms}-{seq}")
+            self._next = (ms, seq + 1)
+        return list(self.pending), list(self._ids)
+
     async def _send(self) -> None:
         while self.pending:
-            batch = list(self.pending)
+            batch, ids = self._batch()
             try:
-                await self.events.publish_many(self.turn_id, batch)
+                added = await self.events.publish_many(self.turn_id, batch, ids)
             except REDIS_UNAVAILABLE as exc:
                 degraded("turn events held in the worker until Redis is back", exc)
                 await asyncio.sleep(self.RETRY_EVERY_S)
                 continue
+            if self._next is None:
+                ms, _, seq = added[0].partition("-")
+                self._next = (int(ms), int(seq) + 1)
             for _ in batch:
                 self.pending.popleft()
+            if ids:
+                self._ids.clear()
 
     async def flush(self, grace_s: float) -> bool:
         """Wait up to ``grace_s`` for what is still held to go out. False if some could not: clients

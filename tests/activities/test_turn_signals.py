@@ -56,3 +56,25 @@ async def test_a_turn_run_again_finds_the_reply_its_stream_finished(resources: R
         await events.publish(turn, "token", {"text": text, "index": i})
     await events.publish(turn, "done", {"finish_reason": "length"})
     assert await events.streamed_reply(turn) == ("Goodbye.", 3, "length")
+
+
+async def test_a_batch_sent_again_after_its_answer_was_lost_adds_nothing_twice(resources: Resources) -> None:
+    """The inference's publisher gives every event after the first an explicit id, so a retry of a
+    batch Redis had already applied (Redis went away before answering) leaves one copy of each."""
+    from activities.adapters.turn_events import TurnPublisher
+
+    events, turn = resources.events, f"turn-{uuid.uuid4()}"
+    async with TurnPublisher(events, turn) as publisher:
+        await publisher.publish("turn", {})
+        for i in range(5):
+            await publisher.publish("token", {"text": str(i), "index": i})
+        assert await publisher.flush(5.0)
+    sent = await events.read_all(turn)
+    assert [e.type for e in sent] == ["turn", *["token"] * 5]
+    first_ms, _, first_seq = sent[0].id.partition("-")
+    assert [e.id for e in sent[1:]] == [f"{first_ms}-{int(first_seq) + k}" for k in range(1, 6)]
+    # The same tokens again under the same ids, with one more: only the new one is added.
+    again = [("token", {"text": str(i), "index": i}) for i in range(3, 6)]
+    ids = [sent[4].id, sent[5].id, f"{first_ms}-{int(first_seq) + 6}"]
+    assert await events.publish_many(turn, again, ids) == ids
+    assert [e.data["index"] for e in await events.read_all(turn) if e.type == "token"] == list(range(6))
