@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
 
+from activities.adapters.channels import follow_channel
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 
 log = logging.getLogger("turnflow.turns")
@@ -71,24 +72,20 @@ class TurnCancels:
             event.set()
 
     async def _listen(self) -> None:
-        while True:
-            try:
-                async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(CHANNEL)
-                    # Announced while this process was not listening yet (or lost its connection):
-                    # the flags say.
-                    for turn_id in list(self._waiting):
-                        if await self.requested(turn_id):
-                            self._fire(turn_id)
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            data = message["data"]
-                            self._fire(data.decode() if isinstance(data, bytes) else str(data))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis away: nothing to hear; listen again when it is back
-                degraded("turn cancels not heard until Redis is back", exc)
-                await asyncio.sleep(RELISTEN_S)
+        await follow_channel(
+            self.redis,
+            CHANNEL,
+            self._fire,
+            on_subscribed=self._catch_up,
+            outage="turn cancels not heard until Redis is back",
+            retry_s=RELISTEN_S,
+        )
+
+    async def _catch_up(self) -> None:
+        # Announced while this process was not listening yet (or lost its connection): the flags say.
+        for turn_id in list(self._waiting):
+            if await self.requested(turn_id):
+                self._fire(turn_id)
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -7,7 +7,6 @@ Redis meanwhile forgets everything when it reconnects).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from datetime import UTC, datetime
@@ -15,7 +14,7 @@ from datetime import UTC, datetime
 from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from activities.adapters.outages import degraded
+from activities.adapters.channels import follow_channel
 from db.access import Principal, find_principal, hash_key
 
 REVOKED_CHANNEL = "turnflow:keys:revoked"
@@ -60,19 +59,18 @@ class PrincipalCache:
             del self._entries[digest]
 
     async def follow_revocations(self, redis: Redis, retry_s: float = 1.0) -> None:
-        """Forget revoked keys as they are announced; runs until cancelled."""
-        while True:
-            try:
-                async with redis.pubsub() as pubsub:
-                    await pubsub.subscribe(REVOKED_CHANNEL)
-                    self.forget()  # what was announced while this process was not listening
-                    async for message in pubsub.listen():
-                        if message.get("type") == "message":
-                            data = message["data"]
-                            self.forget(data.decode() if isinstance(data, bytes) else str(data))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # Redis away: entries still expire within TTL_S
-                degraded("key revocations not followed; cached keys lapse within 5 s", exc)
-                self.forget()
-                await asyncio.sleep(retry_s)
+        """Forget revoked keys as they are announced; runs until cancelled. While Redis is away,
+        entries still expire within TTL_S."""
+
+        async def forget_all() -> None:
+            self.forget()
+
+        await follow_channel(
+            redis,
+            REVOKED_CHANNEL,
+            self.forget,
+            on_subscribed=forget_all,
+            outage="key revocations not followed; cached keys lapse within 5 s",
+            on_outage=self.forget,
+            retry_s=retry_s,
+        )
