@@ -58,6 +58,8 @@ class LocalEmbedder:
         return self._path / "tokenizer.json"
 
     def _load(self) -> object:
+        if self._model is not None:
+            return self._model
         with self._lock:
             if self._model is None:
                 from sentence_transformers import SentenceTransformer
@@ -66,6 +68,9 @@ class LocalEmbedder:
             return self._model
 
     def _load_small(self) -> MiniLMNumpy:
+        # Loaded already: no lock, so a question is never held up while torch loads under it.
+        if self._small is not None:
+            return self._small
         with self._lock:
             if self._small is None:
                 self._small = MiniLMNumpy(self._path)

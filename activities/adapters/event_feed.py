@@ -64,11 +64,13 @@ class Follower:
             self.last = fresh[-1].id
             self._ready.set()
 
-    def fail(self, exc: BaseException | None) -> None:
-        """The reader's state: what its last read met, or None once a read succeeds again."""
+    def fail(self, exc: BaseException) -> None:
+        """The reader's last read met ``exc`` (Redis away)."""
         self.error = exc
-        if exc is not None:
-            self._ready.set()
+        self._ready.set()
+
+    def recover(self) -> None:
+        self.error = None
 
     def break_with(self, exc: BaseException) -> None:
         self.broken = exc
@@ -163,7 +165,7 @@ class EventFeed:
                 continue
             for followers in list(self._followers.values()):
                 for follower in followers:
-                    follower.fail(None)  # Redis answers again
+                    follower.recover()  # Redis answers again
             for raw_key, entries in result or []:
                 key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
                 if key == self._wake_key:

@@ -73,7 +73,6 @@ class TurnEvents:
                 terminal = terminal or type_ in (*TERMINAL, "redact", "moderated")
             if terminal:
                 pipe.expire(key, self.retention_s)  # terminal events also (re)start the retention clock
-            if terminal:
                 replies = await pipe.execute(raise_on_error=False)
             else:
                 # One span per token would drown the turn's trace: token timing is in the metrics instead.
