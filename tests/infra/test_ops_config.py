@@ -3,8 +3,10 @@ Grafana dashboard and Prometheus alert rules in infra/ query only metrics and la
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -69,7 +71,14 @@ async def test_failures_are_counted_and_dashboards_query_what_is_exported(
                 conn.execute("UPDATE tenants SET settings = %s::jsonb WHERE name = %s", (limits, limited))
             codes = [(await api.client.get("/v1/models", headers=headers)).status_code for _ in range(2)]
             assert codes == [200, 429]
+            # The SDK's metrics (the ingest activity's latency among them) reach ours only when its
+            # buffer is next drained, seconds later on busy cores: wait for what the dashboards query.
+            wanted = {n for expr in expressions() for n in METRIC.findall(expr)}
+            deadline = time.monotonic() + 30
             after = await scrape(api)
+            while wanted - {name for name, _ in after} and time.monotonic() < deadline:
+                await asyncio.sleep(0.5)
+                after = await scrape(api)
         await res.close()
 
     # Two attempts at the GPU model failed with HTTP 500 (the second opened its circuit: two in a
