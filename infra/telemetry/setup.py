@@ -29,7 +29,6 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from temporalio.contrib.opentelemetry import (
-    MetricsExporter,
     OpenTelemetryPlugin,
     ReplaySafeMeterProvider,
     create_tracer_provider,
@@ -39,6 +38,7 @@ from temporalio.runtime import MetricBuffer, MetricBufferDurationFormat, Runtime
 from infra.config.settings import Settings
 from infra.telemetry.metrics import LATENCY_BUCKETS_S
 from infra.telemetry.span_store import PostgresSpanExporter
+from infra.telemetry.temporal_metrics import TemporalMetricsExporter
 
 log = logging.getLogger("turnflow.telemetry")
 
@@ -65,7 +65,7 @@ class Telemetry:
     def start_temporal_metrics(self) -> None:
         """Drain the Temporal SDK's own metrics (task latencies, schedule-to-start, slots) into ours."""
         if self._temporal_metrics is None or self._temporal_metrics.done():
-            exporter = MetricsExporter(self.metric_buffer, metrics.get_meter_provider())
+            exporter = TemporalMetricsExporter(self.metric_buffer, metrics.get_meter_provider())
             self._temporal_metrics = asyncio.get_running_loop().create_task(exporter.run())
 
 

@@ -16,6 +16,7 @@ import yaml
 from infra.config.endpoints import default_gguf
 from infra.config.settings import REPO_ROOT
 from infra.runtime.resources import Resources
+from infra.telemetry.setup import SERVICE_WORKER
 from tests.support.api_harness import REAL_MODEL, ApiServer, isolated_settings, model_entry, real_model_entry
 from tests.support.fake_model import ScriptedModelServer
 from tests.support.prometheus import Samples, delta, scrape, total
@@ -53,7 +54,9 @@ async def test_failures_are_counted_and_dashboards_query_what_is_exported(
         models["gpu"]["endpoints"] = [scripted.url]
         scripted.script.status = 500
         settings = isolated_settings(services, tmp_path, models=models, model_path=default_gguf())
-        res = await Resources.open(settings)  # an ingest worker: the turn retrieves from a document
+        # An ingest worker (the turn retrieves from a document), traced and metered as a worker is:
+        # its activities' schedule-to-start latency is on the dashboard.
+        res = await Resources.open(settings, service=SERVICE_WORKER)
         async with build_ingest_worker(res), ApiServer(settings) as api:
             doc = {"text": "Greetings are said with a wave in Zorblat.", "source": f"{uuid.uuid4()}.txt"}
             assert (await api.client.post("/v1/documents", json=doc)).status_code == 201
