@@ -98,8 +98,9 @@ async def level(
     processes = {**(state.pids if state else {}), **({"model": model_pid} if model_pid else {})}
     cpu_before, own_before = cpu_seconds(processes), time.process_time()
     # py-spy on the Python processes for the level (`--profile`): where their CPU goes.
+    profiles = args.profile_dir or data_dir.parent  # kept only where asked, else gone with the stack
     spies = {
-        name: profiling.start(pid, data_dir.parent / f"profile-{users}-{name}.txt")
+        name: profiling.start(pid, profiles / f"profile-{users}-{name}.txt")
         for name, pid in processes.items()
         if args.profile and name in PROFILED
     }
@@ -141,7 +142,7 @@ async def level(
         # Where the two cores went: CPU seconds per completed turn, by process (and its children).
         "cpu_ms_per_turn": {k: round(v * 1000 / max(t.completed, 1), 1) for k, v in sorted(cpu_used.items())},
         **(
-            {"profile": {n: profiling.summarize(data_dir.parent / f"profile-{users}-{n}.txt") for n in spies}}
+            {"profile": {n: profiling.summarize(profiles / f"profile-{users}-{n}.txt") for n in spies}}
             if spies
             else {}
         ),
@@ -221,6 +222,11 @@ def main() -> None:
     parser.add_argument("--token-ms", type=float, default=5.0, help="the fake model's pace per token")
     parser.add_argument(
         "--profile", action="store_true", help="sample the API and worker with py-spy at each level"
+    )
+    parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        help="keep py-spy's raw stacks (profile-USERS-PROCESS.txt) here, to read whole stacks",
     )
     args = parser.parse_args()
     result = run(args)

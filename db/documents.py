@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
-from sqlalchemy import delete, func, select, text, update
+from sqlalchemy import bindparam, delete, func, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from db.lexicon import document_weights
 from db.models import Chunk, Document, DocumentUpload
 
 CHUNK_UNIQUE = "uq_chunks_position_embedding"
@@ -74,18 +75,23 @@ async def insert_chunks(
     """Chunks not there yet (a retried step finds its own and adds nothing); one executemany.
 
     ``rows[i]["text"]`` is what is stored (sealed); ``clear_texts[i]`` the text it seals, from which
-    Postgres computes the chunk's tsvector: the clear text is a statement parameter, never stored."""
+    Postgres computes the chunk's tsvector and its BM25 vector (db/lexicon.py) in the INSERT itself:
+    the clear text is a statement parameter, never stored. All rows are of one tenant and embedding."""
     if not rows:
         return
-    lexemes = await session.execute(
-        text(
-            "SELECT to_tsvector('english', t)::text FROM unnest(CAST(:texts AS text[]))"
-            " WITH ORDINALITY AS u(t, n) ORDER BY n"
-        ),
-        {"texts": list(clear_texts)},
+    first = rows[0]
+    weights = await document_weights(
+        session, first["tenant_id"], first["embedding_model"], first["embedding_version"]
     )
-    searchable = [{**row, "tsv": tsv} for row, (tsv,) in zip(rows, lexemes.all(), strict=True)]
-    await session.execute(insert(Chunk).on_conflict_do_nothing(constraint=CHUNK_UNIQUE), searchable)
+    tsv = func.to_tsvector(literal_column("'english'::regconfig"), bindparam("clear_text"))
+    statement = (
+        insert(Chunk)
+        .values(tsv=tsv, bm25=func.bm25_document(tsv, weights.avgdl, weights.k1, weights.b))
+        .on_conflict_do_nothing(constraint=CHUNK_UNIQUE)
+    )
+    await session.execute(
+        statement, [{**row, "clear_text": clear} for row, clear in zip(rows, clear_texts, strict=True)]
+    )
 
 
 async def insert_documents(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
@@ -226,6 +232,8 @@ class Activation:
     status: Literal["ready", "deleted", "superseded", "ingesting"]
     chunk_count: int = 0
     embed_again_with: tuple[str, str] | None = None
+    # ready: the embedding (model, version) its chunks went live under
+    embedding: tuple[str, str] | None = None
 
 
 class NotEmbedded(Exception):
@@ -270,7 +278,8 @@ async def activate_version(session: AsyncSession, tenant: str, doc_id: uuid.UUID
     )
     doc.status, doc.chunk_count, doc.error = "ready", count, None
     await session.execute(delete(DocumentUpload).where(DocumentUpload.document_id == doc_id))
-    return Activation("ready", chunk_count=count)
+    live_under = (model, embedding_version) if model is not None and embedding_version is not None else None
+    return Activation("ready", chunk_count=count, embedding=live_under)
 
 
 async def fail_version(session: AsyncSession, doc_id: uuid.UUID, version: int, error: str) -> None:
@@ -333,9 +342,9 @@ async def insert_reembedded(
     await session.execute(
         text(
             """
-            INSERT INTO chunks (id, tenant_id, document_id, document_version, ordinal, text, tsv,
+            INSERT INTO chunks (id, tenant_id, document_id, document_version, ordinal, text, tsv, bm25,
                 token_count, embedding, embedding_model, embedding_version, chunker, live, created_at)
-            SELECT :new_id, tenant_id, document_id, document_version, ordinal, text, tsv, token_count,
+            SELECT :new_id, tenant_id, document_id, document_version, ordinal, text, tsv, bm25, token_count,
                 CAST(:vector AS vector), :model, :version, chunker, live, now()
             FROM chunks WHERE id = :id
             ON CONFLICT ON CONSTRAINT uq_chunks_position_embedding DO NOTHING

@@ -7,7 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, ClassVar
 
-from pgvector.sqlalchemy import Vector
+from pgvector.sqlalchemy import SPARSEVEC, Vector
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -229,6 +229,8 @@ class Chunk(Base):
     # Sealed with the tenant's key (activities/adapters/sealed_text.py), so the writer computes the
     # tsvector from the clear text (db.documents.insert_chunks; migration 0008).
     tsv: Mapped[str] = mapped_column(TSVECTOR)
+    # BM25's document side over the tsvector's lexemes (db/lexicon.py; migration 0009).
+    bm25: Mapped[Any] = mapped_column(SPARSEVEC, nullable=True)
     chunker: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # Queries see only live chunks: a new document version's chunks go live, and the old ones are
     # tombstoned, in one transaction, so no query ever sees a mix of versions.

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 import uuid
 from collections import OrderedDict
@@ -24,7 +23,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 from redis.asyncio import Redis
-from sqlalchemy import Result, TextClause, text
+from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.adapters.embedder import Embedder, Embedders
@@ -33,6 +32,7 @@ from activities.adapters.sealed_text import SealedText
 from activities.contracts.turn import ContextChunk
 from db.documents import active_embedding, vector_literal
 from db.engine import scope_to_tenant
+from db.lexicon import LEXICON_DIM
 from db.vector_index import AnnIndex
 from infra.telemetry import metrics
 
@@ -42,11 +42,6 @@ SearchMode = Literal["hybrid", "vector", "text"]
 SHAPE_TTL_S = 30.0
 SHAPES_KEPT = 10_000
 RRF_K = 60  # the constant from Cormack et al. (2009); ranks past ~60 barely count
-_WORD = re.compile(r"[a-z0-9]+")
-_STOP = frozenset(
-    "a an and are as at be by for from has have in is it its of on or that the to was were what when "
-    "where which who why will with does do did how can".split()
-)
 
 
 @dataclass(frozen=True)
@@ -60,7 +55,8 @@ class SearchSettings:
     cache_ttl_s: int = 300
     # Tenants with at most this many chunks are searched exactly (fast, and recall 1.0).
     exact_max_rows: int = 5_000
-    # Default reranker: weights of semantic similarity, lexical coverage and the fused rank.
+    # Default reranker: weights of semantic similarity, BM25 (relative to the best candidate's) and the
+    # fused rank.
     semantic_weight: float = 1.0
     lexical_weight: float = 0.3
     fusion_weight: float = 5.0
@@ -74,6 +70,7 @@ class Candidate:
     embedding_version: str
     text: str
     similarity: float  # cosine similarity to the query, computed in Postgres
+    bm25: float = 0.0  # the chunk's BM25 score for the query, computed in Postgres
     ranks: dict[str, int] = field(default_factory=dict)
     score: float = 0.0
 
@@ -87,26 +84,21 @@ class Reranker(Protocol):
 
 
 class LexicalSemanticReranker:
-    """Cosine similarity to the query, plus how many query terms a chunk covers, plus the fused rank."""
+    """Cosine similarity to the query, plus its BM25 score relative to the best candidate's, plus the
+    fused rank: all computed by Postgres, so ranking reads no chunk text."""
 
     def __init__(self, settings: SearchSettings) -> None:
         self.s = settings
 
     def rerank(self, query: str, candidates: list[Candidate]) -> list[Candidate]:
-        terms = terms_of(query)
+        best = max((c.bm25 for c in candidates), default=0.0) or 1.0
         for c in candidates:
-            semantic = c.similarity
-            lexical = len(terms & terms_of(c.text)) / len(terms) if terms else 0.0
             c.score = (
-                self.s.semantic_weight * semantic
-                + self.s.lexical_weight * lexical
+                self.s.semantic_weight * c.similarity
+                + self.s.lexical_weight * c.bm25 / best
                 + self.s.fusion_weight * c.fused
             )
-        return sorted(candidates, key=lambda c: c.score, reverse=True)
-
-
-def terms_of(text_: str) -> set[str]:
-    return {w for w in _WORD.findall(text_.lower()) if w not in _STOP and len(w) > 1}
+        return sorted(candidates, key=lambda c: (c.score, c.id), reverse=True)
 
 
 def query_digest(query: str) -> str:
@@ -124,50 +116,92 @@ class SearchResult:
     query_vector: np.ndarray | None = None
 
 
-def _vector_sql(index: AnnIndex) -> TextClause:
+def _scope(alias: str = "") -> str:
+    """A tenant's searchable chunks: live, of its active embedding (row-level security checks again)."""
+    c = f"{alias}." if alias else ""
+    return (
+        f"{c}tenant_id = :tenant AND {c}live AND {c}embedding_model = :model"
+        f" AND {c}embedding_version = :version"
+    )
+
+
+# The query's BM25 side (db/lexicon.py): each of its lexemes known to the tenant, weighted by its IDF
+# over the tenant's live chunks now. NULL when none of its terms occur in the tenant's chunks.
+_QUERY_VECTOR = f"""
+    qterms AS (
+        SELECT lexeme AS term, coalesce(cardinality(positions), 1) AS qtf
+        FROM unnest(to_tsvector('english', CAST(:query AS text)))
+    ), qweights AS (
+        SELECT bm25_term_id(q.term) AS i,
+               sum(q.qtf * ln(1 + (tot.chunks - s.df + 0.5) / (s.df + 0.5))) AS idf
+        FROM qterms q
+        JOIN lexicon_totals tot
+          ON tot.tenant_id = :tenant AND tot.embedding_model = :model AND tot.embedding_version = :version
+        JOIN lexicon_terms s
+          ON s.tenant_id = :tenant AND s.embedding_model = :model AND s.embedding_version = :version
+         AND s.term = q.term AND s.df > 0
+        GROUP BY 1
+    ), qv AS (
+        SELECT CAST('{{' || string_agg(i || ':' || idf, ',' ORDER BY i) || '}}/{LEXICON_DIM}' AS sparsevec)
+               AS v
+        FROM qweights
+    )"""
+
+# Top-n by BM25: the inner product of the chunk's and the query's vectors is the chunk's BM25 score.
+_LEXICAL_CANDIDATES = f"""
+    lex AS (
+        SELECT id, row_number() OVER (ORDER BY score DESC, id) AS rank FROM (
+            SELECT c.id, -(c.bm25 <#> qv.v) AS score FROM chunks c, qv
+            WHERE qv.v IS NOT NULL AND {_scope("c")} AND c.bm25 <#> qv.v < 0
+            ORDER BY c.bm25 <#> qv.v LIMIT :n
+        ) top
+    )"""
+
+# Exact, for a tenant with few chunks: reading them all through the tenant index beats an HNSW scan
+# that must skip every other tenant's rows (the planner tends to pick the latter).
+_EXACT_VECTOR_CANDIDATES = f"""
+    mine AS MATERIALIZED (SELECT id, embedding FROM chunks WHERE {_scope()}),
+    vec AS (
+        SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM (
+            SELECT id, embedding <=> CAST(:vector AS vector) AS distance FROM mine ORDER BY distance LIMIT :n
+        ) top
+    )"""
+
+
+def _ann_vector_candidates(index: AnnIndex) -> str:
+    return f"""
+    vec AS (
+        SELECT id, row_number() OVER (ORDER BY distance, id) AS rank FROM (
+            SELECT id, embedding <=> CAST(:vector AS vector) AS distance FROM chunks
+            WHERE {_scope()} ORDER BY {index.order_by()} LIMIT :n
+        ) top
+    )"""
+
+
+def _candidates_sql(vector: str | None, lexical: bool) -> TextClause:
+    """One statement: each method's top-n ids, then, once per candidate, what ranking reads (its
+    text, cosine similarity and BM25 score, and its rank by each method)."""
+    parts = [_QUERY_VECTOR]
+    methods = []
+    if vector:
+        parts.append(vector)
+        methods.append("vec")
+    if lexical:
+        parts.append(_LEXICAL_CANDIDATES)
+        methods.append("lex")
+    ids = " UNION ".join(f"SELECT id FROM {m}" for m in methods)
+    joins = " ".join(f"LEFT JOIN {m} ON {m}.id = c.id" for m in methods)
     return text(
         f"""
-        SELECT id, document_id, document_version, embedding_version, text,
-               1 - (embedding <=> CAST(:vector AS vector)) AS similarity
-        FROM chunks
-        WHERE tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
-        ORDER BY {index.order_by()}
-        LIMIT :n
+        WITH {", ".join(parts)}
+        SELECT c.id, c.document_id, c.document_version, c.embedding_version, c.text,
+               1 - (c.embedding <=> CAST(:vector AS vector)) AS similarity,
+               coalesce(-(c.bm25 <#> qv.v), 0) AS bm25,
+               {"vec.rank" if vector else "NULL"} AS vector_rank,
+               {"lex.rank" if lexical else "NULL"} AS text_rank
+        FROM ({ids}) AS ids JOIN chunks c ON c.id = ids.id {joins} CROSS JOIN qv
         """
     )
-
-
-# The same, exact: for a tenant with few chunks, reading them all through the tenant index beats an
-# HNSW scan that must skip every other tenant's rows (the planner tends to pick the latter).
-_EXACT_VECTOR_SQL = text(
-    """
-    WITH mine AS MATERIALIZED (
-        SELECT id, embedding FROM chunks
-        WHERE tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
-    ), top AS (
-        SELECT id, embedding <=> CAST(:vector AS vector) AS distance FROM mine ORDER BY distance LIMIT :n
-    )
-    SELECT c.id, c.document_id, c.document_version, c.embedding_version, c.text,
-           1 - top.distance AS similarity
-    FROM top JOIN chunks c ON c.id = top.id
-    ORDER BY top.distance
-    """
-)
-# OR of the query's lexemes (plainto_tsquery ANDs them, which finds almost nothing for questions).
-_TEXT_SQL = text(
-    """
-    WITH q AS (
-        SELECT NULLIF(replace(plainto_tsquery('english', :query)::text, '&', '|'), '')::tsquery AS q
-    )
-    SELECT id, document_id, document_version, embedding_version, text,
-           1 - (embedding <=> CAST(:vector AS vector)) AS similarity
-    FROM chunks, q
-    WHERE q.q IS NOT NULL AND tsv @@ q.q
-      AND tenant_id = :tenant AND live AND embedding_model = :model AND embedding_version = :version
-    ORDER BY ts_rank(tsv, q.q, 1) DESC
-    LIMIT :n
-    """
-)
 
 
 class HybridSearch:
@@ -186,7 +220,14 @@ class HybridSearch:
         self.sealer = sealer
         self.settings = settings or SearchSettings()
         self.reranker = reranker or LexicalSemanticReranker(self.settings)
-        self._vector_sql = _vector_sql(self.settings.index)
+        self._ann_candidates = _ann_vector_candidates(self.settings.index)
+        # The statement for each combination of methods, built once.
+        self._candidates = {
+            (vector, lexical): _candidates_sql(vector, lexical)
+            for vector in (None, _EXACT_VECTOR_CANDIDATES, self._ann_candidates)
+            for lexical in (False, True)
+            if vector or lexical
+        }
         # tenant → (generation, until, embedding model, version, chunks): see _shape_of.
         self._shapes: OrderedDict[str, tuple[int, float, str | None, str | None, int]] = OrderedDict()
 
@@ -238,26 +279,29 @@ class HybridSearch:
             assert embedder is not None  # both ways here returned without one
             query_vector = await self.query_vector(embedder, query)
             literal = vector_literal(query_vector)
-            candidates: dict[str, Candidate] = {}
-            if mode in ("hybrid", "vector") and size <= self.settings.exact_max_rows:
-                rows = await session.execute(_EXACT_VECTOR_SQL, {**params, "vector": literal})
-                _collect(candidates, rows, "vector")
-            elif mode in ("hybrid", "vector"):
-                for statement in self.settings.index.session_settings(
-                    ef_search=self.settings.ef_search,
-                    probes=self.settings.ivfflat_probes,
-                    max_scan_tuples=self.settings.max_scan_tuples,
-                ):
-                    await session.execute(text(statement))
-                rows = await session.execute(self._vector_sql, {**params, "vector": literal})
-                _collect(candidates, rows, "vector")
-            if mode in ("hybrid", "text"):
-                rows = await session.execute(_TEXT_SQL, {**params, "query": query, "vector": literal})
-                _collect(candidates, rows, "text")
-        found = list(candidates.values())
-        for c, opened in zip(found, await self.sealer.open_all(tenant, [c.text for c in found]), strict=True):
+            vector_sql = None
+            if mode in ("hybrid", "vector"):
+                if size <= self.settings.exact_max_rows:
+                    vector_sql = _EXACT_VECTOR_CANDIDATES
+                else:
+                    vector_sql = self._ann_candidates
+                    for statement in self.settings.index.session_settings(
+                        ef_search=self.settings.ef_search,
+                        probes=self.settings.ivfflat_probes,
+                        max_scan_tuples=self.settings.max_scan_tuples,
+                    ):
+                        await session.execute(text(statement))
+            rows = await session.execute(
+                self._candidates[(vector_sql, mode in ("hybrid", "text"))],
+                {**params, "vector": literal, "query": query},
+            )
+            candidates = [_candidate(row) for row in rows]
+        ranked = self._rank(query, candidates, mode)[:k]
+        # Only what goes to the prompt is opened (decrypted).
+        for c, opened in zip(
+            ranked, await self.sealer.open_all(tenant, [c.text for c in ranked]), strict=True
+        ):
             c.text = opened
-        ranked = self._rank(query, found, mode)[:k]
         chunks = [
             ContextChunk(
                 id=c.id,
@@ -320,8 +364,8 @@ class HybridSearch:
             return sorted(candidates, key=lambda c: c.score, reverse=True)
         if mode == "text":
             for c in candidates:
-                c.score = c.fused
-            return sorted(candidates, key=lambda c: c.score, reverse=True)
+                c.score = c.bm25
+            return sorted(candidates, key=lambda c: (c.score, c.id), reverse=True)
         return self.reranker.rerank(query, candidates)
 
     async def query_vector(self, embedder: Embedder, query: str) -> np.ndarray:
@@ -387,17 +431,15 @@ async def invalidate_tenant(redis: Redis, tenant: uuid.UUID | str) -> None:
     await redis.incr(generation_key(str(tenant)))
 
 
-def _collect(candidates: dict[str, Candidate], rows: Result[Any], method: str) -> None:
-    for rank, row in enumerate(rows, start=1):
-        key = str(row.id)
-        c = candidates.get(key)
-        if c is None:
-            c = candidates[key] = Candidate(
-                id=key,
-                document_id=str(row.document_id),
-                document_version=row.document_version,
-                embedding_version=row.embedding_version,
-                text=row.text,
-                similarity=float(row.similarity),
-            )
-        c.ranks[method] = rank
+def _candidate(row: Any) -> Candidate:
+    ranks = {m: r for m, r in (("vector", row.vector_rank), ("text", row.text_rank)) if r is not None}
+    return Candidate(
+        id=str(row.id),
+        document_id=str(row.document_id),
+        document_version=row.document_version,
+        embedding_version=row.embedding_version,
+        text=row.text,
+        similarity=float(row.similarity),
+        bm25=float(row.bm25),
+        ranks=ranks,
+    )

@@ -14,6 +14,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.embedder import Embedder, Embedders
+from activities.adapters.lexicon import refresh_lexicon
 from activities.adapters.sealed_text import SealedText
 from activities.adapters.search import invalidate_tenant
 from activities.contracts.ingest import (
@@ -163,6 +164,8 @@ class IngestionActivities:
                 embed_again_with=done.embed_again_with,
             )
         await invalidate_tenant(self.redis, tenant)
+        if done.embedding is not None:  # the tenant's corpus changed: its BM25 lengths may have drifted
+            await refresh_lexicon(self.sessions, tenant, *done.embedding)
         return IngestResult(
             document_id=ref.document_id, version=ref.version, status="ready", chunk_count=done.chunk_count
         )

@@ -15,6 +15,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.embedder import Embedder, Embedders
+from activities.adapters.lexicon import refresh_lexicon
 from activities.adapters.sealed_text import SealedText
 from activities.adapters.search import invalidate_tenant
 from activities.contracts.reembed import (
@@ -28,6 +29,7 @@ from activities.contracts.reembed import (
 )
 from db.documents import active_embedding, drop_other_embeddings, insert_reembedded, vector_literal
 from db.engine import scope_to_tenant
+from db.lexicon import lexicon_state, record_weights
 
 # Live chunks of the tenant's active version that have no twin on the target version yet.
 _MISSING = """
@@ -197,7 +199,14 @@ class ReembedActivities:
                 ),
                 params,
             )
+            # The twins' BM25 vectors are copies of the source's: so are the weights they were made with.
+            source = await lexicon_state(session, inp.tenant_id, src[0] or "", src[1] or "")
+            if source.weighted is not None:
+                await record_weights(
+                    session, inp.tenant_id, inp.target.model, inp.target.version, source.weighted
+                )
         await invalidate_tenant(self.redis, inp.tenant_id)
+        await refresh_lexicon(self.sessions, inp.tenant_id, inp.target.model, inp.target.version)
         return 0
 
     @activity.defn(name="reembed_drop_other_versions")

@@ -14,6 +14,7 @@ from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from activities.adapters.embedder import Embedder
+from activities.adapters.lexicon import refresh_lexicon
 from activities.adapters.sealed_text import SealedText
 from activities.logic.chunking import Chunker, TextChunk
 from activities.logic.pii import redact
@@ -110,5 +111,7 @@ async def bulk_ingest(
         stats.chunks += len(chunk_rows)
         if progress:
             progress(len(batch))
+    # The corpus's own average length for its BM25 vectors (they were written with the default).
+    await refresh_lexicon(sessions, tenant, embedder.model_id, embedder.version)
     stats.seconds = loop.time() - start
     return stats

@@ -34,7 +34,7 @@ async def add_document(res: Resources, tenant: uuid.UUID, texts: list[str]) -> l
         doc = Document(
             id=uuid.uuid4(),
             tenant_id=tenant,
-            source="test",
+            source=f"test-{uuid.uuid4().hex[:8]}",
             content_hash=hashlib.sha256("".join(texts).encode() + uuid.uuid4().bytes).hexdigest(),
             status="ready",
         )
