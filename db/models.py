@@ -28,6 +28,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # all-MiniLM-L6-v2, the embedded default embedder.
 EMBEDDING_DIM = 384
+# sparsevec's largest dimension, into which BM25's lexemes hash (bm25_term_id, migration 0009).
+LEXICON_DIM = 1_000_000_000
 
 
 class Base(DeclarativeBase):
@@ -202,6 +204,12 @@ class Chunk(Base):
             postgresql_ops={"embedding": "vector_cosine_ops"},
         ),
         Index("ix_chunks_tsv", "tsv", postgresql_using="gin"),
+        Index(
+            "ix_chunks_bm25_hnsw",
+            "bm25",
+            postgresql_using="hnsw",
+            postgresql_ops={"bm25": "sparsevec_ip_ops"},
+        ),
         Index("ix_chunks_tenant_model", "tenant_id", "embedding_model", "embedding_version"),
         # One vector per chunk position and embedding version: a retried batch cannot duplicate.
         UniqueConstraint(
@@ -230,7 +238,7 @@ class Chunk(Base):
     # tsvector from the clear text (db.documents.insert_chunks; migration 0008).
     tsv: Mapped[str] = mapped_column(TSVECTOR)
     # BM25's document side over the tsvector's lexemes (db/lexicon.py; migration 0009).
-    bm25: Mapped[Any] = mapped_column(SPARSEVEC, nullable=True)
+    bm25: Mapped[Any] = mapped_column(SPARSEVEC(LEXICON_DIM), nullable=True)
     chunker: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     # Queries see only live chunks: a new document version's chunks go live, and the old ones are
     # tombstoned, in one transaction, so no query ever sees a mix of versions.

@@ -8,6 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from sqlalchemy import TextClause, text
+
 from db.models import EMBEDDING_DIM
 from infra.config.settings import Settings
 
@@ -47,20 +49,33 @@ class AnnIndex:
             return f"embedding <=> CAST(:{param} AS vector)"
         return f"CAST(embedding AS halfvec({EMBEDDING_DIM})) <=> CAST(:{param} AS halfvec({EMBEDDING_DIM}))"
 
-    def session_settings(self, *, ef_search: int, probes: int, max_scan_tuples: int) -> list[str]:
-        """SET LOCAL statements for one query: iterative scans keep going until k rows pass the
-        tenant filter, bounded so a filter nothing passes gives up quickly."""
+    def session_settings(self, *, ef_search: int, probes: int, max_scan_tuples: int) -> dict[str, str]:
+        """Settings (name → value) for one query's transaction: iterative scans keep going until k
+        rows pass the tenant filter, bounded so a filter nothing passes gives up quickly."""
         if self.kind == "hnsw":
-            return [
-                "SET LOCAL hnsw.iterative_scan = relaxed_order",
-                f"SET LOCAL hnsw.ef_search = {int(ef_search)}",
-                f"SET LOCAL hnsw.max_scan_tuples = {int(max_scan_tuples)}",
-            ]
-        return [
-            "SET LOCAL ivfflat.iterative_scan = relaxed_order",
-            f"SET LOCAL ivfflat.probes = {int(probes)}",
-            f"SET LOCAL ivfflat.max_probes = {max(int(probes), int(self.lists) // 4)}",
-        ]
+            return hnsw_settings(ef_search=ef_search, max_scan_tuples=max_scan_tuples)
+        return {
+            "ivfflat.iterative_scan": "relaxed_order",
+            "ivfflat.probes": str(int(probes)),
+            "ivfflat.max_probes": str(max(int(probes), int(self.lists) // 4)),
+        }
+
+
+def hnsw_settings(*, ef_search: int, max_scan_tuples: int) -> dict[str, str]:
+    return {
+        "hnsw.iterative_scan": "relaxed_order",
+        "hnsw.ef_search": str(int(ef_search)),
+        "hnsw.max_scan_tuples": str(int(max_scan_tuples)),
+    }
+
+
+def set_local(settings: dict[str, str]) -> tuple[TextClause, dict[str, str]]:
+    """One statement that sets them all for the transaction (SET LOCAL, one round trip)."""
+    calls = ", ".join(f"set_config(:name{i}, :value{i}, true)" for i in range(len(settings)))
+    params = {}
+    for i, (name, value) in enumerate(sorted(settings.items())):
+        params[f"name{i}"], params[f"value{i}"] = name, value
+    return text(f"SELECT {calls}"), params
 
 
 def configured_index(settings: Settings) -> AnnIndex:

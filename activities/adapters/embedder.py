@@ -5,6 +5,8 @@ an HF endpoint) through huggingface_hub. Every vector is stored with its model i
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import importlib.util
 import threading
 from pathlib import Path
@@ -34,6 +36,27 @@ def minilm_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
+@functools.cache
+def _has_bf16_units() -> bool:
+    """AMX or AVX-512 BF16 (Sapphire Rapids and later, Zen 4): bf16 matmuls at ~3.5x fp32's rate."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def _matmuls_in_bf16() -> contextlib.AbstractContextManager[object]:
+    """Autocast where the CPU has bf16 units: ingestion runs ~1.25x faster, and vectors stay within
+    3e-5 cosine of fp32's (measured on SciFact chunks; layer norms and the pooling stay fp32). Without
+    the units bf16 is emulated and slower, so fp32 stays."""
+    if not _has_bf16_units():
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast("cpu", dtype=torch.bfloat16)
+
+
 class LocalEmbedder:
     """all-MiniLM-L6-v2 on the CPU, two runtimes over the same shipped weights: a few texts at a time
     (a turn's question) go through the NumPy forward pass (activities/adapters/minilm_numpy.py), so a
@@ -46,6 +69,9 @@ class LocalEmbedder:
     # Up to this many texts per call take the NumPy path: on two cores it matches torch for a
     # query and costs ~100 MB instead of ~500; torch's kernels win on big batches.
     SMALL_BATCH = 8
+    # Texts per forward pass on the torch path. Measured on 200-token chunks, two cores: 8 is ~1.4x
+    # faster than 64 (a batch's activations then fit the caches), and 1 or 4 slower again.
+    TORCH_BATCH = 8
 
     def __init__(self, path: Path | None = None) -> None:
         self._path = path or minilm_path()
@@ -88,9 +114,10 @@ class LocalEmbedder:
         model = self._load()
         # No progress bar: sentence-transformers draws one per call whenever logging is at INFO, into
         # the service's log, under tqdm's process-wide lock.
-        vectors = model.encode(  # type: ignore[attr-defined]
-            texts, batch_size=64, normalize_embeddings=True, show_progress_bar=False
-        )
+        with _matmuls_in_bf16():
+            vectors = model.encode(  # type: ignore[attr-defined]
+                texts, batch_size=self.TORCH_BATCH, normalize_embeddings=True, show_progress_bar=False
+            )
         return [v.tolist() for v in vectors]
 
     async def embed(self, texts: list[str]) -> list[list[float]]:

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from db.engine import scope_to_tenant
-from db.lexicon import REWEIGHT_BATCH, Weights, lexicon_state, record_weights, reweight_batch
+from db.lexicon import REWEIGHT_BATCH, lexicon_state, record_weights, reweight_batch, weights_for
 
 log = logging.getLogger("turnflow.lexicon")
 
@@ -36,7 +36,7 @@ async def refresh_lexicon(
         state = await lexicon_state(session, tenant, model, version)
         if not state.stale:
             return 0
-        weights = Weights(state.avgdl)
+        weights = weights_for(state.avgdl)
         await record_weights(session, tenant, model, version, weights)
     log.info(
         "tenant %s: BM25 vectors rewritten for an average length of %.1f (were %s)",

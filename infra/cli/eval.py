@@ -77,14 +77,23 @@ def eval_retrieval(
     table = Table(
         title=f"{dataset.name} ({split}): {report['queries']} queries, {report['documents']} documents"
     )
-    for column in ("mode", "nDCG@10", "recall@10", "recall@100", "MRR@10", "p50 ms", "p95 ms"):
+    turn_k = report["turn_k"]
+    columns = (
+        "mode",
+        "nDCG@10",
+        "recall@10",
+        "recall@100",
+        "MRR@10",
+        f"p50 / p95 ms (k {report['chunk_k']})",
+    )
+    for column in (*columns, f"p50 / p95 ms (k {turn_k}, as a turn)"):
         table.add_column(column)
     for mode, m in report["modes"].items():  # type: ignore[attr-defined]
         table.add_row(
             mode,
             *(f"{m[key]:.4f}" for key in ("ndcg@10", "recall@10", "recall@100", "mrr@10")),
-            f"{m['latency_p50_ms']:.1f}",
-            f"{m['latency_p95_ms']:.1f}",
+            f"{m['latency_p50_ms']:.1f} / {m['latency_p95_ms']:.1f}",
+            f"{m['turn_latency_p50_ms']:.1f} / {m['turn_latency_p95_ms']:.1f}",
         )
     console.print(table)
     if report["reused"]:

@@ -61,13 +61,24 @@ async def bulk_ingest(
             .where(Tenant.id == tenant)
             .values(embedding_model=embedder.model_id, embedding_version=embedder.version)
         )
-    for offset in range(0, len(docs), batch_docs):
-        batch = docs[offset : offset + batch_docs]
+
+    async def prepared(
+        batch: list[TextDocument],
+    ) -> tuple[list[list[TextChunk]], list[str], list[Any], list[str]]:
         texts = [redact(d.text).text for d in batch]
         pieces = await asyncio.to_thread(_chunk_all, chunker, texts)
         flat = [p.text for doc_pieces in pieces for p in doc_pieces]
-        vectors = iter(await embedder.embed(flat))
-        sealed = iter(await sealer.seal_all(tenant, flat))
+        return pieces, flat, await embedder.embed(flat), await sealer.seal_all(tenant, flat)
+
+    batches = [docs[offset : offset + batch_docs] for offset in range(0, len(docs), batch_docs)]
+    # The next batch is chunked and embedded (in threads) while this one is written: the embedder,
+    # the cost, never waits for Postgres.
+    ahead = asyncio.ensure_future(prepared(batches[0])) if batches else None
+    for i, batch in enumerate(batches):
+        assert ahead is not None
+        pieces, flat, embedded, sealed_texts = await ahead
+        ahead = asyncio.ensure_future(prepared(batches[i + 1])) if i + 1 < len(batches) else None
+        vectors, sealed = iter(embedded), iter(sealed_texts)
         doc_rows: list[dict[str, Any]] = []
         chunk_rows: list[dict[str, Any]] = []
         for doc, doc_pieces in zip(batch, pieces, strict=True):
@@ -92,7 +103,7 @@ async def bulk_ingest(
                     tenant_id=tenant,
                     document_id=doc_id,
                     document_version=1,
-                    ordinal=i,
+                    ordinal=n,
                     text=next(sealed),
                     token_count=piece.token_count,
                     embedding=next(vectors),
@@ -101,7 +112,7 @@ async def bulk_ingest(
                     chunker=chunker.settings.as_record(),
                     live=True,
                 )
-                for i, piece in enumerate(doc_pieces)
+                for n, piece in enumerate(doc_pieces)
             )
         async with sessions.begin() as session:
             await scope_to_tenant(session, tenant)

@@ -6,14 +6,16 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
+from dataclasses import replace
 
 from sqlalchemy import text, update
 
 from activities.adapters.lexicon import refresh_lexicon
+from activities.adapters.search import HybridSearch
 from db.access import ensure_tenant
 from db.documents import tombstone_document
 from db.engine import scope_to_tenant
-from db.lexicon import K1, B, Weights, lexicon_state, record_weights, reweight_batch
+from db.lexicon import K1, B, lexicon_state, record_weights, reweight_batch, weights_for
 from db.models import Chunk, Document
 from infra.runtime.resources import Resources
 from tests.activities.test_retrieval import add_document
@@ -168,7 +170,7 @@ async def test_reweighting_keeps_every_search_whole_and_ends_at_bm25_of_the_new_
     assert state.stale and state.weighted is not None and state.avgdl > 2 * state.weighted.avgdl
 
     # Rewritten two chunks at a time, with a search between batches: always the full k, live only.
-    weights, after, rewritten = Weights(state.avgdl), uuid.UUID(int=0), 0
+    weights, after, rewritten = weights_for(state.avgdl), uuid.UUID(int=0), 0
     async with resources.sessions.begin() as session:
         await scope_to_tenant(session, tenant)
         await record_weights(session, tenant, model, version, weights)
@@ -192,3 +194,23 @@ async def test_reweighting_keeps_every_search_whole_and_ends_at_bm25_of_the_new_
     assert all(abs(g - e) < 1e-4 for g, e in zip(got, expected, strict=True)), (got, expected)
     # Current now: another refresh rewrites nothing.
     assert await refresh_lexicon(resources.sessions, tenant, model, version) == 0
+
+
+async def test_a_large_tenants_index_path_finds_what_the_exact_path_finds(resources: Resources) -> None:
+    tenant = await new_tenant(resources)
+    ids = await add_document(resources, tenant, CORPUS)
+    await refresh_lexicon(resources.sessions, tenant, resources.embedder.model_id, resources.embedder.version)
+    # The same search with every tenant treated as large: HNSW over embeddings and BM25 vectors.
+    indexed = HybridSearch(
+        resources.sessions,
+        resources.embedders,
+        resources.redis,
+        resources.sealer,
+        replace(resources.search.settings, exact_max_rows=0),
+    )
+    for mode in ("text", "vector", "hybrid"):
+        exact = await resources.search.search(tenant, QUERY, 3, mode, use_cache=False)
+        ann = await indexed.search(tenant, QUERY, 3, mode, use_cache=False)
+        assert [c.id for c in ann.chunks] == [c.id for c in exact.chunks], mode
+        assert [c.text for c in ann.chunks] == [c.text for c in exact.chunks] and ann.chunks[0].text in CORPUS
+    assert (await indexed.search(tenant, QUERY, 3, "text", use_cache=False)).chunks[0].id == str(ids[0])

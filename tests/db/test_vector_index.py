@@ -12,7 +12,7 @@ import numpy as np
 import psycopg
 
 from activities.adapters.embedder import Embedders
-from activities.adapters.search import HybridSearch, SearchSettings, _vector_sql
+from activities.adapters.search import HybridSearch, SearchSettings, _ann_vector_candidates
 from db.engine import make_engine, make_sessionmaker
 from db.migrate import upgrade_async
 from db.vector_index import AnnIndex, describe, rebuild
@@ -89,7 +89,7 @@ async def test_reindex_to_ivfflat_halfvec_and_back(fresh_database: str, resource
             vector = "[" + ",".join(["0.05"] * 384) + "]"
             rows = conn.execute(f"EXPLAIN SELECT id FROM chunks ORDER BY {order} LIMIT 5", {"vector": vector})
             plan = "\n".join(r[0] for r in rows)
-        assert f"ORDER BY {ivf.order_by()}" in str(_vector_sql(ivf))
+        assert f"ORDER BY {ivf.order_by()}" in _ann_vector_candidates(ivf)
         assert "ix_chunks_embedding_ann" in plan, plan
         search = HybridSearch(
             sessions,
@@ -114,4 +114,4 @@ def test_index_sql_follows_configuration() -> None:
     assert "CAST(embedding AS halfvec(384))" in half.order_by() and "halfvec_cosine_ops" in half.create_sql()
     assert "WITH (m = 32, ef_construction = 128)" in AnnIndex(m=32, ef_construction=128).create_sql()
     ivf = AnnIndex(kind="ivfflat", lists=200).session_settings(ef_search=1, probes=10, max_scan_tuples=1)
-    assert "SET LOCAL ivfflat.probes = 10" in ivf and "SET LOCAL ivfflat.max_probes = 50" in ivf
+    assert ivf["ivfflat.probes"] == "10" and ivf["ivfflat.max_probes"] == "50"

@@ -53,6 +53,7 @@ async def test_hybrid_beats_each_single_method_and_scratch_tenant_is_removed(res
     assert modes["hybrid"]["recall@10"] >= max(modes["vector"]["recall@10"], modes["text"]["recall@10"])
     assert report["documents"] == 20 and report["chunks"] >= 20 and report["reused"] is False
     assert modes["hybrid"]["latency_p95_ms"] > 0
+    assert modes["hybrid"]["turn_latency_p95_ms"] > 0  # also timed at the turn's k
     async with resources.sessions() as session:
         assert await session.scalar(select(Tenant.id).where(Tenant.name == report["tenant"])) is None
 

@@ -109,8 +109,8 @@ _REFERENCING = {
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE chunks ADD COLUMN bm25 sparsevec")
-    # Kept in the row (not TOASTed beside it): a lexical scan reads it for every candidate.
+    op.execute(f"ALTER TABLE chunks ADD COLUMN bm25 sparsevec({DIM})")
+    # Kept in the row (not TOASTed beside it): an exact lexical scan reads it for every chunk.
     op.execute("ALTER TABLE chunks ALTER COLUMN bm25 SET STORAGE MAIN")
     op.execute(
         """CREATE TABLE lexicon_totals (
@@ -154,7 +154,8 @@ def upgrade() -> None:
                  n AS (SELECT sum(tf) AS dl FROM t),
                  w AS (SELECT bm25_term_id(lexeme) AS i,
                               sum(tf * (k1 + 1) / (tf + k1 * (1 - b + b * n.dl / greatest(avgdl, 1)))) AS v
-                       FROM t, n GROUP BY 1)
+                       FROM t, n GROUP BY 1
+                       ORDER BY v DESC LIMIT 1000)  -- what an HNSW index takes (a chunk has ~100)
             SELECT coalesce('{{' || string_agg(i || ':' || v, ',' ORDER BY i) || '}}/{DIM}',
                             '{{}}/{DIM}')::sparsevec
             FROM w
@@ -166,6 +167,8 @@ def upgrade() -> None:
             f"CREATE TRIGGER chunks_lexicon_{op_name.lower()} AFTER {op_name} ON chunks {referencing}"
             f" FOR EACH STATEMENT EXECUTE FUNCTION chunks_lexicon_{op_name.lower()}()"
         )
+    # Top-n by BM25 for a large tenant, as the vectors have theirs (a small one is scanned exactly).
+    op.execute("CREATE INDEX ix_chunks_bm25_hnsw ON chunks USING hnsw (bm25 sparsevec_ip_ops)")
     # Existing chunks: statistics from the live ones, vectors with their tenant's average length.
     op.execute(
         """INSERT INTO lexicon_totals (tenant_id, embedding_model, embedding_version, chunks, length)
@@ -181,10 +184,10 @@ def upgrade() -> None:
     )
     op.execute(
         """UPDATE lexicon_totals SET weighted_avgdl = length::float8 / greatest(chunks, 1),
-                                     weighted_k1 = 0.9, weighted_b = 0.4"""
+                                     weighted_k1 = 1.2, weighted_b = 0.4"""
     )
     op.execute(
-        """UPDATE chunks c SET bm25 = bm25_document(c.tsv, t.weighted_avgdl, 0.9, 0.4)
+        """UPDATE chunks c SET bm25 = bm25_document(c.tsv, t.weighted_avgdl, 1.2, 0.4)
            FROM lexicon_totals t
            WHERE t.tenant_id = c.tenant_id AND t.embedding_model = coalesce(c.embedding_model, '')
              AND t.embedding_version = coalesce(c.embedding_version, '')"""
@@ -197,6 +200,7 @@ def downgrade() -> None:
         op.execute(f"DROP FUNCTION IF EXISTS chunks_lexicon_{op_name.lower()}()")
     op.execute("DROP FUNCTION IF EXISTS bm25_document(tsvector, float8, float8, float8)")
     op.execute("DROP FUNCTION IF EXISTS bm25_term_id(text)")
+    op.execute("DROP INDEX IF EXISTS ix_chunks_bm25_hnsw")
     op.execute("DROP TABLE IF EXISTS lexicon_terms")
     op.execute("DROP TABLE IF EXISTS lexicon_totals")
     op.execute("ALTER TABLE chunks DROP COLUMN IF EXISTS bm25")
