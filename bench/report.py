@@ -463,6 +463,50 @@ def retrieval_section(path: Path) -> str:
     )
 
 
+def tenant_scale_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+    once = "hybrid_8_at_once"
+    rows = []
+    for level in r["levels"]:
+        cells: list[Any] = [f"{level['chunks']:,}"]
+        for mode in ("hybrid", "vector", "text"):
+            v = level[mode]
+            cells.append(f"{v['p50_ms']:.1f} / {v['p95_ms']:.1f} / {v['p99_ms']:.1f}")
+        if once in level:
+            v = level[once]
+            cells.append(
+                f"{v['p50_ms']:.0f} / {v['p95_ms']:.0f} / {v['p99_ms']:.0f}, {v['over_deadline']} over"
+            )
+        rows.append(cells)
+    parts = [
+        "## Retrieval at tenant scale (`bench/tenant_scale.py`, issue 18)",
+        f"One tenant: SciFact as ingested, then with near-copies of its chunks up to ~100k. Each search as a "
+        f"chat turn asks it (k = {r['turn_k']}, {r['candidates']} candidates per method), cold: the "
+        f"question embedded anew, no result cache; {r['queries']} {r['split']} queries; ms p50 / p95 / p99. "
+        f"The retrieve step's deadline is {r['retrieve_deadline_ms']:.0f} ms. Run {r['date'][:16]} UTC.",
+        table(["chunks", "hybrid", "vector only", "BM25 only", "hybrid, 8 at once"], rows),
+    ]
+    quality = newest("eval-scifact-test-*.json")
+    if quality is not None:
+        q = json.loads(quality.read_text())
+        qrows = [
+            [
+                mode,
+                m["ndcg@10"],
+                m["recall@10"],
+                m["recall@100"],
+                f"{m['latency_p50_ms']:.1f} / {m['latency_p95_ms']:.1f}",
+            ]
+            for mode, m in q["modes"].items()
+        ]
+        parts += [
+            f"Quality (`turnflow eval retrieval`, SciFact test split, {q['queries']} claims; tuned on "
+            f"the train split only), latency at k = {q['chunk_k']}:",
+            table(["mode", "nDCG@10", "recall@10", "recall@100", "p50 / p95 ms"], qrows),
+        ]
+    return "\n\n".join(parts)
+
+
 def sealing_section(path: Path) -> str:
     r = json.loads(path.read_text())
     mine = r["in_process"]
@@ -650,6 +694,7 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("rollout-*.json", rollout_section),
     ("failover-*.json", failover_section),
     ("retrieval-*.json", retrieval_section),
+    ("tenant-scale-*.json", tenant_scale_section),
 ]
 
 

@@ -17,6 +17,7 @@ tsvector and the BM25 vector of each chunk (docs/security.md says why).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -213,13 +214,24 @@ def _candidates_sql(vector: str | None, lexical: str | None) -> TextClause:
         f"""
         WITH {", ".join(parts)}
         SELECT c.id, c.document_id, c.document_version, c.embedding_version, c.text,
-               1 - (c.embedding <=> CAST(:vector AS vector)) AS similarity,
+               coalesce(1 - (c.embedding <=> CAST(:vector AS vector)), 0) AS similarity,
                coalesce(-(c.bm25 <#> qv.v), 0) AS bm25,
                {"vec.rank" if vector else "NULL"} AS vector_rank,
                {"lex.rank" if lexical else "NULL"} AS text_rank
         FROM ({ids}) AS ids JOIN chunks c ON c.id = ids.id {joins} CROSS JOIN qv
         """
     )
+
+
+# Hybrid in two statements, so that the lexical half runs while the question is being embedded (in a
+# thread, on the other core): the BM25 candidates first, then the vector candidates and what ranking
+# reads, with the BM25 candidates passed back in.
+def _lexical_only_sql(lexical: str) -> TextClause:
+    return text(f"WITH {_QUERY_VECTOR}, {lexical} SELECT id, rank FROM lex")
+
+
+_KNOWN_LEXICAL = """
+    lex AS (SELECT * FROM unnest(CAST(:lex_ids AS uuid[]), CAST(:lex_ranks AS bigint[])) AS l(id, rank))"""
 
 
 class HybridSearch:
@@ -245,6 +257,14 @@ class HybridSearch:
             for vector in (None, _EXACT_VECTOR_CANDIDATES, self._ann_candidates)
             for lexical in (None, _EXACT_LEXICAL_CANDIDATES, _ANN_LEXICAL_CANDIDATES)
             if vector or lexical
+        }
+        self._lexical_first = {
+            lexical: _lexical_only_sql(lexical)
+            for lexical in (_EXACT_LEXICAL_CANDIDATES, _ANN_LEXICAL_CANDIDATES)
+        }
+        self._with_known_lexical = {
+            vector: _candidates_sql(vector, _KNOWN_LEXICAL)
+            for vector in (_EXACT_VECTOR_CANDIDATES, self._ann_candidates)
         }
         # tenant → (generation, until, embedding model, version, chunks): see _shape_of.
         self._shapes: OrderedDict[str, tuple[int, float, str | None, str | None, int]] = OrderedDict()
@@ -296,8 +316,6 @@ class HybridSearch:
                 "n": max(self.settings.candidates, k),
             }
             assert embedder is not None  # both ways here returned without one
-            query_vector = await self.query_vector(embedder, query, cached=not cold)
-            literal = vector_literal(query_vector)
             # A small tenant is read exactly; a large one through the indexes (settings for this
             # transaction, set in one round trip).
             exact = size <= self.settings.exact_max_rows
@@ -318,10 +336,31 @@ class HybridSearch:
                     ann |= hnsw_settings(ef_search=ef_search, max_scan_tuples=self.settings.max_scan_tuples)
             if ann:
                 await session.execute(*set_local(ann))
-            rows = await session.execute(
-                self._candidates[(vector_sql, lexical_sql)],
-                {**params, "vector": literal, "query": query},
-            )
+            params["query"] = query
+            query_vector: np.ndarray | None = None
+            if vector_sql and lexical_sql:
+                embedding = asyncio.ensure_future(self.query_vector(embedder, query, cached=not cold))
+                try:
+                    lexical = (await session.execute(self._lexical_first[lexical_sql], params)).all()
+                finally:
+                    query_vector = await embedding
+                rows = await session.execute(
+                    self._with_known_lexical[vector_sql],
+                    {
+                        **params,
+                        "vector": vector_literal(query_vector),
+                        "lex_ids": [r.id for r in lexical],
+                        "lex_ranks": [r.rank for r in lexical],
+                    },
+                )
+            else:
+                # Full text alone ranks by BM25 only: no embedding to compute.
+                if vector_sql:
+                    query_vector = await self.query_vector(embedder, query, cached=not cold)
+                literal = None if query_vector is None else vector_literal(query_vector)
+                rows = await session.execute(
+                    self._candidates[(vector_sql, lexical_sql)], {**params, "vector": literal}
+                )
             candidates = [_candidate(row) for row in rows]
         ranked = self._rank(query, candidates, mode)[:k]
         # Only what goes to the prompt is opened (decrypted).
