@@ -25,12 +25,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from activities.adapters.lexicon import refresh_lexicon
 from activities.adapters.search import SearchMode
 from db.engine import scope_to_tenant
-from db.models import Tenant
+from infra.cli.access import tenant_id
 from infra.config.settings import get_settings
 from infra.eval.beir import load_beir
 from infra.eval.stats import percentile
@@ -68,12 +68,11 @@ _COPY = text(
 )
 
 
-async def tenant_named(res: Resources, name: str) -> uuid.UUID:
-    async with res.sessions() as session:
-        tenant = await session.scalar(select(Tenant.id).where(Tenant.name == name))
-    if tenant is None:
-        raise SystemExit(f"no tenant {name}: run `turnflow eval retrieval --keep` first")
-    return tenant
+async def kept_tenant(res: Resources, name: str) -> uuid.UUID:
+    try:
+        return await tenant_id(res, name)
+    except LookupError as exc:
+        raise SystemExit(f"{exc}: keep one with `turnflow eval retrieval --keep` first") from exc
 
 
 async def live_chunks(res: Resources, tenant: uuid.UUID) -> int:
@@ -137,7 +136,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     res = await Resources.open(get_settings(), lazy_temporal=True)
     model, version = res.embedders.default.model_id, res.embedders.default.version
     try:
-        tenant = await tenant_named(res, args.tenant)
+        tenant = await kept_tenant(res, args.tenant)
         await remove_copies(res, tenant)  # what an interrupted run left
         rows = [await measure(res, tenant, queries, args.concurrency)]
         start = time.perf_counter()

@@ -26,8 +26,9 @@ from sqlalchemy import select
 import db.lexicon
 from activities.adapters.lexicon import refresh_lexicon
 from activities.adapters.search import Candidate, LexicalSemanticReranker, SearchSettings
+from bench.tenant_scale import kept_tenant
 from db.engine import scope_to_tenant
-from db.models import Document, Tenant
+from db.models import Document
 from infra.config.settings import get_settings
 from infra.eval.beir import BeirDataset, load_beir
 from infra.eval.ir_metrics import ndcg_at
@@ -72,10 +73,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     data = load_beir(args.dataset, args.split)
     res = await Resources.open(get_settings(), lazy_temporal=True)
     try:
-        async with res.sessions() as session:
-            tenant = await session.scalar(select(Tenant.id).where(Tenant.name == args.tenant))
-        if tenant is None:
-            raise SystemExit(f"no tenant {args.tenant}: run `turnflow eval retrieval --keep` first")
+        tenant = await kept_tenant(res, args.tenant)
         async with res.sessions.begin() as session:
             await scope_to_tenant(session, tenant)
             rows = await session.execute(
