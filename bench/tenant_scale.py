@@ -166,13 +166,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def kept_tenant_parser(description: str | None, split: str) -> argparse.ArgumentParser:
+    """Arguments of a bench over a tenant kept by `turnflow eval retrieval --keep`: its data set."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--dataset", type=Path, required=True)
-    parser.add_argument("--split", default="test")
+    parser.add_argument("--split", default=split)
     parser.add_argument("--tenant", required=True, help="the kept eval tenant's name (eval-...)")
+    return parser
+
+
+def main() -> None:
+    parser = kept_tenant_parser(__doc__, "test")
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument(
         "--copies", type=int, default=7, help="near-copies of the corpus added (7: ~100k chunks)"

@@ -18,7 +18,7 @@ import asyncio
 import itertools
 import json
 import uuid
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
 from sqlalchemy import select
@@ -26,7 +26,7 @@ from sqlalchemy import select
 import db.lexicon
 from activities.adapters.lexicon import refresh_lexicon
 from activities.adapters.search import Candidate, LexicalSemanticReranker, SearchSettings
-from bench.tenant_scale import kept_tenant
+from bench.tenant_scale import kept_tenant, kept_tenant_parser
 from db.engine import scope_to_tenant
 from db.models import Document
 from infra.config.settings import get_settings
@@ -46,7 +46,7 @@ class Recording:
         self.seen: list[Candidate] = []
 
     def rerank(self, query: str, candidates: list[Candidate]) -> list[Candidate]:
-        self.seen = [Candidate(**{**c.__dict__, "ranks": dict(c.ranks)}) for c in candidates]
+        self.seen = [replace(c, ranks=dict(c.ranks)) for c in candidates]
         return self.default.rerank(query, candidates)
 
 
@@ -106,7 +106,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             reranker = LexicalSemanticReranker(settings)
             total = 0.0
             for qid, candidates in per_query:
-                ranked = reranker.rerank("", [Candidate(**{**c.__dict__}) for c in candidates])[:CHUNK_K]
+                ranked = reranker.rerank("", [replace(c) for c in candidates])[:CHUNK_K]
                 total += ndcg_at(ranked_documents(ranked, sources), data.qrels[qid], 10)
             hybrid[f"{semantic}/{lexical_w}/{fusion}"] = round(total / len(per_query), 4)
         top = sorted(hybrid.items(), key=lambda kv: kv[1], reverse=True)[:10]
@@ -121,12 +121,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--dataset", type=Path, required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--tenant", required=True, help="the kept eval tenant's name (eval-...)")
+    parser = kept_tenant_parser(__doc__, "train")
     parser.add_argument("--k1", type=float, nargs="+", default=[0.9, 1.2, 1.5])
     parser.add_argument("--b", type=float, nargs="+", default=[0.4, 0.6, 0.75])
     parser.add_argument("--semantic", type=float, nargs="+", default=[1.0])

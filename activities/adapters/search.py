@@ -1,9 +1,10 @@
 """Hybrid search over a tenant's live chunks: pgvector (HNSW, cosine, or exact for a small tenant)
-and BM25 (db/lexicon.py: a sparse vector per chunk, the tenant's IDF at query time), fused with
-reciprocal rank fusion, then reranked on what Postgres computed; the top-k goes to the prompt.
+and BM25 (db/lexicon.py: a sparse vector per chunk, the tenant's IDF at query time); both methods'
+candidates are reranked on what Postgres computed, and the top-k goes to the prompt.
 
-One statement per search: each method's top-n ids, then once per candidate what ranking reads (cosine
-similarity, BM25 score, ranks), all computed by Postgres; only the top-k's text is opened.
+Each method's top-n ids, then once per candidate what ranking reads (cosine similarity, BM25 score,
+ranks), all computed by Postgres: one statement for a single method, two for hybrid (its BM25 half
+runs while the question is embedded); only the top-k's text is opened.
 
 Every query is scoped to one tenant twice: by its WHERE clause and by row-level security (the
 transaction is scoped to the tenant first). Only chunks embedded with the tenant's active embedding
@@ -198,8 +199,8 @@ def _ann_vector_candidates(index: AnnIndex) -> str:
 
 
 def _candidates_sql(vector: str | None, lexical: str | None) -> TextClause:
-    """One statement: each method's top-n ids, then, once per candidate, what ranking reads (its
-    text, cosine similarity and BM25 score, and its rank by each method)."""
+    """Each method's top-n ids (or, for hybrid's second half, the BM25 ones already found), then,
+    once per candidate, what ranking reads: its text, cosine similarity, BM25 score and ranks."""
     parts = [_QUERY_VECTOR]
     methods = []
     if vector:
@@ -251,21 +252,15 @@ class HybridSearch:
         self.settings = settings or SearchSettings()
         self.reranker = reranker or LexicalSemanticReranker(self.settings)
         self._ann_candidates = _ann_vector_candidates(self.settings.index)
-        # The statement for each combination of methods, built once.
-        self._candidates = {
-            (vector, lexical): _candidates_sql(vector, lexical)
-            for vector in (None, _EXACT_VECTOR_CANDIDATES, self._ann_candidates)
-            for lexical in (None, _EXACT_LEXICAL_CANDIDATES, _ANN_LEXICAL_CANDIDATES)
-            if vector or lexical
+        # The statements, built once: each method alone, and hybrid's two halves.
+        vectors = (_EXACT_VECTOR_CANDIDATES, self._ann_candidates)
+        lexicals = (_EXACT_LEXICAL_CANDIDATES, _ANN_LEXICAL_CANDIDATES)
+        self._candidates: dict[tuple[str | None, str | None], TextClause] = {
+            (vector, None): _candidates_sql(vector, None) for vector in vectors
         }
-        self._lexical_first = {
-            lexical: _lexical_only_sql(lexical)
-            for lexical in (_EXACT_LEXICAL_CANDIDATES, _ANN_LEXICAL_CANDIDATES)
-        }
-        self._with_known_lexical = {
-            vector: _candidates_sql(vector, _KNOWN_LEXICAL)
-            for vector in (_EXACT_VECTOR_CANDIDATES, self._ann_candidates)
-        }
+        self._candidates |= {(None, lexical): _candidates_sql(None, lexical) for lexical in lexicals}
+        self._lexical_first = {lexical: _lexical_only_sql(lexical) for lexical in lexicals}
+        self._with_known_lexical = {vector: _candidates_sql(vector, _KNOWN_LEXICAL) for vector in vectors}
         # tenant → (generation, until, embedding model, version, chunks): see _shape_of.
         self._shapes: OrderedDict[str, tuple[int, float, str | None, str | None, int]] = OrderedDict()
 
