@@ -33,6 +33,29 @@ async def active_embedding(session: AsyncSession, tenant: str) -> tuple[str | No
     return (row[0], row[1]) if row else (None, None)
 
 
+async def search_shape(
+    session: AsyncSession, tenant: str, default_model: str, default_version: str
+) -> tuple[str | None, str | None, int]:
+    """The tenant's active embedding (None: no document activated yet) and how many live chunks it
+    searches with it (or with the default embedding, before any activation), in one indexed lookup:
+    the count is the BM25 statistics' (db/lexicon.py), kept exact by triggers on every write."""
+    row = (
+        await session.execute(
+            text(
+                "SELECT t.embedding_model, t.embedding_version, coalesce(l.chunks, 0)"
+                " FROM (SELECT CAST(:tenant AS uuid) AS id) AS asked"
+                " LEFT JOIN tenants t ON t.id = asked.id"
+                " LEFT JOIN lexicon_totals l ON l.tenant_id = asked.id"
+                " AND l.embedding_model = coalesce(t.embedding_model, :model)"
+                " AND l.embedding_version = coalesce(t.embedding_version, :version)"
+            ),
+            {"tenant": tenant, "model": default_model, "version": default_version},
+        )
+    ).first()
+    assert row is not None  # one row, whatever the tenant
+    return row[0], row[1], int(row[2])
+
+
 def vector_literal(vector: np.ndarray | Sequence[float]) -> str:
     """pgvector's text form of a vector, for a CAST(:param AS vector)."""
     return "[" + ",".join(f"{x:.7g}" for x in np.asarray(vector, dtype=np.float32)) + "]"

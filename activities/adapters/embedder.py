@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 from huggingface_hub import AsyncInferenceClient
 
-from activities.adapters.minilm_numpy import MiniLMNumpy
+from activities.adapters.minilm_onnx import MiniLMOnnx
 
 MINILM_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MINILM_VERSION = "gt-0.1.0"
@@ -59,15 +59,16 @@ def _matmuls_in_bf16() -> contextlib.AbstractContextManager[object]:
 
 class LocalEmbedder:
     """all-MiniLM-L6-v2 on the CPU, two runtimes over the same shipped weights: a few texts at a time
-    (a turn's question) go through the NumPy forward pass (activities/adapters/minilm_numpy.py), so a
-    process that only embeds questions never imports torch; batches (ingestion, re-embedding) go
-    through sentence-transformers, loaded on first use. Both load off the event loop."""
+    (a turn's question) go through ONNX Runtime (activities/adapters/minilm_onnx.py), so a process
+    that only embeds questions never imports torch; batches (ingestion, re-embedding) go through
+    sentence-transformers, loaded on first use, whose bf16 matmuls beat fp32 ONNX on long chunks.
+    Both load off the event loop."""
 
     model_id = MINILM_ID
     version = MINILM_VERSION
     dimension = 384
-    # Up to this many texts per call take the NumPy path: on two cores it matches torch for a
-    # query and costs ~100 MB instead of ~500; torch's kernels win on big batches.
+    # Up to this many texts per call take the ONNX path: ~3 ms a question against torch's ~12, and
+    # ~150 MB instead of ~500; torch's bf16 kernels win on big batches of long chunks.
     SMALL_BATCH = 8
     # Texts per forward pass on the torch path. Measured on 200-token chunks, two cores: 8 is ~1.4x
     # faster than 64 (a batch's activations then fit the caches), and 1 or 4 slower again.
@@ -76,7 +77,7 @@ class LocalEmbedder:
     def __init__(self, path: Path | None = None) -> None:
         self._path = path or minilm_path()
         self._model: object | None = None
-        self._small: MiniLMNumpy | None = None
+        self._small: MiniLMOnnx | None = None
         self._lock = threading.Lock()
 
     @property
@@ -93,13 +94,13 @@ class LocalEmbedder:
                 self._model = SentenceTransformer(str(self._path), device="cpu", local_files_only=True)
             return self._model
 
-    def _load_small(self) -> MiniLMNumpy:
+    def _load_small(self) -> MiniLMOnnx:
         # Loaded already: no lock, so a question is never held up while torch loads under it.
         if self._small is not None:
             return self._small
         with self._lock:
             if self._small is None:
-                self._small = MiniLMNumpy(self._path)
+                self._small = MiniLMOnnx(self._path)
             return self._small
 
     async def warm_up(self, *, batches: bool = False) -> None:

@@ -36,7 +36,7 @@ from activities.adapters.embedder import Embedder, Embedders
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 from activities.adapters.sealed_text import SealedText
 from activities.contracts.turn import ContextChunk
-from db.documents import active_embedding, vector_literal
+from db.documents import search_shape, vector_literal
 from db.engine import scope_to_tenant
 from db.models import LEXICON_DIM
 from db.vector_index import AnnIndex, hnsw_settings, set_local
@@ -62,7 +62,7 @@ class SearchSettings:
     # Tenants with at most this many chunks are searched exactly (fast, and recall 1.0).
     exact_max_rows: int = 5_000
     # The BM25 vectors' HNSW scan: 200 keeps 97% of the exact top 10 on SciFact (100: 93%; 400:
-    # 99% at 1.6x the time). The scan's ef_search is the larger of this and the vectors'.
+    # 99% at 1.6x the time). The vector scan keeps its own ef_search (above).
     lexical_ef_search: int = 200
     # Default reranker: weights of semantic similarity, BM25 (relative to the best candidate's) and the
     # fused rank. Tuned on SciFact's train split (bench/tune_retrieval.py): with BM25's own score as a
@@ -291,7 +291,8 @@ class HybridSearch:
         async with self.sessions.begin() as session:
             await scope_to_tenant(session, tenant)
             if known is None:
-                model, version = await active_embedding(session, tenant)
+                default = self.embedders.default
+                model, version, size = await search_shape(session, tenant, default.model_id, default.version)
                 embedder = self.embedders.get(model, version)
                 if embedder is None or k <= 0:
                     # A tenant on an embedding this deployment cannot compute: answer without context.
@@ -300,7 +301,6 @@ class HybridSearch:
                 cache_key = self._cache_key(tenant, generation, embedder, mode, k, query)
                 if cache_key and (hit := await self._cached(tenant, cache_key, embedder)):
                     return hit
-                size = await self._size(session, tenant, model, version)
                 self._remember_shape(tenant, generation, model, version, size)
                 if not size:  # a tenant without documents costs one indexed lookup, not an embedding
                     return SearchResult([], model, version)
@@ -311,26 +311,31 @@ class HybridSearch:
                 "n": max(self.settings.candidates, k),
             }
             assert embedder is not None  # both ways here returned without one
-            # A small tenant is read exactly; a large one through the indexes (settings for this
-            # transaction, set in one round trip).
+            # A small tenant is read exactly; a large one through the indexes, with settings for this
+            # transaction: each HNSW scan its own ef_search (the BM25 one needs more, see
+            # SearchSettings), so hybrid sets the vectors' again between its two statements.
             exact = size <= self.settings.exact_max_rows
             vector_sql = lexical_sql = None
-            ann: dict[str, str] = {}
+            vector_ann: dict[str, str] = {}
+            lexical_ann: dict[str, str] = {}
             if mode in ("hybrid", "vector"):
                 vector_sql = _EXACT_VECTOR_CANDIDATES if exact else self._ann_candidates
                 if not exact:
-                    ann |= self.settings.index.session_settings(
+                    vector_ann = self.settings.index.session_settings(
                         ef_search=self.settings.ef_search,
                         probes=self.settings.ivfflat_probes,
                         max_scan_tuples=self.settings.max_scan_tuples,
                     )
             if mode in ("hybrid", "text"):
                 lexical_sql = _EXACT_LEXICAL_CANDIDATES if exact else _ANN_LEXICAL_CANDIDATES
-                if not exact:  # its HNSW scan shares the vectors' settings: the larger ef_search
-                    ef_search = max(self.settings.lexical_ef_search, int(ann.get("hnsw.ef_search", 0)))
-                    ann |= hnsw_settings(ef_search=ef_search, max_scan_tuples=self.settings.max_scan_tuples)
-            if ann:
-                await session.execute(*set_local(ann))
+                if not exact:
+                    lexical_ann = hnsw_settings(
+                        ef_search=self.settings.lexical_ef_search,
+                        max_scan_tuples=self.settings.max_scan_tuples,
+                    )
+            first = vector_ann | lexical_ann  # hybrid: the lexical statement runs first
+            if first:
+                await session.execute(*set_local(first))
             params["query"] = query
             query_vector: np.ndarray | None = None
             if vector_sql and lexical_sql:
@@ -339,6 +344,8 @@ class HybridSearch:
                     lexical = (await session.execute(self._lexical_first[lexical_sql], params)).all()
                 finally:
                     query_vector = await embedding
+                if again := {k: v for k, v in vector_ann.items() if first.get(k) != v}:
+                    await session.execute(*set_local(again))
                 rows = await session.execute(
                     self._with_known_lexical[vector_sql],
                     {
@@ -380,17 +387,6 @@ class HybridSearch:
             _count_cache("result", hit=False)
         return SearchResult(chunks, model, version, query_vector=query_vector)
 
-    async def _size(self, session: AsyncSession, tenant: str, model: str | None, version: str | None) -> int:
-        """How many chunks the tenant searches, counted no further than the exact-search bound."""
-        size = await session.scalar(
-            text(
-                "SELECT count(*) FROM (SELECT 1 FROM chunks WHERE tenant_id = :tenant AND live"
-                " AND embedding_model = :model AND embedding_version = :version LIMIT :cap) AS s"
-            ),
-            {"tenant": tenant, "model": model, "version": version, "cap": self.settings.exact_max_rows + 1},
-        )
-        return int(size or 0)
-
     async def _cached(self, tenant: str, cache_key: str, embedder: Embedder) -> SearchResult | None:
         hit = await self._cache_get(cache_key)
         if not hit:
@@ -402,7 +398,7 @@ class HybridSearch:
         return SearchResult(chunks, embedder.model_id, embedder.version, cached=True)
 
     def _shape_of(self, tenant: str, generation: int | None) -> tuple[str | None, str | None, int] | None:
-        """(embedding model, version, chunks up to the exact bound) last seen at this generation."""
+        """(embedding model, version, live chunks) last seen at this generation."""
         entry = self._shapes.get(tenant)
         if generation is None or entry is None or entry[0] != generation or entry[1] < time.monotonic():
             return None
