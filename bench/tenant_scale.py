@@ -113,13 +113,14 @@ def retrieve_deadline_ms(res: Resources) -> float:
 
 
 WARM_UP = 20  # searches before each level's timings: a serving process is warm (encoder, pages, plans)
+MODES: tuple[SearchMode, ...] = ("hybrid", "vector", "text")
 
 
 async def measure(res: Resources, tenant: uuid.UUID, queries: list[str], concurrency: int) -> dict[str, Any]:
     row: dict[str, Any] = {"chunks": await live_chunks(res, tenant)}
-    for mode in ("hybrid", "vector", "text"):
+    for mode in MODES:
         await timed(res, tenant, queries[:WARM_UP], mode, 1)
-    for mode in ("hybrid", "vector", "text"):
+    for mode in MODES:
         row[mode] = await timed(res, tenant, queries, mode, 1)
         print(f"  {row['chunks']} chunks, {mode}: {row[mode]}", flush=True)
     row[f"hybrid_{concurrency}_at_once"] = await timed(res, tenant, queries, "hybrid", concurrency)

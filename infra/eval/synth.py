@@ -64,11 +64,21 @@ class Tally:
     errors: Counter[str] = field(default_factory=Counter)
     ttft_ms: list[float] = field(default_factory=list)
     total_ms: list[float] = field(default_factory=list)
+    # Turns answered without context: retrieval failed or missed its deadline (the turn's events say).
+    degraded: int = 0
 
 
 class Synth:
     def __init__(
-        self, api: str, key: str, *, max_tokens: int, max_in_flight: int, seed: int, think_s: float = 0.0
+        self,
+        api: str,
+        key: str,
+        *,
+        max_tokens: int,
+        max_in_flight: int,
+        seed: int,
+        think_s: float = 0.0,
+        questions: list[str] | None = None,
     ) -> None:
         self.http = httpx.AsyncClient(
             base_url=api,
@@ -85,6 +95,9 @@ class Synth:
         self.slots = asyncio.Semaphore(max_in_flight)
         self.rng = random.Random(seed)
         self.tally = Tally()
+        # Asked in turn instead of the built-in prompts (e.g. a data set's queries, for its corpus).
+        self.questions = questions
+        self._asked = 0
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -101,6 +114,7 @@ class Synth:
         started = time.perf_counter()
         first: float | None = None
         outcome = "incomplete"
+        degraded = False
         try:
             async with self.http.stream(
                 "POST",
@@ -113,11 +127,14 @@ class Synth:
                     async for event in events(resp):
                         if event.event == "token" and first is None:
                             first = time.perf_counter()
+                        elif event.event in ("turn", "reset"):
+                            degraded = degraded or bool(event.data.get("degraded"))
                         elif event.event in ("done", "error"):
                             outcome = "ok" if event.event == "done" else str(event.data.get("code", "error"))
                             break
         except httpx.HTTPError as exc:
             outcome = type(exc).__name__
+        self.tally.degraded += degraded
         if outcome == "ok":
             self.tally.completed += 1
             self.tally.total_ms.append((time.perf_counter() - started) * 1000)
@@ -140,7 +157,13 @@ class Synth:
             for n in range(self.rng.randint(2, 4)):
                 if self.think_s:
                     await asyncio.sleep(self.rng.expovariate(1 / self.think_s))
-                await self.turn(conversation, prompt(self.rng, n))
+                await self.turn(conversation, self._next_prompt(n))
+
+    def _next_prompt(self, turn: int) -> str:
+        if not self.questions:
+            return prompt(self.rng, turn)
+        self._asked += 1
+        return self.questions[(self._asked - 1) % len(self.questions)]
 
     async def run(self, rate: float, duration_s: float, progress: Any = None) -> Tally:
         """Conversations start at ``rate / 3`` per second (about 3 turns each), until ``duration_s``;
