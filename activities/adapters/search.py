@@ -338,8 +338,12 @@ class HybridSearch:
                 await session.execute(*set_local(first))
             params["query"] = query
             query_vector: np.ndarray | None = None
+            # Cache writes go out while the statements run; the search awaits them before it returns.
+            writes: list[asyncio.Task[None]] = []
             if vector_sql and lexical_sql:
-                embedding = asyncio.ensure_future(self.query_vector(embedder, query, cached=not cold))
+                embedding = asyncio.ensure_future(
+                    self.query_vector(embedder, query, cached=not cold, writes=writes)
+                )
                 try:
                     lexical = (await session.execute(self._lexical_first[lexical_sql], params)).all()
                 finally:
@@ -358,7 +362,7 @@ class HybridSearch:
             else:
                 # Full text alone ranks by BM25 only: no embedding to compute.
                 if vector_sql:
-                    query_vector = await self.query_vector(embedder, query, cached=not cold)
+                    query_vector = await self.query_vector(embedder, query, cached=not cold, writes=writes)
                 literal = None if query_vector is None else vector_literal(query_vector)
                 rows = await session.execute(
                     self._candidates[(vector_sql, lexical_sql)], {**params, "vector": literal}
@@ -383,8 +387,11 @@ class HybridSearch:
         ]
         if cache_key:
             cached = json.dumps([c.model_dump() for c in chunks])
-            await self._cache_set(cache_key, await self.sealer.seal(tenant, cached))
+            writes.append(
+                asyncio.create_task(self._cache_set(cache_key, await self.sealer.seal(tenant, cached)))
+            )
             _count_cache("result", hit=False)
+        await asyncio.gather(*writes)
         return SearchResult(chunks, model, version, query_vector=query_vector)
 
     async def _cached(self, tenant: str, cache_key: str, embedder: Embedder) -> SearchResult | None:
@@ -425,9 +432,17 @@ class HybridSearch:
             return sorted(candidates, key=lambda c: (c.score, c.id), reverse=True)
         return self.reranker.rerank(query, candidates)
 
-    async def query_vector(self, embedder: Embedder, query: str, *, cached: bool = True) -> np.ndarray:
+    async def query_vector(
+        self,
+        embedder: Embedder,
+        query: str,
+        *,
+        cached: bool = True,
+        writes: list[asyncio.Task[None]] | None = None,
+    ) -> np.ndarray:
         """The query's embedding, from Redis when this model version has embedded the same text
-        (``cached``: looked up there first)."""
+        (``cached``: looked up there first). A new one is written back there; with ``writes`` in the
+        background (its task appended, for the caller to await), else before this returns."""
         digest = query_digest(query)
         key = f"qemb:{embedder.model_id}:{embedder.version}:{digest}"
         hit = await self._cache_get(key) if cached else None
@@ -436,7 +451,11 @@ class HybridSearch:
             return np.frombuffer(hit, dtype=np.float32)
         [vector] = await embedder.embed([query])
         array = np.asarray(vector, dtype=np.float32)
-        await self._cache_set(key, array.tobytes(), ttl_s=86_400)
+        write = self._cache_set(key, array.tobytes(), ttl_s=86_400)
+        if writes is None:
+            await write
+        else:
+            writes.append(asyncio.create_task(write))
         _count_cache("embedding", hit=False)
         return array
 
