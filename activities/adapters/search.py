@@ -52,7 +52,7 @@ RRF_K = 60  # the constant from Cormack et al. (2009); ranks past ~60 barely cou
 
 @dataclass(frozen=True)
 class SearchSettings:
-    candidates: int = 50  # per method, before fusion
+    candidates: int = 20  # per method, before fusion (the search asks for max(candidates, k))
     index: AnnIndex = field(default_factory=AnnIndex)
     ef_search: int = 100
     ivfflat_probes: int = 10
@@ -278,6 +278,11 @@ class HybridSearch:
         use_cache = use_cache and self.settings.cache_ttl_s > 0
         generation = await self._generation(tenant) if use_cache else None
         known = self._shape_of(tenant, generation)
+        # Cache writes go out while the statements run; the search awaits them before it returns.
+        writes: list[asyncio.Task[None]] = []
+        # The question is embedded (in a thread) from the moment the tenant is known to have chunks,
+        # while the transaction's first round trips and the BM25 statement run.
+        embedding: asyncio.Future[np.ndarray] | None = None
         if known is not None:
             # What the tenant searches, as of its documents' generation: an empty tenant, or a query
             # asked before, costs no database round trip at all.
@@ -288,86 +293,91 @@ class HybridSearch:
             cache_key = self._cache_key(tenant, generation, embedder, mode, k, query)
             if cache_key and (hit := await self._cached(tenant, cache_key, embedder)):
                 return hit
-        async with self.sessions.begin() as session:
-            await scope_to_tenant(session, tenant)
-            if known is None:
-                default = self.embedders.default
-                model, version, size = await search_shape(session, tenant, default.model_id, default.version)
-                embedder = self.embedders.get(model, version)
-                if embedder is None or k <= 0:
-                    # A tenant on an embedding this deployment cannot compute: answer without context.
-                    return SearchResult([], model, version)
-                model, version = embedder.model_id, embedder.version
-                cache_key = self._cache_key(tenant, generation, embedder, mode, k, query)
-                if cache_key and (hit := await self._cached(tenant, cache_key, embedder)):
-                    return hit
-                self._remember_shape(tenant, generation, model, version, size)
-                if not size:  # a tenant without documents costs one indexed lookup, not an embedding
-                    return SearchResult([], model, version)
-            params = {
-                "tenant": tenant,
-                "model": model,
-                "version": version,
-                "n": max(self.settings.candidates, k),
-            }
-            assert embedder is not None  # both ways here returned without one
-            # A small tenant is read exactly; a large one through the indexes, with settings for this
-            # transaction: each HNSW scan its own ef_search (the BM25 one needs more, see
-            # SearchSettings), so hybrid sets the vectors' again between its two statements.
-            exact = size <= self.settings.exact_max_rows
-            vector_sql = lexical_sql = None
-            vector_ann: dict[str, str] = {}
-            lexical_ann: dict[str, str] = {}
-            if mode in ("hybrid", "vector"):
-                vector_sql = _EXACT_VECTOR_CANDIDATES if exact else self._ann_candidates
-                if not exact:
-                    vector_ann = self.settings.index.session_settings(
-                        ef_search=self.settings.ef_search,
-                        probes=self.settings.ivfflat_probes,
-                        max_scan_tuples=self.settings.max_scan_tuples,
+            if mode != "text":
+                embedding = self._embed_in_background(embedder, query, cold, writes)
+        try:
+            async with self.sessions.begin() as session:
+                await scope_to_tenant(session, tenant)
+                if known is None:
+                    default = self.embedders.default
+                    model, version, size = await search_shape(
+                        session, tenant, default.model_id, default.version
                     )
-            if mode in ("hybrid", "text"):
-                lexical_sql = _EXACT_LEXICAL_CANDIDATES if exact else _ANN_LEXICAL_CANDIDATES
-                if not exact:
-                    lexical_ann = hnsw_settings(
-                        ef_search=self.settings.lexical_ef_search,
-                        max_scan_tuples=self.settings.max_scan_tuples,
-                    )
-            first = vector_ann | lexical_ann  # hybrid: the lexical statement runs first
-            if first:
-                await session.execute(*set_local(first))
-            params["query"] = query
-            query_vector: np.ndarray | None = None
-            # Cache writes go out while the statements run; the search awaits them before it returns.
-            writes: list[asyncio.Task[None]] = []
-            if vector_sql and lexical_sql:
-                embedding = asyncio.ensure_future(
-                    self.query_vector(embedder, query, cached=not cold, writes=writes)
-                )
-                try:
+                    embedder = self.embedders.get(model, version)
+                    if embedder is None or k <= 0:
+                        # A tenant on an embedding this deployment cannot compute: answer without context.
+                        return SearchResult([], model, version)
+                    model, version = embedder.model_id, embedder.version
+                    cache_key = self._cache_key(tenant, generation, embedder, mode, k, query)
+                    if cache_key and (hit := await self._cached(tenant, cache_key, embedder)):
+                        return hit
+                    self._remember_shape(tenant, generation, model, version, size)
+                    if not size:  # a tenant without documents costs one indexed lookup, not an embedding
+                        return SearchResult([], model, version)
+                    if mode != "text":
+                        embedding = self._embed_in_background(embedder, query, cold, writes)
+                params = {
+                    "tenant": tenant,
+                    "model": model,
+                    "version": version,
+                    "n": max(self.settings.candidates, k),
+                }
+                assert embedder is not None  # both ways here returned without one
+                # A small tenant is read exactly; a large one through the indexes, with settings for this
+                # transaction: each HNSW scan its own ef_search (the BM25 one needs more, see
+                # SearchSettings), so hybrid sets the vectors' again between its two statements.
+                exact = size <= self.settings.exact_max_rows
+                vector_sql = lexical_sql = None
+                vector_ann: dict[str, str] = {}
+                lexical_ann: dict[str, str] = {}
+                if mode in ("hybrid", "vector"):
+                    vector_sql = _EXACT_VECTOR_CANDIDATES if exact else self._ann_candidates
+                    if not exact:
+                        vector_ann = self.settings.index.session_settings(
+                            ef_search=self.settings.ef_search,
+                            probes=self.settings.ivfflat_probes,
+                            max_scan_tuples=self.settings.max_scan_tuples,
+                        )
+                if mode in ("hybrid", "text"):
+                    lexical_sql = _EXACT_LEXICAL_CANDIDATES if exact else _ANN_LEXICAL_CANDIDATES
+                    if not exact:
+                        lexical_ann = hnsw_settings(
+                            ef_search=self.settings.lexical_ef_search,
+                            max_scan_tuples=self.settings.max_scan_tuples,
+                        )
+                first = vector_ann | lexical_ann  # hybrid: the lexical statement runs first
+                if first:
+                    await session.execute(*set_local(first))
+                params["query"] = query
+                query_vector: np.ndarray | None = None
+                if vector_sql and lexical_sql:
+                    assert embedding is not None
                     lexical = (await session.execute(self._lexical_first[lexical_sql], params)).all()
-                finally:
                     query_vector = await embedding
-                if again := {k: v for k, v in vector_ann.items() if first.get(k) != v}:
-                    await session.execute(*set_local(again))
-                rows = await session.execute(
-                    self._with_known_lexical[vector_sql],
-                    {
-                        **params,
-                        "vector": vector_literal(query_vector),
-                        "lex_ids": [r.id for r in lexical],
-                        "lex_ranks": [r.rank for r in lexical],
-                    },
-                )
-            else:
-                # Full text alone ranks by BM25 only: no embedding to compute.
-                if vector_sql:
-                    query_vector = await self.query_vector(embedder, query, cached=not cold, writes=writes)
-                literal = None if query_vector is None else vector_literal(query_vector)
-                rows = await session.execute(
-                    self._candidates[(vector_sql, lexical_sql)], {**params, "vector": literal}
-                )
-            candidates = [_candidate(row) for row in rows]
+                    if again := {k: v for k, v in vector_ann.items() if first.get(k) != v}:
+                        await session.execute(*set_local(again))
+                    rows = await session.execute(
+                        self._with_known_lexical[vector_sql],
+                        {
+                            **params,
+                            "vector": vector_literal(query_vector),
+                            "lex_ids": [r.id for r in lexical],
+                            "lex_ranks": [r.rank for r in lexical],
+                        },
+                    )
+                else:
+                    # Full text alone ranks by BM25 only: no embedding to compute.
+                    if vector_sql:
+                        assert embedding is not None
+                        query_vector = await embedding
+                    literal = None if query_vector is None else vector_literal(query_vector)
+                    rows = await session.execute(
+                        self._candidates[(vector_sql, lexical_sql)], {**params, "vector": literal}
+                    )
+                candidates = [_candidate(row) for row in rows]
+        finally:
+            if embedding is not None and not embedding.done():
+                embedding.cancel()  # the search failed before it needed the vector
         ranked = self._rank(query, candidates, mode)[:k]
         # Only what goes to the prompt is opened (decrypted).
         for c, opened in zip(
@@ -431,6 +441,11 @@ class HybridSearch:
                 c.score = c.bm25
             return sorted(candidates, key=lambda c: (c.score, c.id), reverse=True)
         return self.reranker.rerank(query, candidates)
+
+    def _embed_in_background(
+        self, embedder: Embedder, query: str, cold: bool, writes: list[asyncio.Task[None]]
+    ) -> asyncio.Future[np.ndarray]:
+        return asyncio.ensure_future(self.query_vector(embedder, query, cached=not cold, writes=writes))
 
     async def query_vector(
         self,

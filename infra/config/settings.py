@@ -158,7 +158,7 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(default=200, ge=16, le=512, description="chunk size, in embedding-model tokens")
     chunk_overlap_tokens: int = Field(default=40, ge=0, description="tokens each chunk repeats from the last")
     embed_batch_size: int = Field(default=64, ge=1, le=1024)
-    search_candidates: int = Field(default=50, ge=1, description="candidates per method before fusion")
+    search_candidates: int = Field(default=20, ge=1, description="candidates per method before fusion")
     vector_index: Literal["hnsw", "ivfflat"] = Field(
         default="hnsw", description="the chunk vectors' ANN index (`turnflow db reindex` builds it)"
     )
