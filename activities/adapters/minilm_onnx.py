@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -130,8 +131,6 @@ class MiniLMOnnx:
     """Mean-pooled, L2-normalised sentence embeddings, float32, one row per text."""
 
     def __init__(self, model_dir: Path, onnx_file: Path | None = None) -> None:
-        import json
-
         import onnxruntime as ort
 
         config = json.loads((model_dir / "config.json").read_text())

@@ -452,12 +452,12 @@ class HybridSearch:
         embedder: Embedder,
         query: str,
         *,
-        cached: bool = True,
-        writes: list[asyncio.Task[None]] | None = None,
+        cached: bool,
+        writes: list[asyncio.Task[None]],
     ) -> np.ndarray:
         """The query's embedding, from Redis when this model version has embedded the same text
-        (``cached``: looked up there first). A new one is written back there; with ``writes`` in the
-        background (its task appended, for the caller to await), else before this returns."""
+        (``cached``: looked up there first). A new one is written back there in the background: its
+        task is appended to ``writes``, for the caller to await."""
         digest = query_digest(query)
         key = f"qemb:{embedder.model_id}:{embedder.version}:{digest}"
         hit = await self._cache_get(key) if cached else None
@@ -466,11 +466,7 @@ class HybridSearch:
             return np.frombuffer(hit, dtype=np.float32)
         [vector] = await embedder.embed([query])
         array = np.asarray(vector, dtype=np.float32)
-        write = self._cache_set(key, array.tobytes(), ttl_s=86_400)
-        if writes is None:
-            await write
-        else:
-            writes.append(asyncio.create_task(write))
+        writes.append(asyncio.create_task(self._cache_set(key, array.tobytes(), ttl_s=86_400)))
         _count_cache("embedding", hit=False)
         return array
 
