@@ -18,7 +18,6 @@ from collections import deque
 from collections.abc import AsyncIterator
 from typing import Any
 
-from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
 
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
@@ -125,11 +124,10 @@ class EventFeed:
 
     async def wake(self) -> None:
         try:
-            with suppress_instrumentation():
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    pipe.xadd(self._wake_key, {"w": 1}, maxlen=1)
-                    pipe.expire(self._wake_key, 60)
-                    await pipe.execute()
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.xadd(self._wake_key, {"w": 1}, maxlen=1)
+                pipe.expire(self._wake_key, 60)
+                await pipe.execute()
         except REDIS_UNAVAILABLE:
             pass  # the reader meets the outage too, and tells its followers
 
@@ -154,8 +152,7 @@ class EventFeed:
         while self._followers:
             streams: dict[Any, Any] = {**self._positions(), self._wake_key: self._wake_last}
             try:
-                with suppress_instrumentation():  # one read per token or so: no span each
-                    result: Any = await self.redis.xread(streams, block=BLOCK_MS, count=HELD)
+                result: Any = await self.redis.xread(streams, block=BLOCK_MS, count=HELD)
             except REDIS_UNAVAILABLE as exc:
                 degraded("streams wait, then end with the turn's result", exc)
                 for followers in list(self._followers.values()):

@@ -13,7 +13,6 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
 
 from activities.adapters.channels import follow_channel
@@ -45,8 +44,7 @@ class TurnCancels:
     async def requested(self, turn_id: str) -> bool:
         """Whether the turn was asked to stop (False while Redis cannot say: the reply goes on)."""
         try:
-            with suppress_instrumentation():
-                return bool(await self.redis.exists(cancel_key(turn_id)))
+            return bool(await self.redis.exists(cancel_key(turn_id)))
         except REDIS_UNAVAILABLE as exc:
             degraded("turn cancel flags unread until Redis is back", exc)
             return False

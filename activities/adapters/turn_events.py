@@ -17,7 +17,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry.instrumentation.utils import suppress_instrumentation
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -73,11 +72,7 @@ class TurnEvents:
                 terminal = terminal or type_ in (*TERMINAL, "redact", "moderated")
             if terminal:
                 pipe.expire(key, self.retention_s)  # terminal events also (re)start the retention clock
-                replies = await pipe.execute(raise_on_error=False)
-            else:
-                # One span per token would drown the turn's trace: token timing is in the metrics instead.
-                with suppress_instrumentation():
-                    replies = await pipe.execute(raise_on_error=False)
+            replies = await pipe.execute(raise_on_error=False)
         added = []
         for i, reply in enumerate(replies[: len(batch)]):
             if isinstance(reply, ResponseError):
@@ -94,8 +89,7 @@ class TurnEvents:
         self, turn_id: str, after: str = "0-0", block_ms: int | None = None, count: int = 512
     ) -> list[TurnEvent]:
         """Up to ``count`` events after ``after``; with block_ms, waits that long for the first new one."""
-        with suppress_instrumentation():  # a live follower reads once per token or so: no span each
-            result: Any = await self.redis.xread({stream_key(turn_id): after}, block=block_ms, count=count)
+        result: Any = await self.redis.xread({stream_key(turn_id): after}, block=block_ms, count=count)
         return [e for _key, entries in result or [] for e in await self.decode(turn_id, entries)]
 
     async def decode(self, turn_id: str, entries: list[Any]) -> list[TurnEvent]:
@@ -115,8 +109,7 @@ class TurnEvents:
     async def began(self, turn_id: str) -> bool:
         """Whether an attempt already began streaming this turn (its ``turn`` event is out): a
         local inference run again after its worker died starts at attempt 1, so its count cannot say."""
-        with suppress_instrumentation():
-            first: Any = await self.redis.xrange(stream_key(turn_id), count=1)  # `turn` is always first
+        first: Any = await self.redis.xrange(stream_key(turn_id), count=1)  # `turn` is always first
         return bool(first)
 
     async def streamed_reply(self, turn_id: str) -> tuple[str, int, str] | None:

@@ -19,7 +19,6 @@ from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExp
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.instrumentation.redis import RedisInstrumentor
 from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 from opentelemetry.instrumentation.utils import unwrap
 from opentelemetry.sdk.metrics import Histogram, MeterProvider
@@ -28,17 +27,14 @@ from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, V
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from temporalio.contrib.opentelemetry import (
-    OpenTelemetryPlugin,
-    ReplaySafeMeterProvider,
-    create_tracer_provider,
-)
+from temporalio.contrib.opentelemetry import ReplaySafeMeterProvider, create_tracer_provider
 from temporalio.runtime import MetricBuffer, MetricBufferDurationFormat, Runtime, TelemetryConfig
 
 from infra.config.settings import Settings
 from infra.telemetry.metrics import LATENCY_BUCKETS_S
 from infra.telemetry.span_store import PostgresSpanExporter
 from infra.telemetry.temporal_metrics import TemporalMetricsExporter
+from infra.telemetry.temporal_spans import TurnflowTemporalTracing
 
 log = logging.getLogger("turnflow.telemetry")
 
@@ -57,10 +53,10 @@ class Telemetry:
     _temporal_metrics: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
-    def temporal_plugins(self) -> list[OpenTelemetryPlugin]:
-        # Temporal-specific spans too (StartWorkflow, RunWorkflow, StartActivity, RunActivity): each
-        # step of a turn is a span of its own, with the workflow's real duration.
-        return [OpenTelemetryPlugin(add_temporal_spans=True)]
+    def temporal_plugins(self) -> list[TurnflowTemporalTracing]:
+        # Temporal-specific spans too (StartWorkflow, RunWorkflow, RunActivity): each step of a turn
+        # is a span of its own, with the workflow's real duration.
+        return [TurnflowTemporalTracing()]
 
     def start_temporal_metrics(self) -> None:
         """Drain the Temporal SDK's own metrics (task latencies, schedule-to-start, slots) into ours."""
@@ -103,7 +99,8 @@ def setup_telemetry(settings: Settings, database_url: str, service: str) -> Tele
     meter_provider = MeterProvider(metric_readers=readers, resource=resource, views=[temporal_latencies])
     # Replay-safe: a workflow replaying its history must not count its metrics twice.
     metrics.set_meter_provider(ReplaySafeMeterProvider(meter_provider))
-    RedisInstrumentor().instrument()
+    # Redis commands are not spans: each takes well under a millisecond, a turn made fourteen, and
+    # spans were a fifth of a turn's CPU (bench/REPORT.md, issue 17). Their step's span holds them.
     HTTPXClientInstrumentor().instrument()
     # Every engine made from now on is traced (db/engine.py creates them through the wrapped
     # function). The instrumentation declares SQLAlchemy < 2.1 though it works with 2.1 (the same

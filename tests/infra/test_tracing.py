@@ -1,5 +1,5 @@
-"""One chat turn is one trace: the API request → the workflow → every step → the model call, database
-and Redis calls, linked parent to child, with GenAI attributes, readable with `turnflow trace`."""
+"""One chat turn is one trace: the API request → the workflow → every step → the model call and
+database calls, linked parent to child, with GenAI attributes, readable with `turnflow trace`."""
 
 from __future__ import annotations
 
@@ -66,21 +66,16 @@ async def test_a_turn_is_one_trace_with_every_step_and_genai_attributes(api: Api
     for span, parent in spans:
         by_name.setdefault(span["name"], []).append((span, parent))
 
-    # API → StartWorkflow → RunWorkflow → StartActivity:step → RunActivity:step, for every step.
+    # API → StartWorkflow → RunWorkflow → RunActivity:step, for every step (all local activities: a
+    # schedule span each would say nothing the run span does not; infra/telemetry/temporal_spans.py).
     [(start, start_parent)] = by_name["StartWorkflow:chat_turn"]
     assert start_parent is root
     [(run, run_parent)] = by_name["RunWorkflow:chat_turn"]
     assert run_parent is start and run["duration_ms"] > 0
-    for step in STEPS:
-        [(scheduled, scheduled_parent)] = by_name[f"StartActivity:{step}"]
-        assert scheduled_parent is run, step
-        [(_, ran_parent)] = by_name[f"RunActivity:{step}"]
-        assert ran_parent is scheduled, step
-    # The out-of-band moderation is the turn's last step (after `done`), in the same trace.
-    [(moderation_start, moderation_parent)] = by_name["StartActivity:moderate_message"]
-    assert moderation_parent is run
-    [(_, ran_parent)] = by_name["RunActivity:moderate_message"]
-    assert ran_parent is moderation_start
+    for step in (*STEPS, "moderate_message"):  # moderation: the last step (after `done`), same trace
+        [(ran, ran_parent)] = by_name[f"RunActivity:{step}"]
+        assert ran_parent is run and ran["duration_ms"] > 0, step
+    assert not [name for name in by_name if name.startswith("StartActivity:")]
 
     # The model call: a GenAI client span under the infer activity, with the conventions' attributes.
     [(chat, chat_parent)] = by_name[f"chat {turn['model']}"]
@@ -96,13 +91,12 @@ async def test_a_turn_is_one_trace_with_every_step_and_genai_attributes(api: Api
     assert [e["name"] for e in chat["events"]] == ["gen_ai.first_token"]
     assert "Name three colours" not in json.dumps(found)  # no message content on spans
 
-    # Database and Redis calls are spans of the step that made them.
+    # Database calls are spans of the step that made them; Redis commands are not spans at all (each
+    # well under a millisecond, fourteen a turn: their time is in their step's span).
     persist = by_name["RunActivity:persist_turn"][0][0]
     statements = [s["attributes"].get("db.statement", "") for s, p in spans if p is persist]
     assert any(s.startswith("INSERT INTO messages") for s in statements), statements
-    assert any(s["attributes"].get("db.system") == "redis" for s, _ in spans)
-    # Tokens are not one Redis span each (their timing is in the metrics).
-    assert sum(1 for s, _ in spans if s["name"] == "XADD") < done["usage"]["output_tokens"]
+    assert not [s["name"] for s, _ in spans if s["attributes"].get("db.system") == "redis"]
     assert all(s["status"] != "error" for s, _ in spans if s["name"].startswith(("Run", "chat")))
 
     code, out = await run_cli(api, "trace", turn["turn_id"])
