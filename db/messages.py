@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, delete, exists, func, select, update
+from sqlalchemy import ColumnElement, Table, delete, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -41,13 +41,16 @@ async def insert_exchange(
     # Both rows name every column: a multi-row INSERT takes its columns from the first row.
     columns = {**dict.fromkeys(user), **dict.fromkeys(assistant)}
     rows = [{**columns, **row, "id": uuid.uuid4()} for row in (user, assistant)]
-    ids = dict(
+    # On the table, not the entity: a Core INSERT skips the ORM's bulk-insert machinery (a tenth of
+    # the step's CPU, for two rows).
+    table = cast(Table, Message.__table__)
+    ids: dict[str, uuid.UUID] = dict(
         (
             await session.execute(
-                insert(Message)
+                insert(table)
                 .values(rows)
                 .on_conflict_do_nothing(constraint="uq_messages_turn_role")
-                .returning(Message.role, Message.id)
+                .returning(table.c.role, table.c.id)
             )
         ).all()
     )
