@@ -81,15 +81,30 @@ class TurnShape:
         return await workflow.execute_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
 
 
+async def _local_inference_on(run_id: str) -> str:
+    reply = await workflow.execute_local_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
+    for _ in range(2):  # persist, then moderate: the turn's steps after inference, local too
+        await workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
+    return reply
+
+
 @workflow.defn(name="floor_local_shape")
 class LocalShape:
     @workflow.run
     async def run(self, run_id: str) -> str:
         await _turn_steps(run_id)
-        reply = await workflow.execute_local_activity(floor_first_line, run_id, start_to_close_timeout=_STEP)
-        for _ in range(2):  # persist, then moderate: the turn's steps after inference, local too
-            await workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
-        return reply
+        return await _local_inference_on(run_id)
+
+
+@workflow.defn(name="floor_prepared_shape")
+class PreparedShape:
+    """The turn as turnflow runs it: one local step prepares it (validate, retrieve, route and assemble
+    inside), then local inference, persist and moderate."""
+
+    @workflow.run
+    async def run(self, run_id: str) -> str:
+        await workflow.execute_local_activity(floor_step, run_id, start_to_close_timeout=_STEP)
+        return await _local_inference_on(run_id)
 
 
 async def _series(client: Client, queue: str, workflow_name: str, runs: int) -> dict[str, float]:
@@ -110,7 +125,12 @@ async def _series(client: Client, queue: str, workflow_name: str, runs: int) -> 
 
 
 async def _cpu_series(
-    client: Client, queue: str, temporal_pid: int | None, users: int = 32, turns: int = 640
+    client: Client,
+    queue: str,
+    temporal_pid: int | None,
+    workflow_name: str,
+    users: int = 32,
+    turns: int = 640,
 ) -> dict[str, Any]:
     left = turns
 
@@ -120,7 +140,7 @@ async def _cpu_series(
             left -= 1
             run_id = f"floor-{uuid.uuid4()}"
             await client.execute_workflow(
-                "floor_local_shape", run_id, id=run_id, task_queue=queue, request_eager_start=True
+                workflow_name, run_id, id=run_id, task_queue=queue, request_eager_start=True
             )
             _reached.pop(run_id, None)
 
@@ -148,7 +168,7 @@ async def measure(
     async with Worker(
         client,
         task_queue=queue,
-        workflows=[FirstActivity, TurnShape, LocalShape],
+        workflows=[FirstActivity, TurnShape, LocalShape, PreparedShape],
         activities=[floor_step, floor_first_line],
         workflow_runner=UnsandboxedWorkflowRunner(),  # as the chat worker (workers/chat.py)
     ):
@@ -156,7 +176,9 @@ async def measure(
             "first_activity_ms": await _series(client, queue, "floor_first_activity", runs),
             "turn_shape_ms": await _series(client, queue, "floor_turn_shape", runs),
             "local_shape_ms": await _series(client, queue, "floor_local_shape", runs),
-            "cpu": await _cpu_series(client, queue, temporal_pid),
+            "prepared_shape_ms": await _series(client, queue, "floor_prepared_shape", runs),
+            "cpu": await _cpu_series(client, queue, temporal_pid, "floor_local_shape"),
+            "prepared_cpu": await _cpu_series(client, queue, temporal_pid, "floor_prepared_shape"),
         }
 
 

@@ -14,6 +14,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.adapters.retrieval_observer import RetrievalObserver
 from activities.chat.inference import InferenceActivities
 from activities.chat.moderation import ModerationActivities
+from activities.chat.prepare_turn import TurnPreparation
 from activities.chat.retrieval import RetrievalActivities
 from activities.chat.route_turn import RouteActivities
 from activities.chat.stack_probe import StackProbeActivities
@@ -82,13 +83,11 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
     steps = TurnSteps(res.sessions, res.safety, transcript, res.counter, res.events, res.registry)
     inference = InferenceActivities(res.registry, res.breakers, res.events, res.cancels, res.safety)
     router = RouteActivities(res.registry, res.breakers, res.sessions, res.redis, res.settings.max_tokens)
+    retrieval = RetrievalActivities(res.search, RetrievalObserver(res.sessions))
     probe = StackProbeActivities(res.sessions, res.redis, res.model)
     return [
-        steps.validate_turn,
-        steps.assemble_prompt,
+        TurnPreparation(steps, retrieval, router).prepare_turn,
         steps.partial_text,
-        RetrievalActivities(res.search, RetrievalObserver(res.sessions)).retrieve,
-        router.route_turn,
         inference.infer,
         transcript.persist_turn,
         WebhookActivities(res.webhooks, res.settings.webhook_secret, res.sessions).notify_webhook,

@@ -25,14 +25,10 @@ from infra.runtime.resources import Resources
 from infra.runtime.temporal_client import data_converter
 from workers.chat import WORKFLOWS, sandbox_runner
 
-# Local activities whose results the reconstruction keeps, under these names.
-_STEPS = {
-    "validate_turn": "validation",
-    "retrieve": "retrieval",
-    "route_turn": "route",
-    "assemble_prompt": "prompt",
-    "persist_turn": "persisted",
-}
+# Local activities whose results the reconstruction keeps, under these names. The prepare step's result
+# holds the validation, the retrieval, the route and the prompt, each kept under its own name.
+_STEPS = {"persist_turn": "persisted"}
+_PREPARED = "prepare_turn"
 
 
 @dataclass
@@ -127,6 +123,9 @@ async def reconstruct(history: WorkflowHistory, codec: PayloadCodec | None) -> R
                 out.inference.append(
                     await _local_attempt(out.facts, marker, codec, _ms(started_at or at, at))
                 )
+            elif step == _PREPARED and "result" in marker.details:
+                [prepared] = await _values(codec, marker.details["result"].payloads)
+                out.facts.update(prepared)
             elif (name := _STEPS.get(step)) and "result" in marker.details:
                 [out.facts[name]] = await _values(codec, marker.details["result"].payloads)
         elif kind == "activity_task_scheduled_event_attributes":

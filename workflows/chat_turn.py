@@ -1,8 +1,10 @@
-"""ChatTurnWorkflow: one chat turn, durably. Validate → retrieve → assemble → infer → persist → moderate.
+"""ChatTurnWorkflow: one chat turn, durably. Prepare (validate ∥ retrieve ∥ route, then assemble) →
+infer → persist → moderate.
 
-The quick steps are local activities (no server round trip); inference is a regular activity so it
-heartbeats, can be cancelled, and moves to another worker if this one dies. Every step's timeouts,
-retries and fallbacks come from temporal.yaml, carried in the input.
+Every step is a local activity by default, so the whole turn is one workflow task: no server round
+trip before the first token or after the last (README, "Latency"; temporal.yaml says how inference
+is cancelled and how a dead worker is noticed). Every step's timeouts, retries and fallbacks come
+from temporal.yaml, carried in the input.
 
 A turn is pinned to the build it started on (Worker Versioning, infra/runtime/deployments.py): it
 finishes on that build's workers, so a new build changes this code freely, with no `workflow.patched`.
@@ -22,7 +24,6 @@ from temporalio.exceptions import ApplicationError
 with workflow.unsafe.imports_passed_through():
     from activities.contracts.route import RouteDecision, RouteRequest
     from activities.contracts.turn import (
-        AssembleInput,
         AssembleResult,
         ChatTurnInput,
         ChatTurnResult,
@@ -32,8 +33,9 @@ with workflow.unsafe.imports_passed_through():
         ModerationInput,
         PersistInput,
         PersistResult,
+        PrepareInput,
+        PrepareResult,
         RetrieveInput,
-        RetrieveResult,
         TurnRef,
         TurnStatus,
         ValidateInput,
@@ -67,12 +69,13 @@ def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
 
 @dataclass
 class _Prepared:
-    """What the first phase found: the validated input, the route, the context."""
+    """What the prepare step found: the validated input, the route, the context, the prompt."""
 
     validation: ValidateResult
     route: RouteDecision
     chunks: list[ContextChunk]
     degraded: bool
+    prompt: AssembleResult
 
     @property
     def user_text(self) -> str:
@@ -169,99 +172,56 @@ class ChatTurnWorkflow:
         prepared = await self._prepare(inp)
         if isinstance(prepared, ChatTurnResult):
             return prepared
-        prompt = await self._assemble(inp, prepared)
-        if isinstance(prompt, ChatTurnResult):
-            return prompt
-        generated = await self._generate(inp, prepared, prompt)
+        generated = await self._generate(inp, prepared)
         if isinstance(generated, ChatTurnResult):
             return generated
-        return await self._record(inp, prepared, prompt, generated, started)
+        return await self._record(inp, prepared, generated, started)
 
     async def _prepare(self, inp: ChatTurnInput) -> _Prepared | ChatTurnResult:
-        """Validation, retrieval and routing, side by side: the text the API hands over is already
-        redacted, so retrieval need not wait for the check (whose verdict still gates what follows)."""
+        """Validation, retrieval and routing side by side, then the prompt: one local activity
+        (activities/chat/prepare_turn.py). A refusal ends the turn with its code; retrieval that
+        fails or runs past its deadline degrades it instead."""
         opts = inp.options
-        validation, retrieval, routing = await asyncio.gather(
-            run_with_policy(
-                opts,
-                "validate_turn",
-                ValidateInput(
-                    tenant_id=inp.tenant_id,
-                    conversation_id=inp.conversation_id,
-                    text=inp.user_text,
-                    pii_policy=inp.pii_policy,
-                ),
-                ValidateResult,
+        step = PrepareInput(
+            check=ValidateInput(
+                tenant_id=inp.tenant_id,
+                conversation_id=inp.conversation_id,
+                text=inp.user_text,
+                pii_policy=inp.pii_policy,
             ),
-            run_with_policy(
-                opts,
-                "retrieve",
-                RetrieveInput(tenant_id=inp.tenant_id, query=inp.user_text, k=inp.retrieval_k),
-                RetrieveResult,
+            retrieve=RetrieveInput(tenant_id=inp.tenant_id, query=inp.user_text, k=inp.retrieval_k),
+            route=RouteRequest(
+                tenant_id=inp.tenant_id,
+                conversation_id=inp.conversation_id,
+                turn_id=inp.turn_id,
+                requested_model=inp.model,
+                latency_budget_ms=inp.latency_budget_ms,
+                interactive=inp.interactive,
+                max_tokens=inp.max_tokens,
             ),
-            run_with_policy(
-                opts,
-                "route_turn",
-                RouteRequest(
-                    tenant_id=inp.tenant_id,
-                    conversation_id=inp.conversation_id,
-                    turn_id=inp.turn_id,
-                    requested_model=inp.model,
-                    latency_budget_ms=inp.latency_budget_ms,
-                    interactive=inp.interactive,
-                    max_tokens=inp.max_tokens,
-                ),
-                RouteDecision,
-            ),
-            return_exceptions=True,
+            retrieval=opts.activity("retrieve"),
+            history=inp.history,
         )
-        if isinstance(validation, BaseException):
-            if isinstance(validation, StepFailed):
-                return await self._finish_error(inp, inp.user_text, validation)
-            raise validation
-        assert isinstance(validation, ValidateResult)
-        self._user_text = validation.text
-        if isinstance(routing, StepFailed):
-            return await self._finish_error(inp, validation.text, routing)
-        if isinstance(routing, BaseException):
-            raise routing
-        assert isinstance(routing, RouteDecision)
-        route = routing
-        self._set_model(route.chain[0].name)
-        # Retrieval failing or past its deadline degrades the turn instead of stalling it.
-        if isinstance(retrieval, StepFailed):
-            workflow.logger.warning("retrieval failed or timed out; answering without context")
-            return _Prepared(validation, route, chunks=[], degraded=True)
-        if isinstance(retrieval, BaseException):
-            raise retrieval
-        assert isinstance(retrieval, RetrieveResult)
-        return _Prepared(validation, route, chunks=retrieval.chunks, degraded=False)
-
-    async def _assemble(self, inp: ChatTurnInput, prep: _Prepared) -> AssembleResult | ChatTurnResult:
-        route = prep.route
         try:
-            return await run_with_policy(
-                inp.options,
-                "assemble_prompt",
-                AssembleInput(
-                    tenant_id=inp.tenant_id,
-                    conversation_id=inp.conversation_id,
-                    model=route.chain[0].name,
-                    user_text=prep.user_text,
-                    chunks=prep.chunks,
-                    budget=route.prompt_budget,
-                    history=inp.history,
-                ),
-                AssembleResult,
-            )
+            found = await run_with_policy(opts, "prepare_turn", step, PrepareResult)
         except StepFailed as exc:
-            return await self._finish_error(inp, prep.user_text, exc)
+            # The text the API hands over is the one its own check already redacted.
+            return await self._finish_error(inp, inp.user_text, exc)
+        self._user_text = found.validation.text
+        self._set_model(found.route.chain[0].name)
+        if found.retrieval is None:
+            workflow.logger.warning("retrieval failed or timed out; answering without context")
+        return _Prepared(
+            found.validation,
+            found.route,
+            chunks=found.retrieval.chunks if found.retrieval else [],
+            degraded=found.retrieval is None,
+            prompt=found.prompt,
+        )
 
-    async def _generate(
-        self, inp: ChatTurnInput, prep: _Prepared, prompt: AssembleResult
-    ) -> _Generated | ChatTurnResult:
+    async def _generate(self, inp: ChatTurnInput, prep: _Prepared) -> _Generated | ChatTurnResult:
         """Inference along the route's chain; a client's cancel keeps what was streamed."""
-        opts, route = inp.options, prep.route
+        opts, route, prompt = inp.options, prep.route, prep.prompt
         infer = InferInput(
             turn_id=inp.turn_id,
             conversation_id=inp.conversation_id,
@@ -304,15 +264,10 @@ class ChatTurnWorkflow:
         return _Generated(reply, status, fallbacks)
 
     async def _record(
-        self,
-        inp: ChatTurnInput,
-        prep: _Prepared,
-        prompt: AssembleResult,
-        gen: _Generated,
-        started: datetime,
+        self, inp: ChatTurnInput, prep: _Prepared, gen: _Generated, started: datetime
     ) -> ChatTurnResult:
         """The exchange persisted with its provenance, moderation queued, and the turn's result."""
-        route, reply = prep.route, gen.reply
+        route, reply, prompt = prep.route, gen.reply, prep.prompt
         if reply.model != route.chain[0].name:
             self._set_model(reply.model)
         input_tokens = reply.input_tokens or prompt.prompt_tokens

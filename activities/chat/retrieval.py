@@ -1,10 +1,9 @@
-"""The retrieve step: the tenant's top-k chunks (hybrid search), with ids and versions for provenance."""
+"""The retrieve step, part of the turn's prepare step (activities/chat/prepare_turn.py): the tenant's
+top-k chunks (hybrid search), with ids and versions for provenance."""
 
 from __future__ import annotations
 
 import time
-
-from temporalio import activity
 
 from activities.adapters.retrieval_observer import RetrievalObserver
 from activities.adapters.search import HybridSearch
@@ -17,7 +16,6 @@ class RetrievalActivities:
         self.search = search
         self.observer = observer
 
-    @activity.defn(name="retrieve")
     async def retrieve(self, inp: RetrieveInput) -> RetrieveResult:
         started = time.perf_counter()
         found = await self.search.search(inp.tenant_id, inp.query, inp.k)

@@ -1,5 +1,6 @@
-"""The route step: gather what routing needs (the tenant's policy, breaker states, canary shares, the
-tenant's tokens today), then decide with the pure router. Its result lands in the turn's history."""
+"""The route step, part of the turn's prepare step (activities/chat/prepare_turn.py): gather what
+routing needs (the tenant's policy, breaker states, canary shares, the tenant's tokens today), then
+decide with the pure router. Its decision lands in the turn's history, in the prepare step's result."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import uuid
 from redis.asyncio import Redis
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.breaker import BreakerView, CircuitBreakers
@@ -108,7 +108,6 @@ class RouteActivities:
                 )
             )
 
-    @activity.defn(name="route_turn")
     async def route_turn(self, req: RouteRequest) -> RouteDecision:
         tenant = await self.tenant_policy(req.tenant_id)
         if tenant.daily_token_budget is not None:

@@ -1,4 +1,5 @@
-"""The chat turn's quick steps (run as local activities): validate, assemble the prompt, partial text."""
+"""The chat turn's quick steps: validate and assemble the prompt (parts of the prepare step,
+activities/chat/prepare_turn.py), and the partial text a cancelled turn keeps (a local activity)."""
 
 from __future__ import annotations
 
@@ -42,7 +43,6 @@ class TurnSteps:
         self.counter = counter
         self.events = events
 
-    @activity.defn(name="validate_turn")
     async def validate_turn(self, inp: ValidateInput) -> ValidateResult:
         try:
             guarded = guard_input(inp.text, self.safety, inp.pii_policy)
@@ -63,7 +63,6 @@ class TurnSteps:
             text=guarded.text, pii_counts=guarded.pii_counts, safety_version=guarded.safety_version
         )
 
-    @activity.defn(name="assemble_prompt")
     async def assemble_prompt(self, inp: AssembleInput) -> AssembleResult:
         history = inp.history
         if history is None:

@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from activities.contracts.route import ModelTarget, Usd
-from infra.config.policy import WorkflowOptions
+from activities.contracts.route import ModelTarget, RouteDecision, RouteRequest, Usd
+from infra.config.policy import ActivityPolicy, WorkflowOptions
 
 Message = dict[str, str]
 TurnStatus = Literal["completed", "cancelled", "error"]
@@ -202,3 +202,23 @@ class RetrieveResult(BaseModel):
     chunks: list[ContextChunk]
     embedding_model: str | None = None
     embedding_version: str | None = None
+
+
+class PrepareInput(BaseModel):
+    """The turn's first step, one local activity: validation, retrieval and routing side by side, then
+    the prompt. ``retrieval`` is temporal.yaml's `retrieve` policy (deadline, retries), applied inside."""
+
+    check: ValidateInput
+    retrieve: RetrieveInput
+    route: RouteRequest
+    retrieval: ActivityPolicy
+    # Given by OpenAI-style requests that carry their own history; else the prompt loads it.
+    history: list[Message] | None = None
+
+
+class PrepareResult(BaseModel):
+    validation: ValidateResult
+    route: RouteDecision
+    # None: retrieval failed or ran past its deadline, and the turn goes on without context (degraded).
+    retrieval: RetrieveResult | None
+    prompt: AssembleResult

@@ -100,7 +100,7 @@ class Policy(_Strict):
     @model_validator(mode="after")
     def _check_references(self) -> Policy:
         check_registry(self.models)
-        if "route_turn" in self.activities and not self.models:
+        if "prepare_turn" in self.activities and not self.models:
             raise ValueError("models: chat turns need at least one model")
         queues = set(self.task_queues)
         for name, act in self.activities.items():

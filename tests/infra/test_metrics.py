@@ -60,7 +60,7 @@ async def test_metrics_move_by_what_known_traffic_did(services: Services, tmp_pa
         sdk = [
             ("temporal_workflow_endtoend_latency_seconds_count", {"task_queue": queue}),
             ("temporal_local_activity_execution_latency_seconds_count", {"activity_type": "infer"}),
-            ("temporal_local_activity_execution_latency_seconds_count", {"activity_type": "retrieve"}),
+            ("temporal_local_activity_execution_latency_seconds_count", {"activity_type": "prepare_turn"}),
         ]
         # The SDK's metrics reach ours when the buffer is next drained; on two busy cores that took
         # over 15 s once (CI), so the wait is generous. The assertion below is unchanged.

@@ -12,7 +12,9 @@ from typing import Any
 from tests.support.api_harness import ApiServer, run_cli
 from tests.support.sse import collect
 
-STEPS = ("validate_turn", "retrieve", "route_turn", "assemble_prompt", "infer", "persist_turn")
+STEPS = ("prepare_turn", "infer", "persist_turn")
+# The prepare step's parts: a span each, under its own.
+PARTS = ("validate_turn", "retrieve", "route_turn", "assemble_prompt")
 
 
 def walk(node: dict[str, Any], parent: dict[str, Any] | None = None) -> list[tuple[dict[str, Any], Any]]:
@@ -76,6 +78,14 @@ async def test_a_turn_is_one_trace_with_every_step_and_genai_attributes(api: Api
         [(ran, ran_parent)] = by_name[f"RunActivity:{step}"]
         assert ran_parent is run and ran["duration_ms"] > 0, step
     assert not [name for name in by_name if name.startswith("StartActivity:")]
+    [(prepared, _)] = by_name["RunActivity:prepare_turn"]
+    for part in PARTS:
+        [(_, part_parent)] = by_name[part]
+        assert part_parent is prepared, part
+    # The conversation check's statement belongs to validation.
+    [(validation, _)] = by_name["validate_turn"]
+    checked = [s["attributes"].get("db.statement", "") for s, p in spans if p is validation]
+    assert any(statement.startswith("SELECT") for statement in checked), checked
 
     # The model call: a GenAI client span under the infer activity, with the conventions' attributes.
     [(chat, chat_parent)] = by_name[f"chat {turn['model']}"]

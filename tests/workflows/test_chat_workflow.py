@@ -1,9 +1,12 @@
 """ChatTurnWorkflow's own decisions, on the time-skipping server with stand-in activities registered
-under the real names: a failed retrieval degrades the turn; a refused input ends it with an error."""
+under the real names (and the real prepare step over stand-in parts): a failed retrieval degrades the
+turn; a refused input or route ends it with an error."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 import uuid
 from decimal import Decimal
 
@@ -13,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.chat.prepare_turn import TurnPreparation
 from activities.contracts.route import ModelTarget, RouteDecision, RouteRequest
 from activities.contracts.turn import (
     AssembleInput,
@@ -55,6 +59,7 @@ class StandIns:
         self,
         *,
         retrieval_fails: bool = False,
+        retrieval_hangs: bool = False,
         reject: str | None = None,
         chain: list[ModelTarget] | None = None,
         failing_models: frozenset[str] = frozenset(),
@@ -64,6 +69,8 @@ class StandIns:
         self.webhook_refuses = webhook_refuses
         self.webhooks: list[WebhookInput] = []
         self.retrieval_fails = retrieval_fails
+        self.retrieval_hangs = retrieval_hangs
+        self.retrievals = 0
         self.reject = reject
         self.chain = chain or [target("m")]
         self.failing_models = failing_models
@@ -71,28 +78,28 @@ class StandIns:
         self.infer_inputs: list[InferInput] = []
         self.persisted: list[PersistInput] = []
 
-    @activity.defn(name="route_turn")
-    async def route(self, inp: RouteRequest) -> RouteDecision:
+    # The prepare step's parts (TurnPreparation runs them as it runs the real ones).
+    async def route_turn(self, inp: RouteRequest) -> RouteDecision:
         if self.refuse_route:
             raise ApplicationError("no", self.refuse_route, False, type="RouteRefused", non_retryable=True)
         return RouteDecision(
             chain=self.chain, rule="highest_fidelity", reason="r", max_tokens=64, prompt_budget=1984
         )
 
-    @activity.defn(name="validate_turn")
-    async def validate(self, inp: ValidateInput) -> ValidateResult:
+    async def validate_turn(self, inp: ValidateInput) -> ValidateResult:
         if self.reject:
             raise ApplicationError("refused", self.reject, type="InputRejected", non_retryable=True)
         return ValidateResult(text=inp.text, pii_counts={}, safety_version="v")
 
-    @activity.defn(name="retrieve")
     async def retrieve(self, inp: RetrieveInput) -> RetrieveResult:
+        self.retrievals += 1
         if self.retrieval_fails:
             raise RuntimeError("pgvector is unreachable")
+        if self.retrieval_hangs:
+            await asyncio.sleep(30)
         return RetrieveResult(chunks=[], embedding_model="m")
 
-    @activity.defn(name="assemble_prompt")
-    async def assemble(self, inp: AssembleInput) -> AssembleResult:
+    async def assemble_prompt(self, inp: AssembleInput) -> AssembleResult:
         return AssembleResult(
             messages=[{"role": "user", "content": inp.user_text}],
             prompt_tokens=5,
@@ -137,11 +144,8 @@ class StandIns:
 
     def all(self) -> list[object]:
         return [
-            self.validate,
-            self.retrieve,
-            self.route,
+            TurnPreparation(self, self, self).prepare_turn,  # type: ignore[arg-type]
             self.notify,
-            self.assemble,
             self.infer,
             self.persist,
             self.partial,
@@ -190,6 +194,26 @@ async def test_failed_retrieval_degrades_the_turn(time_skipping: WorkflowEnviron
     assert result.status == "completed" and result.degraded is True
     assert stand_ins.infer_inputs[0].degraded is True  # so the `turn` event says so
     assert stand_ins.persisted[0].degraded is True
+
+
+async def test_failed_retrieval_is_tried_as_its_policy_says(time_skipping: WorkflowEnvironment) -> None:
+    stand_ins = StandIns(retrieval_fails=True)
+    await run_turn(time_skipping, stand_ins)
+    policy = load_policy(REPO_ROOT / "temporal.yaml").activities["retrieve"]
+    assert stand_ins.retrievals == policy.retry.maximum_attempts == 2
+
+
+async def test_retrieval_past_its_deadline_degrades_the_turn_at_the_deadline(
+    time_skipping: WorkflowEnvironment,
+) -> None:
+    stand_ins = StandIns(retrieval_hangs=True)
+    started = time.monotonic()
+    result = await run_turn(time_skipping, stand_ins)
+    took = time.monotonic() - started
+    assert result.status == "completed" and result.degraded is True
+    # temporal.yaml: retrieval gets 1 s per attempt and 1.5 s in all; the turn does not wait longer.
+    assert 1.4 < took < 5, took
+    assert stand_ins.retrievals == 2  # the first attempt timed out at 1 s, the second at the 1.5 s deadline
 
 
 async def test_refused_input_ends_with_an_error_and_records_it(time_skipping: WorkflowEnvironment) -> None:

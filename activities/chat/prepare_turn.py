@@ -1,0 +1,80 @@
+"""The turn's first step: everything before inference, in one local activity.
+
+Validation, retrieval and routing run side by side (the text the API hands over is already redacted,
+so retrieval need not wait for the check, whose verdict still gates what follows), then the prompt is
+assembled. As four local activities these cost the turn three more activations of the workflow and
+their markers, about 10 ms before the first token and 10 ms of CPU (bench/temporal_floor.py,
+bench/REPORT.md: issue 17); each is still a span of its own, under this step's.
+
+Refusals end the turn with their code: InputRejected (validation, a prompt that cannot fit) and
+RouteRefused (routing), both non-retryable. Retrieval that fails or runs past its deadline (its own
+temporal.yaml policy) degrades the turn instead. Any other failure fails the step, and its policy
+retries it whole: every part of it only reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from opentelemetry import trace
+from temporalio import activity
+
+from activities.chat.retrieval import RetrievalActivities
+from activities.chat.route_turn import RouteActivities
+from activities.chat.step_policy import within_policy
+from activities.chat.turn_steps import TurnSteps
+from activities.contracts.turn import AssembleInput, PrepareInput, PrepareResult, RetrieveResult
+
+log = logging.getLogger("turnflow.turns")
+tracer = trace.get_tracer("turnflow.turns")
+
+T = TypeVar("T")
+
+
+async def _step(name: str, work: Awaitable[T]) -> T:
+    with tracer.start_as_current_span(name):
+        return await work
+
+
+class TurnPreparation:
+    def __init__(self, steps: TurnSteps, retrieval: RetrievalActivities, router: RouteActivities) -> None:
+        self.steps = steps
+        self.retrieval = retrieval
+        self.router = router
+
+    @activity.defn(name="prepare_turn")
+    async def prepare_turn(self, inp: PrepareInput) -> PrepareResult:
+        validation, retrieval, route = await asyncio.gather(
+            _step("validate_turn", self.steps.validate_turn(inp.check)),
+            _step("retrieve", self._retrieve(inp)),
+            _step("route_turn", self.router.route_turn(inp.route)),
+            return_exceptions=True,
+        )
+        # The check's verdict first: a refused input is refused whatever routing said.
+        for outcome in (validation, route):
+            if isinstance(outcome, BaseException):
+                raise outcome
+        assert not isinstance(validation, BaseException) and not isinstance(route, BaseException)
+        assert not isinstance(retrieval, BaseException)
+        assemble = AssembleInput(
+            tenant_id=inp.check.tenant_id,
+            conversation_id=inp.check.conversation_id,
+            model=route.chain[0].name,
+            user_text=validation.text,
+            chunks=retrieval.chunks if retrieval else [],
+            budget=route.prompt_budget,
+            history=inp.history,
+        )
+        prompt = await _step("assemble_prompt", self.steps.assemble_prompt(assemble))
+        return PrepareResult(validation=validation, route=route, retrieval=retrieval, prompt=prompt)
+
+    async def _retrieve(self, inp: PrepareInput) -> RetrieveResult | None:
+        """The tenant's context, or None past retrieval's deadline or retries (the turn degrades)."""
+        try:
+            return await within_policy(inp.retrieval, lambda: self.retrieval.retrieve(inp.retrieve))
+        except Exception as exc:
+            log.warning("retrieval failed or timed out; answering without context: %r", exc)
+            return None
