@@ -134,7 +134,7 @@ def group_of(file: str) -> str:
 
 # The step a sample was spent in: the innermost of these functions on its stack.
 STEPS = (
-    "validate_turn", "retrieve", "route_turn", "assemble_prompt", "infer", "persist_turn",
+    "validate_turn", "retrieve", "route_turn", "assemble_prompt", "prepare_turn", "infer", "persist_turn",
     "moderate_message", "partial_text", "current_principal", "tokens_within_limit", "start_turn",
     "_post_message", "follow", "export", "activate",
 )  # fmt: skip
