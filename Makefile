@@ -41,7 +41,7 @@ browser:
 test: install browser
 	$(BIN)/python -m pytest
 
-# Every benchmark, then bench/REPORT.md (~35 min; needs the machine to itself).
+# Every benchmark, then bench/REPORT.md (~45 min; needs the machine to itself).
 bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m bench.all

@@ -1,4 +1,4 @@
-"""Every benchmark, then bench/REPORT.md: `make bench` (about 35 minutes on 2 cores).
+"""Every benchmark, then bench/REPORT.md: `make bench` (about 45 minutes on 2 cores).
 
 Each benchmark runs as its own process against a stack of its own; the chaos scenarios run as the
 pytest tests they are (real services, started by the suite's fixtures). `--only` picks some;
@@ -55,7 +55,10 @@ def chaos() -> None:
 STEPS: dict[str, Callable[[], None]] = {
     "chaos": chaos,
     "ttft": on_a_stack("ttft", ["bench.ttft"]),
-    "load-fake": lambda: run([*PY, "bench.load", "--model", "fake", "--duration", "15", "--profile"]),
+    "load-fake": lambda: run(
+        [*PY, "bench.load", "--model", "fake", "--duration", "15", "--profile", "--repeats", "3"]
+    ),
+    "library-floor": lambda: run([*PY, "bench.library_floor"]),
     "load-paced": lambda: run(
         [*PY, "bench.load", "--model", "fake", "--think-s", "5", "--token-ms", "25", *PACED_LEVELS]
     ),

@@ -153,19 +153,38 @@ def ttft_section(path: Path) -> str:
     return "\n\n".join(part for part in parts if part)
 
 
+def library_floor_note(floor: dict[str, Any]) -> str:
+    """What the libraries under a turn cost for the least work a turn asks of them
+    (bench/library_floor.py): the part of the CPU per turn no code built on them goes below."""
+    parts = ", ".join(f"{name.replace('_', ' ')} {ms_:.1f}" for name, ms_ in floor["per_part_ms"].items())
+    return (
+        f"**The libraries' floor** (`bench/library_floor.py`, {floor['date'][:16]} UTC, {floor['users']} "
+        f"turns in flight, none of turnflow's code): **{floor['total_ms']:.0f} ms per turn** ({parts} ms): "
+        "uvicorn + FastAPI + sse-starlette answering one POST with 34 events, the same events through a "
+        "Redis Stream with redis-py, a 32-token stream through huggingface_hub's client, three SQLAlchemy "
+        "transactions, and the turn's workflow shape with steps that do nothing. The rest of a turn's "
+        "CPU is turnflow's own work and instrumentation."
+    )
+
+
 def floor_note(floor: dict[str, Any] | None) -> str:
     """What Temporal alone costs here (bench/temporal_floor.py, same run and server): the part of the
     overhead no turn whose inference is a workflow activity can go below."""
     if not floor:
         return ""
     a, t = floor["first_activity_ms"], floor["turn_shape_ms"]
-    local = floor.get("local_shape_ms")
+    local, prepared = floor.get("local_shape_ms"), floor.get("prepared_shape_ms")
     all_local = (
-        f"; the same shape with inference a local activity too, as turnflow runs it now (no round trip "
-        f"to the server before the first token) **{local['p50']:.0f} / {local['p95']:.0f} ms**"
+        f"; the same shape with inference a local activity too (no round trip to the server before the "
+        f"first token) **{local['p50']:.0f} / {local['p95']:.0f} ms**"
         if local
         else ""
     )
+    if prepared:
+        all_local += (
+            "; and as turnflow runs it now, one local step before inference instead of four "
+            f"(`prepare_turn`) **{prepared['p50']:.0f} / {prepared['p95']:.0f} ms**"
+        )
     return (
         f"Temporal's own floor, measured in the same run against the same server (`bench/temporal_floor.py`: "
         "a bare worker, unsandboxed as the chat worker is, eager start, steps that do nothing): "
@@ -179,13 +198,14 @@ def floor_note(floor: dict[str, Any] | None) -> str:
 
 
 def cpu_floor_note(floor: dict[str, Any]) -> str:
-    """What the turn's shape alone costs in CPU (bench/temporal_floor.py's ``cpu`` series)."""
-    cpu = floor.get("cpu")
+    """What the turn's shape alone costs in CPU (bench/temporal_floor.py's ``cpu`` series: the prepared
+    shape, as turnflow runs it, where measured)."""
+    cpu = floor.get("prepared_cpu") or floor.get("cpu")
     if not cpu:
         return ""
     used = cpu["cpu_ms_per_turn"]
     return (
-        f" In CPU, that whole shape (every step a local activity, none doing anything) costs "
+        f" In CPU, the turn's whole shape (every step a local activity, none doing anything) costs "
         f"**{sum(used.values()):.0f} ms per turn** at {cpu['users']} in flight (the SDK's Python and core "
         f"{used.get('worker_and_client', 0):.0f} ms, the Temporal server {used.get('temporal', 0):.0f} ms; "
         f"{cpu['turns_per_s']} turns/s at most on these cores): no turn run as this workflow costs less."
@@ -230,13 +250,6 @@ def load_section(path: Path, title: str) -> str:
     )
 
 
-PLATFORM = ("api", "worker", "temporal", "postgres", "redis")  # what a turn costs turnflow, not its peers
-
-
-def platform_cpu(level: dict[str, Any]) -> float:
-    return sum(level.get("cpu_ms_per_turn", {}).get(p, 0) for p in PLATFORM)
-
-
 MIN_PROFILE_SAMPLES = 100  # a second of Python CPU at py-spy's 100 Hz
 
 
@@ -254,13 +267,26 @@ def efficiency_section(path: Path) -> str:
         old = levels_before.get(lv["users"])
         if old is None:
             continue
+        runs = lv.get("runs", [])
         rows.append(
             [
                 lv["users"],
-                f"{old['throughput_turns_per_s']} → **{lv['throughput_turns_per_s']}**",
-                f"{platform_cpu(old):.0f} → **{platform_cpu(lv):.0f}**",
-                " / ".join(f"{old['cpu_ms_per_turn'].get(p, 0):.0f}" for p in PLATFORM),
-                " / ".join(f"{lv['cpu_ms_per_turn'].get(p, 0):.0f}" for p in PLATFORM),
+                f"{old['throughput_turns_per_s']} → **{lv['throughput_turns_per_s']}**"
+                + (
+                    f" ({min(r['throughput_turns_per_s'] for r in runs)} to "
+                    f"{max(r['throughput_turns_per_s'] for r in runs)})"
+                    if runs
+                    else ""
+                ),
+                f"{load.platform_cpu(old):.0f} → **{load.platform_cpu(lv):.0f}**"
+                + (
+                    f" ({min(r['platform_cpu_ms_per_turn'] for r in runs):.0f} to "
+                    f"{max(r['platform_cpu_ms_per_turn'] for r in runs):.0f})"
+                    if runs
+                    else ""
+                ),
+                " / ".join(f"{old['cpu_ms_per_turn'].get(p, 0):.0f}" for p in load.PLATFORM),
+                " / ".join(f"{lv['cpu_ms_per_turn'].get(p, 0):.0f}" for p in load.PLATFORM),
                 f"{ms(old['ttft_ms']['p50'])} → {ms(lv['ttft_ms']['p50'])}",
             ]
         )
@@ -268,19 +294,24 @@ def efficiency_section(path: Path) -> str:
         "## Turn efficiency: before and after (issue 17)",
         f"`bench/load.py --model fake --profile` on the code before ({before['date'][:16]} UTC) and now "
         f"({after['date'][:16]} UTC), same machine. Platform CPU is API + worker + Temporal + Postgres "
-        "+ Redis, per completed turn. Targets: ≤ 120 ms at 1 user, ≤ 90 ms and ≥ 18 turns/s at 32.",
+        "+ Redis, per completed turn. Targets: ≤ 120 ms at 1 user, ≤ 90 ms and ≥ 18 turns/s at 32. "
+        "Where a level ran more than once (`--repeats`), its row is the run of median CPU, with the "
+        "range of all its runs in brackets (lowest to highest): runs on this shared machine differ by "
+        "up to a fifth.",
         table(
             [
                 "users",
                 "turns/s",
                 "platform CPU ms per turn",
-                "before: " + " / ".join(PLATFORM),
-                "now: " + " / ".join(PLATFORM),
+                "before: " + " / ".join(load.PLATFORM),
+                "now: " + " / ".join(load.PLATFORM),
                 "TTFT p50",
             ],
             rows,
         ),
     ]
+    if floor_path := newest("library-floor-*.json"):
+        parts.append(library_floor_note(json.loads(floor_path.read_text())))
     for lv in after["levels"]:
         old = levels_before.get(lv["users"], {})
         for process, prof in lv.get("profile", {}).items():
