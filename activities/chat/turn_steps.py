@@ -44,21 +44,14 @@ class TurnSteps:
         self.events = events
 
     async def validate_turn(self, inp: ValidateInput) -> ValidateResult:
+        """The input guard, again, in the workflow (its verdict and safety version are recorded in the
+        turn's history). The conversation is not looked up again: every route that starts a turn has
+        just checked it is the tenant's (`require_conversation`) or made it, and a query here was a
+        round trip to Postgres before every first token."""
         try:
             guarded = guard_input(inp.text, self.safety, inp.pii_policy)
         except InputRejected as exc:
             raise ApplicationError(str(exc), exc.code, type="InputRejected", non_retryable=True) from exc
-        async with self.sessions() as session:
-            found = await session.scalar(
-                select(Conversation.id).where(
-                    Conversation.id == uuid.UUID(inp.conversation_id),
-                    Conversation.tenant_id == uuid.UUID(inp.tenant_id),
-                )
-            )
-        if found is None:
-            raise ApplicationError(
-                "conversation not found", "conversation_not_found", type="InputRejected", non_retryable=True
-            )
         return ValidateResult(
             text=guarded.text, pii_counts=guarded.pii_counts, safety_version=guarded.safety_version
         )

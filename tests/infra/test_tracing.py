@@ -82,10 +82,10 @@ async def test_a_turn_is_one_trace_with_every_step_and_genai_attributes(api: Api
     for part in PARTS:
         [(_, part_parent)] = by_name[part]
         assert part_parent is prepared, part
-    # The conversation check's statement belongs to validation.
-    [(validation, _)] = by_name["validate_turn"]
-    checked = [s["attributes"].get("db.statement", "") for s, p in spans if p is validation]
-    assert any(statement.startswith("SELECT") for statement in checked), checked
+    # A part's statements are its own spans: the recent history the prompt read (none in Redis yet).
+    [(assembly, _)] = by_name["assemble_prompt"]
+    read = [s["attributes"].get("db.statement", "") for s, p in spans if p is assembly]
+    assert any(statement.startswith("SELECT") for statement in read), read
 
     # The model call: a GenAI client span under the infer activity, with the conventions' attributes.
     [(chat, chat_parent)] = by_name[f"chat {turn['model']}"]
