@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,13 +37,6 @@ from infra.runtime.deployments import EagerGate
 from infra.runtime.payload_codec import AesGcmCodec, TenantCodec, deployment_keys
 from infra.runtime.temporal_client import connect_temporal, temporal_tls
 from infra.telemetry.setup import setup_telemetry
-
-# How long a thread holding the GIL keeps it while another waits (Python's default: 5 ms). A service
-# process runs its event loop and the Temporal SDK's workflow activations on two threads, and each
-# hand-over between them waited for the interval: two or three of them sat on every turn's path to
-# its first token. At 0.5 ms, TTFT overhead p50 went from 39 to 31 ms, throughput unchanged
-# (bench/REPORT.md, issue 17).
-GIL_SWITCH_INTERVAL_S = 0.0005
 
 
 @dataclass
@@ -83,8 +75,6 @@ class Resources:
     ) -> Resources:
         """``service``: the process is one of turnflow's services (API, worker) and is traced and
         measured under that name; tools and one-off commands pass none."""
-        if service:
-            sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
         policy = load_policy(settings.policy_file)
         endpoints = Endpoints.resolve(settings)
         telemetry = setup_telemetry(settings, endpoints.database_url, service) if service else None
