@@ -3,8 +3,9 @@
 Validation, retrieval and routing run side by side (the text the API hands over is already redacted,
 so retrieval need not wait for the check, whose verdict still gates what follows), then the prompt is
 assembled. As four local activities these cost the turn three more activations of the workflow and
-their markers, about 10 ms before the first token and 10 ms of CPU (bench/temporal_floor.py,
-bench/REPORT.md: issue 17); each is still a span of its own, under this step's.
+their markers: ~4 ms of Temporal's own floor before the first token and ~5 ms of CPU
+(bench/temporal_floor.py, docs/performance.md: issue 17); each is still a span of its own, under
+this step's.
 
 Refusals end the turn with their code: InputRejected (validation, a prompt that cannot fit) and
 RouteRefused (routing), both non-retryable. Retrieval that fails or runs past its deadline (its own
