@@ -80,7 +80,7 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
         res.admission,
         tenant_label=res.settings.metrics_tenant_label,
     )
-    steps = TurnSteps(res.sessions, res.safety, transcript, res.counter, res.events, res.registry)
+    steps = TurnSteps(res.safety, transcript, res.events, res.registry)
     inference = InferenceActivities(res.registry, res.breakers, res.events, res.cancels, res.safety)
     router = RouteActivities(res.registry, res.breakers, res.sessions, res.redis, res.settings.max_tokens)
     retrieval = RetrievalActivities(res.search, RetrievalObserver(res.sessions))

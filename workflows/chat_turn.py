@@ -27,7 +27,6 @@ with workflow.unsafe.imports_passed_through():
         AssembleResult,
         ChatTurnInput,
         ChatTurnResult,
-        ContextChunk,
         InferInput,
         InferResult,
         ModerationInput,
@@ -39,7 +38,6 @@ with workflow.unsafe.imports_passed_through():
         TurnRef,
         TurnStatus,
         ValidateInput,
-        ValidateResult,
         WebhookDelivery,
         WebhookInput,
     )
@@ -65,21 +63,6 @@ def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
     if exc.activity_name.startswith("infer"):
         return "model_unavailable", "the model did not answer; try again", True
     return "turn_failed", f"the turn could not be prepared ({exc.activity_name}); try again", True
-
-
-@dataclass
-class _Prepared:
-    """What the prepare step found: the validated input, the route, the context, the prompt."""
-
-    validation: ValidateResult
-    route: RouteDecision
-    chunks: list[ContextChunk]
-    degraded: bool
-    prompt: AssembleResult
-
-    @property
-    def user_text(self) -> str:
-        return self.validation.text
 
 
 @dataclass
@@ -177,7 +160,7 @@ class ChatTurnWorkflow:
             return generated
         return await self._record(inp, prepared, generated, started)
 
-    async def _prepare(self, inp: ChatTurnInput) -> _Prepared | ChatTurnResult:
+    async def _prepare(self, inp: ChatTurnInput) -> PrepareResult | ChatTurnResult:
         """Validation, retrieval and routing side by side, then the prompt: one local activity
         (activities/chat/prepare_turn.py). A refusal ends the turn with its code; retrieval that
         fails or runs past its deadline degrades it instead."""
@@ -207,19 +190,13 @@ class ChatTurnWorkflow:
         except StepFailed as exc:
             # The text the API hands over is the one its own check already redacted.
             return await self._finish_error(inp, inp.user_text, exc)
-        self._user_text = found.validation.text
+        self._user_text = found.user_text
         self._set_model(found.route.chain[0].name)
-        if found.retrieval is None:
+        if found.degraded:
             workflow.logger.warning("retrieval failed or timed out; answering without context")
-        return _Prepared(
-            found.validation,
-            found.route,
-            chunks=found.retrieval.chunks if found.retrieval else [],
-            degraded=found.retrieval is None,
-            prompt=found.prompt,
-        )
+        return found
 
-    async def _generate(self, inp: ChatTurnInput, prep: _Prepared) -> _Generated | ChatTurnResult:
+    async def _generate(self, inp: ChatTurnInput, prep: PrepareResult) -> _Generated | ChatTurnResult:
         """Inference along the route's chain; a client's cancel keeps what was streamed."""
         opts, route, prompt = inp.options, prep.route, prep.prompt
         infer = InferInput(
@@ -264,7 +241,7 @@ class ChatTurnWorkflow:
         return _Generated(reply, status, fallbacks)
 
     async def _record(
-        self, inp: ChatTurnInput, prep: _Prepared, gen: _Generated, started: datetime
+        self, inp: ChatTurnInput, prep: PrepareResult, gen: _Generated, started: datetime
     ) -> ChatTurnResult:
         """The exchange persisted with its provenance, moderation queued, and the turn's result."""
         route, reply, prompt = prep.route, gen.reply, prep.prompt

@@ -55,11 +55,11 @@ class TurnPreparation:
             return_exceptions=True,
         )
         # The check's verdict first: a refused input is refused whatever routing said.
-        for outcome in (validation, route):
-            if isinstance(outcome, BaseException):
-                raise outcome
-        assert not isinstance(validation, BaseException) and not isinstance(route, BaseException)
-        assert not isinstance(retrieval, BaseException)
+        if isinstance(validation, BaseException):
+            raise validation
+        if isinstance(route, BaseException):
+            raise route
+        assert not isinstance(retrieval, BaseException)  # _retrieve turns its failures into None
         assemble = AssembleInput(
             tenant_id=inp.check.tenant_id,
             conversation_id=inp.check.conversation_id,

@@ -3,10 +3,6 @@ activities/chat/prepare_turn.py), and the partial text a cancelled turn keeps (a
 
 from __future__ import annotations
 
-import uuid
-
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -21,26 +17,17 @@ from activities.contracts.turn import (
     ValidateResult,
 )
 from activities.logic.input_guard import InputRejected, guard_input
-from activities.logic.prompt import TEMPLATE_VERSION, PromptTooLong, TokenCounter, assemble
+from activities.logic.prompt import TEMPLATE_VERSION, PromptTooLong, assemble
 from activities.logic.safety import SafetyEngine
-from db.models import Conversation
 
 
 class TurnSteps:
     def __init__(
-        self,
-        sessions: async_sessionmaker[AsyncSession],
-        safety: SafetyEngine,
-        transcript: Transcript,
-        counter: TokenCounter,
-        events: TurnEvents,
-        registry: ModelRegistry,
+        self, safety: SafetyEngine, transcript: Transcript, events: TurnEvents, registry: ModelRegistry
     ) -> None:
         self.registry = registry
-        self.sessions = sessions
         self.safety = safety
         self.transcript = transcript
-        self.counter = counter
         self.events = events
 
     async def validate_turn(self, inp: ValidateInput) -> ValidateResult:
@@ -59,11 +46,10 @@ class TurnSteps:
     async def assemble_prompt(self, inp: AssembleInput) -> AssembleResult:
         history = inp.history
         if history is None:
-            tenant = inp.tenant_id or await self._owner_of(inp.conversation_id)
-            history = await self.transcript.recent(tenant, inp.conversation_id)
+            history = await self.transcript.recent(inp.tenant_id, inp.conversation_id)
         try:
-            # The routed model's own tokenizer (turns recorded before routing: the default model's).
-            counter = self.registry.adapter(inp.model).counter if inp.model else self.counter
+            # The routed model's own tokenizer and chat template.
+            counter = self.registry.adapter(inp.model).counter
             prompt = await assemble(inp.user_text, history, inp.chunks, inp.budget, counter)
         except PromptTooLong as exc:
             raise ApplicationError(
@@ -77,13 +63,6 @@ class TurnSteps:
             compressed=prompt.compressed,
             template_version=TEMPLATE_VERSION,
         )
-
-    async def _owner_of(self, conversation_id: str) -> str:
-        async with self.sessions() as session:
-            owner = await session.scalar(
-                select(Conversation.tenant_id).where(Conversation.id == uuid.UUID(conversation_id))
-            )
-        return str(owner)
 
     @activity.defn(name="partial_text")
     async def partial_text(self, inp: TurnRef) -> str:

@@ -57,11 +57,11 @@ class ValidateResult(BaseModel):
 
 
 class AssembleInput(BaseModel):
-    # Whose key opens the history (empty in turns scheduled before text was sealed: the conversation's).
-    tenant_id: str = ""
+    # Whose key opens the history.
+    tenant_id: str
     conversation_id: str
-    # Whose tokenizer counts the prompt (None: the deployment's default model).
-    model: str | None = None
+    # Whose tokenizer counts the prompt: the routed model's.
+    model: str
     user_text: str
     chunks: list[ContextChunk]
     budget: int
@@ -222,3 +222,15 @@ class PrepareResult(BaseModel):
     # None: retrieval failed or ran past its deadline, and the turn goes on without context (degraded).
     retrieval: RetrieveResult | None
     prompt: AssembleResult
+
+    @property
+    def degraded(self) -> bool:
+        return self.retrieval is None
+
+    @property
+    def chunks(self) -> list[ContextChunk]:
+        return self.retrieval.chunks if self.retrieval else []
+
+    @property
+    def user_text(self) -> str:
+        return self.validation.text

@@ -22,11 +22,9 @@ from activities.adapters.rate_limits import RateLimiter
 from activities.adapters.sealed_text import SealedText
 from activities.adapters.search import HybridSearch, SearchSettings
 from activities.adapters.tenant_keys import LocalKeyWrapper, TenantKeyring
-from activities.adapters.tokens import LocalGGUFCounter, RemoteCounter
 from activities.adapters.turn_cancels import TurnCancels
 from activities.adapters.turn_events import TurnEvents
 from activities.adapters.webhook_sender import WebhookSender
-from activities.logic.prompt import TokenCounter
 from activities.logic.safety import SafetyEngine
 from db.engine import make_engine, make_sessionmaker
 from db.vector_index import configured_index
@@ -59,7 +57,6 @@ class Resources:
     embedder: LocalEmbedder = field(default_factory=LocalEmbedder)
     # Set in an API process with an eager worker under Worker Versioning (infra/runtime/deployments.py).
     eager_gate: EagerGate | None = None
-    _counter: TokenCounter | None = None
     _embedders: Embedders | None = None
     _search: HybridSearch | None = None
     _registry: ModelRegistry | None = None
@@ -130,16 +127,6 @@ class Resources:
         if self.settings.model_path:
             return self.settings.model_path
         return default_gguf() if "model" in self.endpoints.embedded else None
-
-    @property
-    def counter(self) -> TokenCounter:
-        """The default model's own tokenizer: the GGUF when the model is ours, else asked of the server."""
-        if self._counter is None:
-            gguf = self.embedded_gguf
-            self._counter = (
-                LocalGGUFCounter(gguf) if gguf else RemoteCounter(self.http, self.endpoints.model_url)
-            )
-        return self._counter
 
     @property
     def registry(self) -> ModelRegistry:
