@@ -21,7 +21,8 @@ from activities.chat.stack_probe import StackProbeActivities
 from activities.chat.transcript import Transcript
 from activities.chat.turn_steps import TurnSteps
 from activities.chat.webhook import WebhookActivities
-from infra.runtime.deployments import WorkerKind, deployment_config
+from infra.config.settings import WorkerKind
+from infra.runtime.deployments import deployment_config
 from infra.runtime.resources import Resources
 from workflows.chat_turn import ChatTurnWorkflow
 from workflows.stack_probe import StackProbeWorkflow

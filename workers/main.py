@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
 
@@ -10,7 +11,7 @@ from prometheus_client import start_http_server
 
 from infra.config.build import build_id
 from infra.config.settings import Settings, get_settings
-from infra.runtime.deployments import KINDS, promote_own_build
+from infra.runtime.deployments import deployment_of, promote_own_build
 from infra.runtime.resources import Resources
 from infra.runtime.schedules import ensure_schedules
 from infra.runtime.search_attributes import ensure_search_attributes
@@ -30,14 +31,19 @@ async def run_workers(settings: Settings, stop: asyncio.Event) -> None:
     try:
         await ensure_search_attributes(res.temporal)
         await ensure_schedules(res.temporal, res.policy)
+        kinds = settings.kinds
         # Load the embedding model before taking work: loading it starves the event loop for seconds.
-        # This process ingests documents too, so sentence-transformers as well as the query encoder.
-        await res.embedder.warm_up(batches=True)
-        async with build_chat_worker(res), build_batch_worker(res), build_ingest_worker(res):
-            queues = {kind: res.policy.queue(kind) for kind in KINDS}
+        # A process that ingests documents loads sentence-transformers as well as the query encoder.
+        await res.embedder.warm_up(batches="ingest" in kinds)
+        builders = {"chat": build_chat_worker, "batch": build_batch_worker, "ingest": build_ingest_worker}
+        async with contextlib.AsyncExitStack() as workers:
+            for kind in kinds:
+                await workers.enter_async_context(builders[kind](res))
+            queues = {kind: res.policy.queue(kind) for kind in kinds}
             log.info("worker polling %s", ", ".join(queues.values()))
             if settings.worker_versioning:
-                log.info("build %s of deployments %s", build_id(settings.build_id), settings.deployment_name)
+                names = ", ".join(deployment_of(settings, k) for k in kinds)
+                log.info("build %s of deployments %s", build_id(settings.build_id), names)
                 if settings.promote_on_start:
                     made = await promote_own_build(res.temporal, settings, queues)
                     log.info(

@@ -42,7 +42,7 @@ def demo_key_or_exit(settings: Settings) -> str:
 
 def policy_or_exit(settings: Settings) -> Policy:
     try:
-        return load_policy(settings.policy_file)
+        return load_policy(settings.policy_file, settings.policy_overlay_file)
     except PolicyError as exc:
         console.print(f"[red]✗ {exc}[/]")
         raise typer.Exit(2) from exc

@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 
 from infra.cli.common import console, settings_or_exit, with_resources
-from infra.runtime.deployments import KINDS, WorkerKind, deployment_of
+from infra.config.settings import WorkerKind
+from infra.runtime.deployments import KINDS, deployment_of
 
 if TYPE_CHECKING:
     from infra.runtime.deployments import DeploymentStatus

@@ -16,7 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from infra.config.durations import Duration
 
-Provider = Literal["tgi", "openai", "llamacpp"]
+# vllm: its OpenAI-compatible server (with its own /tokenize and /health); openai: a managed API.
+Provider = Literal["tgi", "vllm", "openai", "llamacpp"]
 Tier = Literal["gpu", "cpu-quantized", "managed"]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -145,7 +146,7 @@ class PolicyError(ValueError):
     """The policy file is missing or invalid; the message names the file and the bad field."""
 
 
-def load_policy(path: Path) -> Policy:
+def _read_mapping(path: Path) -> dict[str, Any]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:
@@ -154,10 +155,21 @@ def load_policy(path: Path) -> Policy:
         raise PolicyError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise PolicyError(f"{path}: expected a mapping at the top level")
+    return raw
+
+
+def load_policy(path: Path, overlay: Path | None = None) -> Policy:
+    """The policy file, with each top-level section of ``overlay`` (when given) replacing its own: a
+    deployment renders the sections it decides (the Helm chart: `models:` and `task_queues:`)."""
+    raw = _read_mapping(path)
+    source = str(path)
+    if overlay is not None:
+        raw |= _read_mapping(overlay)
+        source = f"{path} with {overlay}"
     try:
         return Policy.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
         )
-        raise PolicyError(f"{path}: {problems}") from exc
+        raise PolicyError(f"{source}: {problems}") from exc

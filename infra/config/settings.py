@@ -10,21 +10,33 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy import make_url
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The kinds of worker, one task queue each (temporal.yaml `task_queues`).
+WorkerKind = Literal["chat", "batch", "ingest"]
+WORKER_KINDS: tuple[WorkerKind, ...] = ("chat", "batch", "ingest")
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TURNFLOW_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+        env_prefix="TURNFLOW_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
     )
 
     environment: Literal["local", "production"] = "local"
     data_dir: Path = Path(".turnflow")
     policy_file: Path = REPO_ROOT / "temporal.yaml"
+    policy_overlay_file: Path | None = Field(
+        default=None,
+        description="YAML whose top-level sections replace the policy file's (the Helm chart renders"
+        " `models:` and `task_queues:` from its values, so routing and the deployment agree)",
+    )
     log_level: str = "INFO"
 
     # External services. Empty means "run the embedded one".
@@ -76,7 +88,16 @@ class Settings(BaseSettings):
         default=True, description="workers run as versions of Worker Deployments (pinned chat turns)"
     )
     build_id: str | None = Field(
-        default=None, description="this build's id (an image tag, a commit); empty: a hash of the code"
+        default=None,
+        # temporal-worker-controller injects TEMPORAL_WORKER_BUILD_ID into the pods it manages.
+        validation_alias=AliasChoices("TURNFLOW_BUILD_ID", "TEMPORAL_WORKER_BUILD_ID"),
+        description="this build's id (an image tag, a commit); empty: a hash of the code",
+    )
+    controller_deployment_name: str | None = Field(
+        default=None,
+        validation_alias="TEMPORAL_DEPLOYMENT_NAME",
+        description="set by temporal-worker-controller: the one Worker Deployment this process serves"
+        " (it must be <TURNFLOW_DEPLOYMENT_NAME>-<its one worker kind>)",
     )
     deployment_name: str = Field(
         default="turnflow", description="prefix of the Worker Deployments: <name>-chat, -batch, -ingest"
@@ -84,6 +105,12 @@ class Settings(BaseSettings):
     promote_on_start: bool = Field(
         default=False,
         description="a worker process makes its own build current when it starts (`turnflow up` does)",
+    )
+
+    worker_kinds: str = Field(
+        default="chat,batch,ingest",
+        description="the task queues a worker process polls, comma-separated: chat, batch, ingest"
+        " (the Helm chart runs one Deployment per kind)",
     )
 
     # Chat turns.
@@ -239,6 +266,35 @@ class Settings(BaseSettings):
     startup_timeout_s: float = 120.0
     restart_max: int = 5
     restart_window_s: float = 120.0
+
+    @field_validator("worker_kinds")
+    @classmethod
+    def _known_kinds(cls, value: str) -> str:
+        kinds = [k.strip() for k in value.split(",") if k.strip()]
+        unknown = sorted(set(kinds) - set(WORKER_KINDS))
+        if unknown or not kinds:
+            raise ValueError(f"worker kinds are {', '.join(WORKER_KINDS)}; got {value!r}")
+        return ",".join(kinds)
+
+    @property
+    def kinds(self) -> tuple[WorkerKind, ...]:
+        """The worker kinds this process runs, in the order of WORKER_KINDS."""
+        chosen = set(self.worker_kinds.split(","))
+        return tuple(k for k in WORKER_KINDS if k in chosen)
+
+    @model_validator(mode="after")
+    def _one_kind_under_the_controller(self) -> Settings:
+        # The controller names one Worker Deployment per pod template; a process serving two would
+        # register the second under a name no controller manages.
+        if self.controller_deployment_name is not None:
+            expected = [f"{self.deployment_name}-{k}" for k in self.kinds]
+            if expected != [self.controller_deployment_name]:
+                raise ValueError(
+                    f"TEMPORAL_DEPLOYMENT_NAME is {self.controller_deployment_name!r}, but this process"
+                    f" would serve {', '.join(expected)} (set TURNFLOW_DEPLOYMENT_NAME and one"
+                    " TURNFLOW_WORKER_KINDS to match it)"
+                )
+        return self
 
     @model_validator(mode="after")
     def _refuse_embedded_in_production(self) -> Settings:

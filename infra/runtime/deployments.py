@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 from temporalio.api.deployment.v1 import WorkerDeploymentVersion as VersionProto
 from temporalio.api.enums.v1 import RoutingConfigUpdateState, WorkerDeploymentVersionStatus
@@ -34,13 +34,12 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import WorkerDeploymentConfig
 
 from infra.config.build import build_id
-from infra.config.settings import Settings
+from infra.config.settings import WORKER_KINDS, Settings, WorkerKind
 from infra.runtime.pollers import recent_pollers
 
 log = logging.getLogger("turnflow.deploy")
 
-WorkerKind = Literal["chat", "batch", "ingest"]
-KINDS: tuple[WorkerKind, ...] = ("chat", "batch", "ingest")
+KINDS = WORKER_KINDS
 BEHAVIOUR = {
     "chat": VersioningBehavior.PINNED,
     "batch": VersioningBehavior.PINNED,

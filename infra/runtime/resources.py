@@ -72,7 +72,7 @@ class Resources:
     ) -> Resources:
         """``service``: the process is one of turnflow's services (API, worker) and is traced and
         measured under that name; tools and one-off commands pass none."""
-        policy = load_policy(settings.policy_file)
+        policy = load_policy(settings.policy_file, settings.policy_overlay_file)
         endpoints = Endpoints.resolve(settings)
         telemetry = setup_telemetry(settings, endpoints.database_url, service) if service else None
         # After telemetry (its instrumentation wraps the engine), before Temporal (the codec needs it).

@@ -94,7 +94,7 @@ def run_checks(settings: Settings) -> list[Check]:
 
 
 def _policy_summary(settings: Settings) -> str:
-    policy = load_policy(settings.policy_file)
+    policy = load_policy(settings.policy_file, settings.policy_overlay_file)
     counts = (len(policy.activities), len(policy.schedules), len(policy.models))
     return "{} activities, {} schedules, {} models".format(*counts)
 
@@ -105,7 +105,7 @@ async def run_probe(settings: Settings) -> tuple[bool, str]:
     from infra.runtime.temporal_client import connect_temporal, temporal_tls
     from workflows.stack_probe import StackProbeInput, StackProbeResult
 
-    policy = load_policy(settings.policy_file)
+    policy = load_policy(settings.policy_file, settings.policy_overlay_file)
     endpoints = Endpoints.resolve(settings)
     try:
         client = await connect_temporal(

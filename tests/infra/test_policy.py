@@ -130,3 +130,30 @@ def test_activity_kwargs_map_the_policy_onto_temporal() -> None:
         maximum_attempts=3,
         non_retryable_error_types=["ModelRequestRejected"],
     )
+
+
+def test_an_overlay_replaces_whole_sections_and_is_named_when_wrong(tmp_path: Path) -> None:
+    models = {
+        "big": {
+            "version": "a" * 40,
+            "provider": "vllm",
+            "endpoints": ["http://pool-big:8000"],
+            "tier": "gpu",
+            "context": 8192,
+            "served_name": "big",
+        }
+    }
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text(
+        yaml.safe_dump({"models": models, "task_queues": {"chat": "c", "batch": "b", "ingest": "i"}})
+    )
+    policy = load_policy(SHIPPED, overlay)
+    # The overlay's models are the whole registry (the shipped model is gone), its queues every queue.
+    assert set(policy.models) == {"big"} and policy.queue("chat") == "c" and policy.queue("ingest") == "i"
+    # What the overlay leaves alone is the file's.
+    assert policy.activities == load_policy(SHIPPED).activities
+    overlay.write_text(yaml.safe_dump({"models": {"big": {**models["big"], "tier": "quantum"}}}))
+    with pytest.raises(PolicyError, match=r"temporal\.yaml with .*overlay\.yaml: .*tier"):
+        load_policy(SHIPPED, overlay)
+    with pytest.raises(PolicyError, match="file not found"):
+        load_policy(SHIPPED, tmp_path / "missing.yaml")

@@ -92,3 +92,19 @@ def test_children_count_tokens_locally_when_the_model_is_embedded(tmp_path: Path
     external = Settings(_env_file=None, data_dir=tmp_path, tgi_url="http://tgi:8080")
     _, components = build_stack(external, load_policy(POLICY))
     assert all("TURNFLOW_MODEL_PATH" not in c.env for c in components if c.name in ("worker", "api"))
+
+
+def test_a_worker_process_serves_the_kinds_it_is_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().kinds == ("chat", "batch", "ingest")
+    assert Settings(worker_kinds="ingest, chat").kinds == ("chat", "ingest")  # in WORKER_KINDS' order
+    with pytest.raises(ValueError, match="worker kinds are chat, batch, ingest"):
+        Settings(worker_kinds="chat,embed")
+    # Under temporal-worker-controller: its build id and deployment name, which must be this one kind's.
+    monkeypatch.setenv("TEMPORAL_WORKER_BUILD_ID", "v2-8f1c")
+    monkeypatch.setenv("TEMPORAL_DEPLOYMENT_NAME", "prod/turnflow-chat")
+    controlled = Settings(worker_kinds="chat", deployment_name="prod/turnflow")
+    assert controlled.build_id == "v2-8f1c" and controlled.kinds == ("chat",)
+    with pytest.raises(ValueError, match="TEMPORAL_DEPLOYMENT_NAME is 'prod/turnflow-chat'"):
+        Settings(worker_kinds="chat,batch", deployment_name="prod/turnflow")
+    with pytest.raises(ValueError, match="would serve turnflow-chat"):
+        Settings(worker_kinds="chat")
