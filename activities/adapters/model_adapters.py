@@ -121,6 +121,13 @@ class OpenAIAdapter(ModelAdapter):
         return {"store": False}
 
 
+class VllmAdapter(ModelAdapter):
+    """vLLM's OpenAI-compatible server: chat completions under its served model name, its own
+    `/health`, prompts counted by its `/tokenize`; the usage chunk at the end carries exact counts."""
+
+    health_path = "/health"
+
+
 class LlamaCppAdapter(ModelAdapter):
     """llama.cpp's (and llama-cpp-python's) server: every streamed chunk is one token; no usage chunk."""
 
@@ -176,6 +183,7 @@ class TgiAdapter(ModelAdapter):
 
 ADAPTERS: dict[str, type[ModelAdapter]] = {
     "openai": OpenAIAdapter,
+    "vllm": VllmAdapter,
     "llamacpp": LlamaCppAdapter,
     "tgi": TgiAdapter,
 }

@@ -1,7 +1,7 @@
 """Count tokens the way the model will: its own tokenizer and chat template, never characters.
 
 Two counters: the local one reads the vocabulary and chat template from the GGUF file the embedded
-model server runs (exact, microseconds); the remote one asks the model server (TGI and llama.cpp's
+model server runs (exact, microseconds); the remote one asks the model server (TGI's, vLLM's and llama.cpp's
 ``/tokenize``, llama-cpp-python's ``/extras/tokenize``) and adds the template's per-message cost.
 """
 
@@ -86,7 +86,9 @@ class RemoteCounter:
 
     async def _ask(self, text: str) -> int:
         if self._route in (None, "/tokenize"):
-            resp = await self.http.post(f"{self.model_url}/tokenize", json={"inputs": text, "content": text})
+            # TGI reads `inputs`, llama.cpp `content`, vLLM `prompt`; each ignores the others.
+            request = {"inputs": text, "content": text, "prompt": text}
+            resp = await self.http.post(f"{self.model_url}/tokenize", json=request)
             if resp.status_code == 200:
                 self._route = "/tokenize"
                 body = resp.json()
