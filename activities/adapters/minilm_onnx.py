@@ -40,8 +40,16 @@ def onnx_path() -> Path:
 
 
 def source_stamp(model_dir: Path) -> str:
-    weights = (model_dir / "model.safetensors").stat()
-    return f"{EXPORT_REVISION}:{weights.st_size}:{weights.st_mtime_ns}"
+    """The weights' size and a digest of their first and last MiB: what they are, not when they were
+    written (an image layer may not keep the time), and cheap at every start."""
+    path = model_dir / "model.safetensors"
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with path.open("rb") as weights:
+        digest.update(weights.read(1 << 20))
+        weights.seek(max(0, size - (1 << 20)))
+        digest.update(weights.read(1 << 20))
+    return f"{EXPORT_REVISION}:{size}:{digest.hexdigest()[:16]}"
 
 
 def export(model_dir: Path, out: Path) -> None:
@@ -144,6 +152,10 @@ class MiniLMOnnx:
         options.intra_op_num_threads = min(2, os.cpu_count() or 1)
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # No arena: it keeps the largest buffers any run needed, per thread that ran one (questions
+        # encode on asyncio's threads), and gives nothing back. Measured: an API process at 256 streams
+        # peaked at 380 MB without it, 433 MB with it; a question's latency is unchanged (3.3-3.5 ms).
+        options.enable_cpu_mem_arena = False
         path = onnx_file or onnx_path()
 
         def session() -> ort.InferenceSession:
