@@ -36,6 +36,7 @@ from infra.config.build import build_id
 from infra.config.settings import Settings, get_settings
 from infra.runtime.deployments import EagerGate, deployment_of
 from infra.runtime.resources import Resources
+from infra.telemetry import metrics as telemetry_metrics
 from infra.telemetry.setup import SERVICE_API
 from workers.chat import build_chat_worker
 
@@ -93,8 +94,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         res = await Resources.open(settings, lazy_temporal=not settings.api_worker, service=SERVICE_API)
         app.state.resources = res
         # SIGTERM: refuse new turns, send streams elsewhere, then stop (api/core/drain.py).
-        app.state.drain = Drain(res.policy.shutdown.api_grace.total_seconds())
-        app.state.drain.install()
+        app.state.drain = drain = Drain(res.policy.shutdown.api_grace.total_seconds())
+        drain.install()
+        telemetry_metrics.open_streams = lambda: drain.streams
         try:
             await ensure_tenant(res.sessions, DEFAULT_TENANT)
         except Exception as exc:  # the API still starts, and /healthz says what is down

@@ -8,7 +8,7 @@ never turn, conversation or request ids. Instruments made before the process set
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -101,4 +101,22 @@ _meter.create_observable_gauge(
     "turnflow.model.breaker.state",
     callbacks=[_observe_breakers],
     description="Circuit breaker per model endpoint: 0 closed, 1 half-open, 2 open",
+)
+
+
+# The API process's open SSE streams (api/core/drain.py counts them): what its autoscaler follows, as
+# CPU lags for streams that mostly wait (the Helm chart's HPA, through prometheus-adapter).
+open_streams: Callable[[], int] | None = None
+
+
+def _observe_streams(_options: CallbackOptions) -> Iterable[Observation]:
+    if open_streams is not None:
+        yield Observation(open_streams())
+
+
+_meter.create_observable_gauge(
+    "turnflow.api.open_streams",
+    callbacks=[_observe_streams],
+    unit="{stream}",
+    description="SSE streams this API process is serving now",
 )
