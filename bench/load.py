@@ -196,7 +196,9 @@ def plot(result: dict[str, Any], path: Path) -> bool:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    with BenchStack("load", model=args.model, fake_args=("--token-ms", str(args.token_ms))) as stack:
+    # The fake model streams as many tokens as a turn asks for (its own default is 32).
+    fake = ("--token-ms", str(args.token_ms), "--tokens", str(args.max_tokens))
+    with BenchStack("load", model=args.model, fake_args=fake) as stack:
 
         async def drive() -> list[dict[str, Any]]:
             key = await stack.ready()
