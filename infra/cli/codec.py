@@ -19,6 +19,15 @@ codec_app = typer.Typer(
 )
 
 
+@codec_app.command("keygen")
+def codec_keygen() -> None:
+    """Print a new payload key, `id:base64`, for TURNFLOW_PAYLOAD_KEYS (a Kubernetes Secret: docs/deploy.md).
+    Nothing is stored; keep what it prints secret."""
+    from infra.runtime.payload_codec import new_key_line
+
+    typer.echo(new_key_line())
+
+
 @codec_app.command("rotate")
 def codec_rotate() -> None:
     """Add a new payload key to <data dir>/payload-keys: processes started from now on encrypt with it;

@@ -15,6 +15,7 @@ import yaml
 
 from infra.config.endpoints import default_gguf
 from infra.config.settings import REPO_ROOT
+from infra.deploy import chart_check
 from infra.runtime.resources import Resources
 from infra.telemetry.setup import SERVICE_WORKER
 from tests.support.api_harness import REAL_MODEL, ApiServer, isolated_settings, model_entry, real_model_entry
@@ -23,8 +24,8 @@ from tests.support.prometheus import Samples, delta, scrape, total
 from tests.support.services import Services, psycopg_url
 from workers.ingest import build_ingest_worker
 
-GRAFANA = REPO_ROOT / "infra" / "deploy" / "grafana" / "turnflow.json"
-ALERTS = REPO_ROOT / "infra" / "deploy" / "prometheus" / "alerts.yaml"
+GRAFANA = REPO_ROOT / "infra" / "deploy" / "helm" / "turnflow" / "files" / "dashboard.json"
+ALERTS = REPO_ROOT / "infra" / "deploy" / "helm" / "turnflow" / "files" / "alerts.yaml"
 # A metric name, not a label matcher (gen_ai_token_type="output" is a label).
 METRIC = re.compile(r"\b((?:turnflow|gen_ai|temporal|http_server)_[a-z_]+)\b(?!\s*(?:=|!=|=~|!~))")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
@@ -36,7 +37,27 @@ def expressions() -> list[str]:
     exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
     rules = yaml.safe_load(ALERTS.read_text())
     exprs += [rule["expr"] for group in rules["groups"] for rule in group["rules"]]
-    return exprs
+    return exprs + autoscaler_queries()
+
+
+def autoscaler_queries() -> list[str]:
+    """What the Helm chart's autoscalers read from turnflow's own metrics: the API's HPA (open streams
+    per pod) and the chat workers' KEDA trigger (workflow slots in use)."""
+    rendered = chart_check.render({}, "default")
+    queries = [
+        m["pods"]["metric"]["name"]
+        for hpa in rendered.of_kind("HorizontalPodAutoscaler")
+        for m in hpa["spec"]["metrics"]
+        if m["type"] == "Pods"
+    ]
+    queries += [
+        t["metadata"]["query"]
+        for so in rendered.of_kind("ScaledObject")
+        for t in so["spec"]["triggers"]
+        if t["type"] == "prometheus" and "worker" in so["metadata"]["name"]
+    ]
+    assert any("open_streams" in q for q in queries) and any("slots" in q for q in queries), queries
+    return queries
 
 
 def labels_of(samples: Samples, name: str) -> set[str]:
