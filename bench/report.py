@@ -24,6 +24,8 @@ from bench.plotting import pyplot, save
 
 BENCH = Path(__file__).parent
 RESULTS = BENCH / "results"
+# Results kept in the repository to compare later runs with (bench/results/ is scratch, not committed).
+BASELINES = BENCH / "baselines"
 REPORT = BENCH / "REPORT.md"
 FIGURES = BENCH / "report"  # the report's plots, committed beside it
 
@@ -71,7 +73,9 @@ CPU_COLUMNS = ("api", "worker", "temporal", "postgres", "redis", "model", "load 
 
 
 def newest(pattern: str) -> Path | None:
-    found = sorted(RESULTS.glob(pattern))
+    """The newest result of a kind: from this machine's runs (bench/results/, scratch), or a baseline
+    kept in the repository (bench/baselines/) that later runs are compared with."""
+    found = sorted([*RESULTS.glob(pattern), *BASELINES.glob(pattern)], key=lambda p: p.name)
     return found[-1] if found else None
 
 
