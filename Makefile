@@ -47,7 +47,7 @@ test: install browser
 
 # Every benchmark, then bench/REPORT.md (~45 min; needs the machine to itself).
 bench: install
-	$(BIN)/python -m pip install --quiet -e ".[bench]"
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e ".[bench]"
 	$(BIN)/python -m bench.all
 
 lint: install $(TOOLS)/bin/checkov
