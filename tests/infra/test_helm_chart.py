@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
-from infra.config.policy import load_policy
+from infra.config.policy import Policy, load_policy
 from infra.config.settings import REPO_ROOT, Settings
 from infra.deploy import chart_check
 from infra.deploy.chart_check import Rendered, profiles, render
@@ -97,6 +97,11 @@ def overlay_of(r: Rendered, tmp_path: Path) -> Path:
     return path
 
 
+def rendered_policy(r: Rendered, tmp_path: Path) -> Policy:
+    """The policy a pod of this release runs under: the image's temporal.yaml with the chart's overlay."""
+    return load_policy(REPO_ROOT / "temporal.yaml", overlay_of(r, tmp_path))
+
+
 @pytest.mark.parametrize("profile", sorted(PROFILES))
 def test_every_setting_the_chart_sets_exists_and_production_accepts_them(
     profile: str, rendered: dict[str, Rendered], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -136,7 +141,7 @@ def test_the_model_registry_is_the_chart_s_pools(
     profile: str, rendered: dict[str, Rendered], tmp_path: Path
 ) -> None:
     r = rendered[profile]
-    policy = load_policy(REPO_ROOT / "temporal.yaml", overlay_of(r, tmp_path))
+    policy = rendered_policy(r, tmp_path)
     values = chart_check.chart().merge_values(r.values)
     pools = [
         {
@@ -171,7 +176,7 @@ def test_each_scaled_object_watches_the_queue_its_workers_poll(
     profile: str, rendered: dict[str, Rendered], tmp_path: Path
 ) -> None:
     r = rendered[profile]
-    policy = load_policy(REPO_ROOT / "temporal.yaml", overlay_of(r, tmp_path))
+    policy = rendered_policy(r, tmp_path)
     controller = bool(r.of_kind("WorkerDeployment"))
     if controller:
         # Per version: the controller fills the ScaledObject in for each build's Deployment.
