@@ -10,7 +10,6 @@ import json
 import os
 import platform
 import re
-import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -780,23 +779,40 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
 ]
 
 
+def previous_sections() -> dict[str, str]:
+    """The report's sections as last written, by heading: bench/results/ is scratch, so a section
+    whose result this machine does not have is kept as it was (with the date of its own run)."""
+    if not REPORT.exists():
+        return {}
+    found = {}
+    for part in REPORT.read_text().split("\n\n## ")[1:]:
+        heading, _, _ = part.partition("\n")
+        # Less what the report said about itself at the end (its own list of kept sections).
+        body = "\n\n".join(p for p in part.split("\n\n") if not p.startswith(("Kept from", "Not run:")))
+        found[heading] = "## " + body.strip()
+    return found
+
+
 def render() -> Path:
-    if FIGURES.exists():
-        shutil.rmtree(FIGURES)
+    sections = previous_sections()
+    kept = set(sections)
+    for pattern, section in SECTIONS:
+        if (path := newest(pattern)) is not None and (text := section(path)):
+            heading = text.removeprefix("## ").partition("\n")[0]
+            sections[heading] = text  # in place when the report had it, else at the end
+            kept.discard(heading)
     parts = [
         "# turnflow benchmark report",
         f"Generated {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by `make bench` (re-render: "
         "`.venv/bin/python -m bench.report`).\n\n" + f"**Machine**: {machine()}",
+        *sections.values(),
     ]
-    missing = []
-    for pattern, section in SECTIONS:
-        path = newest(pattern)
-        if path is None:
-            missing.append(pattern)
-            continue
-        parts.append(section(path))
-    if missing:
-        parts.append("Not run: " + ", ".join(f"`{m}`" for m in missing) + ".")
+    if kept:
+        parts.append(
+            "Kept from the previous report (no result for them on this machine): "
+            + ", ".join(kept_heading.split(" (")[0] for kept_heading in sections if kept_heading in kept)
+            + "."
+        )
     REPORT.write_text("\n\n".join(p for p in parts if p) + "\n")
     return REPORT
 
