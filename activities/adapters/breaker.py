@@ -104,7 +104,8 @@ class CircuitBreakers:
 
     @staticmethod
     def _keys(endpoint: str) -> list[str]:
-        base = PREFIX + endpoint
+        # Hash-tagged by endpoint: each script's keys are in one Redis Cluster slot.
+        base = f"{PREFIX}{{{endpoint}}}"
         return [base, base + ":calls", base + ":failed"]
 
     @staticmethod
@@ -115,7 +116,7 @@ class CircuitBreakers:
         """Every endpoint's state in one round trip, without side effects."""
         pipe = self.redis.pipeline(transaction=False)
         for url in endpoints:
-            pipe.hmget(PREFIX + url, "state", "open_until", "probe_until")
+            pipe.hmget(self._keys(url)[0], "state", "open_until", "probe_until")
         now = self._now_ms()
         views: dict[str, BreakerView] = {}
         for url, (state, open_until, probe_until) in zip(endpoints, await pipe.execute(), strict=True):

@@ -20,9 +20,9 @@ from db.messages import recent_messages
 RECENT_MESSAGES = 20
 RECENT_TTL_S = 24 * 3600
 
-# KEYS: the recent list, a per-turn marker ('' for none). ARGV: max length, ttl, messages...
+# KEYS: the recent list, and a per-turn marker when there is one. ARGV: max length, ttl, messages...
 _APPEND_ONCE = """
-if KEYS[2] ~= '' and not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then return 0 end
+if #KEYS > 1 and not redis.call('SET', KEYS[2], 1, 'NX', 'EX', ARGV[2]) then return 0 end
 redis.call('RPUSH', KEYS[1], unpack(ARGV, 3))
 redis.call('LTRIM', KEYS[1], -tonumber(ARGV[1]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[2])
@@ -31,7 +31,8 @@ return 1
 
 
 def recent_key(conversation_id: str) -> str:
-    return f"turnflow:conv:{conversation_id}:recent"
+    # Hash-tagged by conversation: the append script's keys are in one Redis Cluster slot.
+    return f"turnflow:conv:{{{conversation_id}}}:recent"
 
 
 class ContextCache:
@@ -67,11 +68,11 @@ class ContextCache:
     ) -> None:
         """Append to the conversation's cached context; with a turn id, at most once per turn, so a
         retried persist (its Redis step failed after the commit) never caches the exchange twice."""
-        marker = f"turnflow:conv:{conversation_id}:cached:{turn_id}" if turn_id else ""
+        keys = [recent_key(conversation_id)]
+        if turn_id:
+            keys.append(f"turnflow:conv:{{{conversation_id}}}:cached:{turn_id}")
         sealed = [await self.sealer.seal(tenant_id, json.dumps(m)) for m in messages]
-        await self._append(
-            keys=[recent_key(conversation_id), marker], args=[RECENT_MESSAGES, RECENT_TTL_S, *sealed]
-        )
+        await self._append(keys=keys, args=[RECENT_MESSAGES, RECENT_TTL_S, *sealed])
 
 
 def _text(item: bytes | str) -> str:

@@ -6,6 +6,10 @@ Each follower holds at most ``HELD`` events it has not taken yet: past that its 
 further until it catches up, so a client that stops reading costs no memory beyond that bound (the
 events wait in Redis). A follower joining, or one catching up, wakes the reader through a small
 stream of its own, so nobody waits for the current read's timeout.
+
+On a Redis Cluster (``by_slot``) one XREAD may only name keys of one slot, so there is one reader per
+feed group in use (at most ``FEED_GROUPS``, turn_events.py): a group's streams, and its reader's wake
+stream, carry the group's hash tag.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
-from activities.adapters.turn_events import TurnEvent, TurnEvents, stream_key
+from activities.adapters.turn_events import TurnEvent, TurnEvents, feed_group, stream_key
 
 log = logging.getLogger("turnflow.events")
 
@@ -43,7 +47,7 @@ def _after(a: str, b: str) -> bool:
 class Follower:
     """One client's view of one turn's stream: ``take`` waits for the events after ``last``."""
 
-    def __init__(self, feed: EventFeed, turn_id: str, after: str) -> None:
+    def __init__(self, feed: _GroupFeed, turn_id: str, after: str) -> None:
         self.feed = feed
         self.turn_id = turn_id
         self.last = after  # the last id handed to this follower (taken or held)
@@ -96,10 +100,28 @@ class Follower:
 
 
 class EventFeed:
-    def __init__(self, redis: Redis, events: TurnEvents) -> None:
+    """Followers of turns' streams, read by one reader (one per feed group on a Redis Cluster)."""
+
+    def __init__(self, redis: Redis, events: TurnEvents, *, by_slot: bool = False) -> None:
+        self.redis, self.events, self.by_slot = redis, events, by_slot
+        self._groups: dict[int, _GroupFeed] = {}
+
+    def follow(self, turn_id: str, after: str) -> contextlib.AbstractAsyncContextManager[Follower]:
+        group = feed_group(turn_id) if self.by_slot else 0
+        if group not in self._groups:
+            self._groups[group] = _GroupFeed(self.redis, self.events, group)
+        return self._groups[group].follow(turn_id, after)
+
+    async def close(self) -> None:
+        for group in self._groups.values():
+            await group.close()
+
+
+class _GroupFeed:
+    def __init__(self, redis: Redis, events: TurnEvents, group: int) -> None:
         self.redis = redis
         self.events = events
-        self._wake_key = f"turnflow:feed:{uuid.uuid4().hex}:wake"
+        self._wake_key = f"turnflow:feed:{{g{group}}}:{uuid.uuid4().hex}:wake"
         self._wake_last = "0-0"
         self._followers: dict[str, list[Follower]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -160,6 +182,14 @@ class EventFeed:
                         follower.fail(exc)
                 await asyncio.sleep(RETRY_S)
                 continue
+            except Exception as exc:
+                # Not an outage (e.g. a Redis Cluster refusing keys of two slots): its followers fail
+                # at once rather than wait on a reader that is gone; the next follow starts another.
+                log.exception("the event feed's read failed")
+                for followers in list(self._followers.values()):
+                    for follower in followers:
+                        follower.break_with(exc)
+                return
             for followers in list(self._followers.values()):
                 for follower in followers:
                     follower.recover()  # Redis answers again

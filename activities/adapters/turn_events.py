@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import zlib
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -33,8 +34,17 @@ MAX_EVENTS = 20_000
 _ALREADY_ADDED = "equal or smaller than the target stream top item"
 
 
+# A turn's stream carries the hash tag of its feed group ({g0} to {g15}): in a Redis Cluster one group's
+# streams share a slot, so an API process reads all it follows of a group with one XREAD (event_feed.py).
+FEED_GROUPS = 16
+
+
+def feed_group(turn_id: str) -> int:
+    return zlib.crc32(turn_id.encode()) % FEED_GROUPS
+
+
 def stream_key(turn_id: str) -> str:
-    return f"turnflow:turn:{turn_id}:events"
+    return f"turnflow:turn:{{g{feed_group(turn_id)}}}:{turn_id}:events"
 
 
 @dataclass(frozen=True)

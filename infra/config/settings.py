@@ -73,6 +73,11 @@ class Settings(BaseSettings):
         default="",
         description="services production may reach without TLS, comma-separated: temporal, postgres, redis",
     )
+    redis_cluster: bool = Field(
+        default=False,
+        description="TURNFLOW_REDIS_URL is a node of a Redis Cluster (keys are hash-tagged per turn, "
+        "conversation and endpoint, so each script's keys share a slot)",
+    )
     redis_max_connections: int = Field(
         default=1024,
         ge=8,

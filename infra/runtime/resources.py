@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 from huggingface_hub import AsyncInferenceClient
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from temporalio.client import Client
 
@@ -95,14 +96,20 @@ class Resources:
         tls: dict[str, Any] = {}
         if endpoints.redis_url.startswith("rediss://") and settings.redis_ca_file:
             tls["ssl_ca_certs"] = str(settings.redis_ca_file)
-        redis = Redis.from_url(
-            endpoints.redis_url,
-            socket_timeout=5,
-            socket_connect_timeout=2,
+        options: dict[str, Any] = {
+            "socket_timeout": 5,
+            "socket_connect_timeout": 2,
             # redis-py's default of 100 refused the 101st open stream (found by bench/load.py).
-            max_connections=settings.redis_max_connections,
+            "max_connections": settings.redis_max_connections,
             **tls,
-        )
+        }
+        redis: Redis
+        if settings.redis_cluster:
+            # The cluster client takes the same calls; every multi-key script, transaction and XREAD
+            # of turnflow's names keys of one slot (hash tags: turn_events.py, context_cache.py, ...).
+            redis = cast(Redis, RedisCluster.from_url(endpoints.redis_url, **options))
+        else:
+            redis = Redis.from_url(endpoints.redis_url, **options)
         sealer = SealedText(keyring, enabled=settings.at_rest_encryption)
         return cls(
             settings=settings,
@@ -209,7 +216,7 @@ class Resources:
     def event_feed(self) -> EventFeed:
         """The one reader of turns' event streams for the SSE clients of this (API) process."""
         if self._event_feed is None:
-            self._event_feed = EventFeed(self.redis, self.events)
+            self._event_feed = EventFeed(self.redis, self.events, by_slot=self.settings.redis_cluster)
         return self._event_feed
 
     async def close(self) -> None:
