@@ -128,6 +128,7 @@ def test_every_setting_the_chart_sets_exists_and_production_accepts_them(
             monkeypatch.setenv(name, value)
         settings = Settings(_env_file=None)  # type: ignore[call-arg]
         assert settings.environment == "production"
+        assert settings.redis_cluster == bool(r.values.get("redis", {}).get("external", {}).get("cluster"))
         policy = load_policy(settings.policy_file, settings.policy_overlay_file)
         if component.startswith("worker-"):
             assert settings.kinds == (component.removeprefix("worker-"),)

@@ -134,6 +134,10 @@ app.kubernetes.io/component: {{ .component }}
 - name: TURNFLOW_REDIS_URL
   valueFrom:
     secretKeyRef: {name: {{ .Values.redis.external.existingSecret }}, key: {{ .Values.redis.external.key }}}
+{{- if .Values.redis.external.cluster }}
+- name: TURNFLOW_REDIS_CLUSTER
+  value: "true"
+{{- end }}
 {{- end }}
 {{- /* Each model's endpoints are in the policy overlay; this URL is the default pool's. */}}
 {{- with (first (include "turnflow.enabledPools" . | fromYamlArray)) }}
