@@ -1,17 +1,22 @@
 """turnflow on a real three-node Redis Cluster (TURNFLOW_REDIS_CLUSTER): whole turns stream, a
-conversation's context is cached, a dropped client resumes, and turns whose streams live in different
-slots stream side by side. Every script and transaction names keys of one slot (hash tags), and the
-API reads each feed group's streams with an XREAD of its own."""
+conversation's context is cached, a dropped client resumes, turns whose streams live in different
+slots stream side by side, and a key's revocation reaches the API over the cluster's pub/sub. Every
+script and transaction names keys of one slot (hash tags), and the API reads each feed group's
+streams with an XREAD of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from pathlib import Path
 
 import pytest
 from redis.cluster import RedisCluster
 
 from activities.adapters.turn_events import feed_group, stream_key
+from db.access import create_key, ensure_tenant
+from infra.cli.access import revoke
 from tests.support.api_harness import ApiServer, isolated_settings
 from tests.support.redis_cluster import redis_cluster
 from tests.support.services import Services
@@ -59,6 +64,19 @@ async def test_turns_stream_resume_and_keep_context_on_a_redis_cluster(
             assert all("done" in [e.event for e in seen] for _, seen in results)
             turns = [first_id, second_id, *(t for t, _ in results)]
             assert len({feed_group(t) for t in turns}) > 1, "the turns' streams were all in one group"
+            # A revoked key stops working at once: the announcement travels by the cluster's pub/sub.
+            sessions = api.app.state.resources.sessions
+            tenant = await ensure_tenant(sessions, f"cluster-{uuid.uuid4().hex[:8]}")
+            key, row = await create_key(sessions, tenant, "live", ["chat"])
+            auth = {"Authorization": f"Bearer {key}"}
+            assert (await api.client.post("/v1/conversations", json={}, headers=auth)).status_code == 201
+            assert await revoke(api.app.state.resources, row.prefix) == f"revoked key {row.prefix}"
+            deadline = time.monotonic() + 1.0
+            while (await api.client.post("/v1/conversations", json={}, headers=auth)).status_code != 401:
+                assert time.monotonic() < deadline, (
+                    "a revoked key still worked a second after its announcement"
+                )
+                await asyncio.sleep(0.05)
 
 
 def test_a_turn_s_keys_land_where_their_tags_say(tmp_path: Path) -> None:
