@@ -118,6 +118,8 @@ class EventFeed:
 
 
 class _GroupFeed:
+    """The followers of one feed group's streams, and their one reader."""
+
     def __init__(self, redis: Redis, events: TurnEvents, group: int) -> None:
         self.redis = redis
         self.events = events
