@@ -24,6 +24,7 @@ from api.routes import (
     conversations,
     dashboard,
     documents,
+    feedback,
     health,
     metrics,
     observability,
@@ -140,6 +141,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations.router, dependencies=chat, responses=keyed)
     app.include_router(turns.router, dependencies=chat, responses=keyed)
     app.include_router(openai_compat.router, dependencies=chat, responses=keyed)
+    app.include_router(feedback.router, dependencies=chat, responses=keyed)
     app.include_router(documents.router, dependencies=ingest, responses=keyed)
     app.include_router(documents.search_router, dependencies=either, responses=keyed)
     app.include_router(usage.router, dependencies=either, responses=keyed)

@@ -33,6 +33,15 @@ async def recent_messages(session: AsyncSession, conversation_id: str, limit: in
     return [{"role": r.role, "content": r.content} for r in reversed(rows)]
 
 
+# Message ids follow from the turn: the API names a reply's id before it is written (the OpenAI-style
+# route's completion id), and a retried persist writes the same one.
+MESSAGE_IDS = uuid.UUID("5f0b7c1e-2f6a-4c1d-9a57-7d1c3a1e9b20")
+
+
+def message_id_for(turn_id: str, role: str) -> uuid.UUID:
+    return uuid.uuid5(MESSAGE_IDS, f"{turn_id}\x1f{role}")
+
+
 async def insert_exchange(
     session: AsyncSession, user: dict[str, Any], assistant: dict[str, Any]
 ) -> tuple[dict[str, uuid.UUID], bool]:
@@ -40,7 +49,9 @@ async def insert_exchange(
     on turn and role), inserts nothing and returns the ids the first attempt wrote."""
     # Both rows name every column: a multi-row INSERT takes its columns from the first row.
     columns = {**dict.fromkeys(user), **dict.fromkeys(assistant)}
-    rows = [{**columns, **row, "id": uuid.uuid4()} for row in (user, assistant)]
+    rows = [
+        {**columns, **row, "id": message_id_for(row["turn_id"], row["role"])} for row in (user, assistant)
+    ]
     # On the table, not the entity: a Core INSERT skips the ORM's bulk-insert machinery (a tenth of
     # the step's CPU, for two rows).
     table = cast(Table, Message.__table__)

@@ -136,6 +136,29 @@ class Message(Base):
     created_at: Mapped[datetime] = _created()
 
 
+class Feedback(Base):
+    """A user's verdict on a reply: one current one per message and API key (migration 0010). The
+    reply's provenance (model, version, prompt template, route, chunks) is on its message row."""
+
+    __tablename__ = "feedback"
+    __table_args__ = (
+        UniqueConstraint("message_id", "key_id", name="uq_feedback_message_key"),
+        Index("ix_feedback_tenant_updated", "tenant_id", "updated_at"),
+    )
+
+    id: Mapped[uuid.UUID] = _pk()
+    tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), nullable=False)
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"))
+    key_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    score: Mapped[int] = mapped_column(Integer)
+    reason: Mapped[str | None] = mapped_column(String(20))
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=func.now(), nullable=False
+    )
+
+
 class Document(Base):
     """A logical document (one per tenant and source); ``version`` grows when its bytes change."""
 

@@ -31,7 +31,7 @@ AUDIT_EVENTS = cast(Table, AuditEvent.__table__)
 
 def _object(request: Request, headers: Headers) -> tuple[str | None, str | None]:
     params = request.path_params
-    for name in ("turn_id", "document_id", "conversation_id"):
+    for name in ("turn_id", "message_id", "document_id", "conversation_id"):
         if name in params:
             return name.removesuffix("_id"), str(params[name])
     if turn := headers.get("X-Turn-ID"):

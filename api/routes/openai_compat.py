@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
@@ -21,10 +21,11 @@ from api.core.deps import ResourcesDep, get_drain, refuse_while_draining
 from api.core.errors import error_body, error_responses, turn_error_response
 from api.core.tenancy import TenantDep, tokens_within_limit
 from api.core.text_fields import StorableStr
+from api.routes.feedback import COMPLETION_PREFIX
 from api.routes.turns import SSE_HEADERS, IdempotencyKey, request_id
 from api.services.turn_starter import TurnRequest, start_turn
 from api.services.turn_stream import follow
-from db.messages import create_conversation
+from db.messages import create_conversation, message_id_for
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
 
@@ -123,7 +124,10 @@ async def chat_completions(
     )
     turn_id, handle = await start_turn(res, req, audit)
     # Routing picks the model; until the turn says which, the stream names the one asked for.
-    cid, created, asked = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), body.model or "turnflow"
+    # The completion's id names the reply's message (feedback: POST /v1/messages/{id}/feedback).
+    message_id = message_id_for(turn_id, "assistant")
+    cid, created, asked = f"{COMPLETION_PREFIX}{message_id}", int(time.time()), body.model or "turnflow"
+    ids = {"X-Turn-ID": turn_id, "X-Message-ID": str(message_id)}
 
     if not body.stream:
         result = await handle.result()
@@ -132,7 +136,7 @@ async def chat_completions(
         usage = _usage(
             {"usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens}}
         )
-        return {
+        completion = {
             "id": cid,
             "object": "chat.completion",
             "created": created,
@@ -146,6 +150,7 @@ async def chat_completions(
             ],
             "usage": usage,
         }
+        return JSONResponse(completion, headers=ids)
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
@@ -201,4 +206,4 @@ async def chat_completions(
 
     # These clients cannot resume elsewhere: a leaving process lets the stream finish (api/core/drain.py).
     stream = get_drain(request).counted(chunks())
-    return EventSourceResponse(stream, ping=15, headers={**SSE_HEADERS, "X-Turn-ID": turn_id})
+    return EventSourceResponse(stream, ping=15, headers={**SSE_HEADERS, **ids})

@@ -83,6 +83,11 @@ retrieval_cache = _meter.create_counter(
 turns_shed = _meter.create_counter(
     "turnflow.turns.shed", unit="{turn}", description="Interactive turns refused at capacity (503, retryable)"
 )
+feedback = _meter.create_counter(
+    "turnflow.feedback",
+    unit="{verdict}",
+    description="Users' verdicts on replies, by model, version and score (1, -1, or withdrawn)",
+)
 rate_limited = _meter.create_counter(
     "turnflow.rate_limit.refusals", unit="{request}", description="Requests refused by a tenant's limit"
 )
