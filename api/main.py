@@ -24,6 +24,7 @@ from api.routes import (
     conversations,
     dashboard,
     documents,
+    experiments,
     feedback,
     health,
     metrics,
@@ -148,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(codec.router, dependencies=admin, responses=keyed)
     app.include_router(observability.router, responses=keyed)  # any key: its tenant; operators: all
     app.include_router(observability.operators, responses=keyed)
+    app.include_router(experiments.router, responses=keyed)
     app.include_router(dashboard.router)  # the page itself holds nothing: it asks for a key
     # The Temporal web UI calls /codec from the browser: its origin may, with an admin key.
     app.add_middleware(

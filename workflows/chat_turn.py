@@ -358,6 +358,7 @@ class ChatTurnWorkflow:
             "served_by": served,
             "canary": any(t.canary and t.name == served for t in route.chain),
             "max_tokens": route.max_tokens,
+            "arm": route.arm,
         }
 
     async def _persist(self, inp: ChatTurnInput, **fields: Any) -> PersistResult:

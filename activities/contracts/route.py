@@ -51,3 +51,6 @@ class RouteDecision(BaseModel):
     max_tokens: int
     # Tokens the prompt may take: the smallest context in the chain, less the reply's room.
     prompt_budget: int
+    # The experiment arm this conversation is assigned to: the chosen base model, and the model
+    # (that base or one of its canaries) its share gives the conversation (db/experiments.py).
+    arm: dict[str, str] | None = None

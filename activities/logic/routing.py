@@ -101,13 +101,14 @@ class _Router:
         return self.shares.get(name, self.models[name].share)
 
     def canary_for(self, base: str, conversation_id: str) -> str | None:
+        """The canary this conversation's bucket falls in, usable or not (the experiment's arm)."""
         bucket, edge = canary_bucket(conversation_id, base), 0.0
         for name, spec in sorted(self.models.items()):
             if spec.canary_of != base or self.share(name) <= 0:
                 continue
             edge += self.share(name) * CANARY_BUCKETS
             if bucket < edge:
-                return name if self.usable(name) else None
+                return name
         return None
 
     def chain_after(self, first: str) -> list[str]:
@@ -175,11 +176,15 @@ def route(
         reason += f" (requested {requested!r}: not available to this tenant)"
 
     names = router.chain_after(primary)
-    if canary := router.canary_for(primary, request.conversation_id):
-        names.insert(0, canary)
+    # The experiment arm is the assignment, kept even when the canary cannot serve (its breaker is
+    # open): reports compare arms as assigned (intent to treat), so a failing canary's turns count
+    # against it rather than vanishing into the base's.
+    assigned = router.canary_for(primary, request.conversation_id)
+    if assigned and router.usable(assigned):
+        names.insert(0, assigned)
         rule, reason = (
             "canary",
-            f"canary of {primary} ({router.share(canary):.0%} of conversations); {reason}",
+            f"canary of {primary} ({router.share(assigned):.0%} of conversations); {reason}",
         )
 
     chain = []
@@ -213,4 +218,5 @@ def route(
         skipped=list({s["model"]: s for s in router.skipped}.values()),
         max_tokens=max_tokens,
         prompt_budget=smallest_context - max_tokens,
+        arm={"base": primary, "model": assigned or primary},
     )

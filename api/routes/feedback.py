@@ -55,7 +55,7 @@ def _message_uuid(message_id: str) -> uuid.UUID:
         raise HTTPException(404, f"message {message_id!r} not found") from exc
 
 
-@router.post("/v1/messages/{message_id}/feedback", responses=error_responses(404))
+@router.post("/v1/messages/{message_id}/feedback", responses=error_responses(400, 404))
 async def give_feedback(
     message_id: MessageId, body: FeedbackIn, request: Request, res: ResourcesDep, principal: PrincipalDep
 ) -> FeedbackOut:

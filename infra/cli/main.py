@@ -12,6 +12,7 @@ from infra.cli import (
     deploy,
     erase,
     eval,
+    experiments,
     feedback,
     ingest,
     models,
@@ -33,6 +34,7 @@ app.add_typer(eval.eval_app, name="eval")
 app.add_typer(models.app)
 app.add_typer(models.models_app, name="models")
 app.add_typer(feedback.feedback_app, name="feedback")
+app.add_typer(experiments.experiments_app, name="experiments")
 app.add_typer(access.tenants_app, name="tenants")
 app.add_typer(access.keys_app, name="keys")
 app.add_typer(audit.audit_app, name="audit")

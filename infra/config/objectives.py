@@ -62,3 +62,16 @@ class DriftPolicy(BaseModel):
     centroid_distance: float = Field(default=0.15, gt=0, lt=2)
     # p95 turn latency of a model version, recent over baseline.
     latency_ratio: float = Field(default=1.5, gt=1)
+
+
+class ExperimentPolicy(BaseModel):
+    """How experiment reports judge a difference between two arms (db/experiments.py)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    window: Duration = parse_duration("7d")
+    # Below this many turns (or verdicts, for the feedback score) in either arm, no difference is
+    # called significant, whatever its p-value.
+    min_samples: int = Field(default=30, ge=1)
+    # Two-sided tests at 1 - confidence; the score's interval is at this confidence too.
+    confidence: float = Field(default=0.95, gt=0.5, lt=1)

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from infra.config.durations import Duration, parse_duration
 from infra.config.models import BreakerPolicy, ModelSpec, check_registry
-from infra.config.objectives import DriftPolicy, SloPolicy
+from infra.config.objectives import DriftPolicy, ExperimentPolicy, SloPolicy
 from infra.config.residency import StoreName, StoreSpec
 from infra.config.shutdown import ShutdownPolicy
 from infra.config.webhooks import WebhookPolicy
@@ -95,6 +95,7 @@ class Policy(_Strict):
     # What operators hold the platform to (GET /v1/slo), and when retrieval or latency has drifted.
     slo: SloPolicy = SloPolicy()
     drift: DriftPolicy = DriftPolicy()
+    experiments: ExperimentPolicy = ExperimentPolicy()
     webhooks: WebhookPolicy = WebhookPolicy()
     shutdown: ShutdownPolicy = ShutdownPolicy()
 

@@ -100,6 +100,8 @@ async def test_openapi_contract_holds_under_fuzzing(services: Services, tmp_path
         await res.close()
     assert proc.returncode == 0, out[-12000:]
     # It really ran: every operation, and a few hundred cases, all passing.
-    assert re.search(r"Tested: 2\d", out), out[-3000:]
+    selected = re.search(r"Selected: (\d+)/(\d+)", out)
+    assert selected and selected[1] == selected[2] and int(selected[1]) >= 30, out[-3000:]
+    assert f"Tested: {selected[1]}" in out, out[-3000:]
     counts = re.search(r"(\d+) generated, (\d+) passed", out)
     assert counts and int(counts[1]) >= 300 and counts[1] == counts[2], out[-3000:]
