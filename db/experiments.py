@@ -106,7 +106,6 @@ def _mean_interval(values: list[int], confidence: float) -> tuple[float, float] 
 
 
 def arm_report(arm: str, rows: ArmRows, confidence: float) -> ArmReport:
-    down = Counter({r: n for r, n in rows.reasons.items()})
     return ArmReport(
         arm=arm,
         turns=rows.turns,
@@ -120,7 +119,7 @@ def arm_report(arm: str, rows: ArmRows, confidence: float) -> ArmReport:
         feedback_rate=_rate(rows.rated_turns, rows.turns),
         mean_score=sum(rows.scores) / len(rows.scores) if rows.scores else None,
         score_interval=_mean_interval(rows.scores, confidence),
-        thumbs_down_reasons=dict(sorted(down.items())),
+        thumbs_down_reasons=dict(sorted(rows.reasons.items())),
     )
 
 
