@@ -54,6 +54,10 @@ CROSS_TENANT: dict[tuple[str, str], tuple[int, Any]] = {
     ("GET", "/v1/slo"): (200, None),  # its own tenant's
     ("GET", "/v1/drift"): (403, None),  # platform-wide: operator keys only
     ("GET", "/v1/dashboard/summary"): (403, None),
+    ("POST", "/v1/messages/{message_id}/feedback"): (404, {"score": -1}),  # A's reply: not found for B
+    ("DELETE", "/v1/messages/{message_id}/feedback"): (404, None),
+    ("GET", "/v1/experiments"): (403, None),  # operator keys only
+    ("GET", "/v1/experiments/{name}"): (403, None),
 }
 
 
@@ -67,7 +71,13 @@ async def a_objects(api: ApiServer) -> dict[str, str]:
         "/v1/documents", json={"text": "The Quillon lighthouse keeper is Ada.", "source": f"a-{uuid.uuid4()}"}
     )
     assert turn.status_code == 200 and doc.status_code in (201, 202), (turn.text, doc.text)
-    return {"conversation_id": conv, "turn_id": turn.json()["turn_id"], "document_id": doc.json()["id"]}
+    return {
+        "conversation_id": conv,
+        "turn_id": turn.json()["turn_id"],
+        "message_id": turn.json()["message_id"],
+        "document_id": doc.json()["id"],
+        "name": "any-canary",
+    }
 
 
 def fill(value: Any, ids: dict[str, str]) -> Any:
@@ -86,7 +96,13 @@ def operations(api: ApiServer) -> set[tuple[str, str]]:
 
 
 async def test_every_route_needs_a_key(api: ApiServer) -> None:
-    ids = {"conversation_id": str(uuid.uuid4()), "turn_id": "turn-x", "document_id": str(uuid.uuid4())}
+    ids = {
+        "conversation_id": str(uuid.uuid4()),
+        "turn_id": "turn-x",
+        "message_id": str(uuid.uuid4()),
+        "document_id": str(uuid.uuid4()),
+        "name": "any-canary",
+    }
     for method, path in sorted(operations(api)):
         resp = await api.client.request(
             method,
