@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
 
 from db.feedback import export_rows
-from db.models import Tenant
+from infra.cli.access import tenant_id
 from infra.cli.common import console, with_resources
 from infra.runtime.resources import Resources
 
@@ -43,13 +42,9 @@ async def collect(
     res: Resources, since: datetime, until: datetime, tenant: str | None
 ) -> list[dict[str, Any]]:
     """The rows, comments opened (they are sealed at rest)."""
+    only = await tenant_id(res, tenant) if tenant else None
     async with res.sessions() as session:
-        tenant_id = None
-        if tenant:
-            tenant_id = await session.scalar(select(Tenant.id).where(Tenant.name == tenant))
-            if tenant_id is None:
-                raise LookupError(f"no tenant named {tenant!r}")
-        rows = [row async for row in export_rows(session, since, until, tenant_id)]
+        rows = [row async for row in export_rows(session, since, until, only)]
     for row in rows:
         if row["comment"]:
             row["comment"] = await res.sealer.open(row["tenant_id"], row["comment"])

@@ -10,11 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from activities.chat.route_turn import SHARES_KEY, runtime_shares
-from db.models import AuditEvent, Tenant
+from db.models import AuditEvent
 from db.usage import UsageRow, model_health, usage_report
+from infra.cli.access import tenant_id
 from infra.cli.common import console, with_resources
 from infra.runtime.resources import Resources
 
@@ -89,13 +89,9 @@ async def set_share(res: Resources, name: str, share: float, action: str) -> str
 
 
 async def usage_rows(res: Resources, tenant: str | None, since: datetime, until: datetime) -> list[UsageRow]:
+    only = await tenant_id(res, tenant) if tenant else None
     async with res.sessions() as session:
-        tenant_id = None
-        if tenant:
-            tenant_id = await session.scalar(select(Tenant.id).where(Tenant.name == tenant))
-            if tenant_id is None:
-                raise LookupError(f"no tenant named {tenant!r}")
-        return await usage_report(session, since, until, tenant_id)
+        return await usage_report(session, since, until, only)
 
 
 def usage_table(rows: list[UsageRow], since: datetime, until: datetime) -> Table:
