@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import random
 import socket
 import uuid
 from dataclasses import dataclass
@@ -22,15 +23,32 @@ from infra.stack.supervisor import Supervisor
 _handed_out: set[int] = set()
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    """A port free now and never handed out before in this test session."""
+    """A port free now and never handed out before in this test session.
+
+    Drawn below the kernel's ephemeral range: ports the kernel hands out by itself (outgoing
+    connections, servers such as Temporal's dev server binding port 0 for internal services) can
+    then never take a port a test chose for a component it starts later.
+    """
+    high = _ephemeral_low() - 1
     while True:
+        port = random.randint(max(1024, high - 12000), high)
+        if port in _handed_out:
+            continue
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in _handed_out:
-            _handed_out.add(port)
-            return port
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 @dataclass
