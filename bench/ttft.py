@@ -30,10 +30,10 @@ from typing import Any
 
 import httpx
 
-from activities.logic.prompt import SYSTEM_PROMPT
 from bench.temporal_floor import describe as floor_describe
 from db.access import read_demo_key
 from infra.config.endpoints import Endpoints
+from infra.config.prompts import DEFAULT_SYSTEM_PROMPT as SYSTEM_PROMPT
 from infra.config.settings import get_settings
 
 PROMPT = "In two sentences, why do lighthouses have lenses?"

@@ -1,9 +1,11 @@
-"""Experiment reports: a canary against its base model, arm by arm, from each reply's own record.
+"""Experiment reports: a canary against its base, arm by arm, from each reply's own record.
 
-A turn belongs to the arm its conversation was assigned (`route.arm`, activities/logic/routing.py),
-served or not: a canary whose breaker is open, or whose call failed over to the base, counts that
-turn against the canary (intent to treat). Per arm: turns, errors (the turn failed, or another model
-than the arm's served it), moderation flags, latency, tokens, cost, and users' verdicts.
+Two kinds. A model canary: a turn belongs to the arm its conversation was assigned (`route.arm`,
+activities/logic/routing.py), served or not: a canary whose breaker is open, or whose call failed
+over to the base, counts that turn against the canary (intent to treat); an error is a failed turn
+or one another model than the arm's answered. A prompt template canary: the arm is
+`route.prompt_arm`, and an error is a failed turn (which model answered is not the template's doing).
+Per arm: turns, errors, moderation flags, latency, tokens, cost, and users' verdicts.
 
 Each difference comes with a stated test, two-sided at 1 - confidence, and is never called
 significant below `min_samples` per arm: rates by the two-proportion z-test, the feedback score by
@@ -17,7 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from scipy import stats
@@ -193,11 +195,20 @@ def compare(base: ArmRows, canary: ArmRows, policy: ExperimentPolicy) -> list[Di
     ]
 
 
+ExperimentKind = Literal["model", "prompt"]
+
+
 async def arm_rows(
-    session: AsyncSession, base: str, arms: tuple[str, ...], since: datetime, until: datetime
+    session: AsyncSession,
+    base: str,
+    arms: tuple[str, ...],
+    since: datetime,
+    until: datetime,
+    kind: ExperimentKind = "model",
 ) -> dict[str, ArmRows]:
     """Each arm's replies in [since, until) among the conversations whose chosen base was ``base``."""
-    arm = Message.route["arm"]["model"].astext
+    record, member = ("arm", "model") if kind == "model" else ("prompt_arm", "template")
+    arm = Message.route[record][member].astext
     replies = (
         await session.execute(
             select(
@@ -216,7 +227,7 @@ async def arm_rows(
                 Message.created_at < until,
                 # A turn its user cancelled says nothing about either arm (as in the SLOs).
                 Message.finish_reason.is_distinct_from("cancelled"),
-                Message.route["arm"]["base"].astext == base,
+                Message.route[record]["base"].astext == base,
                 arm.in_(arms),
             )
         )
@@ -227,7 +238,7 @@ async def arm_rows(
         rows = found[name]
         by_id[mid] = rows
         rows.turns += 1
-        if failed or served != name:
+        if failed or (kind == "model" and served != name):
             rows.errors += 1
         else:
             # Latency of the arm's own model: a turn another model answered says nothing about it.
@@ -259,12 +270,13 @@ async def experiment_report(
     since: datetime,
     until: datetime,
     policy: ExperimentPolicy,
+    kind: ExperimentKind = "model",
 ) -> ExperimentReport:
     """The canary ``name`` against ``base`` over [since, until)."""
-    rows = await arm_rows(session, base, (base, name), since, until)
+    rows = await arm_rows(session, base, (base, name), since, until, kind)
     return ExperimentReport(
         name=name,
-        kind="model",
+        kind=kind,
         base=base,
         since=since,
         until=until,

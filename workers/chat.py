@@ -81,9 +81,11 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
         res.admission,
         tenant_label=res.settings.metrics_tenant_label,
     )
-    steps = TurnSteps(res.safety, transcript, res.events, res.registry)
+    steps = TurnSteps(res.safety, transcript, res.events, res.registry, res.policy.prompts)
     inference = InferenceActivities(res.registry, res.breakers, res.events, res.cancels, res.safety)
-    router = RouteActivities(res.registry, res.breakers, res.sessions, res.redis, res.settings.max_tokens)
+    router = RouteActivities(
+        res.registry, res.breakers, res.sessions, res.redis, res.settings.max_tokens, res.policy.prompts
+    )
     retrieval = RetrievalActivities(res.search, RetrievalObserver(res.sessions))
     probe = StackProbeActivities(res.sessions, res.redis, res.model)
     return [

@@ -9,9 +9,11 @@ from activities.ingest.ingestion import IngestionActivities
 from activities.ingest.purge import PurgeActivities
 from activities.ingest.reembed import ReembedActivities
 from activities.ingest.retention import RetentionActivities
+from activities.ingest.rollout import RolloutActivities
 from infra.runtime.deployments import deployment_config
 from infra.runtime.resources import Resources
 from workers.chat import sandbox_runner
+from workflows.canary_rollout import CanaryRolloutWorkflow
 from workflows.erasure import ErasureWorkflow
 from workflows.ingest_document import IngestDocumentWorkflow
 from workflows.purge import PurgeTombstonesWorkflow
@@ -24,6 +26,7 @@ INGEST_WORKFLOWS = [
     PurgeTombstonesWorkflow,
     RetentionWorkflow,
     ErasureWorkflow,
+    CanaryRolloutWorkflow,
 ]
 
 
@@ -36,6 +39,7 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
     reembed = ReembedActivities(
         res.sessions, res.embedders, res.redis, res.sealer, embedder.residency if embedder else ()
     )
+    rollout = RolloutActivities(res.sessions, res.redis, res.policy)
     return Worker(
         res.temporal,
         task_queue=task_queue or res.policy.queue("ingest"),
@@ -60,6 +64,8 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
             erasure.erase_conversations,
             erasure.shred_tenant_key,
             erasure.record_erasure,
+            rollout.rollout_set_share,
+            rollout.rollout_judge,
         ],
         workflow_runner=sandbox_runner(res.settings.data_dir / "pycache"),
         # SIGTERM: stop polling, let held activities finish this long (temporal.yaml `shutdown:`).

@@ -359,6 +359,7 @@ class ChatTurnWorkflow:
             "canary": any(t.canary and t.name == served for t in route.chain),
             "max_tokens": route.max_tokens,
             "arm": route.arm,
+            "prompt_arm": route.prompt_arm,
         }
 
     async def _persist(self, inp: ChatTurnInput, **fields: Any) -> PersistResult:

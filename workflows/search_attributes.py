@@ -1,4 +1,5 @@
-"""Search attributes that let an operator find turns in the Temporal web UI: tenant, conversation, model."""
+"""Search attributes that let an operator find turns in the Temporal web UI (tenant, conversation,
+model) and canary rollouts (the canary, the rollout's state and its share now)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ from temporalio.common import SearchAttributeKey, SearchAttributePair
 TENANT = SearchAttributeKey.for_keyword("TurnflowTenant")
 CONVERSATION = SearchAttributeKey.for_keyword("TurnflowConversation")
 MODEL = SearchAttributeKey.for_keyword("TurnflowModel")
-ALL = (TENANT, CONVERSATION, MODEL)
+CANARY = SearchAttributeKey.for_keyword("TurnflowCanary")
+ROLLOUT_STATE = SearchAttributeKey.for_keyword("TurnflowRolloutState")
+ROLLOUT_SHARE = SearchAttributeKey.for_keyword("TurnflowRolloutShare")
+ALL = (TENANT, CONVERSATION, MODEL, CANARY, ROLLOUT_STATE, ROLLOUT_SHARE)
 
 
 def turn_attributes(

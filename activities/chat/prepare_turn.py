@@ -68,6 +68,7 @@ class TurnPreparation:
             chunks=retrieval.chunks if retrieval else [],
             budget=route.prompt_budget,
             history=inp.history,
+            template=route.prompt_arm["template"] if route.prompt_arm else None,
         )
         prompt = await _step("assemble_prompt", self.steps.assemble_prompt(assemble))
         return PrepareResult(validation=validation, route=route, retrieval=retrieval, prompt=prompt)

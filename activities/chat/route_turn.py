@@ -14,20 +14,15 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.breaker import BreakerView, CircuitBreakers
+from activities.adapters.canary_shares import runtime_shares
 from activities.adapters.model_registry import ModelRegistry
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 from activities.contracts.route import RouteDecision, RouteRequest
 from activities.logic.routing import NoEligibleModel, TenantPolicy, route
 from db.models import AuditEvent, Message, Tenant
+from infra.config.prompts import PromptSpec
 
-# Runtime canary shares (`turnflow models promote|rollback`), read by every worker on every turn.
-SHARES_KEY = "turnflow:models:shares"
 TENANT_POLICY_TTL_S = 5.0
-
-
-async def runtime_shares(redis: Redis) -> dict[str, float]:
-    raw = await redis.hgetall(SHARES_KEY)
-    return {(k.decode() if isinstance(k, bytes) else k): float(v) for k, v in raw.items()}
 
 
 class RouteActivities:
@@ -38,8 +33,10 @@ class RouteActivities:
         sessions: async_sessionmaker[AsyncSession],
         redis: Redis,
         default_max_tokens: int,
+        prompts: dict[str, PromptSpec] | None = None,
     ) -> None:
         self.registry = registry
+        self.prompts = prompts
         self.breakers = breakers
         self.sessions = sessions
         self.redis = redis
@@ -132,6 +129,7 @@ class RouteActivities:
                 lambda url: views[url].admits,
                 shares=shares,
                 default_max_tokens=self.default_max_tokens,
+                prompts=self.prompts,
             )
         except NoEligibleModel as exc:
             await self._audit_refusal(

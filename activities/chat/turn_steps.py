@@ -17,15 +17,22 @@ from activities.contracts.turn import (
     ValidateResult,
 )
 from activities.logic.input_guard import InputRejected, guard_input
-from activities.logic.prompt import TEMPLATE_VERSION, PromptTooLong, assemble
+from activities.logic.prompt import PromptTooLong, assemble
 from activities.logic.safety import SafetyEngine
+from infra.config.prompts import DEFAULT_PROMPTS, PromptSpec, base_prompt
 
 
 class TurnSteps:
     def __init__(
-        self, safety: SafetyEngine, transcript: Transcript, events: TurnEvents, registry: ModelRegistry
+        self,
+        safety: SafetyEngine,
+        transcript: Transcript,
+        events: TurnEvents,
+        registry: ModelRegistry,
+        prompts: dict[str, PromptSpec] | None = None,
     ) -> None:
         self.registry = registry
+        self.prompts = prompts or DEFAULT_PROMPTS
         self.safety = safety
         self.transcript = transcript
         self.events = events
@@ -47,10 +54,19 @@ class TurnSteps:
         history = inp.history
         if history is None:
             history = await self.transcript.recent(inp.tenant_id, inp.conversation_id)
+        # A template dropped from temporal.yaml since routing chose it: the base serves.
+        template = inp.template if inp.template in self.prompts else base_prompt(self.prompts)
         try:
             # The routed model's own tokenizer and chat template.
             counter = self.registry.adapter(inp.model).counter
-            prompt = await assemble(inp.user_text, history, inp.chunks, inp.budget, counter)
+            prompt = await assemble(
+                inp.user_text,
+                history,
+                inp.chunks,
+                inp.budget,
+                counter,
+                system=self.prompts[template].system,
+            )
         except PromptTooLong as exc:
             raise ApplicationError(
                 str(exc), "prompt_too_long", type="InputRejected", non_retryable=True
@@ -61,7 +77,7 @@ class TurnSteps:
             history_used=prompt.history_used,
             chunks_used=prompt.chunks_used,
             compressed=prompt.compressed,
-            template_version=TEMPLATE_VERSION,
+            template_version=template,
         )
 
     @activity.defn(name="partial_text")

@@ -54,3 +54,6 @@ class RouteDecision(BaseModel):
     # The experiment arm this conversation is assigned to: the chosen base model, and the model
     # (that base or one of its canaries) its share gives the conversation (db/experiments.py).
     arm: dict[str, str] | None = None
+    # The prompt template's arm: the base template and the one this conversation is assigned
+    # (which the prompt is assembled with). Absent in turns recorded before templates had canaries.
+    prompt_arm: dict[str, str] | None = None

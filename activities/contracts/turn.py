@@ -66,6 +66,8 @@ class AssembleInput(BaseModel):
     chunks: list[ContextChunk]
     budget: int
     history: list[Message] | None = None
+    # The prompt template version routing assigned (temporal.yaml `prompts:`); None: the base.
+    template: str | None = None
 
 
 class AssembleResult(BaseModel):

@@ -12,14 +12,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from activities.contracts.turn import ContextChunk
+from infra.config.prompts import DEFAULT_SYSTEM_PROMPT
 
-pass
-
-TEMPLATE_VERSION = "chat-v1"
-SYSTEM_PROMPT = (
-    "You are a helpful assistant. Answer briefly and accurately. "
-    "If context passages are given, base your answer on them and cite them as [1], [2]."
-)
 CONTEXT_HEADER = "Context passages:"
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
@@ -83,11 +77,11 @@ async def compress(text: str, query: str, budget: int, counter: TokenCounter) ->
     return " ".join(s for _, s in sorted(kept))
 
 
-def _system(chunks: list[tuple[ContextChunk, str]]) -> Message:
+def _system(system: str, chunks: list[tuple[ContextChunk, str]]) -> Message:
     if not chunks:
-        return {"role": "system", "content": SYSTEM_PROMPT}
+        return {"role": "system", "content": system}
     passages = "\n".join(f"[{n}] {text}" for n, (_, text) in enumerate(chunks, 1))
-    return {"role": "system", "content": f"{SYSTEM_PROMPT}\n\n{CONTEXT_HEADER}\n{passages}"}
+    return {"role": "system", "content": f"{system}\n\n{CONTEXT_HEADER}\n{passages}"}
 
 
 async def assemble(
@@ -96,12 +90,15 @@ async def assemble(
     chunks: list[ContextChunk],
     budget: int,
     counter: TokenCounter,
+    *,
+    system: str = DEFAULT_SYSTEM_PROMPT,
 ) -> AssembledPrompt:
-    """Fit the prompt into ``budget`` tokens (counted on the rendered chat template)."""
+    """Fit the prompt into ``budget`` tokens (counted on the rendered chat template), under the
+    template's ``system`` prompt (temporal.yaml `prompts:`)."""
     user: Message = {"role": "user", "content": user_text}
 
     async def size(ctx: list[tuple[ContextChunk, str]], hist: list[Message]) -> int:
-        return await counter.count_chat([_system(ctx), *hist, user])
+        return await counter.count_chat([_system(system, ctx), *hist, user])
 
     context = [(c, c.text) for c in chunks]
     bare = await size([], [])
@@ -133,7 +130,7 @@ async def assemble(
         while context and await size(context, hist) > budget:
             context.pop()  # the lowest-ranked chunk goes first
 
-    messages = [_system(context), *hist, user]
+    messages = [_system(system, context), *hist, user]
     return AssembledPrompt(
         messages=messages,
         prompt_tokens=await counter.count_chat(messages),

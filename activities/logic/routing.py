@@ -11,6 +11,8 @@ Rules, in order:
    the fastest one when none fits (`latency_budget_best_effort`);
 4. otherwise the highest-fidelity healthy model (`highest_fidelity`);
 5. a canary of the chosen model takes its share of conversations, sticky per conversation (`canary`);
+   a canary of the prompt template does the same with its own buckets (`prompt_arm`), so a
+   conversation's model arm and prompt arm are drawn independently;
 6. the chain goes on with the chosen model's declared fallbacks (transitively), skipping models whose
    every endpoint's breaker is open; each model's replica is picked by rendezvous hashing of the
    conversation id, so a conversation stays on one replica and a replica leaving or joining moves
@@ -23,11 +25,21 @@ import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Literal
 
 from activities.contracts.route import ModelTarget, RouteDecision, RouteRequest
 from infra.config.models import ModelSpec
+from infra.config.prompts import DEFAULT_PROMPTS, PromptSpec, base_prompt
 
 CANARY_BUCKETS = 10_000
+PROMPT_PREFIX = "prompt:"
+
+CanaryKind = Literal["model", "prompt"]
+
+
+def share_field(kind: CanaryKind, name: str) -> str:
+    """Where a canary's runtime share is kept (activities/adapters/canary_shares.py)."""
+    return name if kind == "model" else f"{PROMPT_PREFIX}{name}"
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,22 @@ def pick_replica(conversation_id: str, endpoints: list[str]) -> str:
 
 def canary_bucket(conversation_id: str, base_model: str) -> int:
     return _digest("canary", base_model, conversation_id) % CANARY_BUCKETS
+
+
+def prompt_arm(
+    prompts: dict[str, PromptSpec], conversation_id: str, shares: dict[str, float]
+) -> dict[str, str]:
+    """The prompt template this conversation is assigned: the base, or the canary its bucket falls in."""
+    base = base_prompt(prompts)
+    bucket, edge = canary_bucket(conversation_id, share_field("prompt", base)), 0.0
+    for name, spec in sorted(prompts.items()):
+        share = shares.get(share_field("prompt", name), spec.share)
+        if spec.canary_of != base or share <= 0:
+            continue
+        edge += share * CANARY_BUCKETS
+        if bucket < edge:
+            return {"base": base, "template": name}
+    return {"base": base, "template": base}
 
 
 @dataclass
@@ -136,6 +164,7 @@ def route(
     *,
     shares: dict[str, float] | None = None,
     default_max_tokens: int = 256,
+    prompts: dict[str, PromptSpec] | None = None,
 ) -> RouteDecision:
     """The turn's model chain. Raises NoEligibleModel when no model may, or can, serve it."""
     router = _Router(models, tenant, available, shares or {})
@@ -219,4 +248,5 @@ def route(
         max_tokens=max_tokens,
         prompt_budget=smallest_context - max_tokens,
         arm={"base": primary, "model": assigned or primary},
+        prompt_arm=prompt_arm(prompts or DEFAULT_PROMPTS, request.conversation_id, shares or {}),
     )

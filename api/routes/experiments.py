@@ -1,4 +1,5 @@
-"""Experiments (operators): a canary model against its base, arm by arm (db/experiments.py)."""
+"""Experiments (operators): a canary model or prompt template against its base, arm by arm
+(db/experiments.py)."""
 
 from __future__ import annotations
 
@@ -12,28 +13,28 @@ from api.core.deps import ResourcesDep
 from api.core.errors import error_responses
 from api.core.tenancy import require
 from db.experiments import experiment_report
+from infra.config.canaries import Canary, declared_canaries
 from infra.runtime.resources import Resources
 
 router = APIRouter(tags=["experiments"], dependencies=[Depends(require("operator"))])
 
 
-def canaries(res: Resources) -> dict[str, str]:
-    """Every declared canary and the model it is a canary of."""
-    return {n: s.canary_of for n, s in res.registry.models.items() if s.canary_of is not None}
+def canaries(res: Resources) -> dict[str, Canary]:
+    return declared_canaries(res.registry.models, res.policy.prompts)
 
 
 @router.get("/v1/experiments", responses=error_responses(403))
 async def list_experiments(res: ResourcesDep) -> dict[str, Any]:
-    """The experiments this deployment declares: each canary model with its base."""
-    return {
-        "experiments": [{"name": n, "kind": "model", "base": b} for n, b in sorted(canaries(res).items())]
-    }
+    """The experiments this deployment declares: each canary (a model or a prompt template) with its base."""
+    return {"experiments": [{"name": c.name, "kind": c.kind, "base": c.base} for c in canaries(res).values()]}
 
 
 @router.get("/v1/experiments/{name}", responses=error_responses(403, 404, 422))
 async def read_experiment(
     res: ResourcesDep,
-    name: Annotated[str, Path(max_length=200, description="a canary model (one with canary_of)")],
+    name: Annotated[
+        str, Path(max_length=200, description="a canary model or prompt template (one with canary_of)")
+    ],
     since: Annotated[
         datetime | None, Query(description="ISO 8601; default: temporal.yaml's window ago")
     ] = None,
@@ -42,14 +43,16 @@ async def read_experiment(
     """Per arm: turns, errors, moderation flags, TTFT and turn p95, output tokens, cost per 1k
     messages, feedback rate, mean score with its interval, and thumbs-down reasons; then each
     difference with its test, p-value and whether it is significant."""
-    base = canaries(res).get(name)
-    if base is None:
-        raise HTTPException(404, f"no experiment named {name!r}: it must be a canary model in temporal.yaml")
+    canary = canaries(res).get(name)
+    if canary is None:
+        raise HTTPException(
+            404, f"no experiment named {name!r}: it must be a canary model or prompt in temporal.yaml"
+        )
     policy = res.policy.experiments
     end = (until or datetime.now(UTC)).astimezone(UTC)
     start = since.astimezone(UTC) if since else end - policy.window
     if start >= end:
         raise HTTPException(422, "since must be before until")
     async with res.sessions() as session:
-        report = await experiment_report(session, name, base, start, end, policy)
+        report = await experiment_report(session, name, canary.base, start, end, policy, canary.kind)
     return asdict(report)

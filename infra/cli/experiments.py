@@ -1,4 +1,5 @@
-"""`turnflow experiments report`: each canary model against its base, arm by arm (db/experiments.py)."""
+"""`turnflow experiments report`: each canary model or prompt template against its base, arm by arm
+(db/experiments.py)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,12 @@ from rich.table import Table
 
 from db.experiments import ExperimentReport, experiment_report
 from infra.cli.common import console, policy_or_exit, settings_or_exit, with_resources
+from infra.config.canaries import declared_canaries
 from infra.runtime.resources import Resources
 
-experiments_app = typer.Typer(help="Experiments: canary models against their base.", no_args_is_help=True)
+experiments_app = typer.Typer(
+    help="Experiments: canary models and prompt templates against their base.", no_args_is_help=True
+)
 
 
 def _fmt(value: object) -> str:
@@ -30,16 +34,16 @@ def _fmt(value: object) -> str:
 async def reports(
     res: Resources, name: str | None, since: datetime, until: datetime
 ) -> list[ExperimentReport]:
-    canaries = {n: s.canary_of for n, s in res.registry.models.items() if s.canary_of is not None}
+    canaries = declared_canaries(res.registry.models, res.policy.prompts)
     if name is not None and name not in canaries:
         raise LookupError(
-            f"no experiment named {name!r}: it must be a canary model in {res.settings.policy_file}"
+            f"no experiment named {name!r}: it must be a canary model or prompt in {res.settings.policy_file}"
         )
     async with res.sessions() as session:
         return [
-            await experiment_report(session, n, base, since, until, res.policy.experiments)
-            for n, base in sorted(canaries.items())
-            if name is None or n == name
+            await experiment_report(session, c.name, c.base, since, until, res.policy.experiments, c.kind)
+            for c in canaries.values()
+            if name is None or c.name == name
         ]
 
 
@@ -76,7 +80,9 @@ def render(report: ExperimentReport) -> None:
 
 @experiments_app.command("report")
 def report(
-    name: Annotated[str | None, typer.Argument(help="a canary model (default: every one)")] = None,
+    name: Annotated[
+        str | None, typer.Argument(help="a canary model or prompt template (default: every one)")
+    ] = None,
     since: Annotated[
         datetime | None, typer.Option(help="from, UTC (default: temporal.yaml's window ago)")
     ] = None,

@@ -11,11 +11,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from activities.chat.route_turn import SHARES_KEY, runtime_shares
-from db.models import AuditEvent
+from activities.adapters.canary_shares import change_share, runtime_shares
 from db.usage import UsageRow, model_health, usage_report
 from infra.cli.access import tenant_id
 from infra.cli.common import console, with_resources
+from infra.cli.rollout import rollout
 from infra.runtime.resources import Resources
 
 
@@ -73,18 +73,18 @@ async def set_share(res: Resources, name: str, share: float, action: str) -> str
         raise LookupError(f"no model named {name!r} in {res.settings.policy_file}")
     if spec.canary_of is None:
         raise LookupError(f"{name} is not a canary (it has no canary_of); only canaries have shares")
-    before = (await runtime_shares(res.redis)).get(name, spec.share)
-    await res.redis.hset(SHARES_KEY, name, str(share))
-    async with res.sessions.begin() as session:
-        session.add(
-            AuditEvent(
-                actor=f"cli:{getpass.getuser()}",
-                action=f"models.{action}",
-                object_type="model",
-                object_id=f"{name}@{spec.version}",
-                details={"share_before": before, "share_after": share, "base": spec.canary_of},
-            )
-        )
+    before = await change_share(
+        res.redis,
+        res.sessions,
+        kind="model",
+        name=name,
+        version=spec.version,
+        base=spec.canary_of,
+        declared=spec.share,
+        share=share,
+        actor=f"cli:{getpass.getuser()}",
+        action=f"models.{action}",
+    )
     return f"{name}@{spec.version}: {before:.0%} → {share:.0%} of {spec.canary_of}'s conversations"
 
 
@@ -125,7 +125,7 @@ def usage_table(rows: list[UsageRow], since: datetime, until: datetime) -> Table
 
 app = typer.Typer()
 models_app = typer.Typer(
-    help="The model registry: state, canary promotion and rollback.", no_args_is_help=True
+    help="The model registry: state, canary promotion and rollback, canary rollouts.", no_args_is_help=True
 )
 
 
@@ -153,6 +153,9 @@ def models_rollback(name: Annotated[str, typer.Argument(help="a canary model")])
     """Send none of the base model's conversations to this canary any more, now, on every worker."""
 
     console.print(with_resources(lambda res: set_share(res, name, 0.0, "rollback")))
+
+
+models_app.command("rollout")(rollout)
 
 
 @app.command()

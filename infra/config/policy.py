@@ -17,7 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from infra.config.durations import Duration, parse_duration
 from infra.config.models import BreakerPolicy, ModelSpec, check_registry
 from infra.config.objectives import DriftPolicy, ExperimentPolicy, SloPolicy
+from infra.config.prompts import DEFAULT_PROMPTS, PromptSpec, check_prompts
 from infra.config.residency import StoreName, StoreSpec
+from infra.config.rollouts import RolloutPolicy
 from infra.config.shutdown import ShutdownPolicy
 from infra.config.webhooks import WebhookPolicy
 
@@ -96,12 +98,18 @@ class Policy(_Strict):
     slo: SloPolicy = SloPolicy()
     drift: DriftPolicy = DriftPolicy()
     experiments: ExperimentPolicy = ExperimentPolicy()
+    rollouts: RolloutPolicy = RolloutPolicy()
+    # Versions of the chat prompt template; one is the base, others may be its canaries.
+    prompts: dict[str, PromptSpec] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     webhooks: WebhookPolicy = WebhookPolicy()
     shutdown: ShutdownPolicy = ShutdownPolicy()
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:
         check_registry(self.models)
+        check_prompts(self.prompts)
+        if same := sorted(set(self.prompts) & set(self.models)):
+            raise ValueError(f"prompts and models share the names {', '.join(same)}; experiments need one")
         if "prepare_turn" in self.activities and not self.models:
             raise ValueError("models: chat turns need at least one model")
         queues = set(self.task_queues)

@@ -184,7 +184,10 @@ async def test_the_operators_route_and_the_cli_give_the_same_report(
         await make_rows(api.app.state.resources, base, canary)
         operator = await api.headers_for("default", ("operator",))
         listed = await api.client.get("/v1/experiments", headers=operator)
-        assert listed.json()["experiments"] == [{"name": canary, "kind": "model", "base": base}]
+        assert listed.json()["experiments"] == [
+            {"name": canary, "kind": "model", "base": base},
+            {"name": "chat-v2", "kind": "prompt", "base": "chat-v1"},  # temporal.yaml's prompt canary
+        ]
         resp = await api.client.get(
             f"/v1/experiments/{canary}", params={"since": "2026-01-01T00:00:00Z"}, headers=operator
         )

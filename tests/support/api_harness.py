@@ -30,10 +30,11 @@ def isolated_settings(
     models: dict[str, Any] | None = None,
     breaker: dict[str, Any] | None = None,
     webhooks: dict[str, Any] | None = None,
+    prompts: dict[str, Any] | None = None,
     **updates: Any,
 ) -> Settings:
     """The test services' settings with task queues of its own, so apps never take each other's work;
-    ``models``, ``breaker`` and ``webhooks`` replace those sections of temporal.yaml."""
+    ``models``, ``breaker``, ``webhooks`` and ``prompts`` replace those sections of temporal.yaml."""
     data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
     for queue in ("chat", "ingest", "batch"):
         data["task_queues"][queue] = f"{queue}-{uuid.uuid4()}"
@@ -41,6 +42,8 @@ def isolated_settings(
         data["models"] = models
     if webhooks is not None:
         data["webhooks"] = webhooks
+    if prompts is not None:
+        data["prompts"] = prompts
     # The real model server is shared by every test, and on two busy cores its first token can take
     # seconds: only the tests about breakers count slow calls (their own endpoints, their own limits).
     data["breaker"] = {**data["breaker"], "slow_call": "10m", **(breaker or {})}

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -26,6 +27,8 @@ class Script:
     status: int = 200  # anything else: every request fails with this status
     token_delay_s: float = 0.0
     first_token_delay_s: float = 0.0
+    # Fails with 500 the requests whose body this says yes to (a model that fails some questions).
+    fails: Callable[[dict[str, Any]], bool] | None = None
 
 
 class ScriptedModelServer(InLoopServer):
@@ -49,11 +52,13 @@ class ScriptedModelServer(InLoopServer):
 
     async def _chat(self, request: Request) -> Response:
         self.requests += 1
-        self.bodies.append(await request.json())
+        body = await request.json()
+        self.bodies.append(body)
         self.headers.append(dict(request.headers))
         script = self.script
-        if script.status != 200:
-            return JSONResponse({"error": {"message": "failing on purpose"}}, status_code=script.status)
+        if script.status != 200 or (script.fails is not None and script.fails(body)):
+            status = script.status if script.status != 200 else 500
+            return JSONResponse({"error": {"message": "failing on purpose"}}, status_code=status)
 
         async def chunks() -> AsyncIterator[bytes]:
             await asyncio.sleep(script.first_token_delay_s)

@@ -35,8 +35,8 @@ from activities.contracts.turn import (
     ValidateResult,
     WebhookInput,
 )
-from activities.logic.prompt import TEMPLATE_VERSION
 from infra.config.policy import load_policy
+from infra.config.prompts import DEFAULT_PROMPTS
 from infra.config.settings import REPO_ROOT
 from workers.chat import WORKFLOWS, sandbox_runner
 
@@ -106,7 +106,7 @@ class StandIns:
             history_used=0,
             chunks_used=[],
             compressed=False,
-            template_version=TEMPLATE_VERSION,
+            template_version=next(iter(DEFAULT_PROMPTS)),
         )
 
     @activity.defn(name="infer")
