@@ -116,3 +116,34 @@ async def export_rows(
         query = query.where(Feedback.tenant_id == tenant_id)
     for row in await session.execute(query):
         yield dict(row._mapping)
+
+
+@dataclass(frozen=True)
+class VersionFeedback:
+    model: str
+    model_version: str
+    up: int
+    down: int
+
+    @property
+    def mean_score(self) -> float | None:
+        return (self.up - self.down) / (self.up + self.down) if self.up + self.down else None
+
+
+async def feedback_by_version(
+    session: AsyncSession, since: datetime, until: datetime
+) -> list[VersionFeedback]:
+    """Thumbs up and down on the replies each model version gave in [since, until) (the dashboard)."""
+    rows = await session.execute(
+        select(
+            func.coalesce(Message.model_id, ""),
+            func.coalesce(Message.model_version, ""),
+            func.count().filter(Feedback.score > 0),
+            func.count().filter(Feedback.score < 0),
+        )
+        .join(Feedback, Feedback.message_id == Message.id)
+        .where(Message.created_at >= since, Message.created_at < until)
+        .group_by(Message.model_id, Message.model_version)
+        .order_by(Message.model_id, Message.model_version)
+    )
+    return [VersionFeedback(m, v, up, down) for m, v, up, down in rows]

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy import select
+from temporalio.service import RPCError
 
 from api.core.deps import ResourcesDep
 from api.core.errors import error_responses
@@ -19,11 +20,13 @@ from api.core.tenancy import PrincipalDep, require
 from api.core.text_fields import StorableStr
 from api.routes.metrics import refresh_breakers
 from db.drift import DriftOut, compute_drift
+from db.feedback import VersionFeedback, feedback_by_version
 from db.models import Tenant
 from db.ops_summary import recent_failures
 from db.slo import SloOut, compute_slo
 from db.usage import model_health
 from infra.config.durations import parse_duration
+from infra.runtime.rollouts import rollout_states
 from infra.telemetry import metrics
 
 router = APIRouter(tags=["observability"])
@@ -92,16 +95,30 @@ async def read_drift(res: ResourcesDep) -> DriftOut:
     return await compute_drift(res.sessions, res.policy.drift)
 
 
+def _feedback(found: VersionFeedback | None) -> dict[str, Any]:
+    if found is None:
+        return {"up": 0, "down": 0, "mean_score": None}
+    return {"up": found.up, "down": found.down, "mean_score": found.mean_score}
+
+
 @operators.get("/v1/dashboard/summary", responses=error_responses(404))
 async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> dict[str, Any]:
-    """What /dashboard shows: SLOs, per-model latency percentiles, TTFT, tokens/s and cost per 1k
-    messages, breaker states, drift flags and recent failed turns with links into the Temporal UI."""
+    """What /dashboard shows: SLOs, per-model latency percentiles, TTFT, tokens/s, cost per 1k
+    messages and users' feedback, breaker states, drift flags, canary rollouts (running ones and the
+    latest that ended) and recent failed turns with links into the Temporal UI."""
     span = _window(res, window)
     slo = await compute_slo(res.sessions, res.policy.slo.objectives, span, None, "platform")
     until = datetime.now(UTC)
     async with res.sessions() as session:
         models = await model_health(session, until - span, until)
+        verdicts = {
+            (f.model, f.model_version): f for f in await feedback_by_version(session, until - span, until)
+        }
         failures = await recent_failures(session, limit=20)
+    try:
+        rollouts, rollouts_error = await rollout_states(res.temporal, limit=10), None
+    except RPCError as exc:  # Temporal down: the rest of the page still loads, and says so
+        rollouts, rollouts_error = [], f"Temporal did not answer: {exc.message}"
     await refresh_breakers(res)
     ui = res.settings.temporal_ui.rstrip("/")
     namespace = res.policy.namespace
@@ -118,9 +135,12 @@ async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> di
                 "turn_ms": {"p50": m.turn_p50_ms, "p95": m.turn_p95_ms},
                 "tokens_per_s": m.tokens_per_s,
                 "cost_per_1k_messages_usd": _maybe_float(m.cost_per_1k_messages),
+                "feedback": _feedback(verdicts.get((m.model, m.model_version))),
             }
             for m in models
         ],
+        "rollouts": rollouts,
+        "rollouts_error": rollouts_error,
         "breakers": [
             {"model": model, "endpoint": endpoint, "state": state}
             for (model, endpoint), state in sorted(metrics.breaker_view.items())
