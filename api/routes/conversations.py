@@ -53,6 +53,9 @@ class MessageOut(BaseModel):
     content: str
     created_at: datetime
     model_id: str | None
+    model_version: str | None
+    # Which prompt template version the reply was assembled with (its conversation's arm).
+    prompt_template_version: str | None
     finish_reason: str | None
     input_tokens: int | None
     output_tokens: int | None

@@ -16,6 +16,7 @@ from db.usage import UsageRow, model_health, usage_report
 from infra.cli.access import tenant_id
 from infra.cli.common import console, with_resources
 from infra.cli.rollout import rollout
+from infra.config.canaries import declared_canaries
 from infra.runtime.resources import Resources
 
 
@@ -67,25 +68,26 @@ async def show_models(res: Resources, console: Console) -> None:
 
 
 async def set_share(res: Resources, name: str, share: float, action: str) -> str:
-    """Change a canary's share for every worker at once (they read it on each turn); audited."""
-    spec = res.registry.models.get(name)
-    if spec is None:
-        raise LookupError(f"no model named {name!r} in {res.settings.policy_file}")
-    if spec.canary_of is None:
-        raise LookupError(f"{name} is not a canary (it has no canary_of); only canaries have shares")
+    """Change a canary's share (of a model or a prompt template) for every worker at once (they read
+    it on each turn); audited."""
+    canary = declared_canaries(res.policy.models, res.policy.prompts).get(name)
+    if canary is None:
+        if name in res.policy.models or name in res.policy.prompts:
+            raise LookupError(f"{name} is not a canary (it has no canary_of); only canaries have shares")
+        raise LookupError(f"no model or prompt template named {name!r} in {res.settings.policy_file}")
     before = await change_share(
         res.redis,
         res.sessions,
-        kind="model",
+        kind=canary.kind,
         name=name,
-        version=spec.version,
-        base=spec.canary_of,
-        declared=spec.share,
+        version=canary.version,
+        base=canary.base,
+        declared=canary.declared_share,
         share=share,
         actor=f"cli:{getpass.getuser()}",
-        action=f"models.{action}",
+        action=f"{'models' if canary.kind == 'model' else 'prompts'}.{action}",
     )
-    return f"{name}@{spec.version}: {before:.0%} → {share:.0%} of {spec.canary_of}'s conversations"
+    return f"{name}@{canary.version}: {before:.0%} → {share:.0%} of {canary.base}'s conversations"
 
 
 async def usage_rows(res: Resources, tenant: str | None, since: datetime, until: datetime) -> list[UsageRow]:
@@ -139,18 +141,18 @@ def models_list() -> None:
 
 @models_app.command("promote")
 def models_promote(
-    name: Annotated[str, typer.Argument(help="a canary model (one with canary_of)")],
+    name: Annotated[str, typer.Argument(help="a canary (a model or prompt template with canary_of)")],
     share: Annotated[float, typer.Option(min=0.0, max=1.0, help="its new share of conversations")] = 1.0,
 ) -> None:
-    """Give a canary a larger share of its base model's conversations (all of them by default), now,
+    """Give a canary a larger share of its base's conversations (all of them by default), now,
     on every worker. To make it permanent, edit temporal.yaml."""
 
     console.print(with_resources(lambda res: set_share(res, name, share, "promote")))
 
 
 @models_app.command("rollback")
-def models_rollback(name: Annotated[str, typer.Argument(help="a canary model")]) -> None:
-    """Send none of the base model's conversations to this canary any more, now, on every worker."""
+def models_rollback(name: Annotated[str, typer.Argument(help="a canary model or prompt template")]) -> None:
+    """Send none of the base's conversations to this canary any more, now, on every worker."""
 
     console.print(with_resources(lambda res: set_share(res, name, 0.0, "rollback")))
 

@@ -68,7 +68,7 @@ async def follow(handle: WorkflowHandle[Any, Any]) -> dict[str, Any]:
 
 
 async def run_rollout(
-    res: Resources, action_or_name: str, name: str | None, wait: bool, steps: list[float] | None
+    res: Resources, action_or_name: str, name: str | None, wait: bool, overrides: dict[str, object]
 ) -> dict[str, Any] | list[dict[str, Any]] | None:
     client = res.temporal
     if action_or_name == "status":
@@ -85,7 +85,7 @@ async def run_rollout(
         console.print(f"{rollout_id(name)}: {signal} sent")
         return None
     canary = action_or_name
-    inp = rollout_input(res.policy, canary, f"cli:{getpass.getuser()}", steps)
+    inp = rollout_input(res.policy, canary, f"cli:{getpass.getuser()}", overrides)
     try:
         handle = await start_rollout(client, res.policy, inp)
     except WorkflowAlreadyStartedError:
@@ -109,14 +109,27 @@ def rollout(
     steps: Annotated[
         str | None, typer.Option(help="shares to climb, e.g. 0.1,0.5,1 (default: temporal.yaml)")
     ] = None,
+    hold: Annotated[str | None, typer.Option(help="hold each step this long, e.g. 10m")] = None,
+    min_turns: Annotated[int | None, typer.Option(help="canary turns each step needs")] = None,
+    check_every: Annotated[str | None, typer.Option(help="judge the gates this often, e.g. 30s")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON only")] = False,
 ) -> None:
     """Roll a canary (a model or a prompt template) out by itself: `turnflow models rollout NAME`
     raises its share along temporal.yaml's steps, judging its gates against the base at each, and
     rolls it back to 0% when one fails. `status [NAME]` shows every rollout (or one); `pause`,
     `resume` and `abort NAME` signal it (abort sets the share to 0)."""
-    shares = [float(s) for s in steps.split(",")] if steps else None
-    out = with_resources(lambda res: run_rollout(res, action_or_name, name, wait, shares))
+    try:
+        shares = [float(s) for s in steps.split(",")] if steps else None
+    except ValueError:
+        raise typer.BadParameter(f"{steps!r}: shares separated by commas, e.g. 0.1,0.5,1") from None
+    given: dict[str, object] = {
+        "steps": shares,
+        "hold": hold,
+        "min_turns": min_turns,
+        "check_every": check_every,
+    }
+    overrides = {k: v for k, v in given.items() if v is not None}
+    out = with_resources(lambda res: run_rollout(res, action_or_name, name, wait, overrides))
     if isinstance(out, list):
         if as_json:
             print(json.dumps(out, indent=2, default=str))

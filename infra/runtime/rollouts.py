@@ -4,10 +4,11 @@ dashboard: one workflow per canary, id `rollout-NAME`, on the ingest queue."""
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowQueryFailedError
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
@@ -19,30 +20,35 @@ from workflows.search_attributes import CANARY, MODEL, ROLLOUT_SHARE, ROLLOUT_ST
 
 log = logging.getLogger(__name__)
 WORKFLOW = "canary_rollout"
+# A state query waits for a worker to answer it; a page or a CLI waits no longer than this.
+QUERY_TIMEOUT = timedelta(seconds=5)
 
 
 def rollout_id(name: str) -> str:
     return f"rollout-{name}"
 
 
-def rollout_input(policy: Policy, name: str, actor: str, steps: list[float] | None = None) -> RolloutInput:
+def rollout_input(
+    policy: Policy, name: str, actor: str, overrides: dict[str, object] | None = None
+) -> RolloutInput:
+    """The rollout temporal.yaml declares for this canary; `overrides` (steps, hold, min_turns,
+    check_every) change this one rollout and are validated like temporal.yaml."""
     canary = declared_canaries(policy.models, policy.prompts).get(name)
     if canary is None:
         raise LookupError(
             f"{name!r} is not a canary: give a model or prompt template canary_of in temporal.yaml"
         )
-    plan = policy.rollouts
-    if steps is not None:
-        try:
-            RolloutPolicy(steps=steps)
-        except ValidationError as exc:
-            raise LookupError(f"steps {steps}: {exc.errors()[0]['msg']}") from None
+    try:
+        plan = RolloutPolicy.model_validate({**policy.rollouts.model_dump(), **(overrides or {})})
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise LookupError(f"{'.'.join(map(str, error['loc']))}: {error['msg']}") from None
     return RolloutInput(
         options=policy.options_for(WORKFLOW),
         kind=canary.kind,
         name=name,
         base=canary.base,
-        steps=steps or plan.steps,
+        steps=plan.steps,
         hold=plan.hold,
         min_turns=plan.min_turns,
         check_every=plan.check_every,
@@ -78,7 +84,18 @@ async def rollout_state(client: Client, name: str) -> dict[str, Any]:
     handle = client.get_workflow_handle(rollout_id(name), result_type=RolloutResult)
     described = await handle.describe()
     if described.status == WorkflowExecutionStatus.RUNNING:
-        return {"name": name, **(await handle.query("state"))}
+        try:
+            return {"name": name, **(await handle.query("state", rpc_timeout=QUERY_TIMEOUT))}
+        except (RPCError, WorkflowQueryFailedError) as exc:
+            # No ingest worker answered (all down, or busy): what the search attributes last said.
+            attrs = described.typed_search_attributes
+            shown = attrs.get(ROLLOUT_SHARE)
+            return {
+                "name": name,
+                "status": attrs.get(ROLLOUT_STATE) or "running",
+                "share": float(shown.rstrip("%")) / 100 if shown else None,
+                "reason": f"no worker answered its state query ({exc})",
+            }
     state: dict[str, Any] = {
         "name": name,
         "status": described.status.name.lower() if described.status else "?",

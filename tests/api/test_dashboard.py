@@ -1,16 +1,21 @@
 """The operators' dashboard in headless Chromium (Debian's, driven by Playwright): after synthetic
-traffic from `turnflow synth` it shows numbers, and the browser reports no console errors."""
+traffic from `turnflow synth` it shows numbers and a running canary rollout, and the browser reports
+no console errors."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import shutil
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest_asyncio
 from playwright.async_api import Browser, Page, async_playwright
+from temporalio.client import WorkflowHandle
 
+from infra.runtime.rollouts import rollout_input, start_rollout
 from tests.support.api_harness import ApiServer, run_cli
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -44,6 +49,14 @@ async def watched(browser: Browser) -> tuple[Page, list[str]]:
     return page, problems
 
 
+async def at_first_step(handle: WorkflowHandle[Any, Any]) -> None:
+    for _ in range(100):
+        if (await handle.query("state"))["share"] > 0:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError("the rollout never set its first share")
+
+
 async def test_dashboard_shows_numbers_after_synthetic_traffic(api: ApiServer, browser: Browser) -> None:
     tenant = f"synth-{uuid.uuid4().hex[:8]}"
     headers = await api.headers_for(tenant, scopes=("chat", "ingest", "operator"))
@@ -53,9 +66,21 @@ async def test_dashboard_shows_numbers_after_synthetic_traffic(api: ApiServer, b
     assert code == 0, out
     assert "synthetic traffic" in out and "SLOs" in out and "time to first token" in out
 
-    page, problems = await watched(browser)
-    await page.goto(f"{api.url}/dashboard#key={key}")
-    await page.wait_for_selector("#slo td.num")
+    # A running rollout of temporal.yaml's prompt canary, held at its first step while the page looks.
+    res = api.app.state.resources
+    inp = rollout_input(res.policy, "chat-v2", "test", {"hold": "1h", "check_every": "1h"})
+    rollout = await start_rollout(res.temporal, res.policy, inp)
+    try:
+        await at_first_step(rollout)
+        page, problems = await watched(browser)
+        await page.goto(f"{api.url}/dashboard#key={key}")
+        await page.wait_for_selector("#slo td.num")
+        rollouts = await page.locator("#rollouts tbody tr").all_inner_texts()
+    finally:
+        await rollout.signal("abort", "test over")
+        assert (await rollout.result()).status == "aborted"
+    shown = next(row for row in rollouts if row.startswith("chat-v2"))
+    assert re.match(r"chat-v2\trunning\t1/5\t1%\t", shown), shown
     assert "#key" not in page.url  # the key leaves the address bar for local storage
     slo = await page.locator("#slo tbody tr").all_inner_texts()
     assert len(slo) == 4, slo

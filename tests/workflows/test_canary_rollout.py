@@ -64,7 +64,7 @@ class Rig:
         # A first turn before the rollout (so not judged): the API's first turn loads what later ones
         # reuse, and its first-token time would be the p95 of a small arm.
         await self.turn(await self.api.conversation())
-        inp = rollout_input(self.api.app.state.resources.policy, self.canary, "test", [0.5, 1.0])
+        inp = rollout_input(self.api.app.state.resources.policy, self.canary, "test", {"steps": [0.5, 1.0]})
         inp = inp.model_copy(
             update={
                 "hold": timedelta(hours=1),
@@ -284,6 +284,10 @@ async def test_a_prompt_template_canary_rolls_out_the_same_way(
     assert held is not None and (held.canary_turns, held.base_turns) == (3, 3)
     # Each conversation's prompt was assembled with the template it was assigned, and recorded so.
     assert [x["template"] for x in replies] == [r.canary] * 3 + [r.base] * 3
+    # And a client sees it in the transcript (how an app tells its users' arms apart).
+    for conv, template in ((convs[0], r.canary), (convs[-1], r.base)):
+        listed = (await r.api.client.get(f"/v1/conversations/{conv}/messages")).json()
+        assert [m["prompt_template_version"] for m in listed] == [None, template]
     assert [x["route"]["prompt_arm"] for x in replies] == [{"base": r.base, "template": r.canary}] * 3 + [
         {"base": r.base, "template": r.base}
     ] * 3
