@@ -21,7 +21,9 @@ ACTIONS = ("status", "pause", "resume", "abort")
 
 
 def _latest_line(state: dict[str, Any]) -> str:
-    latest = state.get("latest") or {}
+    # A running rollout's latest check, or (once ended) the judgement its last step ended on.
+    history = state.get("history") or []
+    latest = state.get("latest") or (history[-1].get("judgement") if history else None) or {}
     if not latest:
         return ""
     failing = [g["gate"] for g in latest.get("gates", []) if not g["passed"]]
