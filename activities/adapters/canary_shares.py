@@ -38,7 +38,8 @@ async def change_share(
     action: str,
     details: dict[str, Any] | None = None,
 ) -> float:
-    """Set the share for every worker at once and audit it; returns the share before."""
+    """Set the share for every worker at once and audit it (`models.ACTION` or `prompts.ACTION`);
+    returns the share before."""
     field = share_field(kind, name)
     before = (await runtime_shares(redis)).get(field, declared)
     await redis.hset(SHARES_KEY, field, str(share))
@@ -46,7 +47,7 @@ async def change_share(
         session.add(
             AuditEvent(
                 actor=actor,
-                action=action,
+                action=f"{'models' if kind == 'model' else 'prompts'}.{action}",
                 object_type=kind if kind == "model" else "prompt_template",
                 object_id=f"{name}@{version}",
                 details={"share_before": before, "share_after": share, "base": base, **(details or {})},

@@ -50,7 +50,7 @@ class RolloutActivities:
             declared=canary.declared_share,
             share=inp.share,
             actor=inp.actor,
-            action=f"{'models' if canary.kind == 'model' else 'prompts'}.rollout.{inp.reason}",
+            action=f"rollout.{inp.reason}",
             details={"workflow_id": activity.info().workflow_id, **inp.details},
         )
         return datetime.now(UTC)

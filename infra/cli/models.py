@@ -85,7 +85,7 @@ async def set_share(res: Resources, name: str, share: float, action: str) -> str
         declared=canary.declared_share,
         share=share,
         actor=f"cli:{getpass.getuser()}",
-        action=f"{'models' if canary.kind == 'model' else 'prompts'}.{action}",
+        action=action,
     )
     return f"{name}@{canary.version}: {before:.0%} → {share:.0%} of {canary.base}'s conversations"
 
