@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, delete, exists, func, select, update
+from sqlalchemy import ColumnElement, Table, delete, exists, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -136,6 +136,24 @@ async def create_conversation(
     )
     session.add(conversation)
     return conversation.id
+
+
+async def list_conversations(
+    session: AsyncSession,
+    tenant_id: uuid.UUID,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None = None,
+    end_user: str | None = None,
+) -> list[Conversation]:
+    """The tenant's conversations, newest first, from just past ``after`` (the last one of the page
+    before: keyset pagination, so rows made meanwhile neither repeat nor go missing)."""
+    query = select(Conversation).where(Conversation.tenant_id == tenant_id)
+    if end_user is not None:
+        query = query.where(Conversation.end_user == end_user)
+    if after is not None:
+        query = query.where(tuple_(Conversation.created_at, Conversation.id) < tuple_(*after))
+    order = (Conversation.created_at.desc(), Conversation.id.desc())
+    return list((await session.scalars(query.order_by(*order).limit(limit))).all())
 
 
 # --- erasure on request ---------------------------------------------------------------------------

@@ -80,6 +80,8 @@ class ApiKey(Base):
 
 class Conversation(Base):
     __tablename__ = "conversations"
+    # GET /v1/conversations pages through a tenant's newest first (migration 0011).
+    __table_args__ = (Index("ix_conversations_tenant_created", "tenant_id", "created_at", "id"),)
 
     id: Mapped[uuid.UUID] = _pk()
     tenant_id: Mapped[uuid.UUID] = _tenant_fk()

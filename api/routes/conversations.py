@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, update
 
 from api.core.deps import ResourcesDep
-from api.core.errors import error_responses
+from api.core.errors import ApiError, error_responses
 from api.core.tenancy import TenantDep
 from api.core.text_fields import StorableObject, StorableStr
 from api.services.erasure import erased_within, start_erasure
 from db.messages import create_conversation as db_create_conversation
+from db.messages import list_conversations as db_list_conversations
 from db.models import Conversation, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
@@ -33,12 +35,28 @@ class ConversationCreate(BaseModel):
     )
 
 
+class ConversationUpdate(BaseModel):
+    """Only the fields given change: a title (null clears it), the metadata (replaced whole)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: StorableStr | None = Field(default=None, max_length=500)
+    metadata: StorableObject | None = None
+
+
 class ConversationOut(BaseModel):
     id: uuid.UUID
     title: str | None
     metadata: dict[str, Any]
     end_user: str | None = None
     created_at: datetime
+    updated_at: datetime | None = None
+
+
+class ConversationPage(BaseModel):
+    data: list[ConversationOut]
+    # Pass it as `cursor` for the next page; null on the last one.
+    next_cursor: str | None
 
 
 class ErasureAccepted(BaseModel):
@@ -68,8 +86,25 @@ class MessageOut(BaseModel):
 async def _out(res: ResourcesDep, c: Conversation) -> ConversationOut:
     title = await res.sealer.open(c.tenant_id, c.title) if c.title is not None else None
     return ConversationOut(
-        id=c.id, title=title, metadata=c.meta, end_user=c.end_user, created_at=c.created_at
+        id=c.id,
+        title=title,
+        metadata=c.meta,
+        end_user=c.end_user,
+        created_at=c.created_at,
+        updated_at=c.updated_at,
     )
+
+
+def _cursor_of(c: Conversation) -> str:
+    return base64.urlsafe_b64encode(f"{c.created_at.isoformat()}|{c.id}".encode()).decode()
+
+
+def _read_cursor(cursor: str) -> tuple[datetime, uuid.UUID]:
+    try:
+        at, _, cid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
+        return datetime.fromisoformat(at), uuid.UUID(cid)
+    except ValueError:  # bad base64 and bad UTF-8 are ValueErrors too
+        raise ApiError(422, "cursor: not one this API gave out", code="validation_error") from None
 
 
 async def get_conversation(res: ResourcesDep, tenant: uuid.UUID, conversation_id: uuid.UUID) -> Conversation:
@@ -104,6 +139,50 @@ async def create_conversation(
         created = await db_create_conversation(session, tenant, title, body.metadata, body.end_user)
     async with res.sessions() as session:
         return await _out(res, await session.get_one(Conversation, created))
+
+
+@router.get("", responses=error_responses(422))
+async def list_conversations(
+    res: ResourcesDep,
+    tenant: TenantDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the page before")
+    ] = None,
+    end_user: Annotated[str | None, Query(max_length=200, description="only this end user's")] = None,
+) -> ConversationPage:
+    """The key's tenant's conversations, newest first."""
+    after = _read_cursor(cursor) if cursor else None
+    async with res.sessions() as session:
+        rows = await db_list_conversations(session, tenant, limit + 1, after, end_user)
+    page, more = rows[:limit], len(rows) > limit
+    return ConversationPage(
+        data=[await _out(res, c) for c in page], next_cursor=_cursor_of(page[-1]) if more else None
+    )
+
+
+@router.patch("/{conversation_id}", responses=error_responses(400, 404))
+async def update_conversation(
+    conversation_id: uuid.UUID,
+    body: ConversationUpdate,
+    request: Request,
+    res: ResourcesDep,
+    tenant: TenantDep,
+) -> ConversationOut:
+    await get_conversation(res, tenant, conversation_id)
+    changes: dict[str, Any] = {}
+    if "title" in body.model_fields_set:
+        changes["title"] = await res.sealer.seal(tenant, body.title) if body.title is not None else None
+    if "metadata" in body.model_fields_set:
+        changes["meta"] = body.metadata or {}
+    # Which fields changed, never their values (a title may name a person).
+    request.state.audit = {"changed": sorted(body.model_fields_set)}
+    async with res.sessions.begin() as session:
+        if changes:
+            await session.execute(
+                update(Conversation).where(Conversation.id == conversation_id).values(**changes)
+            )
+    return await _out(res, await get_conversation(res, tenant, conversation_id))
 
 
 @router.get("/{conversation_id}", responses=error_responses(404))

@@ -26,6 +26,8 @@ OPEN = {"/livez", "/readyz", "/healthz", "/openapi.json", "/docs", "/docs/oauth2
 # What tenant B's key gets for each route when it names (or would list) tenant A's objects.
 CROSS_TENANT: dict[tuple[str, str], tuple[int, Any]] = {
     ("POST", "/v1/conversations"): (201, {}),  # creates B's own: nothing of A's involved
+    ("GET", "/v1/conversations"): (200, None),  # B's own (tests/api/test_conversations.py: none of A's)
+    ("PATCH", "/v1/conversations/{conversation_id}"): (404, {"title": "B was here"}),
     ("GET", "/v1/conversations/{conversation_id}"): (404, None),
     ("GET", "/v1/conversations/{conversation_id}/messages"): (404, None),
     ("DELETE", "/v1/conversations/{conversation_id}"): (404, None),  # erasing A's: not found for B
