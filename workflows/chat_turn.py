@@ -207,6 +207,7 @@ class ChatTurnWorkflow:
             messages=prompt.messages,
             max_tokens=route.max_tokens,
             temperature=inp.temperature,
+            sampling=inp.sampling,
             degraded=prep.degraded,
             prompt_tokens=prompt.prompt_tokens,
             deadline=self._deadline,
@@ -278,7 +279,7 @@ class ChatTurnWorkflow:
             finish_reason=reply.finish_reason,
             degraded=prep.degraded,
             moderation_pending=bool(reply.text),
-            route=self._route_record(route, gen.fallbacks, served=reply.model),
+            route=self._route_record(route, gen.fallbacks, served=reply.model, prompt=prompt),
             cost_usd=cost,
             interactive=inp.interactive,
         )
@@ -343,12 +344,20 @@ class ChatTurnWorkflow:
 
     @staticmethod
     def _route_record(
-        route: RouteDecision | None, fallbacks: list[dict[str, str]], served: str | None
+        route: RouteDecision | None,
+        fallbacks: list[dict[str, str]],
+        served: str | None,
+        prompt: AssembleResult | None = None,
     ) -> dict[str, object] | None:
-        """What the transcript keeps about how the model was chosen."""
+        """What the transcript keeps about how the model was chosen (and, when it was so, that the
+        prompt's tokens were estimated for want of the model's tokenizer)."""
         if route is None:
             return None
+        estimated = (
+            {"prompt_tokens_estimated": True} if prompt is not None and prompt.tokens_estimated else {}
+        )
         return {
+            **estimated,
             "rule": route.rule,
             "reason": route.reason,
             "chain": [f"{t.name}@{t.version}" for t in route.chain],
@@ -406,7 +415,7 @@ class ChatTurnWorkflow:
             prompt_template_version=prompt.template_version if prompt else None,
             finish_reason="error",
             error=error,
-            route=self._route_record(route, fallbacks or [], served=None),
+            route=self._route_record(route, fallbacks or [], served=None, prompt=prompt),
             interactive=inp.interactive,
         )
         return ChatTurnResult(

@@ -13,12 +13,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from huggingface_hub import AsyncInferenceClient
+from huggingface_hub import AsyncInferenceClient, TextGenerationInputGrammarType
 
+from activities.contracts.sampling import ResponseFormat, Sampling
 from activities.logic.prompt import Message, TokenCounter
 from infra.config.models import ModelSpec
 
 CLIENT_TIMEOUT_S = 60.0
+# What an OpenAI-compatible server takes of a request's sampling (activities/contracts/sampling.py).
+OPENAI_PARAMETERS = frozenset(
+    {"stop", "top_p", "seed", "presence_penalty", "frequency_penalty", "response_format"}
+)
 # TGI's native finish reasons, in OpenAI's words.
 _TGI_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
 
@@ -58,6 +63,20 @@ class ModelAdapter:
     def extra_body(self) -> dict[str, Any] | None:
         return None
 
+    @property
+    def parameters(self) -> frozenset[str]:
+        """The sampling parameters this server honours; a request asking another is refused (400)."""
+        return OPENAI_PARAMETERS
+
+    # Whether constrained output may follow a JSON schema. OpenAI's own spelling cannot be sent:
+    # huggingface_hub's client rewrites a `json_schema` response_format into TGI's, which an
+    # OpenAI-style API does not read; servers with a spelling of their own override this.
+    follows_schemas = False
+
+    def constrained_output(self, fmt: ResponseFormat) -> dict[str, Any]:
+        """The request body's fields that ask this server for JSON output (`json_object` here)."""
+        return {"response_format": {"type": "json_object"}}
+
     def client(self, endpoint: str) -> AsyncInferenceClient:
         if endpoint not in self._clients:
             self._clients[endpoint] = AsyncInferenceClient(
@@ -68,29 +87,44 @@ class ModelAdapter:
             )
         return self._clients[endpoint]
 
-    def _options(self, max_tokens: int, temperature: float | None) -> dict[str, Any]:
-        params = self.spec.params
+    def _options(
+        self, max_tokens: int, temperature: float | None, sampling: Sampling | None
+    ) -> dict[str, Any]:
+        params, asked = self.spec.params, sampling or Sampling()
+        fmt = asked.response_format
         options: dict[str, Any] = {
             "max_tokens": max_tokens,
             "temperature": temperature if temperature is not None else params.temperature,
-            "top_p": params.top_p,
-            "stop": params.stop or None,
+            "top_p": asked.top_p if asked.top_p is not None else params.top_p,
+            # The model's own stops (its template's end markers) stay; the request's come on top.
+            "stop": [*params.stop, *(asked.stop or [])] or None,
+            "seed": asked.seed,
+            "presence_penalty": asked.presence_penalty,
+            "frequency_penalty": asked.frequency_penalty,
         }
         if self.spec.served_name:
             options["model"] = self.spec.served_name
         if self.sends_usage_option:
             options["stream_options"] = {"include_usage": True}
-        if extra := self.extra_body():
+        extra = dict(self.extra_body() or {})
+        if asked.wants_json and fmt:
+            extra |= self.constrained_output(fmt)
+        if extra:
             options["extra_body"] = extra
         return {k: v for k, v in options.items() if v is not None}
 
     async def stream_chat(
-        self, endpoint: str, messages: list[Message], max_tokens: int, temperature: float | None
+        self,
+        endpoint: str,
+        messages: list[Message],
+        max_tokens: int,
+        temperature: float | None,
+        sampling: Sampling | None = None,
     ) -> AsyncIterator[Delta]:
         stream = await self.client(endpoint).chat_completion(
             messages=messages,
             stream=True,
-            **self._options(max_tokens, temperature),
+            **self._options(max_tokens, temperature, sampling),
         )
         async for chunk in stream:
             usage = getattr(chunk, "usage", None)
@@ -126,12 +160,27 @@ class VllmAdapter(ModelAdapter):
     `/health`, prompts counted by its `/tokenize`; the usage chunk at the end carries exact counts."""
 
     health_path = "/health"
+    follows_schemas = True
+
+    def constrained_output(self, fmt: ResponseFormat) -> dict[str, Any]:
+        # vLLM 0.12 and later (`guided_json` before it).
+        if fmt.schema_ is not None:
+            return {"structured_outputs": {"json": fmt.schema_}}
+        return super().constrained_output(fmt)
 
 
 class LlamaCppAdapter(ModelAdapter):
-    """llama.cpp's (and llama-cpp-python's) server: every streamed chunk is one token; no usage chunk."""
+    """llama.cpp's (and llama-cpp-python's) server: every streamed chunk is one token; no usage chunk.
+    Constrained output is `json_object` with an optional `schema` (both servers read it so)."""
 
     sends_usage_option = False
+    follows_schemas = True
+
+    def constrained_output(self, fmt: ResponseFormat) -> dict[str, Any]:
+        schema = fmt.schema_
+        return {
+            "response_format": {"type": "json_object", **({"schema": schema} if schema is not None else {})}
+        }
 
 
 class TgiAdapter(ModelAdapter):
@@ -139,11 +188,27 @@ class TgiAdapter(ModelAdapter):
 
     health_path = "/health"
 
+    @property
+    def parameters(self) -> frozenset[str]:
+        # The native route has no presence penalty.
+        return OPENAI_PARAMETERS - ({"presence_penalty"} if self.spec.stream_api == "generate" else set())
+
+    follows_schemas = True
+
+    def constrained_output(self, fmt: ResponseFormat) -> dict[str, Any]:
+        # TGI's grammar: JSON, constrained to a schema (any object for plain JSON mode).
+        return {"response_format": {"type": "json_object", "value": fmt.schema_ or {"type": "object"}}}
+
     async def stream_chat(
-        self, endpoint: str, messages: list[Message], max_tokens: int, temperature: float | None
+        self,
+        endpoint: str,
+        messages: list[Message],
+        max_tokens: int,
+        temperature: float | None,
+        sampling: Sampling | None = None,
     ) -> AsyncIterator[Delta]:
         if self.spec.stream_api == "chat":
-            async for delta in super().stream_chat(endpoint, messages, max_tokens, temperature):
+            async for delta in super().stream_chat(endpoint, messages, max_tokens, temperature, sampling):
                 yield delta
             return
         # The native route takes a prompt: TGI renders its own chat template (`/chat_tokenize`).
@@ -155,7 +220,11 @@ class TgiAdapter(ModelAdapter):
         resp.raise_for_status()
         rendered = resp.json()
         prompt = str(rendered["templated_text"])
-        temperature = temperature if temperature is not None else self.spec.params.temperature
+        asked, params = sampling or Sampling(), self.spec.params
+        temperature = temperature if temperature is not None else params.temperature
+        fmt = asked.response_format if asked.wants_json else None
+        schema = (fmt.schema_ or {"type": "object"}) if fmt else None
+        stop = [*params.stop, *(asked.stop or [])]
         client = AsyncInferenceClient(model=endpoint, api_key=self.api_key, headers=self.headers())
         stream = await client.text_generation(
             prompt,
@@ -165,8 +234,11 @@ class TgiAdapter(ModelAdapter):
             # TGI refuses temperature 0: greedy decoding is "no sampling".
             do_sample=bool(temperature),
             temperature=temperature or None,
-            top_p=self.spec.params.top_p,
-            stop=self.spec.params.stop or None,
+            top_p=asked.top_p if asked.top_p is not None else params.top_p,
+            stop=stop or None,
+            seed=asked.seed,
+            frequency_penalty=asked.frequency_penalty,
+            grammar=TextGenerationInputGrammarType(type="json", value=schema) if schema else None,
         )
         async for event in stream:
             text = "" if event.token.special else event.token.text

@@ -3,19 +3,31 @@ adapter and token counter."""
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 from pathlib import Path
 
 import httpx
 
 from activities.adapters.model_adapters import ADAPTERS, ModelAdapter
-from activities.adapters.tokens import LocalGGUFCounter, RemoteCounter
+from activities.adapters.tokens import EstimatedCounter, LocalGGUFCounter, RemoteCounter, TokenizerJsonCounter
 from activities.logic.prompt import TokenCounter
 from infra.config.models import ModelSpec, expand_endpoint
 
 
 class UnknownModel(KeyError):
     pass
+
+
+def tokenizer_file(declared: str) -> Path:
+    """A declared tokenizer's file: a path, or `package:NAME/PATH` inside an installed package."""
+    if not declared.startswith("package:"):
+        return Path(declared)
+    package, _, inside = declared.removeprefix("package:").partition("/")
+    found = Path(str(importlib.resources.files(package).joinpath(inside)))
+    if not found.is_file():
+        raise ValueError(f"tokenizer {declared!r}: {found} is not a file")
+    return found
 
 
 class ModelRegistry:
@@ -66,19 +78,25 @@ class ModelRegistry:
         return self._gguf_counters[path]
 
     def counter(self, name: str) -> TokenCounter:
-        """The model's own tokenizer (never a character guess)."""
+        """The model's own tokenizer; the estimate only where it is declared, or the server has none."""
         spec = self.spec(name)
         tokenizer = spec.tokenizer
         if tokenizer == "auto":
             ours = self._embedded_gguf is not None and name in self._on_model_url
-            tokenizer = "embedded" if ours else "server"
+            # A managed OpenAI-style API has no tokenize route to ask.
+            tokenizer = "embedded" if ours else "estimate" if spec.provider == "openai" else "server"
         if tokenizer == "embedded":
             if self._embedded_gguf is None:
                 raise ValueError(f"model {name}: tokenizer 'embedded', but the model server is not embedded")
             return self._gguf(self._embedded_gguf)
         if tokenizer == "server":
             return RemoteCounter(self._http, spec.endpoints[0])
-        return self._gguf(Path(tokenizer))
+        if tokenizer == "estimate":
+            return EstimatedCounter()
+        path = tokenizer_file(tokenizer)
+        if path.suffix == ".json":
+            return TokenizerJsonCounter(path)
+        return self._gguf(path)
 
     def check(self) -> None:
         """Build every model's adapter now, so a misconfigured tokenizer stops the worker at start

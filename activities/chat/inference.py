@@ -253,7 +253,7 @@ class InferenceActivities:
         response_model = None
         try:
             async for delta in adapter.stream_chat(
-                target.endpoint, inp.messages, inp.max_tokens, inp.temperature
+                target.endpoint, inp.messages, inp.max_tokens, inp.temperature, inp.sampling
             ):
                 if delta.text:
                     if ttft_ms is None:

@@ -78,6 +78,7 @@ class TurnSteps:
             chunks_used=prompt.chunks_used,
             compressed=prompt.compressed,
             template_version=template,
+            tokens_estimated=counter.estimated,
         )
 
     @activity.defn(name="partial_text")

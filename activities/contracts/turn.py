@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from activities.contracts.route import ModelTarget, RouteDecision, RouteRequest, Usd
+from activities.contracts.sampling import Sampling
 from infra.config.policy import ActivityPolicy, WorkflowOptions
 
 Message = dict[str, str]
@@ -36,6 +37,8 @@ class ChatTurnInput(BaseModel):
     context_tokens: int = 2048
     max_tokens: int | None = None
     temperature: float | None = None
+    # Stop sequences, top_p, seed, penalties, constrained output (OpenAI-style requests).
+    sampling: Sampling | None = None
     retrieval_k: int = 4
     latency_budget_ms: int | None = None
     # Non-interactive turns (batch, async jobs) run on their own task queue and workers.
@@ -77,6 +80,8 @@ class AssembleResult(BaseModel):
     chunks_used: list[str]
     compressed: bool
     template_version: str
+    # Counted with the stated estimate (no tokenizer for this model): recorded with the reply.
+    tokens_estimated: bool = False
 
 
 class InferInput(BaseModel):
@@ -87,6 +92,7 @@ class InferInput(BaseModel):
     messages: list[Message]
     max_tokens: int
     temperature: float | None
+    sampling: Sampling | None = None
     degraded: bool = False
     # Where routing sent this attempt (absent in turns recorded before routing).
     target: ModelTarget | None = None

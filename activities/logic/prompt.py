@@ -21,6 +21,11 @@ Message = dict[str, str]
 
 
 class TokenCounter(Protocol):
+    @property
+    def estimated(self) -> bool:
+        """Counts are the stated estimate, not the model's tokenizer (activities/adapters/tokens.py)."""
+        ...
+
     async def count(self, text: str) -> int: ...
 
     async def count_chat(self, messages: list[Message]) -> int:

@@ -44,6 +44,7 @@ _WHEN = {
     415: "Unsupported content type",
     422: "The request is invalid (`error.details` lists the fields)",
     429: "Over the tenant's rate limit or token budget: retry after `Retry-After` seconds",
+    502: "The model's reply did not satisfy the request (e.g. its `response_format`)",
     503: "A dependency failed; retrying may help (`error.retryable`)",
 }
 
@@ -67,10 +68,13 @@ class ApiError(HTTPException):
         code: str,
         headers: dict[str, str] | None = None,
         retryable: bool | None = None,
+        param: str | None = None,
     ) -> None:
         super().__init__(status, message, headers=headers)
         self.code = code
         self.retryable = retryable
+        # Which request field it is about (OpenAI's `error.param`).
+        self.param = param
 
 
 def error_body(message: str, type_: str, code: str | None = None, **extra: object) -> dict[str, object]:
@@ -107,8 +111,8 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         headers["Allow"] = _allowed_methods(request)
-    retryable = getattr(exc, "retryable", None)
-    extra = {"retryable": retryable} if retryable is not None else {}
+    retryable, param = getattr(exc, "retryable", None), getattr(exc, "param", None)
+    extra = {k: v for k, v in (("retryable", retryable), ("param", param)) if v is not None}
     return JSONResponse(
         error_body(str(exc.detail), type_, getattr(exc, "code", None) or str(exc.status_code), **extra),
         status_code=exc.status_code,

@@ -10,43 +10,28 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 from sse_starlette.sse import EventSourceResponse
 
 from api.core.deps import ResourcesDep, get_drain, refuse_while_draining
 from api.core.errors import error_body, error_responses, turn_error_response
 from api.core.tenancy import TenantDep, tokens_within_limit
-from api.core.text_fields import StorableStr
 from api.routes.feedback import COMPLETION_PREFIX
 from api.routes.turns import SSE_HEADERS, IdempotencyKey, request_id
+from api.services.chat_completion_input import (
+    ChatCompletionRequest,
+    output_problem,
+    read_messages,
+    read_sampling,
+)
 from api.services.turn_starter import TurnRequest, start_turn
 from api.services.turn_stream import follow
 from db.messages import create_conversation, message_id_for
 
 router = APIRouter(prefix="/v1", tags=["openai-compatible"])
-
-
-class ChatMessage(BaseModel):
-    role: Literal["system", "user", "assistant"]
-    content: StorableStr
-
-
-class StreamOptions(BaseModel):
-    include_usage: bool = False
-
-
-class ChatCompletionRequest(BaseModel):
-    model: StorableStr | None = Field(default=None, max_length=200)
-    messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=4096)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
 
 
 @router.get("/models")
@@ -92,7 +77,7 @@ def _usage(done: dict[str, Any]) -> dict[str, int]:
                 }
             },
         },
-        **error_responses(400, 410, 503),
+        **error_responses(400, 410, 502, 503),
     },
 )
 async def chat_completions(
@@ -102,28 +87,27 @@ async def chat_completions(
     tenant: TenantDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    *history, last = body.messages
-    if last.role != "user":
-        raise HTTPException(422, "the last message must have role 'user'")
+    history, text = read_messages(body)
+    sampling = read_sampling(body, res.registry)
     title = await res.sealer.seal(tenant, "chat.completions")
     async with res.sessions.begin() as session:
-        conversation_id = await create_conversation(session, tenant, title)
+        conversation_id = await create_conversation(session, tenant, title, end_user=body.user)
     audit: dict[str, object] = {}
     request.state.audit = audit
     req = TurnRequest(
         tenant_id=tenant,
         conversation_id=conversation_id,
-        text=last.content,
+        text=text,
         request_id=request_id(request),
         idempotency_key=idempotency_key,
         pii_policy=request.state.principal.pii,
-        history=[m.model_dump() for m in history],
+        history=history,
         model=body.model,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
+        sampling=sampling,
     )
     turn_id, handle = await start_turn(res, req, audit)
-    # Routing picks the model; until the turn says which, the stream names the one asked for.
     # The completion's id names the reply's message (feedback: POST /v1/messages/{id}/feedback).
     message_id = message_id_for(turn_id, "assistant")
     cid, created, asked = f"{COMPLETION_PREFIX}{message_id}", int(time.time()), body.model or "turnflow"
@@ -133,6 +117,12 @@ async def chat_completions(
         result = await handle.result()
         if result.status == "error":
             return turn_error_response(result.error or {}, turn_id)
+        if problem := output_problem(body.response_format, result.text, result.finish_reason):
+            return JSONResponse(
+                error_body(problem, "server_error", "invalid_model_output", turn_id=turn_id),
+                status_code=502,
+                headers=ids,
+            )
         usage = _usage(
             {"usage": {"input_tokens": result.input_tokens, "output_tokens": result.output_tokens}}
         )
@@ -155,16 +145,13 @@ async def chat_completions(
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
 
     async def chunks() -> AsyncIterator[dict[str, Any]]:
-        model = asked
-        yield {"data": json.dumps(_chunk(cid, model, created, {"role": "assistant", "content": ""}, None))}
-        sent_text = False
+        # Every chunk names the model that answers: the first waits for the first token (or the end),
+        # by when `turn` or a fallback's `reset` said which model that is. A reset after text ends the
+        # stream, so the name never changes.
+        model, parts = asked, []
+        sent_role = sent_text = False
         async for event in follow(res.events, handle, turn_id, None, moderation=False, feed=res.event_feed):
-            if event.type in ("turn", "reset"):
-                model = str(event.data.get("model") or model)
-            if event.type == "token":
-                sent_text = True
-                yield {"data": json.dumps(_chunk(cid, model, created, {"content": event.data["text"]}, None))}
-            elif event.type == "reset" and sent_text:
+            if event.type == "reset" and sent_text:
                 yield {
                     "data": json.dumps(
                         error_body(
@@ -173,6 +160,20 @@ async def chat_completions(
                     )
                 }
                 break
+            if event.type in ("turn", "reset"):
+                model = str(event.data.get("model") or model)
+                continue
+            if not sent_role:
+                sent_role = True
+                yield {
+                    "data": json.dumps(
+                        _chunk(cid, model, created, {"role": "assistant", "content": ""}, None)
+                    )
+                }
+            if event.type == "token":
+                sent_text = True
+                parts.append(event.data["text"])
+                yield {"data": json.dumps(_chunk(cid, model, created, {"content": event.data["text"]}, None))}
             elif event.type == "error":
                 yield {
                     "data": json.dumps(
@@ -183,6 +184,10 @@ async def chat_completions(
                 }
                 break
             elif event.type == "done":
+                finish = event.data.get("finish_reason")
+                if problem := output_problem(body.response_format, "".join(parts), finish):
+                    yield {"data": json.dumps(error_body(problem, "server_error", "invalid_model_output"))}
+                    break
                 yield {
                     "data": json.dumps(
                         _chunk(cid, model, created, {}, event.data.get("finish_reason") or "stop")

@@ -16,6 +16,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from activities.adapters.admission import Overloaded
 from activities.adapters.tenant_keys import KeyShredded, tenant_of_workflow
+from activities.contracts.sampling import Sampling
 from activities.contracts.turn import ChatTurnInput, ChatTurnResult, Message
 from activities.logic.input_guard import GuardedInput, InputRejected, guard_input
 from api.core.errors import ApiError
@@ -38,6 +39,8 @@ def turn_id_for(tenant_id: uuid.UUID, conversation_id: uuid.UUID, idempotency_ke
 def request_fingerprint(turn: ChatTurnInput) -> str:
     """What a retried POST must repeat to join the turn: everything the caller chose, not the ids."""
     asked = turn.model_dump(mode="json", include=_ASKED)
+    if asked.get("sampling") is None:
+        asked.pop("sampling", None)  # as turns recorded before sampling hashed
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 
@@ -48,6 +51,7 @@ _ASKED = {
     "model",
     "max_tokens",
     "temperature",
+    "sampling",
     "latency_budget_ms",
     "interactive",
     "webhook_url",
@@ -87,6 +91,7 @@ class TurnRequest:
     model: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    sampling: Sampling | None = None
     latency_budget_ms: int | None = None
     interactive: bool = True
     webhook_url: str | None = None
@@ -144,6 +149,7 @@ def _turn_input(res: Resources, req: TurnRequest, guarded: GuardedInput) -> Chat
         model=req.model,
         max_tokens=req.max_tokens,
         temperature=req.temperature,
+        sampling=req.sampling,
         retrieval_k=res.settings.retrieval_k,
         latency_budget_ms=req.latency_budget_ms,
         interactive=req.interactive,

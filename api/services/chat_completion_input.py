@@ -1,0 +1,188 @@
+"""An OpenAI chat-completions request, read into a turn: messages whose content is a string or a
+list of text parts, the sampling parameters the models can honour, and a clear 400
+(`unsupported_parameter`, naming it) for everything else. Nothing a client asks for is ignored."""
+
+from __future__ import annotations
+
+import json
+from typing import Literal
+
+import jsonschema
+import referencing.exceptions
+from pydantic import BaseModel, ConfigDict, Field
+
+from activities.adapters.model_registry import ModelRegistry
+from activities.contracts.sampling import ResponseFormat, Sampling
+from activities.contracts.turn import Message
+from api.core.errors import ApiError
+from api.core.text_fields import StorableStr
+
+
+class ContentPart(BaseModel):
+    """A part of a message's content: text is read; any other kind (images, audio, files) is refused."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(max_length=40)
+    text: StorableStr | None = None
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    # `developer` is what newer OpenAI clients call the system message.
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: StorableStr | list[ContentPart] | None = None
+    name: str | None = Field(default=None, max_length=64)
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    # Fields this model does not name are kept, to be refused by name (not dropped in silence).
+    model_config = ConfigDict(extra="allow")
+
+    model: StorableStr | None = Field(default=None, max_length=200)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = Field(default=None, ge=1, le=4096)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=4096)
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
+    # Recorded as the conversation's end user (OpenAI: "a unique identifier for your end-user").
+    user: str | None = Field(default=None, max_length=200)
+    n: int | None = Field(default=None, ge=1, le=8)
+    response_format: ResponseFormat | None = None
+
+
+def unsupported(param: str, message: str) -> ApiError:
+    return ApiError(400, message, code="unsupported_parameter", param=param)
+
+
+def _empty(value: object) -> bool:
+    # What clients send back of a reply they were given (`"refusal": null`, `"tool_calls": []`).
+    return value is None or value == [] or value == {} or value == ""
+
+
+def _text_of(index: int, message: ChatMessage) -> str:
+    if message.role == "tool":
+        raise unsupported(f"messages[{index}].role", f"messages[{index}]: tool results are not supported yet")
+    for field, value in (message.model_extra or {}).items():
+        if not _empty(value):
+            why = (
+                "tool calls are not supported yet" if field in ("tool_calls", "function_call") else "unknown"
+            )
+            raise unsupported(f"messages[{index}].{field}", f"messages[{index}].{field}: {why}")
+    if message.content is None:
+        raise unsupported(f"messages[{index}].content", f"messages[{index}] has no content")
+    if isinstance(message.content, str):
+        return message.content
+    texts = []
+    for j, part in enumerate(message.content):
+        if part.type != "text" or part.text is None:
+            raise unsupported(
+                f"messages[{index}].content[{j}].type",
+                f"messages[{index}].content[{j}]: {part.type!r} parts need a model that declares "
+                "support for them, and none here does; send text parts",
+            )
+        texts.append(part.text)
+    return "\n".join(texts)
+
+
+def read_messages(body: ChatCompletionRequest) -> tuple[list[Message], str]:
+    """The history (system messages as `system`) and the last user message's text."""
+    messages = [
+        {"role": "system" if m.role == "developer" else m.role, "content": _text_of(i, m)}
+        for i, m in enumerate(body.messages)
+    ]
+    *history, last = messages
+    if last["role"] != "user":
+        raise ApiError(422, "the last message must have role 'user'", code="422")
+    return history, last["content"]
+
+
+def read_sampling(body: ChatCompletionRequest, registry: ModelRegistry) -> Sampling | None:
+    """The request's sampling, refused (400) when a model that may answer it cannot honour it."""
+    for name, value in (body.model_extra or {}).items():
+        if not _empty(value):
+            raise unsupported(name, f"`{name}` is not supported")
+    if body.n not in (None, 1):
+        raise unsupported("n", "only one choice per request (`n` = 1)")
+    sampling = Sampling(
+        stop=[body.stop] if isinstance(body.stop, str) else body.stop,
+        top_p=body.top_p,
+        seed=body.seed,
+        presence_penalty=body.presence_penalty,
+        frequency_penalty=body.frequency_penalty,
+        response_format=body.response_format,
+    )
+    if body.response_format is not None and (schema := body.response_format.schema_) is not None:
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ApiError(
+                400,
+                f"response_format.json_schema.schema is not a JSON Schema: {exc.message}",
+                code="invalid_schema",
+                param="response_format.json_schema.schema",
+            ) from None
+    asked = sampling.asked()
+    if not asked:
+        return None
+    wants_schema = sampling.response_format is not None and sampling.response_format.type == "json_schema"
+    for name in _candidates(body.model, registry):
+        adapter = registry.adapter(name)
+        lacking = [p for p in asked if p not in adapter.parameters]
+        if lacking:
+            raise unsupported(lacking[0], f"the model {name} cannot take `{lacking[0]}`")
+        if wants_schema and not adapter.follows_schemas:
+            raise unsupported(
+                "response_format",
+                f"the model {name} cannot constrain its output to a JSON schema here (`json_object` works)",
+            )
+    return sampling
+
+
+def _candidates(model: str | None, registry: ModelRegistry) -> list[str]:
+    """Every model that may answer: the one named and its fallbacks, or (routing chooses) them all."""
+    models = registry.models
+    if model not in models:
+        return list(models)
+    seen, todo = [], [model]
+    while todo:
+        name = todo.pop(0)
+        if name in models and name not in seen:
+            seen.append(name)
+            todo.extend(models[name].fallback)
+            todo.extend(n for n, spec in models.items() if spec.canary_of == name)
+    return seen
+
+
+def output_problem(fmt: ResponseFormat | None, text: str, finish_reason: str | None) -> str | None:
+    """Why a reply does not satisfy its `response_format`, or None. A reply cut at max_tokens is
+    left as it is (`finish_reason: length` says so, as OpenAI's does)."""
+    if fmt is None or fmt.type == "text" or finish_reason == "length":
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return f"the model's reply is not JSON ({exc.msg} at character {exc.pos})"
+    if fmt.schema_ is not None:
+        try:
+            error = jsonschema.exceptions.best_match(
+                jsonschema.Draft202012Validator(fmt.schema_).iter_errors(value)
+            )
+        except referencing.exceptions.Unresolvable as exc:  # a $ref outside the schema: never fetched
+            return f"the schema's reference {exc} cannot be resolved here"
+        if error is not None:
+            return f"the model's reply does not match the schema: {error.message}"
+    elif not isinstance(value, dict):
+        return "the model's reply is JSON but not an object"
+    return None
