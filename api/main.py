@@ -18,6 +18,7 @@ from api.core.drain import Drain
 from api.core.errors import KEYED, error_responses, install_error_handlers
 from api.core.principals import PrincipalCache
 from api.core.request_ids import RequestIdMiddleware
+from api.core.telemetry_redaction import without_stream_tokens
 from api.core.tenancy import DEFAULT_TENANT, require
 from api.routes import (
     codec,
@@ -131,7 +132,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # One span per request (the root of a turn's trace); not one per SSE event sent, and none
         # for probes and scrapes.
         FastAPIInstrumentor.instrument_app(
-            app, excluded_urls="/metrics,/livez,/readyz,/healthz", exclude_spans=["send", "receive"]
+            app,
+            excluded_urls="/metrics,/livez,/readyz,/healthz",
+            exclude_spans=["send", "receive"],
+            server_request_hook=without_stream_tokens,
         )
 
     app.include_router(health.router)  # no key: probes and load balancers call these
@@ -141,6 +145,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     keyed = error_responses(*KEYED)
     app.include_router(conversations.router, dependencies=chat, responses=keyed)
     app.include_router(turns.router, dependencies=chat, responses=keyed)
+    app.include_router(turns.stream_router, responses=keyed)  # a key, or the turn's stream token
     app.include_router(openai_compat.router, dependencies=chat, responses=keyed)
     app.include_router(feedback.router, dependencies=chat, responses=keyed)
     app.include_router(documents.router, dependencies=ingest, responses=keyed)

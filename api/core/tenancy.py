@@ -10,12 +10,14 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Query, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from activities.adapters.rate_limits import RateLimited
+from activities.adapters.stream_tokens import QUERY_PARAM
 from api.core.deps import PrincipalsDep, ResourcesDep
 from api.core.errors import ApiError
 from db.access import Principal, touch_key
@@ -34,8 +36,11 @@ def too_many(exc: RateLimited) -> HTTPException:
     return HTTPException(429, f"{exc}; retry in {retry_s} s", headers={"Retry-After": str(retry_s)})
 
 
+BEARER_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
 def _unauthorized(message: str) -> HTTPException:
-    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+    return HTTPException(401, message, headers=BEARER_CHALLENGE)
 
 
 async def current_principal(
@@ -73,6 +78,48 @@ async def current_principal(
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+@dataclass(frozen=True)
+class StreamReader:
+    tenant_id: uuid.UUID
+    # Set when a stream token authorised the request: the one turn it may read.
+    turn_id: str | None
+
+
+async def stream_reader(
+    request: Request,
+    res: ResourcesDep,
+    principals: PrincipalsDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    stream_token: Annotated[
+        str | None,
+        Query(
+            alias=QUERY_PARAM,
+            max_length=100,
+            description="instead of a key, for a browser's EventSource: the `stream_token` of the "
+            "turn's `turn` event (or the POST's `X-Stream-Token`); reads that turn only, and expires",
+        ),
+    ] = None,
+) -> StreamReader:
+    """Who reads a turn's events: a key with the chat scope, or the turn's own stream token."""
+    if credentials is not None or stream_token is None:
+        principal = await current_principal(request, res, principals, credentials)
+        if not principal.may("chat"):
+            raise HTTPException(403, "this key lacks the scope for this route (one of: chat)")
+        return StreamReader(principal.tenant_id, None)
+    grant = await res.stream_tokens.read(stream_token)
+    if grant is None:
+        raise _unauthorized("the stream token is not valid (unknown, or expired): read the turn with a key")
+    try:
+        limit = grant.requests_per_min or res.settings.rate_limit_requests_per_min
+        await res.rate_limits.request(str(grant.tenant_id), limit)
+    except RateLimited as exc:
+        raise too_many(exc) from exc
+    return StreamReader(grant.tenant_id, grant.turn_id)
+
+
+StreamReaderDep = Annotated[StreamReader, Depends(stream_reader)]
 
 
 def require(*any_of: str) -> Callable[[Principal], Awaitable[None]]:

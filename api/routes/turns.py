@@ -13,13 +13,14 @@ from sse_starlette.sse import EventSourceResponse
 from temporalio.client import WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.adapters.turn_events import EVENT_TYPES
+from activities.adapters.stream_tokens import StreamGrant
+from activities.adapters.turn_events import EVENT_TYPES, TurnEvent
 from activities.contracts.turn import ChatTurnResult
 from activities.logic.webhook_targets import WebhookRefused
 from api.core.deps import DrainDep, ResourcesDep, get_drain, refuse_while_draining
 from api.core.drain import Drain
 from api.core.errors import ApiError, error_responses, turn_error_response
-from api.core.tenancy import TenantDep, require, tokens_within_limit
+from api.core.tenancy import StreamReaderDep, TenantDep, require, tokens_within_limit
 from api.core.text_fields import StorableStr
 from api.routes.conversations import require_conversation
 from api.services.turn_starter import TurnRequest, start_turn, tenant_of_turn
@@ -28,6 +29,8 @@ from infra.runtime.resources import Resources
 from workers.replay import fetch_history, turn_audit
 
 router = APIRouter(tags=["turns"])
+# A turn's event stream: a key, or the turn's stream token (api/core/tenancy.py: stream_reader).
+stream_router = APIRouter(tags=["turns"])
 
 # An event's `id:` (its Redis stream position), as a client sends it back to resume.
 EVENT_ID = r"^\d{1,19}(-\d{1,19})?$"
@@ -104,16 +107,27 @@ def request_id(request: Request) -> str:
 
 
 def _sse(
-    res: Resources, drain: Drain, handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str, after: str | None
+    res: Resources,
+    drain: Drain,
+    handle: WorkflowHandle[Any, ChatTurnResult],
+    turn_id: str,
+    after: str | None,
+    stream_token: str | None = None,
 ) -> EventSourceResponse:
     async def events() -> AsyncIterator[dict[str, Any]]:
         # A client that goes away stops only this generator; the turn runs on and is persisted.
         async for event in follow(res.events, handle, turn_id, after, feed=res.event_feed):
+            if stream_token is not None and event.type == "turn":
+                # To this client only: the event log and the turn's history never hold it.
+                event = TurnEvent(event.id, event.type, {**event.data, "stream_token": stream_token})
             yield as_sse(event)
 
+    headers = {**SSE_HEADERS, "X-Turn-ID": turn_id}
+    if stream_token is not None:
+        headers["X-Stream-Token"] = stream_token
     # If this process leaves, the client is told to reconnect (it resumes with Last-Event-ID).
     stream = drain.until_drained(events())
-    return EventSourceResponse(stream, ping=15, headers={**SSE_HEADERS, "X-Turn-ID": turn_id})
+    return EventSourceResponse(stream, ping=15, headers=headers)
 
 
 async def _json_result(handle: WorkflowHandle[Any, ChatTurnResult], turn_id: str) -> JSONResponse:
@@ -171,7 +185,9 @@ async def _post_message(
             headers={"Location": status_url, "X-Turn-ID": turn_id},
         )
     if body.stream:
-        return _sse(res, get_drain(request), handle, turn_id, None)
+        principal = request.state.principal
+        token = await res.stream_tokens.mint(StreamGrant(tenant, turn_id, principal.requests_per_min))
+        return _sse(res, get_drain(request), handle, turn_id, None, token)
     return await _json_result(handle, turn_id)
 
 
@@ -255,7 +271,7 @@ async def audit_turn(turn_id: str, res: ResourcesDep, tenant: TenantDep) -> dict
     return await turn_audit(res, await fetch_history(res, turn_id))
 
 
-@router.get(
+@stream_router.get(
     "/v1/turns/{turn_id}/events",
     response_model=None,
     dependencies=[Depends(refuse_while_draining)],
@@ -265,12 +281,17 @@ async def turn_events(
     turn_id: str,
     res: ResourcesDep,
     drain: DrainDep,
-    tenant: TenantDep,
+    reader: StreamReaderDep,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", pattern=EVENT_ID)] = None,
     after: Annotated[str | None, Query(pattern=EVENT_ID, description="as Last-Event-ID")] = None,
 ) -> EventSourceResponse:
-    """Replay the turn's events after `Last-Event-ID` (or `?after=`), then follow it live."""
-    handle, _ = await _turn_handle(res, tenant, turn_id)
+    """Replay the turn's events after `Last-Event-ID` (or `?after=`), then follow it live. With a
+    key (chat scope), or with the turn's stream token (`?stream_token=`, for a browser's EventSource)."""
+    if reader.turn_id is not None and reader.turn_id != turn_id:
+        raise HTTPException(
+            401, "this stream token reads another turn", headers={"WWW-Authenticate": "Bearer"}
+        )
+    handle, _ = await _turn_handle(res, reader.tenant_id, turn_id)
     return _sse(res, drain, handle, turn_id, last_event_id or after)
 
 

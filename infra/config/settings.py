@@ -122,6 +122,12 @@ class Settings(BaseSettings):
     max_tokens: int = Field(default=256, gt=0, description="default reply budget per turn")
     retrieval_k: int = Field(default=4, ge=0)
     event_retention_s: int = Field(default=24 * 3600, gt=0, description="how long a turn's events replay")
+    stream_token_ttl_s: int = Field(
+        default=900,
+        gt=0,
+        le=24 * 3600,
+        description="how long a turn's stream token (a browser EventSource's credential) reads its events",
+    )
     api_worker: bool = Field(
         default=True,
         description="run a worker inside the API process, so turns start eagerly (lowest latency)",

@@ -22,6 +22,7 @@ from activities.adapters.model_registry import ModelRegistry
 from activities.adapters.rate_limits import RateLimiter
 from activities.adapters.sealed_text import SealedText
 from activities.adapters.search import HybridSearch, SearchSettings
+from activities.adapters.stream_tokens import StreamTokens
 from activities.adapters.tenant_keys import LocalKeyWrapper, TenantKeyring
 from activities.adapters.turn_cancels import TurnCancels
 from activities.adapters.turn_events import TurnEvents
@@ -151,6 +152,11 @@ class Resources:
         if self._rate_limits is None:
             self._rate_limits = RateLimiter(self.redis, self.settings.rate_limit_window_s)
         return self._rate_limits
+
+    @property
+    def stream_tokens(self) -> StreamTokens:
+        # Stateless but for Redis: made on each use.
+        return StreamTokens(self.redis, self.settings.stream_token_ttl_s)
 
     @property
     def admission(self) -> TurnAdmission:

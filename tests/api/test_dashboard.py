@@ -6,47 +6,23 @@ from __future__ import annotations
 
 import asyncio
 import re
-import shutil
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest_asyncio
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser
 from temporalio.client import WorkflowHandle
 
 from infra.runtime.rollouts import rollout_input, start_rollout
 from tests.support.api_harness import ApiServer, run_cli
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Headless on a machine with no display and no outside network (what .ci/run installs is Debian's build).
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
+from tests.support.browser import chromium, watched
 
 
 @pytest_asyncio.fixture
 async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def watched(browser: Browser) -> tuple[Page, list[str]]:
-    """A fresh page (its own storage) and the console errors and uncaught exceptions it reports."""
-    page = await (await browser.new_context()).new_page()
-    problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console: {m.text}") if m.type == "error" else None)
-    page.on("pageerror", lambda e: problems.append(f"page: {e}"))
-    return page, problems
+    async with chromium() as launched:
+        yield launched
 
 
 async def at_first_step(handle: WorkflowHandle[Any, Any]) -> None:
