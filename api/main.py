@@ -21,6 +21,7 @@ from api.core.request_ids import RequestIdMiddleware
 from api.core.telemetry_redaction import without_stream_tokens
 from api.core.tenancy import DEFAULT_TENANT, require
 from api.routes import (
+    chat_socket,
     codec,
     conversations,
     dashboard,
@@ -146,6 +147,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(conversations.router, dependencies=chat, responses=keyed)
     app.include_router(turns.router, dependencies=chat, responses=keyed)
     app.include_router(turns.stream_router, responses=keyed)  # a key, or the turn's stream token
+    app.include_router(chat_socket.router, dependencies=chat, responses=keyed)
+    app.include_router(chat_socket.socket_router)  # the socket checks its own key or ticket
     app.include_router(openai_compat.router, dependencies=chat, responses=keyed)
     app.include_router(feedback.router, dependencies=chat, responses=keyed)
     app.include_router(documents.router, dependencies=ingest, responses=keyed)

@@ -86,10 +86,15 @@ class AuditMiddleware:
         await self.app(scope, receive, audited_send)
 
     async def _write(self, event: dict[str, Any]) -> None:
-        try:
-            async with self.sessions().begin() as session:
-                # A Core INSERT: one row per write request, and the ORM's unit of work cost several
-                # times the statement (bench/REPORT.md, issue 17).
-                await session.execute(insert(AUDIT_EVENTS).values(event))
-        except Exception:  # the database is down: the request's own outcome already says so
-            log.exception("audit event lost: %s %s", event["action"], event["object_id"])
+        await write_audit_event(self.sessions(), event)
+
+
+async def write_audit_event(sessions: async_sessionmaker[AsyncSession], event: dict[str, Any]) -> None:
+    """One row (the columns `audit_event` makes), for HTTP requests and WebSocket frames alike."""
+    try:
+        async with sessions.begin() as session:
+            # A Core INSERT: one row per write request, and the ORM's unit of work cost several
+            # times the statement (bench/REPORT.md, issue 17).
+            await session.execute(insert(AUDIT_EVENTS).values(event))
+    except Exception:  # the database is down: the request's own outcome already says so
+        log.exception("audit event lost: %s %s", event["action"], event["object_id"])

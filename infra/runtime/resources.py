@@ -27,6 +27,7 @@ from activities.adapters.tenant_keys import LocalKeyWrapper, TenantKeyring
 from activities.adapters.turn_cancels import TurnCancels
 from activities.adapters.turn_events import TurnEvents
 from activities.adapters.webhook_sender import WebhookSender
+from activities.adapters.ws_tickets import WsTickets
 from activities.logic.safety import SafetyEngine
 from db.engine import make_engine, make_sessionmaker
 from db.vector_index import configured_index
@@ -157,6 +158,10 @@ class Resources:
     def stream_tokens(self) -> StreamTokens:
         # Stateless but for Redis: made on each use.
         return StreamTokens(self.redis, self.settings.stream_token_ttl_s)
+
+    @property
+    def ws_tickets(self) -> WsTickets:
+        return WsTickets(self.redis)
 
     @property
     def admission(self) -> TurnAdmission:

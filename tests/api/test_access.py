@@ -60,6 +60,7 @@ CROSS_TENANT: dict[tuple[str, str], tuple[int, Any]] = {
     ("DELETE", "/v1/messages/{message_id}/feedback"): (404, None),
     ("GET", "/v1/experiments"): (403, None),  # operator keys only
     ("GET", "/v1/experiments/{name}"): (403, None),
+    ("POST", "/v1/ws/tickets"): (201, None),  # a ticket for B's own key
 }
 
 

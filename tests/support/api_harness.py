@@ -65,10 +65,10 @@ async def key_headers(
 class ApiServer(InLoopServer):
     """The API; its client carries a key of the default tenant (chat and ingest scopes)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, send_buffer: int | None = None) -> None:
         self.settings = settings
         self.app = create_app(settings)
-        super().__init__(self.app, lifespan="on")
+        super().__init__(self.app, lifespan="on", send_buffer=send_buffer)
         self.client = httpx.AsyncClient(base_url=self.url, timeout=httpx.Timeout(120, connect=5))
 
     async def __aenter__(self) -> Self:

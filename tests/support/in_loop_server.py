@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 from typing import Any, Self
 
@@ -21,7 +22,10 @@ class InLoopServer:
         lifespan: str = "auto",
         tls: tuple[Path, Path] | None = None,
         host: str = "localhost",
+        send_buffer: int | None = None,
     ) -> None:
+        """``send_buffer``: each connection's kernel send buffer in bytes (fixed, not autotuned), for
+        tests of what the server holds for a client that stops reading."""
         self.port = free_port()
         self.url = f"https://{host}:{self.port}" if tls else f"http://127.0.0.1:{self.port}"
         certfile, keyfile = tls if tls else (None, None)
@@ -36,9 +40,18 @@ class InLoopServer:
         )
         self._server = uvicorn.Server(config)
         self._task: asyncio.Task[None] | None = None
+        self._send_buffer = send_buffer
 
     async def __aenter__(self) -> Self:
-        self._task = asyncio.create_task(self._server.serve())
+        sockets = None
+        if self._send_buffer is not None:
+            # Accepted connections inherit the listening socket's buffer size.
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self._send_buffer)
+            sock.bind(("127.0.0.1", self.port))
+            sockets = [sock]
+        self._task = asyncio.create_task(self._server.serve(sockets=sockets))
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # it failed to start: say why
