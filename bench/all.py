@@ -66,6 +66,7 @@ STEPS: dict[str, Callable[[], None]] = {
         [*PY, "bench.load", "--model", "real", "--levels", "1", "2", "4", "8", "--duration", "20"]
     ),
     "slow-consumers": lambda: run([*PY, "bench.slow_consumers"]),
+    "ws-load": lambda: run([*PY, "bench.ws_load", "--sockets", "256", "--duration", "60"]),
     "sealing": lambda: run([*PY, "bench.sealing"]),
     "rollout": lambda: run([*PY, "bench.rollout"]),
     "failover": lambda: run(

@@ -755,6 +755,39 @@ def machine() -> str:
     )
 
 
+def ws_load_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+    peaks = r["peak_rss_mb"]
+    return "\n\n".join(
+        [
+            "## WebSocket users (`bench/ws_load.py`, FAKE fast model)",
+            f"{r['sockets']} sockets on `/v1/ws` held for {r['seconds']} s, each user asking a turn of "
+            f"{r['max_tokens']} tokens, pausing (mean {r['think_s']:g} s) and asking again in the same "
+            f"conversation. Run {r['date'][:16]} UTC.",
+            table(
+                [
+                    "sockets held at once",
+                    "turns / completed",
+                    "errors",
+                    "TTFT p50 / p95",
+                    "turn p50 / p95",
+                    "peak RSS MB: API / worker",
+                ],
+                [
+                    [
+                        f"{r['most_held_at_once']} of {r['sockets']}",
+                        f"{r['turns']} / {r['completed']}",
+                        sum(r["errors"].values()) or 0,
+                        f"{ms(r['ttft_ms']['p50'])} / {ms(r['ttft_ms']['p95'])}",
+                        f"{ms(r['total_ms']['p50'])} / {ms(r['total_ms']['p95'])}",
+                        f"{peaks.get('api')} / {peaks.get('worker')}",
+                    ]
+                ],
+            ),
+        ]
+    )
+
+
 SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("chaos-*.xml", chaos_section),
     ("ttft-*.json", ttft_section),
@@ -770,6 +803,7 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("load-real-*.json", lambda p: load_section(p, "Load, real model (`bench/load.py --model real`)")),
     ("efficiency-baseline-*.json", efficiency_section),
     ("slow-consumers-*.json", slow_consumers_section),
+    ("ws-load-*.json", ws_load_section),
     ("sealing-*.json", sealing_section),
     ("rollout-*.json", rollout_section),
     ("failover-*.json", failover_section),
