@@ -23,6 +23,9 @@ async def recent_messages(session: AsyncSession, conversation_id: str, limit: in
                 Message.conversation_id == uuid.UUID(conversation_id),
                 Message.redacted.is_(False),
                 Message.content != "",
+                # A tool exchange belongs to the OpenAI-style request that carried it.
+                Message.role != "tool",
+                Message.tool_calls.is_(None),
             )
             # Newest first; within a turn (one timestamp) the reply before the question,
             # so that reversed, each question precedes its reply.
@@ -43,15 +46,13 @@ def message_id_for(turn_id: str, role: str) -> uuid.UUID:
 
 
 async def insert_exchange(
-    session: AsyncSession, user: dict[str, Any], assistant: dict[str, Any]
+    session: AsyncSession, *exchange: dict[str, Any]
 ) -> tuple[dict[str, uuid.UUID], bool]:
-    """A turn's question and reply, once: ``(ids by role, inserted)``. A retry finds both rows (unique
-    on turn and role), inserts nothing and returns the ids the first attempt wrote."""
-    # Both rows name every column: a multi-row INSERT takes its columns from the first row.
-    columns = {**dict.fromkeys(user), **dict.fromkeys(assistant)}
-    rows = [
-        {**columns, **row, "id": message_id_for(row["turn_id"], row["role"])} for row in (user, assistant)
-    ]
+    """A turn's question and reply (and a tool exchange), once: ``(ids by role, inserted)``. A retry
+    finds the rows (unique on turn and role), inserts nothing and returns the ids the first wrote."""
+    # Every row names every column: a multi-row INSERT takes its columns from the first row.
+    columns = {k: None for row in exchange for k in row}
+    rows = [{**columns, **row, "id": message_id_for(row["turn_id"], row["role"])} for row in exchange]
     # On the table, not the entity: a Core INSERT skips the ORM's bulk-insert machinery (a tenth of
     # the step's CPU, for two rows).
     table = cast(Table, Message.__table__)
@@ -67,7 +68,7 @@ async def insert_exchange(
     )
     if len(ids) == len(rows):
         return ids, True
-    turn_id = user["turn_id"]
+    turn_id = exchange[0]["turn_id"]
     found = await session.execute(select(Message.role, Message.id).where(Message.turn_id == turn_id))
     return dict(found.all()), False
 

@@ -135,6 +135,8 @@ class Message(Base):
     pii_redacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     redacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     redaction_reason: Mapped[str | None] = mapped_column(Text)
+    # A reply's tool calls, or the calls a `tool` message answers (OpenAI's shape, migration 0012).
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _created()
 
 

@@ -184,6 +184,7 @@ class ChatTurnWorkflow:
             ),
             retrieval=opts.activity("retrieve"),
             history=inp.history,
+            tool_exchange=inp.tool_exchange,
         )
         try:
             found = await run_with_policy(opts, "prepare_turn", step, PrepareResult)
@@ -282,6 +283,8 @@ class ChatTurnWorkflow:
             route=self._route_record(route, gen.fallbacks, served=reply.model, prompt=prompt),
             cost_usd=cost,
             interactive=inp.interactive,
+            tool_calls=reply.tool_calls,
+            tool_exchange=inp.tool_exchange,
         )
         if reply.text:
             self._queue_moderation(inp, saved.assistant_message_id, reply.text)
@@ -300,6 +303,7 @@ class ChatTurnWorkflow:
             cost_usd=cost,
             ttft_ms=reply.ttft_ms,
             degraded=prep.degraded,
+            tool_calls=reply.tool_calls,
         )
 
     def _queue_moderation(self, inp: ChatTurnInput, message_id: str, text: str) -> None:

@@ -16,16 +16,38 @@ import httpx
 from huggingface_hub import AsyncInferenceClient, TextGenerationInputGrammarType
 
 from activities.contracts.sampling import ResponseFormat, Sampling
-from activities.logic.prompt import Message, TokenCounter
+from activities.adapters.tokens import with_text_content
+from activities.contracts.turn import Message
+from activities.logic.prompt import TokenCounter
 from infra.config.models import ModelSpec
 
 CLIENT_TIMEOUT_S = 60.0
 # What an OpenAI-compatible server takes of a request's sampling (activities/contracts/sampling.py).
 OPENAI_PARAMETERS = frozenset(
-    {"stop", "top_p", "seed", "presence_penalty", "frequency_penalty", "response_format"}
+    {
+        "stop",
+        "top_p",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "response_format",
+        "tools",
+        "tool_choice",
+    }
 )
 # TGI's native finish reasons, in OpenAI's words.
 _TGI_FINISH = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
+
+
+@dataclass(frozen=True)
+class ToolCallPiece:
+    """A piece of a tool call, in OpenAI's delta form: the first piece of call ``index`` names it
+    (id and name), later ones carry more of its arguments."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
 
 
 @dataclass(frozen=True)
@@ -38,6 +60,7 @@ class Delta:
     output_tokens: int | None = None
     # The model the server says answered (GenAI `gen_ai.response.model`).
     model: str | None = None
+    tool_calls: tuple[ToolCallPiece, ...] = ()
 
 
 class ModelAdapter:
@@ -77,6 +100,10 @@ class ModelAdapter:
         """The request body's fields that ask this server for JSON output (`json_object` here)."""
         return {"response_format": {"type": "json_object"}}
 
+    def wire_messages(self, messages: list[Message]) -> list[Message]:
+        """The messages as this server's chat template can take them."""
+        return messages
+
     def client(self, endpoint: str) -> AsyncInferenceClient:
         if endpoint not in self._clients:
             self._clients[endpoint] = AsyncInferenceClient(
@@ -109,6 +136,12 @@ class ModelAdapter:
         extra = dict(self.extra_body() or {})
         if asked.wants_json and fmt:
             extra |= self.constrained_output(fmt)
+        if asked.tools:
+            # In the body as OpenAI spells them (the client's typed tool classes would add nulls).
+            extra["tools"] = [t.model_dump(mode="json", exclude_none=True) for t in asked.tools]
+            if asked.tool_choice is not None:
+                choice = asked.tool_choice
+                extra["tool_choice"] = choice if isinstance(choice, str) else choice.model_dump(mode="json")
         if extra:
             options["extra_body"] = extra
         return {k: v for k, v in options.items() if v is not None}
@@ -122,7 +155,7 @@ class ModelAdapter:
         sampling: Sampling | None = None,
     ) -> AsyncIterator[Delta]:
         stream = await self.client(endpoint).chat_completion(
-            messages=messages,
+            messages=self.wire_messages(messages),
             stream=True,
             **self._options(max_tokens, temperature, sampling),
         )
@@ -134,7 +167,10 @@ class ModelAdapter:
                 continue
             choice = chunk.choices[0]
             yield Delta(
-                text=choice.delta.content or "", finish_reason=choice.finish_reason, model=chunk.model or None
+                text=choice.delta.content or "",
+                finish_reason=choice.finish_reason,
+                model=chunk.model or None,
+                tool_calls=_tool_pieces(choice.delta),
             )
 
     async def count_tokens(self, text: str) -> int:
@@ -146,6 +182,26 @@ class ModelAdapter:
         except httpx.HTTPError:
             return False
         return resp.status_code == 200
+
+
+def _tool_pieces(delta: Any) -> tuple[ToolCallPiece, ...]:
+    calls = getattr(delta, "tool_calls", None) or []
+    # huggingface_hub types `tool_calls` as a list, but some servers send one object.
+    if not isinstance(calls, list):
+        calls = [calls]
+    pieces = []
+    for position, call in enumerate(calls):
+        function = getattr(call, "function", None)
+        index = getattr(call, "index", None)
+        pieces.append(
+            ToolCallPiece(
+                index=index if isinstance(index, int) else position,
+                id=getattr(call, "id", None) or None,
+                name=getattr(function, "name", None) or None,
+                arguments=getattr(function, "arguments", None) or "",
+            )
+        )
+    return tuple(pieces)
 
 
 class OpenAIAdapter(ModelAdapter):
@@ -176,6 +232,11 @@ class LlamaCppAdapter(ModelAdapter):
     sends_usage_option = False
     follows_schemas = True
 
+    def wire_messages(self, messages: list[Message]) -> list[Message]:
+        # llama-cpp-python renders the GGUF's own template, and most know no tool calls (a null
+        # content breaks them): an assistant's calls are written out as its text.
+        return [with_text_content(m) for m in messages]
+
     def constrained_output(self, fmt: ResponseFormat) -> dict[str, Any]:
         schema = fmt.schema_
         return {
@@ -190,8 +251,9 @@ class TgiAdapter(ModelAdapter):
 
     @property
     def parameters(self) -> frozenset[str]:
-        # The native route has no presence penalty.
-        return OPENAI_PARAMETERS - ({"presence_penalty"} if self.spec.stream_api == "generate" else set())
+        # The native route has no presence penalty, and takes no tools.
+        native = {"presence_penalty", "tools", "tool_choice"}
+        return OPENAI_PARAMETERS - (native if self.spec.stream_api == "generate" else set())
 
     follows_schemas = True
 

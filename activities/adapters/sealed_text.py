@@ -16,6 +16,7 @@ import base64
 import os
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
 from activities.adapters.tenant_keys import TenantKeyring, key_id, parse_key_id
 
@@ -80,3 +81,24 @@ def is_sealed(value: str | bytes) -> bool:
 
 def _uuid(tenant: uuid.UUID | str) -> uuid.UUID:
     return tenant if isinstance(tenant, uuid.UUID) else uuid.UUID(tenant)
+
+
+async def seal_tool_calls(
+    sealer: SealedText, tenant: uuid.UUID | str, calls: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Tool calls (OpenAI's shape) with their arguments sealed; names and ids stay readable."""
+    return [_with_arguments(c, await sealer.seal(tenant, _arguments(c))) for c in calls]
+
+
+async def open_tool_calls(
+    sealer: SealedText, tenant: uuid.UUID | str, calls: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    return [_with_arguments(c, await sealer.open(tenant, _arguments(c))) for c in calls]
+
+
+def _arguments(call: dict[str, Any]) -> str:
+    return str((call.get("function") or {}).get("arguments") or "")
+
+
+def _with_arguments(call: dict[str, Any], arguments: str) -> dict[str, Any]:
+    return {**call, "function": {**(call.get("function") or {}), "arguments": arguments}}

@@ -11,6 +11,7 @@ counts instead, and says so (``estimated``): a turn is never failed for want of 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import httpx
 
-from activities.logic.prompt import Message
+from activities.contracts.turn import Message
 
 log = logging.getLogger(__name__)
 # ChatML-style templates spend about this many tokens around each message.
@@ -52,6 +53,26 @@ def estimate_tokens(text: str) -> int:
     return n
 
 
+def message_text(message: Message) -> str:
+    """What of a message the model reads besides the template's framing: its content, and in a tool
+    exchange the calls (names and arguments) or the id a result answers."""
+    text = message.get("content") or ""
+    if calls := message.get("tool_calls"):
+        text += json.dumps(calls, separators=(",", ":"))
+    if call_id := message.get("tool_call_id"):
+        text += f" {call_id}"
+    return str(text)
+
+
+def with_text_content(message: Message) -> Message:
+    """The message with text content, for chat templates that know no tool calls: the calls, or
+    nothing, where the content is null."""
+    if message.get("content") is not None:
+        return message
+    calls = message.get("tool_calls")
+    return {**message, "content": json.dumps(calls, separators=(",", ":")) if calls else ""}
+
+
 class EstimatedCounter:
     """No tokenizer: the conservative estimate, plus the template's per-message cost."""
 
@@ -61,7 +82,7 @@ class EstimatedCounter:
         return estimate_tokens(text)
 
     async def count_chat(self, messages: list[Message]) -> int:
-        return PER_MESSAGE + sum(estimate_tokens(m["content"]) + PER_MESSAGE for m in messages)
+        return PER_MESSAGE + sum(estimate_tokens(message_text(m)) + PER_MESSAGE for m in messages)
 
 
 class TokenizerJsonCounter:
@@ -82,7 +103,7 @@ class TokenizerJsonCounter:
         return len(self._tokenizer.encode(text, add_special_tokens=False).ids)
 
     async def count_chat(self, messages: list[Message]) -> int:
-        counts = [await self.count(m["content"]) for m in messages]
+        counts = [await self.count(message_text(m)) for m in messages]
         return PER_MESSAGE + sum(n + PER_MESSAGE for n in counts)
 
 
@@ -118,11 +139,13 @@ class LocalGGUFCounter:
         return self._n(text)
 
     async def count_chat(self, messages: list[Message]) -> int:
-        key = tuple((m["role"], m["content"]) for m in messages)
+        key = tuple((m["role"], message_text(m)) for m in messages)
         if (n := self._known.get(key)) is not None:
             self._known.move_to_end(key)
             return n
-        n = self._n(self._format(messages=messages).prompt)  # type: ignore[arg-type]
+        texts = [with_text_content(m) for m in messages]
+        rendered = self._format(messages=texts)  # type: ignore[arg-type]
+        n = self._n(rendered.prompt)
         self._known[key] = n
         if len(self._known) > self.KEEP:
             self._known.popitem(last=False)
@@ -185,5 +208,5 @@ class RemoteCounter:
         return len(resp.json()["tokens"])
 
     async def count_chat(self, messages: list[Message]) -> int:
-        counts = await asyncio.gather(*(self.count(m["content"]) for m in messages))
+        counts = await asyncio.gather(*(self.count(message_text(m)) for m in messages))
         return PER_MESSAGE + sum(n + PER_MESSAGE for n in counts)  # + the generation prompt

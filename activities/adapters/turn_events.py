@@ -16,7 +16,7 @@ import logging
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -27,7 +27,7 @@ from activities.adapters.tenant_keys import tenant_of_workflow
 
 log = logging.getLogger("turnflow.events")
 
-EVENT_TYPES = ("turn", "token", "reset", "done", "error", "redact", "moderated")
+EVENT_TYPES = ("turn", "token", "tool_call", "reset", "done", "error", "redact", "moderated")
 TERMINAL = ("done", "error")
 MAX_EVENTS = 20_000
 # Redis's answer to an explicit entry id at or below the stream's last one.
@@ -122,23 +122,36 @@ class TurnEvents:
         first: Any = await self.redis.xrange(stream_key(turn_id), count=1)  # `turn` is always first
         return bool(first)
 
-    async def streamed_reply(self, turn_id: str) -> tuple[str, int, str] | None:
-        """The reply an earlier run of the turn streamed to its end (text, tokens, finish reason), or
-        None. A turn whose workflow task could not be completed (Temporal away) runs again from its
-        start: its inference gives back what the client already got, rather than another reply."""
+    async def streamed_reply(self, turn_id: str) -> StreamedReply | None:
+        """The reply an earlier run of the turn streamed to its end, or None. A turn whose workflow
+        task could not be completed (Temporal away) runs again from its start: its inference gives
+        back what the client already got, rather than another reply."""
         events = await self.read_all(turn_id)
         done = next((e for e in reversed(events) if e.type == "done"), None)
         if done is None:
             return None
         starts = [i for i, e in enumerate(events) if e.type in ("turn", "reset")]
         tokens = [e.data["text"] for e in events[starts[-1] if starts else 0 :] if e.type == "token"]
-        return "".join(tokens), len(tokens), str(done.data.get("finish_reason") or "stop")
+        return StreamedReply(
+            "".join(tokens),
+            len(tokens),
+            str(done.data.get("finish_reason") or "stop"),
+            list(done.data.get("tool_calls") or []),
+        )
 
     async def read_all(self, turn_id: str) -> list[TurnEvent]:
         events: list[TurnEvent] = []
         while batch := await self.read(turn_id, events[-1].id if events else "0-0"):
             events.extend(batch)
         return events
+
+
+class StreamedReply(NamedTuple):
+    text: str
+    tokens: int
+    finish_reason: str
+    # OpenAI's shape, as the `done` event carries them.
+    tool_calls: list[dict[str, Any]]
 
 
 class TurnPublisher:

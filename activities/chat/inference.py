@@ -22,13 +22,14 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.breaker import CircuitBreakers
-from activities.adapters.model_adapters import ModelAdapter
+from activities.adapters.model_adapters import ModelAdapter, ToolCallPiece
 from activities.adapters.model_call import ModelCall
 from activities.adapters.model_registry import ModelRegistry
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 from activities.adapters.turn_cancels import TurnCancels
-from activities.adapters.turn_events import TurnEvents, TurnPublisher
+from activities.adapters.turn_events import StreamedReply, TurnEvents, TurnPublisher
 from activities.contracts.route import ModelTarget
+from activities.contracts.sampling import ToolCall
 from activities.contracts.turn import InferInput, InferResult
 from activities.logic.safety import SafetyEngine
 
@@ -70,6 +71,36 @@ async def keep_heartbeating() -> AsyncIterator[None]:
         yield
     finally:
         task.cancel()
+
+
+class ToolCalls:
+    """The tool calls of a reply, put together from their streamed pieces; each piece becomes a
+    `tool_call` event in OpenAI's delta form (the first of a call names it, the rest add arguments)."""
+
+    def __init__(self, turn_id: str) -> None:
+        self.turn_id = turn_id
+        self._calls: dict[int, dict[str, str]] = {}
+        self.pieces = 0
+
+    def __bool__(self) -> bool:
+        return bool(self._calls)
+
+    def add(self, piece: ToolCallPiece) -> dict[str, object]:
+        self.pieces += 1
+        event: dict[str, object] = {"index": piece.index, "arguments": piece.arguments}
+        if piece.index not in self._calls:
+            # A server that names no id gets one that is stable across this turn's replays.
+            call_id = piece.id or f"call_{self.turn_id[-12:]}_{piece.index}"
+            self._calls[piece.index] = {"id": call_id, "name": piece.name or "", "arguments": ""}
+            event |= {"id": call_id, "name": piece.name or ""}
+        elif piece.name and not self._calls[piece.index]["name"]:
+            self._calls[piece.index]["name"] = piece.name
+            event["name"] = piece.name
+        self._calls[piece.index]["arguments"] += piece.arguments
+        return event
+
+    def done(self) -> list[ToolCall]:
+        return [ToolCall(**self._calls[i]) for i in sorted(self._calls)]
 
 
 class InferenceActivities:
@@ -129,8 +160,12 @@ class InferenceActivities:
             # Run again: after its worker died (a reset, then the reply anew), or after Temporal could
             # not take its finished task (the reply its client already has).
             if (earlier := await self._streamed_reply(inp.turn_id)) is not None:
-                text, tokens, finish_reason = earlier
-                return self._reply_of(target, text, tokens, finish_reason)
+                reply = self._reply_of(target, earlier.text, earlier.tokens, earlier.finish_reason)
+                calls = [
+                    ToolCall(id=c["id"], name=c["function"]["name"], arguments=c["function"]["arguments"])
+                    for c in earlier.tool_calls
+                ]
+                return reply.model_copy(update={"tool_calls": calls})
             first = False
         await publisher.publish("turn" if first else "reset", meta)
         adapter = self.registry.adapter(target.name)
@@ -197,7 +232,7 @@ class InferenceActivities:
             for task in (stream, watch):
                 task.cancel()
 
-    async def _streamed_reply(self, turn_id: str) -> tuple[str, int, str] | None:
+    async def _streamed_reply(self, turn_id: str) -> StreamedReply | None:
         try:
             return await self.events.streamed_reply(turn_id)
         except REDIS_UNAVAILABLE as exc:
@@ -251,10 +286,16 @@ class InferenceActivities:
         safety_rule = None
         input_tokens = output_tokens = None
         response_model = None
+        calls = ToolCalls(inp.turn_id)
         try:
             async for delta in adapter.stream_chat(
                 target.endpoint, inp.messages, inp.max_tokens, inp.temperature, inp.sampling
             ):
+                for piece in delta.tool_calls:
+                    if ttft_ms is None:
+                        ttft_ms = (time.perf_counter() - start) * 1000
+                        call.first_token()
+                    await publisher.publish("tool_call", calls.add(piece))
                 if delta.text:
                     if ttft_ms is None:
                         ttft_ms = (time.perf_counter() - start) * 1000
@@ -273,16 +314,21 @@ class InferenceActivities:
         except asyncio.CancelledError:
             activity.logger.info("turn %s cancelled after %d tokens", inp.turn_id, len(parts))
             raise
+        if calls and finish_reason == "stop":
+            finish_reason = "tool_calls"  # what OpenAI says; some servers say `stop`
         result = InferResult(
             text="".join(parts),
             model=target.name,
             model_version=target.version,
             input_tokens=input_tokens if safety_rule is None else None,
             # The server's count when it gives one (exact); else one streamed chunk is one token.
-            output_tokens=output_tokens if output_tokens and safety_rule is None else len(parts),
+            output_tokens=(
+                output_tokens if output_tokens and safety_rule is None else len(parts) + calls.pieces
+            ),
             ttft_ms=ttft_ms,
             finish_reason=finish_reason,
             safety_rule=safety_rule,
+            tool_calls=calls.done(),
         )
         call.finished(result, response_model)
         return result

@@ -68,6 +68,7 @@ class TurnPreparation:
             chunks=retrieval.chunks if retrieval else [],
             budget=route.prompt_budget,
             history=inp.history,
+            tool_exchange=inp.tool_exchange,
             template=route.prompt_arm["template"] if route.prompt_arm else None,
         )
         prompt = await _step("assemble_prompt", self.steps.assemble_prompt(assemble))

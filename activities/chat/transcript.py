@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -12,14 +13,16 @@ from temporalio import activity
 from activities.adapters.admission import TurnAdmission
 from activities.adapters.context_cache import ContextCache
 from activities.adapters.rate_limits import RateLimiter
+from activities.adapters.sealed_text import seal_tool_calls
 from activities.adapters.turn_events import TurnEvents
 from activities.adapters.turn_metrics import record_turn
 from activities.contracts.turn import Message, PersistInput, PersistResult
 from db.messages import insert_exchange, tenant_name
 
 
-def _rows(inp: PersistInput) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The question and the reply as message rows; the reply carries the turn's provenance."""
+def _rows(inp: PersistInput) -> list[dict[str, Any]]:
+    """The question, a tool exchange if the request carried one, and the reply, as message rows (each
+    row's content still to seal); the reply carries the turn's provenance."""
     common = {
         "tenant_id": uuid.UUID(inp.tenant_id),
         "conversation_id": uuid.UUID(inp.conversation_id),
@@ -48,8 +51,25 @@ def _rows(inp: PersistInput) -> tuple[dict[str, Any], dict[str, Any]]:
         "role": "assistant",
         "content": inp.assistant_text,
         "pii_redacted": False,
+        "tool_calls": [c.as_openai() for c in inp.tool_calls] or None,
     }
-    return user, reply
+    if not inp.tool_exchange:
+        return [user, reply]
+    # One `tool` row: the results (as the prompt had them) and the calls they answer.
+    results = [
+        {"tool_call_id": m.get("tool_call_id"), "content": m.get("content")}
+        for m in inp.tool_exchange
+        if m.get("role") == "tool"
+    ]
+    answered = [c for m in inp.tool_exchange for c in m.get("tool_calls") or []]
+    tool = {
+        **common,
+        "role": "tool",
+        "content": json.dumps(results),
+        "pii_redacted": inp.pii_redacted,
+        "tool_calls": answered or None,
+    }
+    return [user, tool, reply]
 
 
 def _terminal_event(inp: PersistInput, result: PersistResult) -> tuple[str, dict[str, Any]]:
@@ -68,6 +88,7 @@ def _terminal_event(inp: PersistInput, result: PersistResult) -> tuple[str, dict
         "cost_usd": f"{inp.cost_usd:f}" if inp.cost_usd is not None else None,
         "degraded": inp.degraded,
         "moderation": "pending" if inp.moderation_pending else "none",
+        **({"tool_calls": [c.as_openai() for c in inp.tool_calls]} if inp.tool_calls else {}),
     }
 
 
@@ -115,13 +136,15 @@ class Transcript:
 
     async def _record(self, inp: PersistInput) -> PersistResult:
         """The exchange in Postgres, counted in the metrics the first time only."""
-        user, reply = _rows(inp)
+        rows = _rows(inp)
         # Sealed with the tenant's key: Postgres (and its backups) hold no readable transcript.
-        user["content"], reply["content"] = await self.sealer.seal_all(
-            inp.tenant_id, [inp.user_text, inp.assistant_text]
-        )
+        sealed = await self.sealer.seal_all(inp.tenant_id, [row["content"] for row in rows])
+        for row, content in zip(rows, sealed, strict=True):
+            row["content"] = content
+            if row.get("tool_calls"):  # arguments are the model's words: sealed like the content
+                row["tool_calls"] = await seal_tool_calls(self.sealer, inp.tenant_id, row["tool_calls"])
         async with self.sessions.begin() as session:
-            ids, inserted = await insert_exchange(session, user, reply)
+            ids, inserted = await insert_exchange(session, *rows)
             if inserted and inp.tenant_id not in self._tenant_names:
                 name = (
                     await tenant_name(session, uuid.UUID(inp.tenant_id))

@@ -66,6 +66,7 @@ class TurnSteps:
                 inp.budget,
                 counter,
                 system=self.prompts[template].system,
+                tool_exchange=inp.tool_exchange,
             )
         except PromptTooLong as exc:
             raise ApplicationError(

@@ -38,6 +38,60 @@ class ResponseFormat(BaseModel):
         return self.json_schema.json_schema if self.json_schema else None
 
 
+class FunctionSpec(BaseModel):
+    """A tool the model may call: OpenAI's `tools[].function`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(pattern=r"^[a-zA-Z0-9_-]{1,64}$")
+    description: str | None = Field(default=None, max_length=4000)
+    # A JSON Schema for the arguments (checked by the API, as response_format's is).
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["function"] = "function"
+    function: FunctionSpec
+
+
+class NamedFunction(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(max_length=64)
+
+
+class NamedToolChoice(BaseModel):
+    """`tool_choice: {"type": "function", "function": {"name": ...}}`: this tool, always."""
+
+    model_config = ConfigDict(frozen=True)
+
+    type: Literal["function"] = "function"
+    function: NamedFunction
+
+
+ToolChoice = Literal["none", "auto", "required"] | NamedToolChoice
+
+
+class ToolCall(BaseModel):
+    """A call the model made: an id, the tool's name and its arguments (a JSON text, as OpenAI's)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: str
+    name: str
+    arguments: str = ""
+
+    def as_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
 class Sampling(BaseModel):
     """None means the model's own default (temporal.yaml `params`)."""
 
@@ -49,6 +103,12 @@ class Sampling(BaseModel):
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)
     response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: ToolChoice | None = None
+
+    @property
+    def tool_names(self) -> list[str]:
+        return [t.function.name for t in self.tools or []]
 
     def asked(self) -> list[str]:
         """The parameters this request sets (plain text output is no request at all)."""

@@ -6,15 +6,17 @@ Pydantic models, so fields can be added later without breaking histories already
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from activities.contracts.route import ModelTarget, RouteDecision, RouteRequest, Usd
-from activities.contracts.sampling import Sampling
+from activities.contracts.sampling import Sampling, ToolCall
 from infra.config.policy import ActivityPolicy, WorkflowOptions
 
-Message = dict[str, str]
+# A chat message as the model server takes it: role and content, and for tool exchanges an
+# assistant's `tool_calls` or a tool result's `tool_call_id`.
+Message = dict[str, Any]
 TurnStatus = Literal["completed", "cancelled", "error"]
 
 
@@ -31,6 +33,9 @@ class ChatTurnInput(BaseModel):
     pii_policy: dict[str, str] = Field(default_factory=dict)
     # Given by OpenAI-style requests that carry their own history; else it is loaded.
     history: list[Message] | None = None
+    # After the user's message: the model's tool calls and the client's results (OpenAI-style
+    # requests answering a reply that called tools; results redacted like the message).
+    tool_exchange: list[Message] | None = None
     # The model the request names, if any (routing decides; turns recorded before routing carry the
     # model they ran on, and their context and reply budgets).
     model: str | None = None
@@ -69,6 +74,7 @@ class AssembleInput(BaseModel):
     chunks: list[ContextChunk]
     budget: int
     history: list[Message] | None = None
+    tool_exchange: list[Message] | None = None
     # The prompt template version routing assigned (temporal.yaml `prompts:`); None: the base.
     template: str | None = None
 
@@ -116,6 +122,8 @@ class InferResult(BaseModel):
     ttft_ms: float | None
     finish_reason: str
     safety_rule: str | None = None
+    # The tools the model called (finish reason `tool_calls`), arguments as it wrote them.
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class PersistInput(BaseModel):
@@ -143,6 +151,9 @@ class PersistInput(BaseModel):
     route: dict[str, object] | None = None
     cost_usd: Usd | None = None
     interactive: bool = True
+    tool_calls: list[ToolCall] = Field(default_factory=list)
+    # The request's tool exchange (the calls it answers and their results), recorded as a `tool` message.
+    tool_exchange: list[Message] | None = None
 
 
 class PersistResult(BaseModel):
@@ -177,6 +188,7 @@ class ChatTurnResult(BaseModel):
     ttft_ms: float | None = None
     degraded: bool = False
     error: dict[str, object] | None = None
+    tool_calls: list[ToolCall] = Field(default_factory=list)
 
 
 class WebhookInput(BaseModel):
@@ -222,6 +234,7 @@ class PrepareInput(BaseModel):
     retrieval: ActivityPolicy
     # Given by OpenAI-style requests that carry their own history; else the prompt loads it.
     history: list[Message] | None = None
+    tool_exchange: list[Message] | None = None
 
 
 class PrepareResult(BaseModel):

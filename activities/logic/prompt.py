@@ -11,13 +11,12 @@ import re
 from dataclasses import dataclass
 from typing import Protocol
 
-from activities.contracts.turn import ContextChunk
+from activities.contracts.turn import ContextChunk, Message
 from infra.config.prompts import DEFAULT_SYSTEM_PROMPT
 
 CONTEXT_HEADER = "Context passages:"
 
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
-Message = dict[str, str]
 
 
 class TokenCounter(Protocol):
@@ -97,13 +96,15 @@ async def assemble(
     counter: TokenCounter,
     *,
     system: str = DEFAULT_SYSTEM_PROMPT,
+    tool_exchange: list[Message] | None = None,
 ) -> AssembledPrompt:
     """Fit the prompt into ``budget`` tokens (counted on the rendered chat template), under the
-    template's ``system`` prompt (temporal.yaml `prompts:`)."""
-    user: Message = {"role": "user", "content": user_text}
+    template's ``system`` prompt (temporal.yaml `prompts:`). A ``tool_exchange`` (the model's tool
+    calls and the client's results, after the user's message) is never cut, like the message."""
+    turn: list[Message] = [{"role": "user", "content": user_text}, *(tool_exchange or [])]
 
     async def size(ctx: list[tuple[ContextChunk, str]], hist: list[Message]) -> int:
-        return await counter.count_chat([_system(system, ctx), *hist, user])
+        return await counter.count_chat([_system(system, ctx), *hist, *turn])
 
     context = [(c, c.text) for c in chunks]
     bare = await size([], [])
@@ -135,7 +136,7 @@ async def assemble(
         while context and await size(context, hist) > budget:
             context.pop()  # the lowest-ranked chunk goes first
 
-    messages = [_system(system, context), *hist, user]
+    messages = [_system(system, context), *hist, *turn]
     return AssembledPrompt(
         messages=messages,
         prompt_tokens=await counter.count_chat(messages),

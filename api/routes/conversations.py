@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
 
+from activities.adapters.sealed_text import open_tool_calls
 from api.core.deps import ResourcesDep
 from api.core.errors import ApiError, error_responses
 from api.core.tenancy import TenantDep
@@ -81,6 +82,8 @@ class MessageOut(BaseModel):
     latency_ms: float | None
     redacted: bool
     retrieved_chunks: list[dict[str, Any]] | None
+    # A reply's tool calls, or (role `tool`) the calls whose results the content holds.
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 async def _out(res: ResourcesDep, c: Conversation) -> ConversationOut:
@@ -215,6 +218,11 @@ async def list_messages(
             {
                 **{k: getattr(m, k) for k in MessageOut.model_fields},
                 "content": "" if m.redacted else await res.sealer.open(tenant, m.content),
+                "tool_calls": (
+                    await open_tool_calls(res.sealer, tenant, m.tool_calls)
+                    if m.tool_calls and not m.redacted
+                    else None
+                ),
             }
         )
         for m in rows

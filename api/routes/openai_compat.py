@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from sse_starlette.sse import EventSourceResponse
 
+from activities.contracts.sampling import ToolCall
 from api.core.deps import ResourcesDep, get_drain, refuse_while_draining
 from api.core.errors import error_body, error_responses, turn_error_response
 from api.core.tenancy import TenantDep, tokens_within_limit
@@ -43,7 +44,7 @@ async def list_models(res: ResourcesDep) -> dict[str, Any]:
     }
 
 
-def _chunk(cid: str, model: str, created: int, delta: dict[str, str], finish: str | None) -> dict[str, Any]:
+def _chunk(cid: str, model: str, created: int, delta: dict[str, Any], finish: str | None) -> dict[str, Any]:
     return {
         "id": cid,
         "object": "chat.completion.chunk",
@@ -51,6 +52,22 @@ def _chunk(cid: str, model: str, created: int, delta: dict[str, str], finish: st
         "model": model,
         "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
     }
+
+
+def _message(text: str, calls: list[ToolCall]) -> dict[str, Any]:
+    if not calls:
+        return {"role": "assistant", "content": text}
+    return {"role": "assistant", "content": text or None, "tool_calls": [c.as_openai() for c in calls]}
+
+
+def _tool_delta(piece: dict[str, Any]) -> dict[str, Any]:
+    """A `tool_call` event in OpenAI's delta form: the first piece of a call names it."""
+    call: dict[str, Any] = {"index": piece["index"], "function": {"arguments": piece.get("arguments", "")}}
+    if "id" in piece:
+        call |= {"id": piece["id"], "type": "function"}
+    if "name" in piece:
+        call["function"]["name"] = piece["name"]
+    return {"tool_calls": [call]}
 
 
 def _usage(done: dict[str, Any]) -> dict[str, int]:
@@ -87,7 +104,7 @@ async def chat_completions(
     tenant: TenantDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    history, text = read_messages(body)
+    read = read_messages(body)
     sampling = read_sampling(body, res.registry)
     title = await res.sealer.seal(tenant, "chat.completions")
     async with res.sessions.begin() as session:
@@ -97,11 +114,12 @@ async def chat_completions(
     req = TurnRequest(
         tenant_id=tenant,
         conversation_id=conversation_id,
-        text=text,
+        text=read.text,
         request_id=request_id(request),
         idempotency_key=idempotency_key,
         pii_policy=request.state.principal.pii,
-        history=history,
+        history=read.history,
+        tool_exchange=read.tool_exchange,
         model=body.model,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         temperature=body.temperature,
@@ -134,7 +152,7 @@ async def chat_completions(
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": result.text},
+                    "message": _message(result.text, result.tool_calls),
                     "finish_reason": result.finish_reason,
                 }
             ],
@@ -170,7 +188,10 @@ async def chat_completions(
                         _chunk(cid, model, created, {"role": "assistant", "content": ""}, None)
                     )
                 }
-            if event.type == "token":
+            if event.type == "tool_call":
+                sent_text = True
+                yield {"data": json.dumps(_chunk(cid, model, created, _tool_delta(event.data), None))}
+            elif event.type == "token":
                 sent_text = True
                 parts.append(event.data["text"])
                 yield {"data": json.dumps(_chunk(cid, model, created, {"content": event.data["text"]}, None))}

@@ -5,6 +5,7 @@ list of text parts, the sampling parameters the models can honour, and a clear 4
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Literal
 
 import jsonschema
@@ -12,7 +13,7 @@ import referencing.exceptions
 from pydantic import BaseModel, ConfigDict, Field
 
 from activities.adapters.model_registry import ModelRegistry
-from activities.contracts.sampling import ResponseFormat, Sampling
+from activities.contracts.sampling import NamedToolChoice, ResponseFormat, Sampling, Tool, ToolChoice
 from activities.contracts.turn import Message
 from api.core.errors import ApiError
 from api.core.text_fields import StorableStr
@@ -27,6 +28,19 @@ class ContentPart(BaseModel):
     text: StorableStr | None = None
 
 
+class FunctionCall(BaseModel):
+    name: str = Field(max_length=64)
+    arguments: StorableStr = ""
+
+
+class AssistantToolCall(BaseModel):
+    """A tool call of an earlier reply, as the client sends it back."""
+
+    id: str = Field(min_length=1, max_length=200)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -34,6 +48,9 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: StorableStr | list[ContentPart] | None = None
     name: str | None = Field(default=None, max_length=64)
+    # An assistant's calls (earlier replies), and which call a `tool` message answers.
+    tool_calls: list[AssistantToolCall] | None = None
+    tool_call_id: str | None = Field(default=None, max_length=200)
 
 
 class StreamOptions(BaseModel):
@@ -60,6 +77,10 @@ class ChatCompletionRequest(BaseModel):
     user: str | None = Field(default=None, max_length=200)
     n: int | None = Field(default=None, ge=1, le=8)
     response_format: ResponseFormat | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: ToolChoice | None = None
+    # True is OpenAI's default (the model may call several tools at once); False cannot be enforced.
+    parallel_tool_calls: bool | None = None
 
 
 def unsupported(param: str, message: str) -> ApiError:
@@ -72,15 +93,13 @@ def _empty(value: object) -> bool:
 
 
 def _text_of(index: int, message: ChatMessage) -> str:
-    if message.role == "tool":
-        raise unsupported(f"messages[{index}].role", f"messages[{index}]: tool results are not supported yet")
     for field, value in (message.model_extra or {}).items():
         if not _empty(value):
-            why = (
-                "tool calls are not supported yet" if field in ("tool_calls", "function_call") else "unknown"
-            )
+            why = "deprecated: send tools and tool_calls" if field == "function_call" else "unknown"
             raise unsupported(f"messages[{index}].{field}", f"messages[{index}].{field}: {why}")
     if message.content is None:
+        if message.tool_calls:
+            return ""
         raise unsupported(f"messages[{index}].content", f"messages[{index}] has no content")
     if isinstance(message.content, str):
         return message.content
@@ -96,16 +115,59 @@ def _text_of(index: int, message: ChatMessage) -> str:
     return "\n".join(texts)
 
 
-def read_messages(body: ChatCompletionRequest) -> tuple[list[Message], str]:
-    """The history (system messages as `system`) and the last user message's text."""
-    messages = [
-        {"role": "system" if m.role == "developer" else m.role, "content": _text_of(i, m)}
-        for i, m in enumerate(body.messages)
-    ]
-    *history, last = messages
-    if last["role"] != "user":
-        raise ApiError(422, "the last message must have role 'user'", code="422")
-    return history, last["content"]
+def _as_message(index: int, message: ChatMessage, calls_made: set[str]) -> Message:
+    """The message as the model server takes it; a tool result must answer a call made before it."""
+    role = "system" if message.role == "developer" else message.role
+    out: Message = {"role": role, "content": _text_of(index, message)}
+    if message.tool_calls:
+        if role != "assistant":
+            raise ApiError(
+                400,
+                f"messages[{index}]: only assistant messages carry tool_calls",
+                code="invalid_message",
+                param=f"messages[{index}].tool_calls",
+            )
+        out["tool_calls"] = [c.model_dump(mode="json") for c in message.tool_calls]
+        out["content"] = out["content"] or None
+        calls_made.update(c.id for c in message.tool_calls)
+    if role == "tool":
+        if message.tool_call_id not in calls_made:
+            raise ApiError(
+                400,
+                f"messages[{index}]: a tool message answers a tool call of an earlier assistant message"
+                f" (tool_call_id {message.tool_call_id!r} is none of them)",
+                code="invalid_tool_call_id",
+                param=f"messages[{index}].tool_call_id",
+            )
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+@dataclass(frozen=True)
+class ReadMessages:
+    """A request's messages: the history before the last user message, its text, and what came
+    after it (the model's tool calls and the client's results), which the reply answers."""
+
+    history: list[Message]
+    text: str
+    tool_exchange: list[Message] | None
+
+
+def read_messages(body: ChatCompletionRequest) -> ReadMessages:
+    calls_made: set[str] = set()
+    messages = [_as_message(i, m, calls_made) for i, m in enumerate(body.messages)]
+    users = [i for i, m in enumerate(messages) if m["role"] == "user"]
+    after = messages[users[-1] + 1 :] if users else []
+    if not users or (after and after[-1]["role"] != "tool"):
+        raise ApiError(
+            422,
+            "the last message must have role 'user', or 'tool' (the results of the reply's tool calls)",
+            code="422",
+        )
+    if any(m["role"] == "assistant" and not m.get("tool_calls") for m in after):
+        raise ApiError(422, "after the last user message come only tool calls and their results", code="422")
+    last = users[-1]
+    return ReadMessages(messages[:last], messages[last]["content"], after or None)
 
 
 def read_sampling(body: ChatCompletionRequest, registry: ModelRegistry) -> Sampling | None:
@@ -115,6 +177,9 @@ def read_sampling(body: ChatCompletionRequest, registry: ModelRegistry) -> Sampl
             raise unsupported(name, f"`{name}` is not supported")
     if body.n not in (None, 1):
         raise unsupported("n", "only one choice per request (`n` = 1)")
+    if body.parallel_tool_calls is False:
+        raise unsupported("parallel_tool_calls", "a model here may always call several tools at once")
+    _check_tools(body)
     sampling = Sampling(
         stop=[body.stop] if isinstance(body.stop, str) else body.stop,
         top_p=body.top_p,
@@ -122,17 +187,11 @@ def read_sampling(body: ChatCompletionRequest, registry: ModelRegistry) -> Sampl
         presence_penalty=body.presence_penalty,
         frequency_penalty=body.frequency_penalty,
         response_format=body.response_format,
+        tools=body.tools or None,
+        tool_choice=body.tool_choice if body.tools else None,
     )
     if body.response_format is not None and (schema := body.response_format.schema_) is not None:
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as exc:
-            raise ApiError(
-                400,
-                f"response_format.json_schema.schema is not a JSON Schema: {exc.message}",
-                code="invalid_schema",
-                param="response_format.json_schema.schema",
-            ) from None
+        _check_schema(schema, "response_format.json_schema.schema")
     asked = sampling.asked()
     if not asked:
         return None
@@ -148,6 +207,39 @@ def read_sampling(body: ChatCompletionRequest, registry: ModelRegistry) -> Sampl
                 f"the model {name} cannot constrain its output to a JSON schema here (`json_object` works)",
             )
     return sampling
+
+
+def _check_schema(schema: dict[str, object], param: str) -> None:
+    try:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        raise ApiError(
+            400, f"{param} is not a JSON Schema: {exc.message}", code="invalid_schema", param=param
+        ) from None
+
+
+def _check_tools(body: ChatCompletionRequest) -> None:
+    names = [t.function.name for t in body.tools or []]
+    if len(set(names)) < len(names):
+        raise ApiError(400, "two tools have the same name", code="invalid_tools", param="tools")
+    for i, tool in enumerate(body.tools or []):
+        if tool.function.parameters is not None:
+            _check_schema(tool.function.parameters, f"tools[{i}].function.parameters")
+    choice = body.tool_choice
+    if choice not in (None, "none", "auto") and not names:
+        raise ApiError(
+            400,
+            "tool_choice asks for a tool call, and no tools are given",
+            code="invalid_tool_choice",
+            param="tool_choice",
+        )
+    if isinstance(choice, NamedToolChoice) and choice.function.name not in names:
+        raise ApiError(
+            400,
+            f"tool_choice names {choice.function.name!r}, which is not among the tools",
+            code="invalid_tool_choice",
+            param="tool_choice",
+        )
 
 
 def _candidates(model: str | None, registry: ModelRegistry) -> list[str]:
@@ -168,7 +260,7 @@ def _candidates(model: str | None, registry: ModelRegistry) -> list[str]:
 def output_problem(fmt: ResponseFormat | None, text: str, finish_reason: str | None) -> str | None:
     """Why a reply does not satisfy its `response_format`, or None. A reply cut at max_tokens is
     left as it is (`finish_reason: length` says so, as OpenAI's does)."""
-    if fmt is None or fmt.type == "text" or finish_reason == "length":
+    if fmt is None or fmt.type == "text" or finish_reason in ("length", "tool_calls"):
         return None
     try:
         value = json.loads(text)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from fastapi import HTTPException
 from opentelemetry import trace
@@ -19,6 +20,7 @@ from activities.adapters.tenant_keys import KeyShredded, tenant_of_workflow
 from activities.contracts.sampling import Sampling
 from activities.contracts.turn import ChatTurnInput, ChatTurnResult, Message
 from activities.logic.input_guard import GuardedInput, InputRejected, guard_input
+from activities.logic.pii import redact
 from api.core.errors import ApiError
 from infra.runtime.resources import Resources
 from infra.telemetry.span_store import TURN_ID
@@ -39,8 +41,9 @@ def turn_id_for(tenant_id: uuid.UUID, conversation_id: uuid.UUID, idempotency_ke
 def request_fingerprint(turn: ChatTurnInput) -> str:
     """What a retried POST must repeat to join the turn: everything the caller chose, not the ids."""
     asked = turn.model_dump(mode="json", include=_ASKED)
-    if asked.get("sampling") is None:
-        asked.pop("sampling", None)  # as turns recorded before sampling hashed
+    for name in ("sampling", "tool_exchange"):
+        if asked.get(name) is None:
+            asked.pop(name, None)  # as turns recorded before these fields hashed
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
 
 
@@ -48,6 +51,7 @@ _ASKED = {
     "conversation_id",
     "user_text",
     "history",
+    "tool_exchange",
     "model",
     "max_tokens",
     "temperature",
@@ -88,6 +92,8 @@ class TurnRequest:
     pii_policy: dict[str, str] = field(default_factory=dict)
     # Given by OpenAI-style requests that carry their own history; else the turn loads it.
     history: list[Message] | None = None
+    # The tool calls and results after the user's message (activities/contracts/turn.py).
+    tool_exchange: list[Message] | None = None
     model: str | None = None
     max_tokens: int | None = None
     temperature: float | None = None
@@ -104,7 +110,8 @@ async def start_turn(
     to the batch queue and its own workers; interactive ones start eagerly in this process's worker.
     ``audit`` collects what the audit trail records of the request (refusals, PII kinds found)."""
     audit = {} if audit is None else audit
-    turn = _turn_input(res, req, _guard(res, req, audit))
+    guarded = _guard(res, req, audit)
+    turn = _turn_input(res, req, guarded, _redact_tool_results(req, audit))
     # `turnflow trace TURN_ID` finds the turn's trace by this (the request's span is its root).
     trace.get_current_span().set_attribute(TURN_ID, turn.turn_id)
     if req.interactive:
@@ -135,7 +142,26 @@ def _guard(res: Resources, req: TurnRequest, audit: dict[str, object]) -> Guarde
     return guarded
 
 
-def _turn_input(res: Resources, req: TurnRequest, guarded: GuardedInput) -> ChatTurnInput:
+def _redact_tool_results(req: TurnRequest, audit: dict[str, object]) -> list[Message] | None:
+    """A tool's output is data about someone as much as the message is: the same PII policy."""
+    if not req.tool_exchange:
+        return None
+    counts = Counter(cast(dict[str, int], audit.get("pii_redacted") or {}))
+    exchange = []
+    for message in req.tool_exchange:
+        if message["role"] == "tool" and message.get("content"):
+            redaction = redact(message["content"], req.pii_policy)
+            counts.update(redaction.counts)
+            message = {**message, "content": redaction.text}
+        exchange.append(message)
+    if counts:
+        audit["pii_redacted"] = dict(counts)
+    return exchange
+
+
+def _turn_input(
+    res: Resources, req: TurnRequest, guarded: GuardedInput, tool_exchange: list[Message] | None
+) -> ChatTurnInput:
     return ChatTurnInput(
         options=res.policy.options_for("chat_turn"),
         turn_id=turn_id_for(req.tenant_id, req.conversation_id, req.idempotency_key or str(uuid.uuid4())),
@@ -146,6 +172,7 @@ def _turn_input(res: Resources, req: TurnRequest, guarded: GuardedInput) -> Chat
         pii_counts=guarded.pii_counts,
         pii_policy=req.pii_policy,
         history=req.history,
+        tool_exchange=tool_exchange,
         model=req.model,
         max_tokens=req.max_tokens,
         temperature=req.temperature,

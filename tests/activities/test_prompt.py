@@ -6,8 +6,8 @@ import httpx
 import pytest
 
 from activities.adapters.tokens import LocalGGUFCounter, RemoteCounter
-from activities.contracts.turn import ContextChunk
-from activities.logic.prompt import Message, PromptTooLong, assemble, compress, rank_sentences
+from activities.contracts.turn import ContextChunk, Message
+from activities.logic.prompt import PromptTooLong, assemble, compress, rank_sentences
 from infra.config.endpoints import default_gguf
 from tests.support.services import Services
 

@@ -55,7 +55,7 @@ async def test_a_turn_run_again_finds_the_reply_its_stream_finished(resources: R
     for i, text in enumerate(["Good", "bye", "."]):
         await events.publish(turn, "token", {"text": text, "index": i})
     await events.publish(turn, "done", {"finish_reason": "length"})
-    assert await events.streamed_reply(turn) == ("Goodbye.", 3, "length")
+    assert await events.streamed_reply(turn) == ("Goodbye.", 3, "length", [])
 
 
 async def test_a_batch_sent_again_after_its_answer_was_lost_adds_nothing_twice(resources: Resources) -> None:

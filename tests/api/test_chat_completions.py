@@ -239,8 +239,7 @@ async def test_text_parts_and_developer_messages_are_read(api: ApiServer, servic
 @pytest.mark.parametrize(
     ("extra", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]}, "tools"),
-        ({"tool_choice": "auto"}, "tool_choice"),
+        ({"parallel_tool_calls": False}, "parallel_tool_calls"),
         ({"logprobs": True}, "logprobs"),
         ({"logit_bias": {"1": 2}}, "logit_bias"),
         ({"n": 2}, "n"),
@@ -260,24 +259,11 @@ async def test_text_parts_and_developer_messages_are_read(api: ApiServer, servic
             {
                 "messages": [
                     {"role": "user", "content": "Hi"},
-                    {"role": "tool", "tool_call_id": "c1", "content": "42"},
+                    {"role": "assistant", "content": "Hi", "function_call": {"name": "f", "arguments": "{}"}},
                     {"role": "user", "content": "And?"},
                 ]
             },
-            "messages[1].role",
-        ),
-        (
-            {
-                "messages": [
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f"}}],
-                    },
-                    {"role": "user", "content": "And?"},
-                ]
-            },
-            "messages[0].tool_calls",
+            "messages[1].function_call",
         ),
         (
             {"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": 7}}}},

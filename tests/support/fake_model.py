@@ -29,6 +29,8 @@ class Script:
     first_token_delay_s: float = 0.0
     # Fails with 500 the requests whose body this says yes to (a model that fails some questions).
     fails: Callable[[dict[str, Any]], bool] | None = None
+    # Tool calls instead of text: (name, arguments in the pieces they stream in), all in parallel.
+    tool_calls: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 class ScriptedModelServer(InLoopServer):
@@ -59,6 +61,31 @@ class ScriptedModelServer(InLoopServer):
         if script.status != 200 or (script.fails is not None and script.fails(body)):
             status = script.status if script.status != 200 else 500
             return JSONResponse({"error": {"message": "failing on purpose"}}, status_code=status)
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+            body = {
+                "id": "x",
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": self.name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {json.dumps(body)}\n\n".encode()
+
+        async def tool_chunks() -> AsyncIterator[bytes]:
+            # OpenAI's delta form: a call's first piece names it, the next ones add to its arguments.
+            for index, (name, _) in enumerate(script.tool_calls):
+                first = {"index": index, "id": f"call_{index}", "type": "function"}
+                yield chunk({"tool_calls": [{**first, "function": {"name": name, "arguments": ""}}]}, None)
+            for index, (_, pieces) in enumerate(script.tool_calls):
+                for piece in pieces:
+                    await asyncio.sleep(script.token_delay_s)
+                    yield chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}, None)
+            yield chunk({}, "tool_calls")
+            yield b"data: [DONE]\n\n"
+
+        if script.tool_calls:
+            return StreamingResponse(tool_chunks(), media_type="text/event-stream")
 
         async def chunks() -> AsyncIterator[bytes]:
             await asyncio.sleep(script.first_token_delay_s)
