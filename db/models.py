@@ -136,7 +136,10 @@ class Message(Base):
     redacted: Mapped[bool] = mapped_column(Boolean, default=False, server_default="false")
     redaction_reason: Mapped[str | None] = mapped_column(Text)
     # A reply's tool calls, or the calls a `tool` message answers (OpenAI's shape, migration 0012).
-    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB)
+    # None is SQL NULL here (not JSON null): the prompt's history skips rows that have calls.
+    tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
+    # A question's images by reference: a sealed link, or an inline image's type, size and SHA-256.
+    attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _created()
 
 

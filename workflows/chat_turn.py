@@ -184,6 +184,7 @@ class ChatTurnWorkflow:
             ),
             retrieval=opts.activity("retrieve"),
             history=inp.history,
+            images=inp.images,
             tool_exchange=inp.tool_exchange,
         )
         try:
@@ -284,6 +285,7 @@ class ChatTurnWorkflow:
             cost_usd=cost,
             interactive=inp.interactive,
             tool_calls=reply.tool_calls,
+            images=inp.images,
             tool_exchange=inp.tool_exchange,
         )
         if reply.text:

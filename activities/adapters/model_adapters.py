@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 from huggingface_hub import AsyncInferenceClient, TextGenerationInputGrammarType
 
-from activities.contracts.sampling import ResponseFormat, Sampling
 from activities.adapters.tokens import with_text_content
+from activities.contracts.sampling import ResponseFormat, Sampling
 from activities.contracts.turn import Message
 from activities.logic.prompt import TokenCounter
 from infra.config.models import ModelSpec

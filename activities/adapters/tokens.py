@@ -53,10 +53,16 @@ def estimate_tokens(text: str) -> int:
     return n
 
 
+# An image in a vision model's prompt, stated conservatively (OpenAI counts up to 1,105 tokens for a
+# 1024-pixel image in high detail; vision models served by vLLM vary): no text tokenizer counts it.
+IMAGE_TOKENS = 1_105
+
+
 def message_text(message: Message) -> str:
-    """What of a message the model reads besides the template's framing: its content, and in a tool
-    exchange the calls (names and arguments) or the id a result answers."""
-    text = message.get("content") or ""
+    """What of a message the model reads as text besides the template's framing: its content (its
+    text parts), and in a tool exchange the calls (names and arguments) or the id a result answers."""
+    content = message.get("content") or ""
+    text = content if isinstance(content, str) else "\n".join(p.get("text") or "" for p in content)
     if calls := message.get("tool_calls"):
         text += json.dumps(calls, separators=(",", ":"))
     if call_id := message.get("tool_call_id"):
@@ -73,6 +79,11 @@ def with_text_content(message: Message) -> Message:
     return {**message, "content": json.dumps(calls, separators=(",", ":")) if calls else ""}
 
 
+def images_cost(messages: list[Message]) -> int:
+    parts = [p for m in messages if isinstance(m.get("content"), list) for p in m["content"]]
+    return IMAGE_TOKENS * sum(1 for p in parts if p.get("type") == "image_url")
+
+
 class EstimatedCounter:
     """No tokenizer: the conservative estimate, plus the template's per-message cost."""
 
@@ -82,7 +93,8 @@ class EstimatedCounter:
         return estimate_tokens(text)
 
     async def count_chat(self, messages: list[Message]) -> int:
-        return PER_MESSAGE + sum(estimate_tokens(message_text(m)) + PER_MESSAGE for m in messages)
+        texts = sum(estimate_tokens(message_text(m)) + PER_MESSAGE for m in messages)
+        return PER_MESSAGE + texts + images_cost(messages)
 
 
 class TokenizerJsonCounter:
@@ -104,7 +116,7 @@ class TokenizerJsonCounter:
 
     async def count_chat(self, messages: list[Message]) -> int:
         counts = [await self.count(message_text(m)) for m in messages]
-        return PER_MESSAGE + sum(n + PER_MESSAGE for n in counts)
+        return PER_MESSAGE + sum(n + PER_MESSAGE for n in counts) + images_cost(messages)
 
 
 class LocalGGUFCounter:
@@ -140,16 +152,15 @@ class LocalGGUFCounter:
 
     async def count_chat(self, messages: list[Message]) -> int:
         key = tuple((m["role"], message_text(m)) for m in messages)
-        if (n := self._known.get(key)) is not None:
+        if (n := self._known.get(key)) is None:
+            texts = [{"role": role, "content": text} for role, text in key]
+            n = self._n(self._format(messages=texts).prompt)  # type: ignore[arg-type]
+            self._known[key] = n
+            if len(self._known) > self.KEEP:
+                self._known.popitem(last=False)
+        else:
             self._known.move_to_end(key)
-            return n
-        texts = [with_text_content(m) for m in messages]
-        rendered = self._format(messages=texts)  # type: ignore[arg-type]
-        n = self._n(rendered.prompt)
-        self._known[key] = n
-        if len(self._known) > self.KEEP:
-            self._known.popitem(last=False)
-        return n
+        return n + images_cost(messages)
 
 
 class RemoteCounter:
@@ -209,4 +220,5 @@ class RemoteCounter:
 
     async def count_chat(self, messages: list[Message]) -> int:
         counts = await asyncio.gather(*(self.count(message_text(m)) for m in messages))
-        return PER_MESSAGE + sum(n + PER_MESSAGE for n in counts)  # + the generation prompt
+        # + the generation prompt
+        return PER_MESSAGE + sum(n + PER_MESSAGE for n in counts) + images_cost(messages)

@@ -68,6 +68,7 @@ class TurnPreparation:
             chunks=retrieval.chunks if retrieval else [],
             budget=route.prompt_budget,
             history=inp.history,
+            images=inp.images,
             tool_exchange=inp.tool_exchange,
             template=route.prompt_arm["template"] if route.prompt_arm else None,
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -18,6 +20,20 @@ from activities.adapters.turn_events import TurnEvents
 from activities.adapters.turn_metrics import record_turn
 from activities.contracts.turn import Message, PersistInput, PersistResult
 from db.messages import insert_exchange, tenant_name
+
+
+def image_reference(url: str) -> dict[str, Any]:
+    """How the transcript keeps an image: its link, or an inline one's type, size and digest."""
+    if not url.startswith("data:"):
+        return {"type": "image", "url": url}
+    header, _, data = url.partition(",")
+    raw = base64.b64decode(data, validate=False)
+    return {
+        "type": "image",
+        "media_type": header.removeprefix("data:").split(";")[0],
+        "bytes": len(raw),
+        "sha256": hashlib.sha256(raw).hexdigest(),
+    }
 
 
 def _rows(inp: PersistInput) -> list[dict[str, Any]]:
@@ -44,7 +60,13 @@ def _rows(inp: PersistInput) -> list[dict[str, Any]]:
         "cost_usd": inp.cost_usd,
         "error": inp.error,
     }
-    user = {**common, "role": "user", "content": inp.user_text, "pii_redacted": inp.pii_redacted}
+    user = {
+        **common,
+        "role": "user",
+        "content": inp.user_text,
+        "pii_redacted": inp.pii_redacted,
+        "attachments": [image_reference(p["image_url"]["url"]) for p in inp.images or []] or None,
+    }
     reply = {
         **common,
         **provenance,
@@ -143,6 +165,9 @@ class Transcript:
             row["content"] = content
             if row.get("tool_calls"):  # arguments are the model's words: sealed like the content
                 row["tool_calls"] = await seal_tool_calls(self.sealer, inp.tenant_id, row["tool_calls"])
+            for attachment in row.get("attachments") or []:
+                if "url" in attachment:  # a link may carry a signature: sealed too
+                    attachment["url"] = await self.sealer.seal(inp.tenant_id, attachment["url"])
         async with self.sessions.begin() as session:
             ids, inserted = await insert_exchange(session, *rows)
             if inserted and inp.tenant_id not in self._tenant_names:

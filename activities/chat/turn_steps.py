@@ -66,6 +66,7 @@ class TurnSteps:
                 inp.budget,
                 counter,
                 system=self.prompts[template].system,
+                images=inp.images,
                 tool_exchange=inp.tool_exchange,
             )
         except PromptTooLong as exc:

@@ -33,6 +33,8 @@ class ChatTurnInput(BaseModel):
     pii_policy: dict[str, str] = Field(default_factory=dict)
     # Given by OpenAI-style requests that carry their own history; else it is loaded.
     history: list[Message] | None = None
+    # The user message's images (OpenAI `image_url` parts; models that declare vision only).
+    images: list[Message] | None = None
     # After the user's message: the model's tool calls and the client's results (OpenAI-style
     # requests answering a reply that called tools; results redacted like the message).
     tool_exchange: list[Message] | None = None
@@ -74,6 +76,7 @@ class AssembleInput(BaseModel):
     chunks: list[ContextChunk]
     budget: int
     history: list[Message] | None = None
+    images: list[Message] | None = None
     tool_exchange: list[Message] | None = None
     # The prompt template version routing assigned (temporal.yaml `prompts:`); None: the base.
     template: str | None = None
@@ -152,6 +155,8 @@ class PersistInput(BaseModel):
     cost_usd: Usd | None = None
     interactive: bool = True
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    # The user message's images, recorded by reference (activities/chat/transcript.py).
+    images: list[Message] | None = None
     # The request's tool exchange (the calls it answers and their results), recorded as a `tool` message.
     tool_exchange: list[Message] | None = None
 
@@ -234,6 +239,7 @@ class PrepareInput(BaseModel):
     retrieval: ActivityPolicy
     # Given by OpenAI-style requests that carry their own history; else the prompt loads it.
     history: list[Message] | None = None
+    images: list[Message] | None = None
     tool_exchange: list[Message] | None = None
 
 

@@ -96,12 +96,15 @@ async def assemble(
     counter: TokenCounter,
     *,
     system: str = DEFAULT_SYSTEM_PROMPT,
+    images: list[Message] | None = None,
     tool_exchange: list[Message] | None = None,
 ) -> AssembledPrompt:
     """Fit the prompt into ``budget`` tokens (counted on the rendered chat template), under the
     template's ``system`` prompt (temporal.yaml `prompts:`). A ``tool_exchange`` (the model's tool
-    calls and the client's results, after the user's message) is never cut, like the message."""
-    turn: list[Message] = [{"role": "user", "content": user_text}, *(tool_exchange or [])]
+    calls and the client's results, after the user's message) is never cut, like the message and its
+    ``images`` (OpenAI image parts, after its text)."""
+    content = [{"type": "text", "text": user_text}, *images] if images else user_text
+    turn: list[Message] = [{"role": "user", "content": content}, *(tool_exchange or [])]
 
     async def size(ctx: list[tuple[ContextChunk, str]], hist: list[Message]) -> int:
         return await counter.count_chat([_system(system, ctx), *hist, *turn])

@@ -84,6 +84,8 @@ class MessageOut(BaseModel):
     retrieved_chunks: list[dict[str, Any]] | None
     # A reply's tool calls, or (role `tool`) the calls whose results the content holds.
     tool_calls: list[dict[str, Any]] | None = None
+    # A question's images: `url` (a link), or `media_type`, `bytes` and `sha256` (an inline image).
+    attachments: list[dict[str, Any]] | None = None
 
 
 async def _out(res: ResourcesDep, c: Conversation) -> ConversationOut:
@@ -223,6 +225,11 @@ async def list_messages(
                     if m.tool_calls and not m.redacted
                     else None
                 ),
+                "attachments": [
+                    {**a, "url": await res.sealer.open(tenant, a["url"])} if "url" in a else a
+                    for a in m.attachments or []
+                ]
+                or None,
             }
         )
         for m in rows

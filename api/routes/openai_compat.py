@@ -104,7 +104,7 @@ async def chat_completions(
     tenant: TenantDep,
     idempotency_key: IdempotencyKey = None,
 ) -> Any:
-    read = read_messages(body)
+    read = read_messages(body, res.registry)
     sampling = read_sampling(body, res.registry)
     title = await res.sealer.seal(tenant, "chat.completions")
     async with res.sessions.begin() as session:
@@ -119,6 +119,7 @@ async def chat_completions(
         idempotency_key=idempotency_key,
         pii_policy=request.state.principal.pii,
         history=read.history,
+        images=read.images,
         tool_exchange=read.tool_exchange,
         model=body.model,
         max_tokens=body.max_completion_tokens or body.max_tokens,

@@ -19,13 +19,25 @@ from api.core.errors import ApiError
 from api.core.text_fields import StorableStr
 
 
+class ImageUrl(BaseModel):
+    url: str = Field(pattern=r"^(https?://|data:image/(png|jpeg|gif|webp);base64,)")
+    detail: Literal["auto", "low", "high"] | None = None
+
+
 class ContentPart(BaseModel):
-    """A part of a message's content: text is read; any other kind (images, audio, files) is refused."""
+    """A part of a message's content: text; images for models that declare vision; any other kind
+    (audio, files) is refused."""
 
     model_config = ConfigDict(extra="allow")
 
     type: str = Field(max_length=40)
     text: StorableStr | None = None
+    image_url: ImageUrl | None = None
+
+
+# What a request's images may weigh in all: they travel in the turn's Temporal input (2 MB a payload).
+MAX_IMAGE_CHARS = 1_000_000
+MAX_IMAGES = 8
 
 
 class FunctionCall(BaseModel):
@@ -92,33 +104,39 @@ def _empty(value: object) -> bool:
     return value is None or value == [] or value == {} or value == ""
 
 
-def _text_of(index: int, message: ChatMessage) -> str:
+def _content_of(index: int, message: ChatMessage) -> tuple[str, list[Message]]:
+    """The message's text, and its image parts (OpenAI's shape) in order."""
     for field, value in (message.model_extra or {}).items():
         if not _empty(value):
             why = "deprecated: send tools and tool_calls" if field == "function_call" else "unknown"
             raise unsupported(f"messages[{index}].{field}", f"messages[{index}].{field}: {why}")
     if message.content is None:
         if message.tool_calls:
-            return ""
+            return "", []
         raise unsupported(f"messages[{index}].content", f"messages[{index}] has no content")
     if isinstance(message.content, str):
-        return message.content
-    texts = []
+        return message.content, []
+    texts, images = [], []
     for j, part in enumerate(message.content):
-        if part.type != "text" or part.text is None:
+        if part.type == "text" and part.text is not None:
+            texts.append(part.text)
+        elif part.type == "image_url" and part.image_url is not None and message.role == "user":
+            images.append({"type": "image_url", "image_url": part.image_url.model_dump(exclude_none=True)})
+        else:
             raise unsupported(
                 f"messages[{index}].content[{j}].type",
-                f"messages[{index}].content[{j}]: {part.type!r} parts need a model that declares "
-                "support for them, and none here does; send text parts",
+                f"messages[{index}].content[{j}]: {part.type!r} parts are not taken here; send text"
+                " parts (and image_url parts in user messages, for a model that declares vision)",
             )
-        texts.append(part.text)
-    return "\n".join(texts)
+    return "\n".join(texts), images
 
 
-def _as_message(index: int, message: ChatMessage, calls_made: set[str]) -> Message:
-    """The message as the model server takes it; a tool result must answer a call made before it."""
+def _as_message(index: int, message: ChatMessage, calls_made: set[str]) -> tuple[Message, list[Message]]:
+    """The message as the model server takes it (with its images), and its images; a tool result
+    must answer a call made before it."""
     role = "system" if message.role == "developer" else message.role
-    out: Message = {"role": role, "content": _text_of(index, message)}
+    text, images = _content_of(index, message)
+    out: Message = {"role": role, "content": [{"type": "text", "text": text}, *images] if images else text}
     if message.tool_calls:
         if role != "assistant":
             raise ApiError(
@@ -140,22 +158,24 @@ def _as_message(index: int, message: ChatMessage, calls_made: set[str]) -> Messa
                 param=f"messages[{index}].tool_call_id",
             )
         out["tool_call_id"] = message.tool_call_id
-    return out
+    return out, images
 
 
 @dataclass(frozen=True)
 class ReadMessages:
-    """A request's messages: the history before the last user message, its text, and what came
-    after it (the model's tool calls and the client's results), which the reply answers."""
+    """A request's messages: the history before the last user message, its text and images, and
+    what came after it (the model's tool calls and the client's results), which the reply answers."""
 
     history: list[Message]
     text: str
+    images: list[Message] | None
     tool_exchange: list[Message] | None
 
 
-def read_messages(body: ChatCompletionRequest) -> ReadMessages:
+def read_messages(body: ChatCompletionRequest, registry: ModelRegistry) -> ReadMessages:
     calls_made: set[str] = set()
-    messages = [_as_message(i, m, calls_made) for i, m in enumerate(body.messages)]
+    read = [_as_message(i, m, calls_made) for i, m in enumerate(body.messages)]
+    messages = [m for m, _ in read]
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     after = messages[users[-1] + 1 :] if users else []
     if not users or (after and after[-1]["role"] != "tool"):
@@ -166,8 +186,34 @@ def read_messages(body: ChatCompletionRequest) -> ReadMessages:
         )
     if any(m["role"] == "assistant" and not m.get("tool_calls") for m in after):
         raise ApiError(422, "after the last user message come only tool calls and their results", code="422")
+    _check_images(body, [images for _, images in read], registry)
     last = users[-1]
-    return ReadMessages(messages[:last], messages[last]["content"], after or None)
+    text, images = _content_of(last, body.messages[last])
+    return ReadMessages(messages[:last], text, images or None, after or None)
+
+
+def _check_images(body: ChatCompletionRequest, images: list[list[Message]], registry: ModelRegistry) -> None:
+    """Images only for models that declare vision (every model that may answer), within bounds."""
+    found = [(i, parts) for i, parts in enumerate(images) if parts]
+    if not found:
+        return
+    index = found[0][0]
+    param = f"messages[{index}].content"
+    for name in _candidates(body.model, registry):
+        if not registry.models[name].vision:
+            raise unsupported(
+                param, f"messages[{index}] has images, and the model {name} does not declare vision"
+            )
+    every = [part for _, parts in found for part in parts]
+    if len(every) > MAX_IMAGES:
+        raise ApiError(400, f"at most {MAX_IMAGES} images a request", code="too_many_images", param=param)
+    if sum(len(p["image_url"]["url"]) for p in every) > MAX_IMAGE_CHARS:
+        raise ApiError(
+            413,
+            f"the images weigh more than {MAX_IMAGE_CHARS} characters of URL: link them (https) instead",
+            code="images_too_large",
+            param=param,
+        )
 
 
 def read_sampling(body: ChatCompletionRequest, registry: ModelRegistry) -> Sampling | None:

@@ -41,7 +41,7 @@ def turn_id_for(tenant_id: uuid.UUID, conversation_id: uuid.UUID, idempotency_ke
 def request_fingerprint(turn: ChatTurnInput) -> str:
     """What a retried POST must repeat to join the turn: everything the caller chose, not the ids."""
     asked = turn.model_dump(mode="json", include=_ASKED)
-    for name in ("sampling", "tool_exchange"):
+    for name in ("sampling", "images", "tool_exchange"):
         if asked.get(name) is None:
             asked.pop(name, None)  # as turns recorded before these fields hashed
     return hashlib.sha256(json.dumps(asked, sort_keys=True).encode()).hexdigest()
@@ -51,6 +51,7 @@ _ASKED = {
     "conversation_id",
     "user_text",
     "history",
+    "images",
     "tool_exchange",
     "model",
     "max_tokens",
@@ -92,6 +93,8 @@ class TurnRequest:
     pii_policy: dict[str, str] = field(default_factory=dict)
     # Given by OpenAI-style requests that carry their own history; else the turn loads it.
     history: list[Message] | None = None
+    # The user message's images (OpenAI `image_url` parts), for models that declare vision.
+    images: list[Message] | None = None
     # The tool calls and results after the user's message (activities/contracts/turn.py).
     tool_exchange: list[Message] | None = None
     model: str | None = None
@@ -172,6 +175,7 @@ def _turn_input(
         pii_counts=guarded.pii_counts,
         pii_policy=req.pii_policy,
         history=req.history,
+        images=req.images,
         tool_exchange=tool_exchange,
         model=req.model,
         max_tokens=req.max_tokens,

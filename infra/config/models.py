@@ -71,6 +71,8 @@ class ModelSpec(_Strict):
     # tokenize route, else the estimate), `server`, `embedded`, `estimate` (one token per 3 bytes),
     # or a GGUF or tokenizer.json file: a path, or `package:NAME/PATH` inside an installed package.
     tokenizer: str = "auto"
+    # Takes image parts in user messages (OpenAI's `image_url`): a vision-language model.
+    vision: bool = False
 
     @field_validator("endpoints")
     @classmethod

@@ -253,7 +253,7 @@ async def test_text_parts_and_developer_messages_are_read(api: ApiServer, servic
                     }
                 ]
             },
-            "messages[0].content[0].type",
+            "messages[0].content",
         ),
         (
             {

@@ -1,11 +1,13 @@
-"""Tool calls on messages (chat completions with `tools`)
+"""Tool calls and attachments on messages (chat completions with `tools`, images)
 
 Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-04 01:40:00
 
 A reply that called tools keeps its calls (id, name, arguments as OpenAI spells them); a `tool`
-message, the results a client sent back, keeps the calls it answers. Content stays sealed text.
+message, the results a client sent back, keeps the calls it answers. A question's images are kept
+by reference: a link (sealed), or for an inline image its media type, size and SHA-256, never its
+bytes. Content stays sealed text.
 """
 
 from collections.abc import Sequence
@@ -22,7 +24,9 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     op.add_column("messages", sa.Column("tool_calls", JSONB, nullable=True))
+    op.add_column("messages", sa.Column("attachments", JSONB, nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("messages", "attachments")
     op.drop_column("messages", "tool_calls")
