@@ -21,6 +21,7 @@ from api.core.request_ids import RequestIdMiddleware
 from api.core.telemetry_redaction import without_stream_tokens
 from api.core.tenancy import DEFAULT_TENANT, require
 from api.routes import (
+    chat_page,
     chat_socket,
     codec,
     conversations,
@@ -159,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(observability.operators, responses=keyed)
     app.include_router(experiments.router, responses=keyed)
     app.include_router(dashboard.router)  # the page itself holds nothing: it asks for a key
+    app.include_router(chat_page.router)  # so does this one
     # The Temporal web UI calls /codec from the browser: its origin may, with an admin key.
     app.add_middleware(
         CORSMiddleware,

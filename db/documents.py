@@ -393,3 +393,23 @@ async def drop_other_embeddings(
         {"tenant": tenant, "model": model, "version": version},
     )
     return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def documents_cited(
+    session: AsyncSession, tenant: uuid.UUID, messages: Sequence[Any]
+) -> dict[str, Document]:
+    """The live documents the messages' retrieved passages came from, by id."""
+    ids = {
+        uuid.UUID(str(chunk["document_id"]))
+        for m in messages
+        for chunk in m.retrieved_chunks or []
+        if chunk.get("document_id")
+    }
+    if not ids:
+        return {}
+    found = await session.scalars(
+        select(Document).where(
+            Document.tenant_id == tenant, Document.id.in_(ids), Document.deleted_at.is_(None)
+        )
+    )
+    return {str(d.id): d for d in found}

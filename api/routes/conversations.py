@@ -18,9 +18,11 @@ from api.core.errors import ApiError, error_responses
 from api.core.tenancy import TenantDep
 from api.core.text_fields import StorableObject, StorableStr
 from api.services.erasure import erased_within, start_erasure
+from db.documents import documents_cited
+from db.engine import scope_to_tenant
 from db.messages import create_conversation as db_create_conversation
 from db.messages import list_conversations as db_list_conversations
-from db.models import Conversation, Message
+from db.models import Conversation, Document, Message
 
 router = APIRouter(prefix="/v1/conversations", tags=["conversations"])
 # How long DELETE waits for the erasure before answering 202 (it goes on either way): well inside the
@@ -86,6 +88,28 @@ class MessageOut(BaseModel):
     tool_calls: list[dict[str, Any]] | None = None
     # A question's images: `url` (a link), or `media_type`, `bytes` and `sha256` (an inline image).
     attachments: list[dict[str, Any]] | None = None
+    # The documents a reply's retrieved passages came from, best first (what a chat page cites).
+    sources: list[SourceOut] = Field(default_factory=list)
+
+
+class SourceOut(BaseModel):
+    document_id: uuid.UUID
+    title: str | None
+    source: str
+    score: float
+
+
+def _sources(m: Message, documents: dict[str, Document]) -> list[SourceOut]:
+    """One per document, at its best passage's score, best first; deleted documents are not cited."""
+    best: dict[str, float] = {}
+    for chunk in m.retrieved_chunks or []:
+        doc_id = str(chunk.get("document_id"))
+        if doc_id in documents:
+            best[doc_id] = max(best.get(doc_id, float("-inf")), float(chunk.get("score") or 0))
+    return [
+        SourceOut(document_id=documents[d].id, title=documents[d].title, source=documents[d].source, score=s)
+        for d, s in sorted(best.items(), key=lambda item: -item[1])
+    ]
 
 
 async def _out(res: ResourcesDep, c: Conversation) -> ConversationOut:
@@ -214,17 +238,21 @@ async def list_messages(
                 .limit(limit)
             )
         ).all()
+    async with res.sessions.begin() as session:
+        await scope_to_tenant(session, tenant)  # documents are behind row-level security
+        documents = await documents_cited(session, tenant, rows)
     # A message moderation redacted keeps its row (the audit trail) but not its text.
     return [
         MessageOut.model_validate(
             {
-                **{k: getattr(m, k) for k in MessageOut.model_fields},
+                **{k: getattr(m, k) for k in MessageOut.model_fields if k != "sources"},
                 "content": "" if m.redacted else await res.sealer.open(tenant, m.content),
                 "tool_calls": (
                     await open_tool_calls(res.sealer, tenant, m.tool_calls)
                     if m.tool_calls and not m.redacted
                     else None
                 ),
+                "sources": _sources(m, documents),
                 "attachments": [
                     {**a, "url": await res.sealer.open(tenant, a["url"])} if "url" in a else a
                     for a in m.attachments or []
