@@ -52,6 +52,8 @@ def chaos() -> None:
     )
 
 
+# 256 sockets held for a minute, each user pausing like a person between turns.
+WS_LEVEL = ["--levels", "256", "--duration", "60", "--think-s", "30", "--max-tokens", "16"]
 STEPS: dict[str, Callable[[], None]] = {
     "chaos": chaos,
     "ttft": on_a_stack("ttft", ["bench.ttft"]),
@@ -66,7 +68,7 @@ STEPS: dict[str, Callable[[], None]] = {
         [*PY, "bench.load", "--model", "real", "--levels", "1", "2", "4", "8", "--duration", "20"]
     ),
     "slow-consumers": lambda: run([*PY, "bench.slow_consumers"]),
-    "ws-load": lambda: run([*PY, "bench.ws_load", "--sockets", "256", "--duration", "60"]),
+    "ws-load": lambda: run([*PY, "bench.load", "--transport", "ws", *WS_LEVEL]),
     "sealing": lambda: run([*PY, "bench.sealing"]),
     "rollout": lambda: run([*PY, "bench.rollout"]),
     "failover": lambda: run(

@@ -1,6 +1,8 @@
-"""Load: N concurrent SSE users, each holding multi-turn conversations with retrieval, for a fixed time,
-at rising N. Reports throughput, TTFT and end-to-end latency p50/p95/p99, errors by type, and the peak
-memory of every stack process; writes the curve as JSON and a PNG plot.
+"""Load: N concurrent users, each holding multi-turn conversations with retrieval, for a fixed time,
+at rising N; SSE users (`POST` then the event stream), or with `--transport ws` WebSocket users, each
+holding one socket on `/v1/ws` for the whole level (bench/ws_users.py). Reports throughput, TTFT and
+end-to-end latency p50/p95/p99, errors by type, and the peak memory of every stack process; writes
+the curve as JSON and a PNG plot.
 
 The benchmark starts its own stack (`turnflow up` in a scratch dir, on free ports). `--model fake` serves
 turns from bench/fast_fake_model.py (a FAKE, fast, fixed-pace server: the platform's own cost);
@@ -8,6 +10,7 @@ turns from bench/fast_fake_model.py (a FAKE, fast, fixed-pace server: the platfo
 
     .venv/bin/python -m bench.load --model fake                       # 1, 8, 32, 128, 256 users
     .venv/bin/python -m bench.load --model real --levels 1 4 8 --duration 30
+    .venv/bin/python -m bench.load --transport ws --levels 256 --duration 60 --think-s 30 --max-tokens 16
 
 By default users send their next turn as soon as a reply ends: a capacity test, where from the
 saturation point on, turns queue. `--think-s S` gives them a mean pause of S seconds (exponential)
@@ -29,7 +32,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import profiling
+from bench import profiling, ws_users
 from bench.plotting import pyplot, save
 from bench.stack import BenchStack
 from infra.eval.stats import percentile
@@ -91,6 +94,7 @@ async def level(
     traffic = Synth(
         api, key, max_tokens=args.max_tokens, max_in_flight=users, seed=users, think_s=args.think_s
     )
+    sockets = ws_users.Tally()
     peaks: dict[str, float] = {}
     stop = asyncio.Event()
     memory = asyncio.create_task(watch_memory(data_dir, peaks, stop))
@@ -112,7 +116,12 @@ async def level(
             await traffic.conversation()
 
     try:
-        await asyncio.gather(*(user() for _ in range(users)))
+        if args.transport == "ws":
+            await asyncio.gather(
+                *(ws_users.user(api, key, args, deadline, sockets, seed) for seed in range(users))
+            )
+        else:
+            await asyncio.gather(*(user() for _ in range(users)))
     finally:
         elapsed = time.monotonic() - started
         for spy in spies.values():
@@ -120,7 +129,7 @@ async def level(
         stop.set()
         await memory
         await traffic.aclose()
-    t = traffic.tally
+    t = traffic.tally if args.transport == "sse" else sockets
     cpu = cpu_seconds(processes)
     # (A child that exited meanwhile takes its time with it: never below zero.)
     cpu_used = {name: max(0.0, cpu[name] - cpu_before.get(name, 0.0)) for name in cpu}
@@ -131,6 +140,7 @@ async def level(
 
     return {
         "users": users,
+        **({"most_held_at_once": sockets.most_held} if args.transport == "ws" else {}),
         "seconds": round(elapsed, 1),
         "turns": t.started,
         "completed": t.completed,
@@ -222,6 +232,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ratio = round(by_users[32]["ttft_ms"]["p50"] / by_users[1]["ttft_ms"]["p50"], 2)
     return {
         "benchmark": "load",
+        "transport": args.transport,
         "model": args.model,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {
@@ -243,6 +254,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", choices=("fake", "real"), default="fake")
+    parser.add_argument(
+        "--transport", choices=("sse", "ws"), default="sse", help="users on SSE, or each on one WebSocket"
+    )
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 8, 32, 128, 256])
     parser.add_argument("--duration", type=float, default=30, help="seconds of arrivals per level")
     parser.add_argument("--max-tokens", type=int, default=32)
@@ -263,7 +277,8 @@ def main() -> None:
     result = run(args)
     RESULTS.mkdir(exist_ok=True)
     paced = f"-think{args.think_s:g}s" if args.think_s else ""
-    stem = RESULTS / f"load-{args.model}{paced}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
+    kind = "ws-load" if args.transport == "ws" else f"load-{args.model}{paced}"
+    stem = RESULTS / f"{kind}-{datetime.now(UTC):%Y%m%dT%H%M%S}"
     stem.with_suffix(".json").write_text(json.dumps(result, indent=2))
     print(f"wrote {stem.with_suffix('.json')}")
     if plot(result, stem.with_suffix(".png")):

@@ -757,13 +757,24 @@ def machine() -> str:
 
 def ws_load_section(path: Path) -> str:
     r = json.loads(path.read_text())
-    peaks = r["peak_rss_mb"]
+    rows = [
+        [
+            f"{lv['most_held_at_once']} of {lv['users']}",
+            f"{lv['turns']} / {lv['completed']}",
+            sum(lv["errors"].values()) or 0,
+            f"{ms(lv['ttft_ms']['p50'])} / {ms(lv['ttft_ms']['p95'])}",
+            f"{ms(lv['total_ms']['p50'])} / {ms(lv['total_ms']['p95'])}",
+            f"{lv['peak_rss_mb'].get('api')} / {lv['peak_rss_mb'].get('worker')}",
+            " / ".join(str(lv["cpu_ms_per_turn"].get(p, "-")) for p in ("api", "worker")),
+        ]
+        for lv in r["levels"]
+    ]
     return "\n\n".join(
         [
-            "## WebSocket users (`bench/ws_load.py`, FAKE fast model)",
-            f"{r['sockets']} sockets on `/v1/ws` held for {r['seconds']} s, each user asking a turn of "
-            f"{r['max_tokens']} tokens, pausing (mean {r['think_s']:g} s) and asking again in the same "
-            f"conversation. Run {r['date'][:16]} UTC.",
+            "## WebSocket users (`bench/load.py --transport ws`, FAKE fast model)",
+            f"Each user holds one socket on `/v1/ws` for the whole level ({r['duration_s_per_level']:g} s),"
+            f" asking a turn of {r['max_tokens']} tokens, pausing (mean {r['think_s']:g} s) and asking again"
+            f" in the same conversation. Run {r['date'][:16]} UTC.",
             table(
                 [
                     "sockets held at once",
@@ -772,17 +783,9 @@ def ws_load_section(path: Path) -> str:
                     "TTFT p50 / p95",
                     "turn p50 / p95",
                     "peak RSS MB: API / worker",
+                    "CPU ms a turn: API / worker",
                 ],
-                [
-                    [
-                        f"{r['most_held_at_once']} of {r['sockets']}",
-                        f"{r['turns']} / {r['completed']}",
-                        sum(r["errors"].values()) or 0,
-                        f"{ms(r['ttft_ms']['p50'])} / {ms(r['ttft_ms']['p95'])}",
-                        f"{ms(r['total_ms']['p50'])} / {ms(r['total_ms']['p95'])}",
-                        f"{peaks.get('api')} / {peaks.get('worker')}",
-                    ]
-                ],
+                rows,
             ),
         ]
     )

@@ -221,6 +221,41 @@ async def test_resume_after_a_dropped_socket_has_no_gap_and_no_duplicate_and_can
     assert len([f for f in seen if f["type"] == "token"]) < len(WORDS)
 
 
+async def test_a_leaving_server_closes_its_sockets_1012_and_the_turn_resumes_on_another(
+    services: Services, tmp_path: Path
+) -> None:
+    async with ScriptedModelServer("slow") as scripted:
+        scripted.script.reply = WORDS
+        scripted.script.token_delay_s = 0.05
+        settings = isolated_settings(
+            services, tmp_path, models={"slow": model_entry(scripted.url)}, model_path=default_gguf()
+        )
+        async with ApiServer(settings) as leaving, ApiServer(settings) as staying:
+            conv = await leaving.conversation()
+            first: list[dict[str, Any]] = []
+            async with connect(leaving) as ws:
+                await ws.send(json.dumps({"type": "turn", "conversation_id": conv, "content": "Count."}))
+                while sum(f["type"] == "token" for f in first) < 5:
+                    first.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+                leaving.app.state.drain.begin()
+                # Frames already on their way may still come; then the documented close code.
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    while True:
+                        first.append(json.loads(await asyncio.wait_for(ws.recv(), 30)))
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
+            assert "done" not in [f["type"] for f in first]  # the turn outlives the socket
+            # A leaving server takes no new sockets' turns either; the other one resumes it.
+            turn_id = first[0]["turn_id"]
+            rest: list[dict[str, Any]] = []
+            async with connect(staying) as ws:
+                resume = {"type": "resume", "turn_id": turn_id, "last_event_id": first[-1]["id"]}
+                await ws.send(json.dumps(resume))
+                await frames_until(ws, {turn_id}, rest)
+            tokens = [f for f in first + rest if f["type"] == "token"]
+            assert "".join(f["data"]["text"] for f in tokens) == "".join(WORDS)
+            assert len({f["id"] for f in tokens}) == len(tokens)
+
+
 class RawSocket:
     """A WebSocket client written over a plain socket, so that "not reading" means not reading: no
     library reads ahead into its own buffers. Its receive buffer is 4 KB."""
