@@ -35,12 +35,15 @@ search_router = APIRouter(tags=["search"])
 SYNC_WAIT = timedelta(seconds=60)
 
 
+TITLE_MAX = 1000  # documents.title is a VARCHAR(1000)
+
+
 class DocumentCreate(BaseModel):
     text: StorableStr = Field(min_length=1, description="the document's content")
     source: StorableStr | None = Field(
         default=None, max_length=1000, description="where it comes from; one document per source"
     )
-    title: StorableStr | None = Field(default=None, max_length=1000)
+    title: StorableStr | None = Field(default=None, max_length=TITLE_MAX)
     mime_type: Literal["text/plain", "text/markdown", "text/html"] = "text/plain"
 
 
@@ -67,6 +70,8 @@ async def _upload_from(request: Request) -> Upload:
         for name, value in (("source", source), ("title", title)):
             if isinstance(value, str) and (why := unstorable(value)):
                 raise HTTPException(422, f"the {name} {why}")
+        if isinstance(title, str) and len(title) > TITLE_MAX:  # as the JSON body's limit
+            raise HTTPException(422, f"the title has {len(title)} characters; the limit is {TITLE_MAX}")
         return Upload(content, mime, source[:1000], str(title) if title else None)
     if kind in ("application/json", ""):
         try:

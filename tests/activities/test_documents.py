@@ -154,6 +154,14 @@ async def test_bad_uploads_get_clear_errors(api: ApiServer, resources: Resources
     assert latin1.status_code == 422 and latin1.json()["error"]["code"] == "not_utf8"
     too_big = await upload("big.txt", b"a" * (api.settings.max_document_bytes + 1), "text/plain")
     assert too_big.status_code == 413
+    # A multipart title longer than the column holds: a 422, as in a JSON body (once a 500).
+    long_title = await api.client.post(
+        "/v1/documents",
+        files={"file": ("t.txt", b"Some text.", "text/plain")},
+        data={"title": "\U0001f60d" * 1001},
+        headers=h,
+    )
+    assert long_title.status_code == 422 and "1000" in long_title.json()["error"]["message"]
     no_text = await api.client.post("/v1/documents", json={"text": ""}, headers=h)
     assert no_text.status_code == 422 and no_text.json()["error"]["type"] == "invalid_request_error"
     malformed = await api.client.post(
