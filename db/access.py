@@ -49,6 +49,9 @@ class Principal:
     webhook_hosts: tuple[str, ...] = ()
     # When the key stops working by itself (None: never); a cached principal honours it too.
     expires_at: datetime | None = None
+    # Whether the tenant takes answers from its documents when no model can answer (policy
+    # `degraded_answers`, default yes): a turn shed at capacity is answered so instead of a 503.
+    degraded_answers: bool = True
 
     def may(self, *any_of: str) -> bool:
         if self.scopes & set(any_of):
@@ -143,6 +146,7 @@ async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -
         webhook_hosts=tuple(policy.get("webhook_hosts") or ()),
         residency=frozenset(residency or ()),
         expires_at=api_key.expires_at,
+        degraded_answers=policy.get("degraded_answers", True) is not False,
     )
 
 

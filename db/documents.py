@@ -395,6 +395,20 @@ async def drop_other_embeddings(
     return int(result.rowcount)  # type: ignore[attr-defined]
 
 
+async def live_documents(
+    session: AsyncSession, tenant: uuid.UUID, ids: set[uuid.UUID]
+) -> dict[str, Document]:
+    """The tenant's documents among ``ids`` that are not deleted, by id."""
+    if not ids:
+        return {}
+    found = await session.scalars(
+        select(Document).where(
+            Document.tenant_id == tenant, Document.id.in_(ids), Document.deleted_at.is_(None)
+        )
+    )
+    return {str(d.id): d for d in found}
+
+
 async def documents_cited(
     session: AsyncSession, tenant: uuid.UUID, messages: Sequence[Any]
 ) -> dict[str, Document]:
@@ -405,11 +419,4 @@ async def documents_cited(
         for chunk in m.retrieved_chunks or []
         if chunk.get("document_id")
     }
-    if not ids:
-        return {}
-    found = await session.scalars(
-        select(Document).where(
-            Document.tenant_id == tenant, Document.id.in_(ids), Document.deleted_at.is_(None)
-        )
-    )
-    return {str(d.id): d for d in found}
+    return await live_documents(session, tenant, ids)

@@ -90,6 +90,13 @@ async def redact_message(session: AsyncSession, message_id: str, reason: str) ->
     return changed
 
 
+async def record_moderation(session: AsyncSession, message_id: str, record: dict[str, Any]) -> None:
+    """What moderation decided about a message: which moderator, its version, the categories."""
+    await session.execute(
+        update(Message).where(Message.id == uuid.UUID(message_id)).values(moderation=record)
+    )
+
+
 def _emptied(tenant_id: uuid.UUID, cutoff: datetime) -> ColumnElement[bool]:
     """Conversations made before the cutoff with no message after it."""
     recent = exists().where(Message.conversation_id == Conversation.id, Message.created_at >= cutoff)

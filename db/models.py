@@ -140,6 +140,9 @@ class Message(Base):
     tool_calls: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
     # A question's images by reference: a sealed link, or an inline image's type, size and SHA-256.
     attachments: Mapped[list[dict[str, Any]] | None] = mapped_column(JSONB(none_as_null=True))
+    # Out-of-band moderation's record: moderator, version, categories, and for a redacted reply how
+    # long and how many tokens it was shown before that (migration 0012).
+    moderation: Mapped[dict[str, Any] | None] = mapped_column(JSONB(none_as_null=True))
     created_at: Mapped[datetime] = _created()
 
 

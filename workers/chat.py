@@ -11,12 +11,15 @@ from typing import Any
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker, WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
+from activities.adapters.moderators import make_moderator
 from activities.adapters.retrieval_observer import RetrievalObserver
+from activities.chat.cached_reply import CachedReplies
 from activities.chat.inference import InferenceActivities
 from activities.chat.moderation import ModerationActivities
 from activities.chat.prepare_turn import TurnPreparation
 from activities.chat.retrieval import RetrievalActivities
 from activities.chat.route_turn import RouteActivities
+from activities.chat.sources_answer import SourcesAnswers
 from activities.chat.stack_probe import StackProbeActivities
 from activities.chat.transcript import Transcript
 from activities.chat.turn_steps import TurnSteps
@@ -88,13 +91,23 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
     )
     retrieval = RetrievalActivities(res.search, RetrievalObserver(res.sessions))
     probe = StackProbeActivities(res.sessions, res.redis, res.model)
+    moderation = res.policy.moderation
     return [
-        TurnPreparation(steps, retrieval, router).prepare_turn,
+        TurnPreparation(steps, retrieval, router, res.response_cache).prepare_turn,
         steps.partial_text,
         inference.infer,
         transcript.persist_turn,
         WebhookActivities(res.webhooks, res.settings.webhook_secret, res.sessions).notify_webhook,
-        ModerationActivities(res.sessions, res.safety, res.events).moderate_message,
+        ModerationActivities(
+            res.sessions,
+            make_moderator(moderation, res.safety, res.registry, res.http),
+            res.events,
+            res.response_cache,
+            timeout_s=moderation.timeout.total_seconds(),
+            on_failure=moderation.on_failure,
+        ).moderate_message,
+        CachedReplies(res.events).serve_cached,
+        SourcesAnswers(res.sessions, res.events).answer_from_sources,
         probe.probe_postgres,
         probe.probe_redis,
         probe.probe_model,

@@ -35,7 +35,7 @@ def build_ingest_worker(res: Resources, *, task_queue: str | None = None) -> Wor
         res.sessions, res.embedders, res.redis, res.sealer, res.embedder.tokenizer_file
     )
     embedder = res.policy.stores.get("embedder")
-    erasure = ErasureActivities(res.sessions, res.redis, res.temporal)
+    erasure = ErasureActivities(res.sessions, res.redis, res.temporal, res.response_cache)
     reembed = ReembedActivities(
         res.sessions, res.embedders, res.redis, res.sealer, embedder.residency if embedder else ()
     )

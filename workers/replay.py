@@ -31,6 +31,10 @@ _STEPS = {"persist_turn": "persisted"}
 _PREPARED = "prepare_turn"
 
 
+# Steps that give a reply without a model: the response cache, or the retrieved passages.
+_NO_MODEL = {"serve_cached": "response_cache", "answer_from_sources": "sources"}
+
+
 @dataclass
 class Verdict:
     reproduced: bool
@@ -123,6 +127,9 @@ async def reconstruct(history: WorkflowHistory, codec: PayloadCodec | None) -> R
                 out.inference.append(
                     await _local_attempt(out.facts, marker, codec, _ms(started_at or at, at))
                 )
+            elif step in _NO_MODEL and "result" in marker.details:  # no model answered: whence the reply
+                [result] = await _values(codec, marker.details["result"].payloads)
+                out.facts["reply_from"] = {"source": _NO_MODEL[step], "result": result}
             elif step == _PREPARED and "result" in marker.details:
                 [prepared] = await _values(codec, marker.details["result"].payloads)
                 out.facts.update(prepared)

@@ -25,6 +25,8 @@ with workflow.unsafe.imports_passed_through():
     from activities.contracts.route import RouteDecision, RouteRequest
     from activities.contracts.turn import (
         AssembleResult,
+        CachedReply,
+        CachePut,
         ChatTurnInput,
         ChatTurnResult,
         InferInput,
@@ -35,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
         PrepareInput,
         PrepareResult,
         RetrieveInput,
+        ServeCachedInput,
+        SourcesInput,
         TurnRef,
         TurnStatus,
         ValidateInput,
@@ -70,6 +74,9 @@ class _Generated:
     reply: InferResult
     status: TurnStatus
     fallbacks: list[dict[str, str]]
+    # Where the reply came from when no model made it now: the response cache, or the sources.
+    cached: CachedReply | None = None
+    degraded_mode: str | None = None
 
 
 @workflow.defn(name="chat_turn")
@@ -109,7 +116,12 @@ class ChatTurnWorkflow:
         try:
             await run_with_policy(moderation.options, "moderate_message", moderation, bool)
         except StepFailed as exc:
-            workflow.logger.warning("moderation of %s did not run: %s", moderation.message_id, exc)
+            workflow.logger.warning("no moderation verdict for %s: %s", moderation.message_id, exc)
+            unavailable = moderation.model_copy(update={"unavailable": True})
+            try:  # the tenant's fail-open or fail-closed choice, recorded
+                await run_with_policy(moderation.options, "moderate_message", unavailable, bool)
+            except StepFailed as again:
+                workflow.logger.warning("moderation of %s did not run: %s", moderation.message_id, again)
 
     async def _turn_by_deadline(self, inp: ChatTurnInput) -> ChatTurnResult:
         """The turn, ended by the workflow itself shortly before the whole-turn timeout would end it
@@ -186,6 +198,8 @@ class ChatTurnWorkflow:
             history=inp.history,
             images=inp.images,
             tool_exchange=inp.tool_exchange,
+            temperature=inp.temperature,
+            sampling=inp.sampling,
         )
         try:
             found = await run_with_policy(opts, "prepare_turn", step, PrepareResult)
@@ -199,8 +213,20 @@ class ChatTurnWorkflow:
         return found
 
     async def _generate(self, inp: ChatTurnInput, prep: PrepareResult) -> _Generated | ChatTurnResult:
-        """Inference along the route's chain; a client's cancel keeps what was streamed."""
+        """Inference along the route's chain (or the response cache's reply); a client's cancel keeps
+        what was streamed; when every model fails, an answer from the sources if there is one."""
         opts, route, prompt = inp.options, prep.route, prep.prompt
+        if prep.cache is not None and prep.cache.hit is not None:
+            return await self._serve_cached(inp, prep, prep.cache.hit)
+        if inp.sources_only:  # shed at capacity: no model for this turn
+            if (answered := await self._answer_from_sources(inp, prep, [], "overloaded")) is not None:
+                return answered
+            error = {
+                "code": "overloaded",
+                "message": "every model is busy and no passage answers the question; try again",
+                "retryable": True,
+            }
+            return await self._record_error(inp, prep.user_text, error, prompt, route)
         infer = InferInput(
             turn_id=inp.turn_id,
             conversation_id=inp.conversation_id,
@@ -233,6 +259,10 @@ class ChatTurnWorkflow:
             )
             return _Generated(reply, "cancelled", fallbacks)
         except StepFailed as exc:
+            if (
+                answered := await self._answer_from_sources(inp, prep, fallbacks, "models_failed")
+            ) is not None:
+                return answered
             return await self._finish_error(
                 inp, prep.user_text, exc, prompt=prompt, route=route, fallbacks=fallbacks
             )
@@ -243,15 +273,54 @@ class ChatTurnWorkflow:
         status: TurnStatus = "cancelled" if reply.finish_reason == "cancelled" else "completed"
         return _Generated(reply, status, fallbacks)
 
+    async def _serve_cached(self, inp: ChatTurnInput, prep: PrepareResult, hit: CachedReply) -> _Generated:
+        step = ServeCachedInput(
+            turn_id=inp.turn_id,
+            conversation_id=inp.conversation_id,
+            request_id=inp.request_id,
+            target=prep.route.chain[0],
+            route_rule=prep.route.rule,
+            cached=hit,
+            started=workflow.info().start_time,
+        )
+        reply = await run_with_policy(inp.options, "serve_cached", step, InferResult)
+        return _Generated(reply, "completed", [], cached=hit)
+
+    async def _answer_from_sources(
+        self, inp: ChatTurnInput, prep: PrepareResult, fallbacks: list[dict[str, str]], reason: str
+    ) -> _Generated | None:
+        """The sources' own sentences, when the tenant allows it and retrieval found passages."""
+        used = [c for c in prep.chunks if c.id in prep.prompt.chunks_used] or prep.chunks
+        if not (prep.degraded_answers and used):
+            return None
+        step = SourcesInput(
+            turn_id=inp.turn_id,
+            tenant_id=inp.tenant_id,
+            conversation_id=inp.conversation_id,
+            request_id=inp.request_id,
+            question=prep.user_text,
+            chunks=used,
+            budget=prep.route.max_tokens,
+            reason=reason,
+        )
+        try:
+            reply = await run_with_policy(inp.options, "answer_from_sources", step, InferResult)
+        except StepFailed as exc:
+            workflow.logger.warning("no answer from the sources either: %s", exc)
+            return None
+        return _Generated(reply, "completed", fallbacks, degraded_mode="extractive")
+
     async def _record(
         self, inp: ChatTurnInput, prep: PrepareResult, gen: _Generated, started: datetime
     ) -> ChatTurnResult:
         """The exchange persisted with its provenance, moderation queued, and the turn's result."""
         route, reply, prompt = prep.route, gen.reply, prep.prompt
-        if reply.model != route.chain[0].name:
+        modelless = gen.cached is not None or gen.degraded_mode is not None
+        if reply.model != route.chain[0].name and not modelless:
             self._set_model(reply.model)
-        input_tokens = reply.input_tokens or prompt.prompt_tokens
-        served = next(t for t in route.chain if t.name == reply.model)
+        # A reply no model made now (cached, or from the sources) cost no model tokens.
+        input_tokens = 0 if modelless else reply.input_tokens or prompt.prompt_tokens
+        served = route.chain[0] if modelless else next(t for t in route.chain if t.name == reply.model)
         cost = served.cost(input_tokens, reply.output_tokens)
         latency_ms = (workflow.now() - started).total_seconds() * 1000
         saved = await self._persist(
@@ -280,16 +349,23 @@ class ChatTurnWorkflow:
             latency_ms=round(latency_ms, 1),
             finish_reason=reply.finish_reason,
             degraded=prep.degraded,
-            moderation_pending=bool(reply.text),
-            route=self._route_record(route, gen.fallbacks, served=reply.model, prompt=prompt),
+            # A cached reply carries the verdict of the turn it came from (only clean ones are kept).
+            moderation_pending=bool(reply.text) and gen.cached is None,
+            route={
+                **(self._route_record(route, gen.fallbacks, served=reply.model, prompt=prompt) or {}),
+                **self._origin(gen),
+            },
             cost_usd=cost,
             interactive=inp.interactive,
             tool_calls=reply.tool_calls,
+            cached_from=gen.cached,
+            degraded_mode=gen.degraded_mode,
             images=inp.images,
             tool_exchange=inp.tool_exchange,
         )
-        if reply.text:
-            self._queue_moderation(inp, saved.assistant_message_id, reply.text)
+        if reply.text and gen.cached is None:
+            put = self._cache_put(inp, prep, gen, saved.assistant_message_id)
+            self._queue_moderation(inp, saved.assistant_message_id, reply.text, put, prep.user_text)
         return ChatTurnResult(
             turn_id=inp.turn_id,
             conversation_id=inp.conversation_id,
@@ -306,12 +382,61 @@ class ChatTurnWorkflow:
             ttft_ms=reply.ttft_ms,
             degraded=prep.degraded,
             tool_calls=reply.tool_calls,
+            degraded_mode=gen.degraded_mode,
+            cached=gen.cached is not None,
         )
 
-    def _queue_moderation(self, inp: ChatTurnInput, message_id: str, text: str) -> None:
+    @staticmethod
+    def _origin(gen: _Generated) -> dict[str, object]:
+        """On the reply's route record: that it came from the cache (and whence), or the sources."""
+        if gen.cached is not None:
+            return {
+                "cache": {"hit": True, "turn_id": gen.cached.turn_id, "message_id": gen.cached.message_id}
+            }
+        if gen.degraded_mode is not None:
+            return {"degraded": gen.degraded_mode}
+        return {}
+
+    @staticmethod
+    def _cache_put(
+        inp: ChatTurnInput, prep: PrepareResult, gen: _Generated, message_id: str
+    ) -> CachePut | None:
+        """What the response cache keeps of this reply, once moderation finds it clean: a whole
+        reply of the model the key names, to a turn that had its context."""
+        reply, first = gen.reply, prep.route.chain[0]
+        whole = (
+            gen.status == "completed" and reply.finish_reason in ("stop", "length") and not reply.tool_calls
+        )
+        if prep.cache is None or not whole or gen.degraded_mode or prep.degraded or reply.model != first.name:
+            return None
+        cached = CachedReply(
+            text=reply.text,
+            model=reply.model,
+            model_version=reply.model_version,
+            finish_reason=reply.finish_reason,
+            turn_id=inp.turn_id,
+            message_id=message_id,
+            conversation_id=inp.conversation_id,
+            moderator=prep.validation.safety_version,
+        )
+        return CachePut(tenant_id=inp.tenant_id, key=prep.cache.key, reply=cached)
+
+    def _queue_moderation(
+        self,
+        inp: ChatTurnInput,
+        message_id: str,
+        text: str,
+        cache: CachePut | None = None,
+        question: str | None = None,
+    ) -> None:
         """Moderated by run(), once the turn's result stands."""
         self._moderation = ModerationInput(
-            options=inp.options, turn_id=inp.turn_id, message_id=message_id, text=text
+            options=inp.options,
+            turn_id=inp.turn_id,
+            message_id=message_id,
+            text=text,
+            cache=cache,
+            question=question,
         )
 
     async def _infer_along(

@@ -23,11 +23,20 @@ from typing import TypeVar
 from opentelemetry import trace
 from temporalio import activity
 
+from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
+from activities.adapters.response_cache import ResponseCache, cache_key
 from activities.chat.retrieval import RetrievalActivities
 from activities.chat.route_turn import RouteActivities
 from activities.chat.step_policy import within_policy
 from activities.chat.turn_steps import TurnSteps
-from activities.contracts.turn import AssembleInput, PrepareInput, PrepareResult, RetrieveResult
+from activities.contracts.turn import (
+    AssembleInput,
+    CacheLookup,
+    PrepareInput,
+    PrepareResult,
+    RetrieveResult,
+)
+from infra.telemetry import metrics
 
 log = logging.getLogger("turnflow.turns")
 tracer = trace.get_tracer("turnflow.turns")
@@ -41,10 +50,17 @@ async def _step(name: str, work: Awaitable[T]) -> T:
 
 
 class TurnPreparation:
-    def __init__(self, steps: TurnSteps, retrieval: RetrievalActivities, router: RouteActivities) -> None:
+    def __init__(
+        self,
+        steps: TurnSteps,
+        retrieval: RetrievalActivities,
+        router: RouteActivities,
+        cache: ResponseCache | None = None,
+    ) -> None:
         self.steps = steps
         self.retrieval = retrieval
         self.router = router
+        self.cache = cache
 
     @activity.defn(name="prepare_turn")
     async def prepare_turn(self, inp: PrepareInput) -> PrepareResult:
@@ -73,7 +89,48 @@ class TurnPreparation:
             template=route.prompt_arm["template"] if route.prompt_arm else None,
         )
         prompt = await _step("assemble_prompt", self.steps.assemble_prompt(assemble))
-        return PrepareResult(validation=validation, route=route, retrieval=retrieval, prompt=prompt)
+        found = PrepareResult(validation=validation, route=route, retrieval=retrieval, prompt=prompt)
+        policy = await self.router.tenant_policy(inp.check.tenant_id)
+        found.degraded_answers = policy.degraded_answers
+        if self.cache is not None and self._repeatable(inp, found, policy.response_cache):
+            found.cache = await _step("response_cache", self._look_up(inp, found))
+        return found
+
+    def _repeatable(self, inp: PrepareInput, found: PrepareResult, mode: str) -> bool:
+        """Whether this request's answer is meant to repeat: temperature 0 (the request's, else the
+        model's default), or a tenant that asked for exact caching; never with tools or images,
+        whose answers depend on more than the prompt's text."""
+        if mode == "off" or inp.images or (inp.sampling and inp.sampling.tools):
+            return False
+        target = found.route.chain[0]
+        temperature = inp.temperature
+        if temperature is None:
+            temperature = self.router.registry.spec(target.name).params.temperature
+        return mode == "exact" or temperature == 0
+
+    async def _look_up(self, inp: PrepareInput, found: PrepareResult) -> CacheLookup | None:
+        assert self.cache is not None
+        prompt, target = found.prompt, found.route.chain[0]
+        key = cache_key(
+            target,
+            prompt.template_version,
+            prompt.messages,
+            [c for c in found.chunks if c.id in prompt.chunks_used],
+            inp.temperature,
+            found.route.max_tokens,
+            inp.sampling,
+            found.validation.safety_version,
+        )
+        try:
+            hit = await self.cache.get(inp.check.tenant_id, key)
+        except REDIS_UNAVAILABLE as exc:
+            degraded("the response cache skipped until Redis is back", exc)
+            return None
+        # A hit from another model version (a canary's share moved) is not this turn's answer.
+        if hit is not None and (hit.model, hit.model_version) != (target.name, target.version):
+            hit = None
+        metrics.response_cache.add(1, {"result": "hit" if hit else "miss"})
+        return CacheLookup(key=key, hit=hit)
 
     async def _retrieve(self, inp: PrepareInput) -> RetrieveResult | None:
         """The tenant's context, or None past retrieval's deadline or retries (the turn degrades)."""

@@ -19,6 +19,7 @@ from activities.adapters.sealed_text import seal_tool_calls
 from activities.adapters.turn_events import TurnEvents
 from activities.adapters.turn_metrics import record_turn
 from activities.contracts.turn import Message, PersistInput, PersistResult
+from activities.logic.extractive import NOTE
 from db.messages import insert_exchange, tenant_name
 
 
@@ -108,8 +109,16 @@ def _terminal_event(inp: PersistInput, result: PersistResult) -> tuple[str, dict
         "model_version": inp.model_version,
         "route": (inp.route or {}).get("rule"),
         "cost_usd": f"{inp.cost_usd:f}" if inp.cost_usd is not None else None,
-        "degraded": inp.degraded,
-        "moderation": "pending" if inp.moderation_pending else "none",
+        # True when retrieval missed its deadline; "extractive" when answered from the sources.
+        "degraded": inp.degraded_mode or inp.degraded,
+        **({"note": NOTE} if inp.degraded_mode == "extractive" else {}),
+        # A cached reply's verdict was the turn's it came from: carried over, none to wait for.
+        "moderation": "pending" if inp.moderation_pending else "carried" if inp.cached_from else "none",
+        **(
+            {"cached": {"turn_id": inp.cached_from.turn_id, "message_id": inp.cached_from.message_id}}
+            if inp.cached_from
+            else {}
+        ),
         **({"tool_calls": [c.as_openai() for c in inp.tool_calls]} if inp.tool_calls else {}),
     }
 

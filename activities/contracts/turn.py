@@ -50,6 +50,8 @@ class ChatTurnInput(BaseModel):
     latency_budget_ms: int | None = None
     # Non-interactive turns (batch, async jobs) run on their own task queue and workers.
     interactive: bool = True
+    # Shed at capacity: answered from the retrieved passages only, no model (or an `overloaded` error).
+    sources_only: bool = False
     webhook_url: str | None = None
 
 
@@ -155,6 +157,10 @@ class PersistInput(BaseModel):
     cost_usd: Usd | None = None
     interactive: bool = True
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    # `extractive`: answered from the sources, no model (SourcesInput).
+    degraded_mode: str | None = None
+    # The response cache's reply this turn served (its turn, message, carried moderation verdict).
+    cached_from: CachedReply | None = None
     # The user message's images, recorded by reference (activities/chat/transcript.py).
     images: list[Message] | None = None
     # The request's tool exchange (the calls it answers and their results), recorded as a `tool` message.
@@ -170,11 +176,73 @@ class TurnRef(BaseModel):
     turn_id: str
 
 
+class CachedReply(BaseModel):
+    """A whole reply in the response cache (activities/adapters/response_cache.py): what a hit
+    streams and records, and where it came from."""
+
+    text: str
+    model: str
+    model_version: str | None = None
+    finish_reason: str
+    turn_id: str
+    message_id: str
+    conversation_id: str
+    # The out-of-band verdict it had (only replies moderation found clean are kept): carried over.
+    moderation: str = "clean"
+    moderator: str | None = None
+
+
+class CacheLookup(BaseModel):
+    """The turn's place in the response cache: its key, and the reply found there, if any."""
+
+    key: str
+    hit: CachedReply | None = None
+
+
+class CachePut(BaseModel):
+    tenant_id: str
+    key: str
+    reply: CachedReply
+
+
 class ModerationInput(BaseModel):
     options: WorkflowOptions
     turn_id: str
     message_id: str
     text: str
+    # Kept in the response cache once moderation finds it clean (a turn whose answer repeats).
+    cache: CachePut | None = None
+    # The question the reply answers (a classifier judges the reply in its conversation).
+    question: str | None = None
+    # The moderator gave no verdict within the step's retries: apply the tenant's fail-open or
+    # fail-closed choice, without asking it again.
+    unavailable: bool = False
+
+
+class ServeCachedInput(BaseModel):
+    turn_id: str
+    conversation_id: str
+    request_id: str
+    target: ModelTarget
+    route_rule: str | None = None
+    cached: CachedReply
+    # When the turn started (its hit's time to first token is measured from it).
+    started: datetime
+
+
+class SourcesInput(BaseModel):
+    """An answer from the retrieved passages, when no model can give one."""
+
+    turn_id: str
+    tenant_id: str
+    conversation_id: str
+    request_id: str
+    question: str
+    chunks: list[ContextChunk]
+    # Tokens the answer may take (the turn's reply budget), counted with the stated estimate.
+    budget: int
+    # Why: every model failed (`models_failed`), or admission shed the turn (`overloaded`).
+    reason: str
 
 
 class ChatTurnResult(BaseModel):
@@ -194,6 +262,9 @@ class ChatTurnResult(BaseModel):
     degraded: bool = False
     error: dict[str, object] | None = None
     tool_calls: list[ToolCall] = Field(default_factory=list)
+    # `extractive` when the reply came from the sources; whether it came from the response cache.
+    degraded_mode: str | None = None
+    cached: bool = False
 
 
 class WebhookInput(BaseModel):
@@ -241,6 +312,9 @@ class PrepareInput(BaseModel):
     history: list[Message] | None = None
     images: list[Message] | None = None
     tool_exchange: list[Message] | None = None
+    # What, with the prompt, decides the reply: part of the response cache's key.
+    temperature: float | None = None
+    sampling: Sampling | None = None
 
 
 class PrepareResult(BaseModel):
@@ -249,6 +323,10 @@ class PrepareResult(BaseModel):
     # None: retrieval failed or ran past its deadline, and the turn goes on without context (degraded).
     retrieval: RetrieveResult | None
     prompt: AssembleResult
+    # Set when the reply may come from (and go to) the response cache.
+    cache: CacheLookup | None = None
+    # The tenant allows answers from the sources when no model can answer (its policy).
+    degraded_answers: bool = False
 
     @property
     def degraded(self) -> bool:

@@ -18,6 +18,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.adapters.context_cache import recent_key
+from activities.adapters.response_cache import ResponseCache
 from activities.adapters.turn_events import stream_key
 from activities.contracts.maintenance import ErasureBatch, ErasureCounts, ErasureInput, ErasureRecord
 from db.engine import scope_to_tenant
@@ -34,7 +35,14 @@ GONE_WITHIN_S = 60
 
 
 class ErasureActivities:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], redis: Redis, temporal: Client) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        redis: Redis,
+        temporal: Client,
+        cache: ResponseCache | None = None,
+    ) -> None:
+        self.cache = cache
         self.sessions = sessions
         self.redis = redis
         self.temporal = temporal
@@ -65,6 +73,9 @@ class ErasureActivities:
         keys = [stream_key(t) for t in turns] + [recent_key(str(c)) for c in conversations]
         if keys:
             counts.redis_keys = int(await self.redis.delete(*keys))
+        if self.cache is not None:  # replies its turns left in the response cache
+            for c in conversations:
+                counts.redis_keys += await self.cache.forget_conversation(batch.tenant_id, str(c))
         async with self.sessions.begin() as session:
             await scope_to_tenant(session, tenant)
             counts.trace_spans = await delete_spans_of_turns(session, turns) if turns else 0

@@ -58,15 +58,19 @@ def _words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
 
 
-def rank_sentences(text: str, query: str) -> list[tuple[int, str]]:
-    """Sentences with their position, most query-like first (word overlap, ties by position)."""
+def sentence_scores(text: str, query: str) -> list[tuple[float, int, str]]:
+    """Each sentence's closeness to the query (word overlap, normalised by length), with its position."""
     query_words = _words(query)
     sentences = [s for s in _SENTENCE.split(text.strip()) if s]
-    scored = [
-        (len(_words(s) & query_words) / (1 + len(_words(s))) ** 0.5, -i, i, s)
-        for i, s in enumerate(sentences)
+    return [
+        (len(_words(s) & query_words) / (1 + len(_words(s))) ** 0.5, i, s) for i, s in enumerate(sentences)
     ]
-    return [(i, s) for _, _, i, s in sorted(scored, reverse=True)]
+
+
+def rank_sentences(text: str, query: str) -> list[tuple[int, str]]:
+    """Sentences with their position, most query-like first (ties by position)."""
+    scored = sorted(sentence_scores(text, query), key=lambda t: (-t[0], t[1]))
+    return [(i, s) for _, i, s in scored]
 
 
 async def compress(text: str, query: str, budget: int, counter: TokenCounter) -> str:

@@ -47,15 +47,23 @@ class TenantPolicy:
     residency: frozenset[str] = frozenset()
     cost_ceiling_per_1k: Decimal | None = None
     daily_token_budget: int | None = None
+    # The response cache: `auto` serves repeatable requests (temperature 0), `exact` every request
+    # whose key matches (the tenant accepts a repeated answer at any temperature), `off` none.
+    response_cache: str = "auto"
+    # Answer from the retrieved passages when no model can (activities/chat/sources_answer.py).
+    degraded_answers: bool = True
 
     @classmethod
     def from_row(cls, residency: Iterable[str], settings: dict[str, object]) -> TenantPolicy:
         ceiling = settings.get("cost_ceiling_per_1k_tokens")
         budget = settings.get("daily_token_budget")
+        cache = str(settings.get("response_cache") or "auto")
         return cls(
             residency=frozenset(residency),
             cost_ceiling_per_1k=Decimal(str(ceiling)) if ceiling is not None else None,
             daily_token_budget=int(str(budget)) if budget is not None else None,
+            response_cache=cache if cache in ("auto", "exact", "off") else "auto",
+            degraded_answers=settings.get("degraded_answers", True) is not False,
         )
 
 

@@ -22,7 +22,7 @@ from api.routes.metrics import refresh_breakers
 from db.drift import DriftOut, compute_drift
 from db.feedback import VersionFeedback, feedback_by_version
 from db.models import Tenant
-from db.ops_summary import recent_failures
+from db.ops_summary import moderation_summary, recent_failures
 from db.slo import SloOut, compute_slo
 from db.usage import model_health
 from infra.config.durations import parse_duration
@@ -105,7 +105,8 @@ def _feedback(found: VersionFeedback | None) -> dict[str, Any]:
 async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> dict[str, Any]:
     """What /dashboard shows: SLOs, per-model latency percentiles, TTFT, tokens/s, cost per 1k
     messages and users' feedback, breaker states, drift flags, canary rollouts (running ones and the
-    latest that ended) and recent failed turns with links into the Temporal UI."""
+    latest that ended), moderation (redactions and how long redacted replies were shown) and recent
+    failed turns with links into the Temporal UI."""
     span = _window(res, window)
     slo = await compute_slo(res.sessions, res.policy.slo.objectives, span, None, "platform")
     until = datetime.now(UTC)
@@ -115,6 +116,7 @@ async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> di
             (f.model, f.model_version): f for f in await feedback_by_version(session, until - span, until)
         }
         failures = await recent_failures(session, limit=20)
+        moderation = await moderation_summary(session, until - span, until)
     try:
         rollouts, rollouts_error = await rollout_states(res.temporal, limit=10), None
     except RPCError as exc:  # Temporal down: the rest of the page still loads, and says so
@@ -149,5 +151,6 @@ async def dashboard_summary(res: ResourcesDep, window: WindowQuery = None) -> di
         "failures": [
             {**f, "temporal_url": f"{ui}/namespaces/{namespace}/workflows/{f['turn_id']}"} for f in failures
         ],
+        "moderation": moderation,
         "temporal_ui": ui,
     }

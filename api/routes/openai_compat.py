@@ -118,6 +118,7 @@ async def chat_completions(
         request_id=request_id(request),
         idempotency_key=idempotency_key,
         pii_policy=request.state.principal.pii,
+        answer_when_shed=request.state.principal.degraded_answers,
         history=read.history,
         images=read.images,
         tool_exchange=read.tool_exchange,

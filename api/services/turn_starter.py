@@ -104,6 +104,8 @@ class TurnRequest:
     latency_budget_ms: int | None = None
     interactive: bool = True
     webhook_url: str | None = None
+    # At capacity, answer from the tenant's documents (no model) instead of refusing with 503.
+    answer_when_shed: bool = False
 
 
 async def start_turn(
@@ -117,8 +119,8 @@ async def start_turn(
     turn = _turn_input(res, req, guarded, _redact_tool_results(req, audit))
     # `turnflow trace TURN_ID` finds the turn's trace by this (the request's span is its root).
     trace.get_current_span().set_attribute(TURN_ID, turn.turn_id)
-    if req.interactive:
-        await _admit(res, turn, audit)
+    if req.interactive and not await _admit(res, turn, audit, req.answer_when_shed):
+        turn.sources_only = True
     # Only a turn a client may join again (it named a key) needs to remember what was asked.
     fingerprint = request_fingerprint(turn) if req.idempotency_key else None
     handle = await _start(res, turn, fingerprint)
@@ -188,12 +190,17 @@ def _turn_input(
     )
 
 
-async def _admit(res: Resources, turn: ChatTurnInput, audit: dict[str, object]) -> None:
-    """Batch turns queue by design; an interactive one the platform cannot serve now is refused now."""
+async def _admit(res: Resources, turn: ChatTurnInput, audit: dict[str, object], degrade: bool) -> bool:
+    """Batch turns queue by design; an interactive one the platform cannot serve now is refused now,
+    or (``degrade``) admitted to be answered from the sources only: False then."""
     timeout = turn.options.execution_timeout
     try:
         await res.admission.admit(turn.turn_id, timeout.total_seconds() if timeout else 600.0)
+        return True
     except Overloaded as exc:
+        if degrade:
+            audit["degraded"] = "overloaded"
+            return False
         audit["refused"] = "overloaded"
         raise ApiError(
             503,

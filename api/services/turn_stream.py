@@ -18,8 +18,9 @@ from activities.contracts.turn import ChatTurnResult
 
 # How long one blocking read waits before checking that the turn is still running.
 IDLE_CHECK_MS = 1000
-# After `done`, how long the stream stays open for the out-of-band moderation verdict.
-MODERATION_WAIT_MS = 3000
+# After `done`, how long the stream stays open for the out-of-band moderation verdict: a model-based
+# moderator (temporal.yaml `moderation:`) takes a model call, and one with no verdict its retries.
+MODERATION_WAIT_MS = 10_000
 # Once the turn has ended, how often reading what is left may fail before the turn's own result
 # ends the stream instead (a connection that broke while Redis was away fails once, then reconnects).
 DRAIN_TRIES = 3

@@ -6,6 +6,7 @@ import getpass
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -44,6 +45,8 @@ async def create_tenant(
     retention_days: int | None = None,
     pii: dict[str, str] | None = None,
     webhook_hosts: list[str] | None = None,
+    response_cache: str | None = None,
+    degraded_answers: bool | None = None,
 ) -> str:
     tags = sorted(set(residency))
     if gaps := residency_gaps(tags, res.policy.stores):
@@ -78,6 +81,10 @@ async def create_tenant(
         policy["pii"] = pii
     if webhook_hosts:
         policy["webhook_hosts"] = sorted(set(webhook_hosts))
+    if response_cache is not None:
+        policy["response_cache"] = response_cache
+    if degraded_answers is not None:
+        policy["degraded_answers"] = degraded_answers
     async with res.sessions.begin() as session:
         tenant = await session.get_one(Tenant, created)
         if residency:
@@ -161,6 +168,12 @@ tenants_app = typer.Typer(help="Tenants and their policies.", no_args_is_help=Tr
 keys_app = typer.Typer(help="API keys (stored hashed; shown once).", no_args_is_help=True)
 
 
+class ResponseCacheMode(StrEnum):
+    auto = "auto"
+    exact = "exact"
+    off = "off"
+
+
 @tenants_app.command("create")
 def tenants_create(
     name: Annotated[str, typer.Argument(help="a unique name")],
@@ -189,6 +202,19 @@ def tenants_create(
         list[str] | None,
         typer.Option(help="a host its webhooks may reach, `*.example.com` for subdomains (repeatable)"),
     ] = None,
+    response_cache: Annotated[
+        ResponseCacheMode | None,
+        typer.Option(
+            help="auto: cache repeatable (temperature 0) replies; exact: any whose key repeats; off"
+        ),
+    ] = None,
+    degraded_answers: Annotated[
+        bool | None,
+        typer.Option(
+            "--degraded-answers/--no-degraded-answers",
+            help="answer from its documents when no model can (default: yes)",
+        ),
+    ] = None,
 ) -> None:
     """Create a tenant (or update its policy when it exists)."""
     from activities.logic.pii import check_policy
@@ -207,6 +233,8 @@ def tenants_create(
                 retention_days,
                 pii_policy,
                 webhook_host,
+                response_cache.value if response_cache else None,
+                degraded_answers,
             )
         )
     except (ValueError, ResidencyViolation) as exc:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from infra.config.durations import Duration, parse_duration
 from infra.config.models import BreakerPolicy, ModelSpec, check_registry
+from infra.config.moderation import ModerationPolicy
 from infra.config.objectives import DriftPolicy, ExperimentPolicy, SloPolicy
 from infra.config.prompts import DEFAULT_PROMPTS, PromptSpec, check_prompts
 from infra.config.residency import StoreName, StoreSpec
@@ -103,11 +104,16 @@ class Policy(_Strict):
     prompts: dict[str, PromptSpec] = Field(default_factory=lambda: dict(DEFAULT_PROMPTS))
     webhooks: WebhookPolicy = WebhookPolicy()
     shutdown: ShutdownPolicy = ShutdownPolicy()
+    # Which moderator checks replies out of band, and when it cannot (infra/config/moderation.py).
+    moderation: ModerationPolicy = ModerationPolicy()
 
     @model_validator(mode="after")
     def _check_references(self) -> Policy:
         check_registry(self.models)
         check_prompts(self.prompts)
+        guard = self.moderation.llama_guard
+        if self.moderation.moderator == "llama_guard" and guard and guard.model not in self.models:
+            raise ValueError(f"moderation: llama_guard.model {guard.model} is not in models:")
         if same := sorted(set(self.prompts) & set(self.models)):
             raise ValueError(f"prompts and models share the names {', '.join(same)}; experiments need one")
         if "prepare_turn" in self.activities and not self.models:

@@ -128,6 +128,14 @@ class Settings(BaseSettings):
         le=24 * 3600,
         description="how long a turn's stream token (a browser EventSource's credential) reads its events",
     )
+    response_cache_ttl_s: int = Field(
+        default=24 * 3600,
+        gt=0,
+        description="how long a cached reply is served (activities/adapters/response_cache.py)",
+    )
+    response_cache_entries: int = Field(
+        default=10_000, gt=0, description="cached replies kept per tenant; the oldest go first"
+    )
     api_worker: bool = Field(
         default=True,
         description="run a worker inside the API process, so turns start eagerly (lowest latency)",

@@ -20,6 +20,7 @@ from activities.adapters.event_feed import EventFeed
 from activities.adapters.model_client import make_inference_client
 from activities.adapters.model_registry import ModelRegistry
 from activities.adapters.rate_limits import RateLimiter
+from activities.adapters.response_cache import ResponseCache
 from activities.adapters.sealed_text import SealedText
 from activities.adapters.search import HybridSearch, SearchSettings
 from activities.adapters.stream_tokens import StreamTokens
@@ -158,6 +159,12 @@ class Resources:
     def stream_tokens(self) -> StreamTokens:
         # Stateless but for Redis: made on each use.
         return StreamTokens(self.redis, self.settings.stream_token_ttl_s)
+
+    @property
+    def response_cache(self) -> ResponseCache:
+        # Stateless but for Redis: made on each use.
+        s = self.settings
+        return ResponseCache(self.redis, self.sealer, s.response_cache_ttl_s, s.response_cache_entries)
 
     @property
     def ws_tickets(self) -> WsTickets:

@@ -80,6 +80,34 @@ retrieval_cache = _meter.create_counter(
     unit="{request}",
     description="Retrieval cache lookups by cache (query_embedding, results) and result (hit, miss)",
 )
+response_cache = _meter.create_counter(
+    "turnflow.response_cache.lookups",
+    unit="{lookup}",
+    description="Response cache lookups of repeatable turns, by result (hit, miss); hit rate: hits / all",
+)
+response_cache_ttft = _meter.create_histogram(
+    "turnflow.response_cache.hit_ttft",
+    unit="s",
+    description="A cache hit's time from the turn's start to its first token event",
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+)
+degraded_answers = _meter.create_counter(
+    "turnflow.turns.degraded_answers",
+    unit="{turn}",
+    description="Turns answered from the retrieved passages, no model, by reason (models_failed, overloaded)",
+)
+moderation_exposure = _meter.create_histogram(
+    "turnflow.moderation.exposure",
+    unit="s",
+    description="A redacted reply: from its first token sent to the `redact` event, by moderator",
+    explicit_bucket_boundaries_advisory=LATENCY_BUCKETS_S,
+)
+moderation_exposure_tokens = _meter.create_histogram(
+    "turnflow.moderation.exposure_tokens",
+    unit="{token}",
+    description="A redacted reply: how many of its tokens clients got before the `redact` event",
+    explicit_bucket_boundaries_advisory=(1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096),
+)
 turns_shed = _meter.create_counter(
     "turnflow.turns.shed", unit="{turn}", description="Interactive turns refused at capacity (503, retryable)"
 )

@@ -31,10 +31,12 @@ def isolated_settings(
     breaker: dict[str, Any] | None = None,
     webhooks: dict[str, Any] | None = None,
     prompts: dict[str, Any] | None = None,
+    moderation: dict[str, Any] | None = None,
     **updates: Any,
 ) -> Settings:
     """The test services' settings with task queues of its own, so apps never take each other's work;
-    ``models``, ``breaker``, ``webhooks`` and ``prompts`` replace those sections of temporal.yaml."""
+    ``models``, ``breaker``, ``webhooks``, ``prompts`` and ``moderation`` replace those sections of
+    temporal.yaml."""
     data = yaml.safe_load((REPO_ROOT / "temporal.yaml").read_text())
     for queue in ("chat", "ingest", "batch"):
         data["task_queues"][queue] = f"{queue}-{uuid.uuid4()}"
@@ -44,6 +46,8 @@ def isolated_settings(
         data["webhooks"] = webhooks
     if prompts is not None:
         data["prompts"] = prompts
+    if moderation is not None:
+        data["moderation"] = moderation
     # The real model server is shared by every test, and on two busy cores its first token can take
     # seconds: only the tests about breakers count slow calls (their own endpoints, their own limits).
     data["breaker"] = {**data["breaker"], "slow_call": "10m", **(breaker or {})}

@@ -35,6 +35,7 @@ from activities.contracts.turn import (
     ValidateResult,
     WebhookInput,
 )
+from activities.logic.routing import TenantPolicy
 from infra.config.policy import load_policy
 from infra.config.prompts import DEFAULT_PROMPTS
 from infra.config.settings import REPO_ROOT
@@ -79,6 +80,9 @@ class StandIns:
         self.persisted: list[PersistInput] = []
 
     # The prepare step's parts (TurnPreparation runs them as it runs the real ones).
+    async def tenant_policy(self, tenant_id: str) -> TenantPolicy:
+        return TenantPolicy()
+
     async def route_turn(self, inp: RouteRequest) -> RouteDecision:
         if self.refuse_route:
             raise ApplicationError("no", self.refuse_route, False, type="RouteRefused", non_retryable=True)

@@ -1,4 +1,4 @@
-"""Tool calls and attachments on messages (chat completions with `tools`, images)
+"""Tool calls, attachments and moderation records on messages
 
 Revision ID: 0012
 Revises: 0011
@@ -7,7 +7,8 @@ Create Date: 2026-12-04 01:40:00
 A reply that called tools keeps its calls (id, name, arguments as OpenAI spells them); a `tool`
 message, the results a client sent back, keeps the calls it answers. A question's images are kept
 by reference: a link (sealed), or for an inline image its media type, size and SHA-256, never its
-bytes. Content stays sealed text.
+bytes. A reply's moderation record says which moderator judged it, its version and the categories.
+Content stays sealed text.
 """
 
 from collections.abc import Sequence
@@ -25,8 +26,10 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.add_column("messages", sa.Column("tool_calls", JSONB, nullable=True))
     op.add_column("messages", sa.Column("attachments", JSONB, nullable=True))
+    op.add_column("messages", sa.Column("moderation", JSONB, nullable=True))
 
 
 def downgrade() -> None:
+    op.drop_column("messages", "moderation")
     op.drop_column("messages", "attachments")
     op.drop_column("messages", "tool_calls")
