@@ -52,6 +52,8 @@ def chaos() -> None:
     )
 
 
+# The primary killed at 15 s and back at 35 s; then every server down from 45 s to 55 s.
+FAILOVER = ["--duration", "70", "--kill-at", "15", "--restart-at", "35", "--all-down", "45", "55"]
 # 256 sockets held for a minute, each user pausing like a person between turns.
 WS_LEVEL = ["--levels", "256", "--duration", "60", "--think-s", "30", "--max-tokens", "16"]
 STEPS: dict[str, Callable[[], None]] = {
@@ -69,11 +71,10 @@ STEPS: dict[str, Callable[[], None]] = {
     ),
     "slow-consumers": lambda: run([*PY, "bench.slow_consumers"]),
     "ws-load": lambda: run([*PY, "bench.load", "--transport", "ws", *WS_LEVEL]),
+    "response-cache": lambda: run([*PY, "bench.response_cache", "--questions", "20"]),
     "sealing": lambda: run([*PY, "bench.sealing"]),
     "rollout": lambda: run([*PY, "bench.rollout"]),
-    "failover": lambda: run(
-        [*PY, "bench.failover", "--duration", "60", "--kill-at", "15", "--restart-at", "35"]
-    ),
+    "failover": lambda: run([*PY, "bench.failover", *FAILOVER]),
     "retrieval": on_a_stack("retrieval", ["bench.retrieval", "--rows", "20000", "--queries", "100"]),
 }
 

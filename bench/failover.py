@@ -5,10 +5,13 @@ llama.cpp servers as two registry models: `primary` (the higher-fidelity one, fa
 `fallback`). It sends turns at a fixed rate, SIGKILLs the primary's server at --kill-at, restarts it
 at --restart-at, and reports the share of turns that failed, latency before and during the outage
 (p50/p95, and their ratio), and how long after the restart the primary served again (the breaker's
-cool-down, then one probe).
+cool-down, then one probe). With `--all-down FROM TO` both servers are down in that window: the
+tenant has a document, so those turns are answered from it (`degraded: "extractive"`,
+docs/degradation.md), and the report counts them.
 
     .venv/bin/python -m bench.failover                  # 90 s at 1 turn/s
     .venv/bin/python -m bench.failover --duration 40 --kill-at 10 --restart-at 20
+    .venv/bin/python -m bench.failover --duration 70 --kill-at 15 --restart-at 35 --all-down 42 52
 """
 
 from __future__ import annotations
@@ -38,6 +41,11 @@ from infra.stack.components.model import model_component
 
 RESULTS = Path(__file__).parent / "results"
 PROMPT = "Name a colour."
+# What the tenant's documents say, for the turns no model can answer.
+GUIDE = (
+    "Red, green and blue are the primary colours of light. A colour wheel puts red opposite cyan. "
+    "Painters name a colour by its hue, its saturation and its lightness."
+)
 
 
 @dataclass
@@ -47,6 +55,7 @@ class Turn:
     outcome: str  # done | error | http_<status> | exception
     model: str | None
     resets: int
+    degraded: str | None = None  # "extractive": answered from the documents, no model
 
 
 def start_model(port: int, alias: str, log: Path) -> subprocess.Popen[bytes]:
@@ -78,7 +87,7 @@ async def one_turn(http: httpx.AsyncClient, t0: float) -> Turn:
     # A new conversation each time: every turn's prompt is the same size, early or late in the run.
     conv = (await http.post("/v1/conversations", json={"title": "failover"})).json()["id"]
     started = time.monotonic()
-    outcome, model, resets = "exception", None, 0
+    outcome, model, resets, degraded = "exception", None, 0, None
     try:
         async with http.stream(
             "POST", f"/v1/conversations/{conv}/messages", json={"content": PROMPT, "max_tokens": 8}
@@ -92,12 +101,13 @@ async def one_turn(http: httpx.AsyncClient, t0: float) -> Turn:
                         event = line.split(":", 1)[1].strip()
                         resets += event == "reset"
                     elif line.startswith("data:") and event in ("done", "error"):
-                        outcome = event
-                        model = json.loads(line[5:]).get("model")
+                        outcome, data = event, json.loads(line[5:])
+                        model = data.get("model")
+                        degraded = data.get("degraded") if isinstance(data.get("degraded"), str) else None
                         break
     except httpx.HTTPError:
         outcome = "exception"
-    return Turn(started - t0, (time.monotonic() - started) * 1000, outcome, model, resets)
+    return Turn(started - t0, (time.monotonic() - started) * 1000, outcome, model, resets, degraded)
 
 
 def pct(values: list[float], q: float) -> float | None:
@@ -122,12 +132,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             await wait_http(f"{primary_url}/v1/models")
             await wait_http(f"{fallback_url}/v1/models")
             key = await stack.ready()
-            return await drive(args, stack.api, key, primary, ports["primary"], stack.scratch)
+            servers = {"primary": primary, "fallback": fallback}
+            return await drive(args, stack.api, key, servers, ports, stack.scratch)
 
         try:
             return asyncio.run(ready_then_drive())
         finally:
-            for proc in (primary, fallback):
+            for proc in (primary, fallback):  # the first ones (drive stops those it started)
                 if proc.poll() is None:
                     os.killpg(proc.pid, signal.SIGTERM)
                     proc.wait(timeout=30)
@@ -137,39 +148,57 @@ async def drive(
     args: argparse.Namespace,
     api: str,
     key: str,
-    primary: subprocess.Popen[bytes],
-    primary_port: int,
+    servers: dict[str, subprocess.Popen[bytes]],
+    ports: dict[str, int],
     scratch: Path,
 ) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {key}"}
+    # The scenario, in order: (when, what, which servers).
+    plan = [(args.kill_at, "kill", ["primary"]), (args.restart_at, "start", ["primary"])]
+    if args.all_down:
+        plan += [
+            (args.all_down[0], "kill", ["primary", "fallback"]),
+            (args.all_down[1], "start", ["primary", "fallback"]),
+        ]
+    plan.sort(key=lambda step: step[0])
+    marks: dict[str, float] = {}
     async with httpx.AsyncClient(
         base_url=api, headers=headers, timeout=httpx.Timeout(120, connect=5)
     ) as http:
+        doc = await http.post(
+            "/v1/documents", json={"text": GUIDE, "source": "colours.txt", "title": "Colours"}
+        )
+        doc.raise_for_status()
         for _ in range(2):  # warm-up, not measured
             await one_turn(http, time.monotonic())
         t0 = time.monotonic()
         tasks: list[asyncio.Task[Turn]] = []
-        killed_at = restarted_at = None
         i = 0
         while (now := time.monotonic() - t0) < args.duration:
-            if killed_at is None and now >= args.kill_at:
-                os.killpg(primary.pid, signal.SIGKILL)
-                killed_at = now
-                print(f"{now:5.1f}s  killed the primary model server", file=sys.stderr)
-            if restarted_at is None and now >= args.restart_at:
-                primary = start_model(primary_port, "primary", scratch / "primary.log")
-                restarted_at = now
-                print(f"{now:5.1f}s  restarted it", file=sys.stderr)
+            while plan and now >= plan[0][0]:
+                _, action, names = plan.pop(0)
+                for name in names:
+                    proc = servers[name]
+                    if action == "kill" and proc.poll() is None:
+                        os.killpg(proc.pid, signal.SIGKILL)
+                        proc.wait()
+                    elif action == "start" and proc.poll() is not None:
+                        servers[name] = start_model(ports[name], name, scratch / f"{name}.log")
+                marks.setdefault(f"{action} {'+'.join(names)}", round(now, 1))
+                print(f"{now:5.1f}s  {action} {', '.join(names)}", file=sys.stderr)
             tasks.append(asyncio.create_task(one_turn(http, t0)))
             i += 1
             await asyncio.sleep(max(0.0, i / args.rate - (time.monotonic() - t0)))
         turns = list(await asyncio.gather(*tasks))
-    if primary.poll() is None:
-        os.killpg(primary.pid, signal.SIGTERM)
-    return report(args, turns, killed_at or 0.0, restarted_at or 0.0)
+    for proc in servers.values():
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+    return report(args, turns, marks)
 
 
-def report(args: argparse.Namespace, turns: list[Turn], killed: float, restarted: float) -> dict[str, Any]:
+def report(args: argparse.Namespace, turns: list[Turn], marks: dict[str, float]) -> dict[str, Any]:
+    killed, restarted = marks.get("kill primary", 0.0), marks.get("start primary", 0.0)
+    down_from, down_to = args.all_down or (args.duration, args.duration)
     back = next(
         (
             t.started_s
@@ -179,8 +208,11 @@ def report(args: argparse.Namespace, turns: list[Turn], killed: float, restarted
         None,
     )
     normal = [t.latency_ms for t in turns if t.started_s < killed and t.outcome == "done"]
-    outage = [t.latency_ms for t in turns if killed <= t.started_s < (back or args.duration)]
+    # The primary's outage, up to its return (and before any window with every server down).
+    outage = [t.latency_ms for t in turns if killed <= t.started_s < min(back or args.duration, down_from)]
     failed = [t for t in turns if t.outcome != "done"]
+    # With every server down: answered from the documents, or failed.
+    all_down = [t for t in turns if down_from <= t.started_s < down_to]
     p95_normal, p95_outage = pct(normal, 95), pct(outage, 95)
     return {
         "bench": "failover",
@@ -196,6 +228,15 @@ def report(args: argparse.Namespace, turns: list[Turn], killed: float, restarted
         "failures": sorted({t.outcome for t in failed}),
         "served_by": {m: sum(1 for t in turns if t.model == m) for m in ("primary", "fallback")},
         "turns_with_reset": sum(1 for t in turns if t.resets),
+        "answered_from_sources": sum(1 for t in turns if t.degraded == "extractive"),
+        "all_down": {
+            "from_s": down_from if args.all_down else None,
+            "to_s": down_to if args.all_down else None,
+            "turns": len(all_down),
+            "answered_from_sources": sum(1 for t in all_down if t.degraded == "extractive"),
+            "failed": sum(1 for t in all_down if t.outcome != "done"),
+        },
+        "marks_s": marks,
         "normal_ms": {"n": len(normal), "p50": pct(normal, 50), "p95": p95_normal},
         "outage_ms": {"n": len(outage), "p50": pct(outage, 50), "p95": p95_outage},
         "p95_outage_over_normal": round(p95_outage / p95_normal, 2) if p95_normal and p95_outage else None,
@@ -214,6 +255,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=90.0, help="seconds of traffic")
     parser.add_argument("--kill-at", type=float, default=25.0)
     parser.add_argument("--restart-at", type=float, default=50.0)
+    parser.add_argument(
+        "--all-down",
+        type=float,
+        nargs=2,
+        metavar=("FROM", "TO"),
+        help="both servers down in this window (the tenant's document answers)",
+    )
     args = parser.parse_args()
     result = run(args)
     RESULTS.mkdir(exist_ok=True)

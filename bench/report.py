@@ -351,7 +351,8 @@ def failover_section(path: Path) -> str:
         fig, ax = plt.subplots(figsize=(9, 3.5))
         for outcome, marker in (("done", "o"), ("error", "x")):
             turns = [t for t in r["timeline"] if (t["outcome"] == "done") == (outcome == "done")]
-            for model, color in (("primary", "tab:blue"), ("fallback", "tab:orange"), (None, "tab:red")):
+            models = (("primary", "tab:blue"), ("fallback", "tab:orange"), ("extractive", "tab:green"))
+            for model, color in (*models, (None, "tab:red")):
                 mine = [t for t in turns if t["model"] == model]
                 if mine:
                     ax.scatter(
@@ -364,6 +365,8 @@ def failover_section(path: Path) -> str:
                     )
         ax.axvline(r["killed_at_s"], color="red", linestyle="--", label="primary killed")
         ax.axvline(r["restarted_at_s"], color="green", linestyle="--", label="restarted")
+        if (down := r.get("all_down") or {}).get("from_s") is not None:
+            ax.axvspan(down["from_s"], down["to_s"], color="grey", alpha=0.2, label="every server down")
         ax.set(xlabel="s since start", ylabel="turn latency, ms", yscale="log", title="failover timeline")
         ax.legend(fontsize=7)
         save(fig, out)
@@ -378,6 +381,12 @@ def failover_section(path: Path) -> str:
         f"**{r['p95_outage_over_normal']}**",
         f"{r['recovered_after_restart_s']} s",
     ]
+    down = r.get("all_down") or {}
+    if down.get("from_s") is not None:
+        row.append(
+            f"{down['answered_from_sources']} of {down['turns']} ({down['failed']} failed);"
+            f" {r['answered_from_sources']} in the whole run"
+        )
     return "\n\n".join(
         [
             "## Failover (`bench/failover.py`, two real model servers)",
@@ -394,10 +403,21 @@ def failover_section(path: Path) -> str:
                     "outage p50 / p95",
                     "p95 outage ÷ before",
                     "primary back after restart",
+                    *(
+                        ["every server down: answered from the sources"]
+                        if down.get("from_s") is not None
+                        else []
+                    ),
                 ],
                 [row],
             ),
-            "Targets: 0 failed turns with a fallback configured; p95 during the outage ≤ 2x before.",
+            "Targets: 0 failed turns with a fallback configured; p95 during the outage ≤ 2x before."
+            + (
+                f" From {down['from_s']:g} s to {down['to_s']:g} s both servers were down: the tenant has a"
+                ' document, so those turns were answered from it (`degraded: "extractive"`).'
+                if down.get("from_s") is not None
+                else ""
+            ),
             figure("failover", draw),
         ]
     )
@@ -791,6 +811,33 @@ def ws_load_section(path: Path) -> str:
     )
 
 
+def response_cache_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+    rows = [
+        [
+            name,
+            n,
+            f"{ms(kind['ttft_ms']['p50'])} / {ms(kind['ttft_ms']['p95'])}",
+            f"{ms(kind['total_ms']['p50'])} / {ms(kind['total_ms']['p95'])}",
+        ]
+        for name, n, kind in (
+            ("cache hit", r["hits"], r["hit"]),
+            ("model turn (real llama.cpp)", r["repeats"], r["model_turn"]),
+        )
+    ]
+    return "\n\n".join(
+        [
+            "## Response cache: a hit against a model turn (`bench/response_cache.py`, real model)",
+            f"{r['questions']} deterministic questions (temperature 0, {r['max_tokens']} tokens) asked"
+            f" once each (misses, then cached), then again interleaved with {r['repeats']} new ones,"
+            f" each in a new conversation, over SSE: {r['hits']} of {r['repeats']} repeats were hits."
+            f" TTFT p50 of a model turn over a hit's: **{r['ttft_p50_model_over_hit']}x**."
+            f" Run {r['date'][:16]} UTC.",
+            table(["turns", "n", "TTFT p50 / p95", "end to end p50 / p95"], rows),
+        ]
+    )
+
+
 SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("chaos-*.xml", chaos_section),
     ("ttft-*.json", ttft_section),
@@ -807,6 +854,7 @@ SECTIONS: list[tuple[str, Callable[[Path], str]]] = [
     ("efficiency-baseline-*.json", efficiency_section),
     ("slow-consumers-*.json", slow_consumers_section),
     ("ws-load-*.json", ws_load_section),
+    ("response-cache-*.json", response_cache_section),
     ("sealing-*.json", sealing_section),
     ("rollout-*.json", rollout_section),
     ("failover-*.json", failover_section),

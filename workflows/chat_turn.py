@@ -54,6 +54,8 @@ from workflows.webhook import DeliverWebhookWorkflow
 # Of its whole-turn timeout, what a turn keeps to stop its step in progress (which may take a
 # heartbeat or two) and record that it ran out; at most a third of it.
 DEADLINE_RESERVE = timedelta(seconds=15)
+# Tokens an answer from the sources may take however short the reply's own budget.
+SOURCES_MIN_BUDGET = 96
 
 
 def _error_of(exc: StepFailed) -> tuple[str, str, bool]:
@@ -218,12 +220,14 @@ class ChatTurnWorkflow:
         opts, route, prompt = inp.options, prep.route, prep.prompt
         if prep.cache is not None and prep.cache.hit is not None:
             return await self._serve_cached(inp, prep, prep.cache.hit)
-        if inp.sources_only:  # shed at capacity: no model for this turn
-            if (answered := await self._answer_from_sources(inp, prep, [], "overloaded")) is not None:
+        if inp.sources_only or route.unavailable:  # shed at capacity, or every circuit open: no model
+            reason = "overloaded" if inp.sources_only else "models_failed"
+            if (answered := await self._answer_from_sources(inp, prep, [], reason)) is not None:
                 return answered
             error = {
-                "code": "overloaded",
-                "message": "every model is busy and no passage answers the question; try again",
+                "code": reason if inp.sources_only else "model_unavailable",
+                "message": route.unavailable
+                or "every model is busy and no passage answers the question; try again",
                 "retryable": True,
             }
             return await self._record_error(inp, prep.user_text, error, prompt, route)
@@ -300,7 +304,8 @@ class ChatTurnWorkflow:
             request_id=inp.request_id,
             question=prep.user_text,
             chunks=used,
-            budget=prep.route.max_tokens,
+            # The reply's budget, but room for one cited sentence at least (a whole one or none).
+            budget=max(prep.route.max_tokens, SOURCES_MIN_BUDGET),
             reason=reason,
         )
         try:

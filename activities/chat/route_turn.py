@@ -135,6 +135,18 @@ class RouteActivities:
             await self._audit_refusal(
                 req, exc.code, {"residency": sorted(tenant.residency), "reason": str(exc)}
             )
+            if exc.code == "model_unavailable" and tenant.degraded_answers:
+                # Every circuit is open: the chain as it would be, for an answer from the sources.
+                decision = route(
+                    self.registry.models,
+                    req,
+                    tenant,
+                    lambda url: True,
+                    shares=shares,
+                    default_max_tokens=self.default_max_tokens,
+                    prompts=self.prompts,
+                )
+                return decision.model_copy(update={"unavailable": str(exc)})
             raise ApplicationError(
                 str(exc), exc.code, exc.retryable, type="RouteRefused", non_retryable=True
             ) from exc

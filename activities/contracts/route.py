@@ -57,3 +57,6 @@ class RouteDecision(BaseModel):
     # The prompt template's arm: the base template and the one this conversation is assigned
     # (which the prompt is assembled with). Absent in turns recorded before templates had canaries.
     prompt_arm: dict[str, str] | None = None
+    # Set when every model's circuit is open (why, as the client is told): the chain is the one
+    # routing would choose, and the turn may be answered from its sources instead of refused.
+    unavailable: str | None = None

@@ -100,6 +100,29 @@ async def test_with_every_model_down_a_tenant_with_documents_gets_cited_sentence
     assert content.startswith("tf1:") or content == text  # sealed at rest where encryption is on
 
 
+async def open_every_circuit(api: ApiServer) -> None:
+    breakers = api.app.state.resources.breakers
+    for url in api.app.state.resources.registry.endpoints():
+        for _ in range(8):
+            await breakers.record(url, "failed")
+
+
+async def test_with_every_circuit_open_the_turn_is_answered_from_the_sources_without_a_model_call(
+    down: ApiServer, services: Services
+) -> None:
+    headers = await with_guide(down)
+    await open_every_circuit(down)
+    seen = await turn(down, headers)
+    done = next(e for e in seen if e.event == "done").data
+    assert done["degraded"] == "extractive" and done["finish_reason"] == "extractive"
+    ((route,),) = db_rows(services, "SELECT route FROM messages WHERE id = %s", done["message_id"])
+    assert route["fallbacks"] == [] and route["degraded"] == "extractive"  # no model was tried
+    # Without documents the refusal stands, as before: the circuits are open, try again shortly.
+    seen = await turn(down, await down.headers_for(f"empty-{uuid.uuid4().hex[:8]}"))
+    assert seen[-1].event == "error" and seen[-1].data["code"] == "model_unavailable"
+    assert "circuit open" in seen[-1].data["message"]
+
+
 async def test_without_documents_or_against_the_policy_the_error_stays(
     down: ApiServer, services: Services
 ) -> None:
