@@ -49,9 +49,9 @@ class Principal:
     webhook_hosts: tuple[str, ...] = ()
     # When the key stops working by itself (None: never); a cached principal honours it too.
     expires_at: datetime | None = None
-    # Whether the tenant takes answers from its documents when no model can answer (policy
-    # `degraded_answers`, default yes): a turn shed at capacity is answered so instead of a 503.
-    degraded_answers: bool = True
+    # Whether a turn shed at capacity is answered from the tenant's documents instead of a 503
+    # (policy `answer_when_shed`, default no: the 503 with Retry-After is the backpressure contract).
+    answer_when_shed: bool = False
 
     def may(self, *any_of: str) -> bool:
         if self.scopes & set(any_of):
@@ -146,7 +146,8 @@ async def find_principal(sessions: async_sessionmaker[AsyncSession], key: str) -
         webhook_hosts=tuple(policy.get("webhook_hosts") or ()),
         residency=frozenset(residency or ()),
         expires_at=api_key.expires_at,
-        degraded_answers=policy.get("degraded_answers", True) is not False,
+        answer_when_shed=policy.get("answer_when_shed") is True
+        and policy.get("degraded_answers") is not False,
     )
 
 

@@ -50,6 +50,9 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         # Each test's workers poll task queues of their own, unversioned; the tests about Worker
         # Versioning turn it on, with deployments of their own (tests/workers/test_versioning.py).
         worker_versioning=False,
+        # Tests ask the same deterministic questions again and again, each expecting a model to
+        # answer: only the tests about the response cache turn it on (tests/api/test_response_cache.py).
+        response_cache=False,
     )
     components = [
         temporal_component(

@@ -84,6 +84,8 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
         res.admission,
         tenant_label=res.settings.metrics_tenant_label,
     )
+    moderation = res.policy.moderation
+    cache = res.response_cache if res.settings.response_cache else None
     steps = TurnSteps(res.safety, transcript, res.events, res.registry, res.policy.prompts)
     inference = InferenceActivities(res.registry, res.breakers, res.events, res.cancels, res.safety)
     router = RouteActivities(
@@ -91,9 +93,8 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
     )
     retrieval = RetrievalActivities(res.search, RetrievalObserver(res.sessions))
     probe = StackProbeActivities(res.sessions, res.redis, res.model)
-    moderation = res.policy.moderation
     return [
-        TurnPreparation(steps, retrieval, router, res.response_cache).prepare_turn,
+        TurnPreparation(steps, retrieval, router, cache, moderation.moderator).prepare_turn,
         steps.partial_text,
         inference.infer,
         transcript.persist_turn,
@@ -102,7 +103,7 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
             res.sessions,
             make_moderator(moderation, res.safety, res.registry, res.http),
             res.events,
-            res.response_cache,
+            cache,
             timeout_s=moderation.timeout.total_seconds(),
             on_failure=moderation.on_failure,
         ).moderate_message,

@@ -20,6 +20,7 @@ from temporalio.converter import PayloadCodec
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Replayer
 
+from activities.logic.attachments import image_reference
 from db.models import Message
 from infra.runtime.resources import Resources
 from infra.runtime.temporal_client import data_converter
@@ -31,6 +32,9 @@ _STEPS = {"persist_turn": "persisted"}
 _PREPARED = "prepare_turn"
 
 
+# The turn's input as the reconstruction shows it: always these, and the others when the request set them.
+_INPUT = ("tenant_id", "conversation_id", "request_id", "user_text", "pii_counts", "model")
+_ASKED = ("temperature", "max_tokens", "sampling", "tool_exchange", "sources_only")
 # Steps that give a reply without a model: the response cache, or the retrieved passages.
 _NO_MODEL = {"serve_cached": "response_cache", "answer_from_sources": "sources"}
 
@@ -113,10 +117,12 @@ async def reconstruct(history: WorkflowHistory, codec: PayloadCodec | None) -> R
         if kind == "workflow_execution_started_event_attributes":
             started_at = at
             [inp] = await _values(codec, event.workflow_execution_started_event_attributes.input.payloads)
-            out.facts["input"] = {
-                k: inp.get(k)
-                for k in ("tenant_id", "conversation_id", "request_id", "user_text", "pii_counts", "model")
-            }
+            out.facts["input"] = {k: inp.get(k) for k in _INPUT}
+            # What the request asked beyond its text (sampling, tools, a tool exchange, images by
+            # reference), where it asked it.
+            out.facts["input"] |= {k: inp[k] for k in _ASKED if inp.get(k) is not None}
+            if images := inp.get("images"):
+                out.facts["input"]["images"] = [image_reference(p["image_url"]["url"]) for p in images]
         elif kind == "marker_recorded_event_attributes":
             marker = event.marker_recorded_event_attributes
             if "data" not in marker.details:

@@ -422,7 +422,6 @@ class ChatTurnWorkflow:
             turn_id=inp.turn_id,
             message_id=message_id,
             conversation_id=inp.conversation_id,
-            moderator=prep.validation.safety_version,
         )
         return CachePut(tenant_id=inp.tenant_id, key=prep.cache.key, reply=cached)
 

@@ -135,7 +135,8 @@ class LlamaGuardModerator:
             "type": "object",
             "properties": {
                 "verdict": {"enum": ["safe", "unsafe"]},
-                "categories": {"type": "array", "items": {"enum": list(self.spec.categories)}},
+                # Bounded, so that a whole verdict fits in the classifier's few tokens.
+                "categories": {"type": "array", "items": {"enum": list(self.spec.categories)}, "maxItems": 4},
             },
             "required": ["verdict", "categories"],
             "additionalProperties": False,

@@ -97,7 +97,10 @@ class ModerationActivities:
         if inp.cache is not None and self.cache is not None and not unmoderated:
             # Clean: a repeat of the question may have this reply (activities/adapters/response_cache.py).
             try:
-                await self.cache.put(inp.cache.tenant_id, inp.cache.key, inp.cache.reply)
+                judged = inp.cache.reply.model_copy(
+                    update={"moderator": f"{record['moderator']} {record['version']}"}
+                )
+                await self.cache.put(inp.cache.tenant_id, inp.cache.key, judged)
             except REDIS_UNAVAILABLE as exc:
                 degraded("a clean reply not cached", exc)
         data = {

@@ -56,11 +56,14 @@ class TurnPreparation:
         retrieval: RetrievalActivities,
         router: RouteActivities,
         cache: ResponseCache | None = None,
+        moderator: str = "rules",
     ) -> None:
         self.steps = steps
         self.retrieval = retrieval
         self.router = router
         self.cache = cache
+        # Who moderates replies now: a cached reply another moderator cleared is not served.
+        self.moderator = moderator
 
     @activity.defn(name="prepare_turn")
     async def prepare_turn(self, inp: PrepareInput) -> PrepareResult:
@@ -126,8 +129,12 @@ class TurnPreparation:
         except REDIS_UNAVAILABLE as exc:
             degraded("the response cache skipped until Redis is back", exc)
             return None
-        # A hit from another model version (a canary's share moved) is not this turn's answer.
-        if hit is not None and (hit.model, hit.model_version) != (target.name, target.version):
+        # A hit from another model version (a canary's share moved) is not this turn's answer, nor
+        # one a moderator other than today's cleared.
+        if hit is not None and (
+            (hit.model, hit.model_version) != (target.name, target.version)
+            or (hit.moderator or "").split(" ")[0] != self.moderator
+        ):
             hit = None
         metrics.response_cache.add(1, {"result": "hit" if hit else "miss"})
         return CacheLookup(key=key, hit=hit)

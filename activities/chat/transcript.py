@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import uuid
 from typing import Any
@@ -19,22 +17,9 @@ from activities.adapters.sealed_text import seal_tool_calls
 from activities.adapters.turn_events import TurnEvents
 from activities.adapters.turn_metrics import record_turn
 from activities.contracts.turn import Message, PersistInput, PersistResult
+from activities.logic.attachments import image_reference
 from activities.logic.extractive import NOTE
 from db.messages import insert_exchange, tenant_name
-
-
-def image_reference(url: str) -> dict[str, Any]:
-    """How the transcript keeps an image: its link, or an inline one's type, size and digest."""
-    if not url.startswith("data:"):
-        return {"type": "image", "url": url}
-    header, _, data = url.partition(",")
-    raw = base64.b64decode(data, validate=False)
-    return {
-        "type": "image",
-        "media_type": header.removeprefix("data:").split(";")[0],
-        "bytes": len(raw),
-        "sha256": hashlib.sha256(raw).hexdigest(),
-    }
 
 
 def _rows(inp: PersistInput) -> list[dict[str, Any]]:

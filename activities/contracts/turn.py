@@ -187,7 +187,8 @@ class CachedReply(BaseModel):
     turn_id: str
     message_id: str
     conversation_id: str
-    # The out-of-band verdict it had (only replies moderation found clean are kept): carried over.
+    # The out-of-band verdict it had (only replies moderation found clean are kept): carried over,
+    # with who gave it (the moderator and its version, set when it is put in).
     moderation: str = "clean"
     moderator: str | None = None
 

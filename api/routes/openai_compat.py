@@ -118,7 +118,7 @@ async def chat_completions(
         request_id=request_id(request),
         idempotency_key=idempotency_key,
         pii_policy=request.state.principal.pii,
-        answer_when_shed=request.state.principal.degraded_answers,
+        answer_when_shed=request.state.principal.answer_when_shed,
         history=read.history,
         images=read.images,
         tool_exchange=read.tool_exchange,

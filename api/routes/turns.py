@@ -168,7 +168,7 @@ async def _post_message(
         request_id=request_id(request),
         idempotency_key=idempotency_key,
         pii_policy=request.state.principal.pii,
-        answer_when_shed=request.state.principal.degraded_answers,
+        answer_when_shed=request.state.principal.answer_when_shed,
         model=body.model,
         max_tokens=body.max_tokens,
         temperature=body.temperature,

@@ -195,7 +195,7 @@ class ChatSocket:
                     request_id=request_id,
                     idempotency_key=frame.idempotency_key,
                     pii_policy=self.principal.pii,
-                    answer_when_shed=self.principal.degraded_answers,
+                    answer_when_shed=self.principal.answer_when_shed,
                     model=frame.model,
                     max_tokens=frame.max_tokens,
                     temperature=frame.temperature,

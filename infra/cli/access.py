@@ -47,6 +47,7 @@ async def create_tenant(
     webhook_hosts: list[str] | None = None,
     response_cache: str | None = None,
     degraded_answers: bool | None = None,
+    answer_when_shed: bool | None = None,
 ) -> str:
     tags = sorted(set(residency))
     if gaps := residency_gaps(tags, res.policy.stores):
@@ -85,6 +86,8 @@ async def create_tenant(
         policy["response_cache"] = response_cache
     if degraded_answers is not None:
         policy["degraded_answers"] = degraded_answers
+    if answer_when_shed is not None:
+        policy["answer_when_shed"] = answer_when_shed
     async with res.sessions.begin() as session:
         tenant = await session.get_one(Tenant, created)
         if residency:
@@ -215,6 +218,13 @@ def tenants_create(
             help="answer from its documents when no model can (default: yes)",
         ),
     ] = None,
+    answer_when_shed: Annotated[
+        bool | None,
+        typer.Option(
+            "--answer-when-shed/--no-answer-when-shed",
+            help="at capacity, answer from its documents instead of a 503 (default: no)",
+        ),
+    ] = None,
 ) -> None:
     """Create a tenant (or update its policy when it exists)."""
     from activities.logic.pii import check_policy
@@ -235,6 +245,7 @@ def tenants_create(
                 webhook_host,
                 response_cache.value if response_cache else None,
                 degraded_answers,
+                answer_when_shed,
             )
         )
     except (ValueError, ResidencyViolation) as exc:

@@ -44,7 +44,7 @@ class LlamaGuardSpec(_Strict):
     # vLLM, TGI), for a chat model that is not a trained classifier; false: Llama Guard's own
     # `safe` / `unsafe` + categories text.
     constrained: bool = False
-    max_tokens: int = Field(default=24, gt=0)
+    max_tokens: int = Field(default=64, gt=0)
 
 
 class OpenAIModerationSpec(_Strict):

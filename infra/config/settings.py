@@ -128,6 +128,10 @@ class Settings(BaseSettings):
         le=24 * 3600,
         description="how long a turn's stream token (a browser EventSource's credential) reads its events",
     )
+    response_cache: bool = Field(
+        default=True,
+        description="serve repeatable replies from the response cache (a tenant's policy may turn it off)",
+    )
     response_cache_ttl_s: int = Field(
         default=24 * 3600,
         gt=0,

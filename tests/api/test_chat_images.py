@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
+from api.core.tenancy import DEFAULT_TENANT
 from infra.config.endpoints import default_gguf
 from tests.support.api_harness import ApiServer, isolated_settings, model_entry
 from tests.support.fake_model import ScriptedModelServer
@@ -75,6 +76,10 @@ async def test_images_reach_a_vision_model_after_the_text_and_are_kept_by_refere
         },
         {"type": "image", "url": LINK},
     ]
+    # Compliance replay shows the images by reference too, never an inline image's bytes.
+    admin = await api.headers_for(DEFAULT_TENANT, ("chat", "admin"))
+    audited = (await api.client.get(f"/v1/turns/{resp.headers['X-Turn-ID']}/audit", headers=admin)).json()
+    assert audited["input"]["images"] == question["attachments"]
 
 
 @pytest.mark.parametrize("model", ["text", "sees-then-text", None])

@@ -13,6 +13,7 @@ import pytest
 import pytest_asyncio
 from openai import AsyncOpenAI
 
+from api.core.tenancy import DEFAULT_TENANT
 from infra.config.endpoints import default_gguf
 from tests.support.api_harness import ApiServer, api_key_of, isolated_settings, model_entry
 from tests.support.fake_model import ScriptedModelServer
@@ -167,6 +168,14 @@ async def test_tool_calls_stream_in_delta_form_and_results_come_back_into_prompt
     assert recorded_result["tool_call_id"] == call.id
     assert "example.com" not in recorded_result["content"]
     assert second[2]["content"] == "Sunny in Paris." and second[2]["tool_calls"] is None
+    # Compliance replay shows what the request asked: the tools, and the exchange the reply answers.
+    admin = await api.headers_for(DEFAULT_TENANT, ("chat", "admin"))
+    audit = await api.client.get(f"/v1/turns/{answer.headers['X-Turn-ID']}/audit", headers=admin)
+    assert audit.status_code == 200, audit.text
+    asked = audit.json()["input"]
+    assert [t["function"]["name"] for t in asked["sampling"]["tools"]] == ["get_weather", "get_time"]
+    assert [m["role"] for m in asked["tool_exchange"]] == ["assistant", "tool"]
+    assert "example.com" not in str(asked)
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,11 @@ async def site(services: Services, tmp_path: Path) -> AsyncIterator[Site]:
     async with ScriptedModelServer("recorder") as model:
         model.script.reply = ["At", " nine", "."]
         settings = isolated_settings(
-            services, tmp_path, models={"recorder": model_entry(model.url)}, model_path=default_gguf()
+            services,
+            tmp_path,
+            models={"recorder": model_entry(model.url)},
+            model_path=default_gguf(),
+            response_cache=True,  # off for the other tests (tests/conftest.py)
         )
         res = await Resources.open(settings)
         try:

@@ -49,8 +49,10 @@ async def turn(api: ApiServer, headers: dict[str, str]) -> list[Event]:
         return await collect(resp)
 
 
-async def with_guide(api: ApiServer, name: str | None = None) -> dict[str, str]:
-    headers = await api.headers_for(name or f"sources-{uuid.uuid4().hex[:8]}")
+async def with_guide(
+    api: ApiServer, name: str | None = None, headers: dict[str, str] | None = None
+) -> dict[str, str]:
+    headers = headers or await api.headers_for(name or f"sources-{uuid.uuid4().hex[:8]}")
     doc = await api.client.post(
         "/v1/documents", json={"text": GUIDE, "source": "ferry.txt", "title": "Ferry guide"}, headers=headers
     )
@@ -156,7 +158,16 @@ async def test_a_turn_shed_at_capacity_is_answered_from_the_sources(
         res = await Resources.open(settings)
         try:
             async with build_ingest_worker(res), ApiServer(settings) as api:
-                headers = await with_guide(api)
+                # The policy first: a key's principal is cached for seconds once used.
+                name = f"shed-{uuid.uuid4().hex[:8]}"
+                headers = await api.headers_for(name)
+                db_rows(
+                    services,
+                    "UPDATE tenants SET settings = settings || %s::jsonb WHERE name = %s RETURNING id",
+                    '{"answer_when_shed": true}',
+                    name,
+                )
+                await with_guide(api, headers=headers)
                 # One turn holds the only place; the next is shed.
                 conv = await api.conversation(headers)
                 busy = asyncio.create_task(
@@ -173,15 +184,8 @@ async def test_a_turn_shed_at_capacity_is_answered_from_the_sources(
                 done = next(e for e in seen if e.event == "done").data
                 assert done["degraded"] == "extractive"
                 assert slow.requests == asked  # no model was asked for the shed turn
-                # A tenant that does not take such answers gets the 503 instead.
-                name = f"strict-{uuid.uuid4().hex[:8]}"
-                strict = await api.headers_for(name)
-                db_rows(
-                    services,
-                    "UPDATE tenants SET settings = settings || %s::jsonb WHERE name = %s RETURNING id",
-                    '{"degraded_answers": false}',
-                    name,
-                )
+                # A tenant that did not ask for such answers (the default) gets the 503 instead.
+                strict = await with_guide(api)
                 conv = await api.conversation(strict)
                 refused = await api.client.post(
                     f"/v1/conversations/{conv}/messages", json={"content": QUESTION}, headers=strict

@@ -129,6 +129,7 @@ def cli_env(settings: Settings) -> dict[str, str]:
         "TURNFLOW_TGI_URL": str(settings.tgi_url),
         "TURNFLOW_POLICY_FILE": str(settings.policy_file),
         "TURNFLOW_WORKER_VERSIONING": str(settings.worker_versioning).lower(),
+        "TURNFLOW_RESPONSE_CACHE": str(settings.response_cache).lower(),
         "TURNFLOW_DEPLOYMENT_NAME": settings.deployment_name,
         **({"TURNFLOW_BUILD_ID": settings.build_id} if settings.build_id else {}),
         "COLUMNS": "200",

@@ -29,6 +29,7 @@ def start_service(
         TURNFLOW_DATA_DIR=str(settings.data_dir),
         TURNFLOW_WORKER_METRICS_PORT=str(free_port()),  # never a port another process holds
         TURNFLOW_WORKER_VERSIONING=str(settings.worker_versioning).lower(),
+        TURNFLOW_RESPONSE_CACHE=str(settings.response_cache).lower(),
         TURNFLOW_DEPLOYMENT_NAME=settings.deployment_name,
         TURNFLOW_PROMOTE_ON_START=str(settings.promote_on_start).lower(),
         **({"TURNFLOW_BUILD_ID": settings.build_id} if settings.build_id else {}),
