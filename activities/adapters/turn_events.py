@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import zlib
 from collections import deque
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ log = logging.getLogger("turnflow.events")
 
 EVENT_TYPES = ("turn", "token", "tool_call", "reset", "done", "error", "redact", "moderated")
 TERMINAL = ("done", "error")
+_WORD_PIECE = re.compile(r"\s*\S+|\s+$")
 MAX_EVENTS = 20_000
 # Redis's answer to an explicit entry id at or below the stream's last one.
 _ALREADY_ADDED = "equal or smaller than the target stream top item"
@@ -139,11 +141,48 @@ class TurnEvents:
             list(done.data.get("tool_calls") or []),
         )
 
+    async def publish_reply(self, turn_id: str, meta: dict[str, Any], text: str) -> None:
+        """A reply no model streams (a cached one, an answer from the sources), in one transaction:
+        `turn` (or `reset`, after an earlier attempt's or a model's events), then its words as tokens
+        (whitespace kept with the word after it, so a client's text is the reply exactly)."""
+        first = "reset" if await self.began(turn_id) else "turn"
+        words = _WORD_PIECE.findall(text)
+        await self.publish_many(
+            turn_id, [(first, meta), *(("token", {"text": w, "index": i}) for i, w in enumerate(words))]
+        )
+
     async def read_all(self, turn_id: str) -> list[TurnEvent]:
         events: list[TurnEvent] = []
         while batch := await self.read(turn_id, events[-1].id if events else "0-0"):
             events.extend(batch)
         return events
+
+
+def turn_meta(
+    turn_id: str,
+    conversation_id: str,
+    request_id: str,
+    *,
+    model: str | None,
+    attempt: int,
+    model_version: str | None = None,
+    route: str | None = None,
+    degraded: bool | str = False,
+    **extra: Any,
+) -> dict[str, Any]:
+    """What a `turn` (or `reset`) event says: whose turn, which model answers (None: no model),
+    whether it is degraded (`extractive`: from the sources), and which attempt this is."""
+    return {
+        "turn_id": turn_id,
+        "conversation_id": conversation_id,
+        "request_id": request_id,
+        "model": model,
+        "model_version": model_version,
+        "route": route,
+        "degraded": degraded,
+        "attempt": attempt,
+        **extra,
+    }
 
 
 class StreamedReply(NamedTuple):

@@ -2,26 +2,18 @@
 says it is cached and where it came from, then the reply's tokens, all at once.
 
 At once, not paced like a model: the answer exists already, and pacing it would only add latency to
-look like generation; clients render token events as they come either way. The words are the tokens
-(whitespace kept with the word after it), so a client's text is the recorded reply exactly.
+look like generation; clients render token events as they come either way.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 
 from temporalio import activity
 
-from activities.adapters.turn_events import TurnEvents
+from activities.adapters.turn_events import TurnEvents, turn_meta
 from activities.contracts.turn import InferResult, ServeCachedInput
 from infra.telemetry import metrics
-
-_PIECE = re.compile(r"\s*\S+|\s+$")
-
-
-def pieces(text: str) -> list[str]:
-    return _PIECE.findall(text)
 
 
 class CachedReplies:
@@ -31,23 +23,17 @@ class CachedReplies:
     @activity.defn(name="serve_cached")
     async def serve_cached(self, inp: ServeCachedInput) -> InferResult:
         cached, target = inp.cached, inp.target
-        meta = {
-            "turn_id": inp.turn_id,
-            "conversation_id": inp.conversation_id,
-            "request_id": inp.request_id,
-            "model": target.name,
-            "model_version": target.version,
-            "route": inp.route_rule,
-            "degraded": False,
-            "attempt": activity.info().attempt,
-            "cached": {"turn_id": cached.turn_id, "message_id": cached.message_id},
-        }
-        # A retried attempt may follow one whose events went out: `reset`, then the reply again.
-        first = "reset" if await self.events.began(inp.turn_id) else "turn"
-        batch = [(first, meta)] + [
-            ("token", {"text": piece, "index": i}) for i, piece in enumerate(pieces(cached.text))
-        ]
-        await self.events.publish_many(inp.turn_id, batch)
+        meta = turn_meta(
+            inp.turn_id,
+            inp.conversation_id,
+            inp.request_id,
+            model=target.name,
+            model_version=target.version,
+            route=inp.route_rule,
+            attempt=activity.info().attempt,
+            cached={"turn_id": cached.turn_id, "message_id": cached.message_id},
+        )
+        await self.events.publish_reply(inp.turn_id, meta, cached.text)
         ttft_s = (datetime.now(UTC) - inp.started).total_seconds()
         metrics.response_cache_ttft.record(max(ttft_s, 0.0), {"model": target.name})
         return InferResult(

@@ -27,7 +27,7 @@ from activities.adapters.model_call import ModelCall
 from activities.adapters.model_registry import ModelRegistry
 from activities.adapters.outages import REDIS_UNAVAILABLE, degraded
 from activities.adapters.turn_cancels import TurnCancels
-from activities.adapters.turn_events import StreamedReply, TurnEvents, TurnPublisher
+from activities.adapters.turn_events import StreamedReply, TurnEvents, TurnPublisher, turn_meta
 from activities.contracts.route import ModelTarget
 from activities.contracts.sampling import ToolCall
 from activities.contracts.turn import InferInput, InferResult
@@ -145,16 +145,16 @@ class InferenceActivities:
             # Another worker opened this endpoint's circuit since routing: the next model, now.
             raise ApplicationError(f"{target.name}: circuit open", type="CircuitOpen", non_retryable=True)
         attempt = activity.info().attempt
-        meta = {
-            "turn_id": inp.turn_id,
-            "conversation_id": inp.conversation_id,
-            "request_id": inp.request_id,
-            "model": target.name,
-            "model_version": target.version,
-            "route": inp.route_rule,
-            "degraded": inp.degraded,
-            "attempt": attempt,
-        }
+        meta = turn_meta(
+            inp.turn_id,
+            inp.conversation_id,
+            inp.request_id,
+            model=target.name,
+            model_version=target.version,
+            route=inp.route_rule,
+            degraded=inp.degraded,
+            attempt=attempt,
+        )
         first = inp.first_choice and attempt == 1
         if first and activity.info().is_local and await self._began(inp.turn_id):
             # Run again: after its worker died (a reset, then the reply anew), or after Temporal could

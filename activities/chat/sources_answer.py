@@ -12,8 +12,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.adapters.tokens import estimate_tokens
-from activities.adapters.turn_events import TurnEvents
-from activities.chat.cached_reply import pieces
+from activities.adapters.turn_events import TurnEvents, turn_meta
 from activities.contracts.turn import InferResult, SourcesInput
 from activities.logic.extractive import NOTE, extractive_answer
 from db.documents import live_documents
@@ -42,19 +41,17 @@ class SourcesAnswers:
             raise ApplicationError(
                 "no passage has a sentence to answer with", type="NothingToQuote", non_retryable=True
             )
-        meta = {
-            "turn_id": inp.turn_id,
-            "conversation_id": inp.conversation_id,
-            "request_id": inp.request_id,
-            "model": None,
-            "degraded": EXTRACTIVE,
-            "note": NOTE,
-            "attempt": activity.info().attempt,
-        }
-        # After a model's partial reply (or an earlier attempt of this step): `reset` clears it.
-        first = "reset" if await self.events.began(inp.turn_id) else "turn"
-        batch = [(first, meta)] + [("token", {"text": p, "index": i}) for i, p in enumerate(pieces(text))]
-        await self.events.publish_many(inp.turn_id, batch)
+        meta = turn_meta(
+            inp.turn_id,
+            inp.conversation_id,
+            inp.request_id,
+            model=None,
+            degraded=EXTRACTIVE,
+            attempt=activity.info().attempt,
+            note=NOTE,
+        )
+        # After a model's partial reply (or an earlier attempt of this step), `reset` clears it.
+        await self.events.publish_reply(inp.turn_id, meta, text)
         metrics.degraded_answers.add(1, {"reason": inp.reason})
         return InferResult(
             text=text,
