@@ -104,6 +104,7 @@ def chat_activities(res: Resources) -> list[Callable[..., Any]]:
             make_moderator(moderation, res.safety, res.registry, res.http),
             res.events,
             cache,
+            policies=router.tenant_policy,
             timeout_s=moderation.timeout.total_seconds(),
             on_failure=moderation.on_failure,
         ).moderate_message,

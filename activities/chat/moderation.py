@@ -10,10 +10,9 @@ on the message (which moderator, its version, the categories)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -24,8 +23,9 @@ from activities.adapters.response_cache import ResponseCache
 from activities.adapters.tenant_keys import tenant_of_workflow
 from activities.adapters.turn_events import TurnEvents
 from activities.contracts.turn import ModerationInput
+from activities.logic.routing import TenantPolicy
 from db.messages import record_moderation, redact_message
-from db.models import AuditEvent, Tenant
+from db.models import AuditEvent
 from infra.telemetry import metrics
 
 
@@ -42,9 +42,12 @@ class ModerationActivities:
         events: TurnEvents,
         cache: ResponseCache | None = None,
         *,
+        policies: Callable[[str], Awaitable[TenantPolicy]],
         timeout_s: float = 10.0,
         on_failure: str = "open",
     ) -> None:
+        # The tenants' policies as routing caches them: no query per reply.
+        self.policies = policies
         self.sessions = sessions
         self.moderator = moderator
         self.events = events
@@ -56,15 +59,15 @@ class ModerationActivities:
     async def moderate_message(self, inp: ModerationInput) -> bool:
         """True when the message was redacted. Idempotent: redacting twice changes nothing more."""
         tenant = tenant_of_workflow(inp.turn_id)
-        settings = await self._tenant_settings(tenant)
+        policy = await self.policies(str(tenant)) if tenant else TenantPolicy()
         if inp.unavailable:
-            return await self._without_verdict(inp, settings)
+            return await self._without_verdict(inp, policy)
         try:
             async with asyncio.timeout(self.timeout_s):
                 verdict = await self.moderator.check(inp.text, inp.question)
         except (ModeratorUnavailable, TimeoutError) as exc:
             raise ApplicationError(f"{self.moderator.name}: {exc!r}", type="ModeratorUnavailable") from exc
-        enforced = [str(c) for c in settings.get("moderation_categories") or []]
+        enforced = list(policy.moderation_categories)
         flagged = verdict.flagged and (not enforced or any(c in enforced for c in verdict.categories))
         record = {**verdict.record(), "flagged": flagged, **({"enforced": enforced} if enforced else {})}
         if not flagged:
@@ -74,16 +77,9 @@ class ModerationActivities:
         await self._redact(inp, reason, record)
         return True
 
-    async def _tenant_settings(self, tenant: uuid.UUID | None) -> dict[str, Any]:
-        if tenant is None:
-            return {}
-        async with self.sessions() as session:
-            found = await session.scalar(select(Tenant.settings).where(Tenant.id == tenant))
-        return dict(found or {})
-
-    async def _without_verdict(self, inp: ModerationInput, settings: dict[str, Any]) -> bool:
+    async def _without_verdict(self, inp: ModerationInput, policy: TenantPolicy) -> bool:
         """The moderator gave none within its retries: the tenant's fail-open or fail-closed choice."""
-        mode = str(settings.get("moderation_failure") or self.on_failure)
+        mode = policy.moderation_failure or self.on_failure
         record = {"moderator": self.moderator.name, "unavailable": True, "on_failure": mode}
         if mode == "closed":
             await self._redact(inp, f"{self.moderator.name}: no verdict (fail closed)", record)

@@ -52,6 +52,10 @@ class TenantPolicy:
     response_cache: str = "auto"
     # Answer from the retrieved passages when no model can (activities/chat/sources_answer.py).
     degraded_answers: bool = True
+    # Out-of-band moderation: the categories it enforces (empty: all), and with no verdict whether
+    # the reply stays (`open`) or goes (`closed`); None: the deployment's choice (temporal.yaml).
+    moderation_categories: tuple[str, ...] = ()
+    moderation_failure: str | None = None
 
     @classmethod
     def from_row(cls, residency: Iterable[str], settings: dict[str, object]) -> TenantPolicy:
@@ -64,7 +68,15 @@ class TenantPolicy:
             daily_token_budget=int(str(budget)) if budget is not None else None,
             response_cache=cache if cache in ("auto", "exact", "off") else "auto",
             degraded_answers=settings.get("degraded_answers", True) is not False,
+            moderation_categories=tuple(str(c) for c in _listed(settings.get("moderation_categories"))),
+            moderation_failure=failure
+            if (failure := settings.get("moderation_failure")) in ("open", "closed")
+            else None,
         )
+
+
+def _listed(value: object) -> list[object]:
+    return list(value) if isinstance(value, list | tuple) else []
 
 
 class NoEligibleModel(Exception):
