@@ -238,9 +238,11 @@ async def list_messages(
                 .limit(limit)
             )
         ).all()
-    async with res.sessions.begin() as session:
-        await scope_to_tenant(session, tenant)  # documents are behind row-level security
-        documents = await documents_cited(session, tenant, rows)
+    documents = {}
+    if any(m.retrieved_chunks for m in rows):  # a transcript without retrieval costs no second read
+        async with res.sessions.begin() as session:
+            await scope_to_tenant(session, tenant)  # documents are behind row-level security
+            documents = await documents_cited(session, tenant, rows)
     # A message moderation redacted keeps its row (the audit trail) but not its text.
     return [
         MessageOut.model_validate(

@@ -131,9 +131,9 @@ def _content_of(index: int, message: ChatMessage) -> tuple[str, list[Message]]:
     return "\n".join(texts), images
 
 
-def _as_message(index: int, message: ChatMessage, calls_made: set[str]) -> tuple[Message, list[Message]]:
-    """The message as the model server takes it (with its images), and its images; a tool result
-    must answer a call made before it."""
+def _as_message(index: int, message: ChatMessage, calls_made: set[str]) -> tuple[Message, str, list[Message]]:
+    """The message as the model server takes it (with its images), its text and its images; a tool
+    result must answer a call made before it."""
     role = "system" if message.role == "developer" else message.role
     text, images = _content_of(index, message)
     out: Message = {"role": role, "content": [{"type": "text", "text": text}, *images] if images else text}
@@ -158,7 +158,7 @@ def _as_message(index: int, message: ChatMessage, calls_made: set[str]) -> tuple
                 param=f"messages[{index}].tool_call_id",
             )
         out["tool_call_id"] = message.tool_call_id
-    return out, images
+    return out, text, images
 
 
 @dataclass(frozen=True)
@@ -175,7 +175,7 @@ class ReadMessages:
 def read_messages(body: ChatCompletionRequest, registry: ModelRegistry) -> ReadMessages:
     calls_made: set[str] = set()
     read = [_as_message(i, m, calls_made) for i, m in enumerate(body.messages)]
-    messages = [m for m, _ in read]
+    messages = [m for m, _, _ in read]
     users = [i for i, m in enumerate(messages) if m["role"] == "user"]
     after = messages[users[-1] + 1 :] if users else []
     if not users or (after and after[-1]["role"] != "tool"):
@@ -186,9 +186,9 @@ def read_messages(body: ChatCompletionRequest, registry: ModelRegistry) -> ReadM
         )
     if any(m["role"] == "assistant" and not m.get("tool_calls") for m in after):
         raise ApiError(422, "after the last user message come only tool calls and their results", code="422")
-    _check_images(body, [images for _, images in read], registry)
+    _check_images(body, [images for _, _, images in read], registry)
     last = users[-1]
-    text, images = _content_of(last, body.messages[last])
+    _, text, images = read[last]
     return ReadMessages(messages[:last], text, images or None, after or None)
 
 
