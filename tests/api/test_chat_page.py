@@ -16,12 +16,10 @@ import pytest_asyncio
 from playwright.async_api import Browser, Page, expect
 
 from infra.config.endpoints import default_gguf
-from infra.runtime.resources import Resources
-from tests.support.api_harness import ApiServer, isolated_settings, model_entry
+from tests.support.api_harness import ApiServer, api_with_ingest, isolated_settings, model_entry
 from tests.support.browser import chromium, watched
 from tests.support.fake_model import ScriptedModelServer
 from tests.support.services import Services
-from workers.ingest import build_ingest_worker
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -69,12 +67,8 @@ async def site(services: Services, tmp_path: Path) -> AsyncIterator[ChatSite]:
         settings = isolated_settings(
             services, tmp_path, models={"scripted": model_entry(model.url)}, model_path=default_gguf()
         )
-        res = await Resources.open(settings)
-        try:
-            async with build_ingest_worker(res), ApiServer(settings) as api, chromium() as browser:
-                yield ChatSite(api, model, browser)
-        finally:
-            await res.close()
+        async with api_with_ingest(settings) as api, chromium() as browser:
+            yield ChatSite(api, model, browser)
 
 
 async def ask(page: Page, text: str) -> None:

@@ -26,7 +26,7 @@ from infra.config.moderation import LLAMA_GUARD_CATEGORIES
 from tests.support.api_harness import REAL_MODEL, ApiServer, isolated_settings, model_entry, real_model_entry
 from tests.support.fake_model import ScriptedModelServer
 from tests.support.in_loop_server import InLoopServer
-from tests.support.services import Services, db_rows
+from tests.support.services import Services, db_rows, set_tenant_policy
 from tests.support.sse import Event, collect
 
 pytestmark = pytest.mark.timeout(300)
@@ -86,15 +86,10 @@ async def exposure_recorded(services: Services, message_id: str) -> tuple[dict[s
     raise AssertionError(f"no exposure recorded: {record}")
 
 
-async def tenant_with(api: ApiServer, services: Services, policy: str) -> dict[str, str]:
+async def tenant_with(api: ApiServer, services: Services, **policy: object) -> dict[str, str]:
     name = f"moderated-{uuid.uuid4().hex[:8]}"
     headers = await api.headers_for(name)
-    db_rows(
-        services,
-        "UPDATE tenants SET settings = settings || %s::jsonb WHERE name = %s RETURNING id",
-        policy,
-        name,
-    )
+    set_tenant_policy(services, name, **policy)
     return headers
 
 
@@ -154,7 +149,7 @@ async def test_the_moderations_endpoint_redacts_or_keeps_and_exposure_matches_th
     assert not redacted and record["moderator"] == "openai" and record["flagged"] is False
 
     # A tenant that enforces only some categories keeps a reply flagged for another.
-    violence_only = await tenant_with(api, services, '{"moderation_categories": ["violence"]}')
+    violence_only = await tenant_with(api, services, moderation_categories=["violence"])
     moderations.verdicts = Verdicts(flags=["harassment"])
     seen = await turn(api, violence_only)
     assert seen[-1].event == "moderated"
@@ -185,7 +180,7 @@ async def test_a_moderator_with_no_verdict_fails_open_or_closed_as_the_tenant_ch
     record, redacted, _ = record_of(services, seen[-1].data["message_id"])
     assert not redacted and record == {"moderator": "openai", "unavailable": True, "on_failure": "open"}
 
-    closed = await tenant_with(api, services, '{"moderation_failure": "closed"}')
+    closed = await tenant_with(api, services, moderation_failure="closed")
     seen = await turn(api, closed)
     assert seen[-1].event == "redact"
     record, redacted, reason = record_of(services, seen[-1].data["message_id"])

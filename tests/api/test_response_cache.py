@@ -14,12 +14,10 @@ import pytest
 import pytest_asyncio
 
 from infra.config.endpoints import default_gguf
-from infra.runtime.resources import Resources
-from tests.support.api_harness import ApiServer, isolated_settings, model_entry
+from tests.support.api_harness import ApiServer, api_with_ingest, isolated_settings, model_entry
 from tests.support.fake_model import ScriptedModelServer
-from tests.support.services import Services, db_rows
+from tests.support.services import Services, db_rows, set_tenant_policy
 from tests.support.sse import collect
-from workers.ingest import build_ingest_worker
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -66,12 +64,8 @@ async def site(services: Services, tmp_path: Path) -> AsyncIterator[Site]:
             model_path=default_gguf(),
             response_cache=True,  # off for the other tests (tests/conftest.py)
         )
-        res = await Resources.open(settings)
-        try:
-            async with build_ingest_worker(res), ApiServer(settings) as api:
-                yield Site(api, model, services)
-        finally:
-            await res.close()
+        async with api_with_ingest(settings) as api:
+            yield Site(api, model, services)
 
 
 async def ingest(site: Site, headers: dict[str, str], text: str) -> None:
@@ -144,12 +138,7 @@ async def test_what_never_hits(site: Site) -> None:
 async def test_a_tenant_can_turn_it_off(site: Site) -> None:
     name = f"cache-off-{uuid.uuid4().hex[:8]}"
     headers = await site.tenant(name=name)
-    db_rows(
-        site.services,
-        "UPDATE tenants SET settings = settings || %s::jsonb WHERE name = %s RETURNING id",
-        '{"response_cache": "off"}',
-        name,
-    )
+    set_tenant_policy(site.services, name, response_cache="off")
     asked = site.model.requests
     await site.ask(headers)
     await site.ask(headers)

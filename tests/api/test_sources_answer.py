@@ -16,12 +16,10 @@ import pytest_asyncio
 
 from activities.logic.extractive import NOTE
 from infra.config.endpoints import default_gguf
-from infra.runtime.resources import Resources
-from tests.support.api_harness import ApiServer, isolated_settings, model_entry
+from tests.support.api_harness import ApiServer, api_with_ingest, isolated_settings, model_entry
 from tests.support.fake_model import ScriptedModelServer
-from tests.support.services import Services, db_rows
+from tests.support.services import Services, db_rows, set_tenant_policy
 from tests.support.sse import Event, collect
-from workers.ingest import build_ingest_worker
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -68,12 +66,8 @@ async def down(services: Services, tmp_path: Path) -> AsyncIterator[ApiServer]:
         "cpu": model_entry(dead_url(), tier="cpu-quantized"),
     }
     settings = isolated_settings(services, tmp_path, models=models, model_path=default_gguf())
-    res = await Resources.open(settings)
-    try:
-        async with build_ingest_worker(res), ApiServer(settings) as api:
-            yield api
-    finally:
-        await res.close()
+    async with api_with_ingest(settings) as api:
+        yield api
 
 
 async def test_with_every_model_down_a_tenant_with_documents_gets_cited_sentences(
@@ -132,12 +126,7 @@ async def test_without_documents_or_against_the_policy_the_error_stays(
     assert seen[-1].event == "error" and seen[-1].data["code"] == "model_unavailable"
     name = f"strict-{uuid.uuid4().hex[:8]}"
     headers = await with_guide(down, name)
-    db_rows(
-        services,
-        "UPDATE tenants SET settings = settings || %s::jsonb WHERE name = %s RETURNING id",
-        '{"degraded_answers": false}',
-        name,
-    )
+    set_tenant_policy(services, name, degraded_answers=False)
     seen = await turn(down, headers)
     assert seen[-1].event == "error" and seen[-1].data["code"] == "model_unavailable"
 
@@ -155,42 +144,33 @@ async def test_a_turn_shed_at_capacity_is_answered_from_the_sources(
             model_path=default_gguf(),
             max_inflight_turns=1,
         )
-        res = await Resources.open(settings)
-        try:
-            async with build_ingest_worker(res), ApiServer(settings) as api:
-                # The policy first: a key's principal is cached for seconds once used.
-                name = f"shed-{uuid.uuid4().hex[:8]}"
-                headers = await api.headers_for(name)
-                db_rows(
-                    services,
-                    "UPDATE tenants SET settings = settings || %s::jsonb WHERE name = %s RETURNING id",
-                    '{"answer_when_shed": true}',
-                    name,
+        async with api_with_ingest(settings) as api:
+            # The policy first: a key's principal is cached for seconds once used.
+            name = f"shed-{uuid.uuid4().hex[:8]}"
+            headers = await api.headers_for(name)
+            set_tenant_policy(services, name, answer_when_shed=True)
+            await with_guide(api, headers=headers)
+            # One turn holds the only place; the next is shed.
+            conv = await api.conversation(headers)
+            busy = asyncio.create_task(
+                api.client.post(
+                    f"/v1/conversations/{conv}/messages",
+                    json={"content": "Count.", "stream": False},
+                    headers=headers,
                 )
-                await with_guide(api, headers=headers)
-                # One turn holds the only place; the next is shed.
-                conv = await api.conversation(headers)
-                busy = asyncio.create_task(
-                    api.client.post(
-                        f"/v1/conversations/{conv}/messages",
-                        json={"content": "Count.", "stream": False},
-                        headers=headers,
-                    )
-                )
-                while slow.requests == 0:
-                    await asyncio.sleep(0.05)
-                asked = slow.requests
-                seen = await turn(api, headers)
-                done = next(e for e in seen if e.event == "done").data
-                assert done["degraded"] == "extractive"
-                assert slow.requests == asked  # no model was asked for the shed turn
-                # A tenant that did not ask for such answers (the default) gets the 503 instead.
-                strict = await with_guide(api)
-                conv = await api.conversation(strict)
-                refused = await api.client.post(
-                    f"/v1/conversations/{conv}/messages", json={"content": QUESTION}, headers=strict
-                )
-                assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
-                assert (await busy).status_code == 200
-        finally:
-            await res.close()
+            )
+            while slow.requests == 0:
+                await asyncio.sleep(0.05)
+            asked = slow.requests
+            seen = await turn(api, headers)
+            done = next(e for e in seen if e.event == "done").data
+            assert done["degraded"] == "extractive"
+            assert slow.requests == asked  # no model was asked for the shed turn
+            # A tenant that did not ask for such answers (the default) gets the 503 instead.
+            strict = await with_guide(api)
+            conv = await api.conversation(strict)
+            refused = await api.client.post(
+                f"/v1/conversations/{conv}/messages", json={"content": QUESTION}, headers=strict
+            )
+            assert refused.status_code == 503 and refused.json()["error"]["code"] == "overloaded"
+            assert (await busy).status_code == 200

@@ -6,6 +6,8 @@ import asyncio
 import os
 import sys
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Self
 
@@ -17,6 +19,7 @@ from api.core.tenancy import DEFAULT_TENANT
 from api.main import create_app
 from db.access import create_key, ensure_tenant
 from infra.config.settings import REPO_ROOT, Settings
+from infra.runtime.resources import Resources
 from tests.support.in_loop_server import InLoopServer
 from tests.support.services import Services
 
@@ -91,6 +94,20 @@ class ApiServer(InLoopServer):
         resp = await self.client.post("/v1/conversations", json={"title": "test"}, headers=headers)
         resp.raise_for_status()
         return str(resp.json()["id"])
+
+
+@asynccontextmanager
+async def api_with_ingest(settings: Settings) -> AsyncIterator[ApiServer]:
+    """The API with an ingest worker beside it (as the worker process runs it in a deployment), so
+    documents posted in a test are searchable when their POST answers."""
+    from workers.ingest import build_ingest_worker
+
+    res = await Resources.open(settings)
+    try:
+        async with build_ingest_worker(res), ApiServer(settings) as api:
+            yield api
+    finally:
+        await res.close()
 
 
 def model_entry(url: str, **fields: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import random
 import socket
 import uuid
@@ -67,6 +68,17 @@ def db_rows(services: Services, sql: str, *params: object) -> list[tuple[Any, ..
 
 
 psycopg_url = libpq_url  # the name the tests use
+
+
+def set_tenant_policy(services: Services, name: str, **policy: object) -> None:
+    """Merge ``policy`` into a tenant's settings (before its key's first use: principals and
+    routing cache a tenant's policy for a few seconds)."""
+    db_rows(
+        services,
+        "UPDATE tenants SET settings = settings || %s::jsonb WHERE name = %s RETURNING id",
+        json.dumps(policy),
+        name,
+    )
 
 
 def open_sealed(services: Services, tenant_id: uuid.UUID, value: str) -> str:
